@@ -1,0 +1,206 @@
+#!/usr/bin/env bash
+# A real, throw-away Kubernetes control plane on loopback: etcd, kube-apiserver and
+# kube-controller-manager, built from pinned sources by hack/control-plane/build.sh.
+#
+#   hack/local-cluster.sh [--kubeconfig PATH] -- COMMAND [ARGS...]
+#
+# starts the control plane, runs COMMAND with KUBECONFIG pointing at it, then stops every
+# process and removes every temporary file, whether COMMAND succeeds, fails or is
+# interrupted. The exit status is COMMAND's. The control-plane processes also die with
+# this script if it is killed outright (they run with a parent-death signal).
+#
+# COMMAND sees these variables:
+#   PATH                      starts with the pinned release's kubectl
+#   KUBECONFIG                admin kubeconfig (system:masters)
+#   ATO_CLUSTER_DIR           the temporary directory holding the cluster's state
+#   ATO_CLUSTER_CA            the CA certificate that signed the apiserver's serving cert
+#   ATO_UNPRIVILEGED_TOKEN    bearer token of user "unprivileged" (no RBAC grants at all)
+#   ATO_VERIFIER_PORT         loopback port where kube-apiserver expects the token verifier
+#                             (plain HTTP webhook, see --authentication-token-webhook-*)
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+kubeconfig_out=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --kubeconfig) kubeconfig_out="$2"; shift 2 ;;
+    --) shift; break ;;
+    *) echo "usage: $0 [--kubeconfig PATH] -- COMMAND [ARGS...]" >&2; exit 2 ;;
+  esac
+done
+[ $# -gt 0 ] || { echo "usage: $0 [--kubeconfig PATH] -- COMMAND [ARGS...]" >&2; exit 2; }
+
+bin_dir="$("$here/control-plane/build.sh")"
+
+dir="$(mktemp -d "${TMPDIR:-/tmp}/ato-cluster.XXXXXX")"
+pids=()
+command_pid=""
+stop() { # pid-or-negative-pgid: SIGTERM, then SIGKILL after 5 seconds
+  kill -TERM -- "$1" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 -- "$1" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL -- "$1" 2>/dev/null || true
+  wait "${1#-}" 2>/dev/null || true
+}
+cleanup() {
+  local status=$?
+  trap - EXIT INT TERM HUP
+  # The command first (it may need the apiserver to shut down cleanly), then the cluster.
+  # COMMAND runs in a process group of its own, so this also stops what it started
+  # (test binaries, operator processes).
+  [ -n "$command_pid" ] && stop "-$command_pid"
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do stop "$pid"; done
+  if [ "$status" -ne 0 ] && [ -d "$dir/logs" ]; then
+    for log in "$dir"/logs/*.log; do
+      echo "---- last lines of $(basename "$log") ----" >&2
+      tail -n 15 "$log" >&2 || true
+    done
+  fi
+  rm -rf "$dir"
+  [ -n "$kubeconfig_out" ] && rm -f "$kubeconfig_out"
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM HUP
+
+free_port() {
+  local port
+  while :; do
+    port=$((20000 + RANDOM % 40000))
+    if [ -z "$(ss -Htln "sport = :$port")" ] && ! [[ " ${used_ports:-} " == *" $port "* ]]; then
+      used_ports="${used_ports:-} $port"
+      echo "$port"
+      return
+    fi
+  done
+}
+
+# Run a control-plane process in the background; it gets SIGKILL if this script dies.
+start() { # name binary args...
+  local name=$1; shift
+  setpriv --pdeathsig KILL -- "$@" >"$dir/logs/$name.log" 2>&1 &
+  pids+=("$!")
+}
+
+wait_for() { # description seconds command...
+  local what=$1 seconds=$2; shift 2
+  local deadline=$((SECONDS + seconds))
+  until "$@" >/dev/null 2>&1; do
+    if [ $SECONDS -ge $deadline ]; then echo "timed out after ${seconds}s waiting for $what" >&2; return 1; fi
+    sleep 0.2
+  done
+}
+
+mkdir -p "$dir/logs" "$dir/pki" "$dir/etcd"
+started=$SECONDS
+
+# --- certificates: our own CA, so clients verify the apiserver instead of skipping TLS checks
+pki="$dir/pki"
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=access-token-operator local CA" \
+  -keyout "$pki/ca.key" -out "$pki/ca.crt" 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -subj "/CN=kube-apiserver" \
+  -keyout "$pki/apiserver.key" -out "$pki/apiserver.csr" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc\nextendedKeyUsage=serverAuth\n' >"$pki/san.ext"
+openssl x509 -req -in "$pki/apiserver.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
+  -days 2 -extfile "$pki/san.ext" -out "$pki/apiserver.crt" 2>/dev/null
+openssl genrsa -out "$pki/sa.key" 2048 2>/dev/null
+
+admin_token="$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+unprivileged_token="$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+cat >"$pki/tokens.csv" <<EOF
+$admin_token,admin,admin-uid,system:masters
+$unprivileged_token,unprivileged,unprivileged-uid
+EOF
+
+etcd_port=$(free_port); etcd_peer_port=$(free_port); api_port=$(free_port); verifier_port=$(free_port)
+
+# kube-apiserver asks the token verifier (when one listens there) about bearer tokens it
+# does not know itself. Nothing listening is harmless: other authenticators still answer.
+cat >"$dir/verifier-webhook.kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: verifier
+  cluster: {server: "http://127.0.0.1:$verifier_port/tokenreviews"}
+users:
+- name: kube-apiserver
+contexts:
+- name: webhook
+  context: {cluster: verifier, user: kube-apiserver}
+current-context: webhook
+EOF
+
+start etcd "$bin_dir/etcd" \
+  --name=default --data-dir="$dir/etcd" --unsafe-no-fsync --log-level=warn \
+  --listen-client-urls="http://127.0.0.1:$etcd_port" --advertise-client-urls="http://127.0.0.1:$etcd_port" \
+  --listen-peer-urls="http://127.0.0.1:$etcd_peer_port" --initial-advertise-peer-urls="http://127.0.0.1:$etcd_peer_port" \
+  --initial-cluster="default=http://127.0.0.1:$etcd_peer_port"
+wait_for etcd 30 curl -fsS "http://127.0.0.1:$etcd_port/health"
+
+start kube-apiserver "$bin_dir/kube-apiserver" \
+  --etcd-servers="http://127.0.0.1:$etcd_port" \
+  --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$api_port" \
+  --endpoint-reconciler-type=none \
+  --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
+  --client-ca-file="$pki/ca.crt" \
+  --token-auth-file="$pki/tokens.csv" \
+  --authorization-mode=RBAC \
+  --authentication-token-webhook-config-file="$dir/verifier-webhook.kubeconfig" \
+  --authentication-token-webhook-version=v1 \
+  --authentication-token-webhook-cache-ttl=1s \
+  --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+  --service-account-key-file="$pki/sa.key" --service-account-signing-key-file="$pki/sa.key" \
+  --service-cluster-ip-range=10.0.0.0/24 --allow-privileged=true \
+  --enable-priority-and-fairness=false
+curl_api() { curl -fsS --cacert "$pki/ca.crt" -H "Authorization: Bearer $admin_token" "https://127.0.0.1:$api_port$1"; }
+wait_for kube-apiserver 60 curl_api /readyz
+
+kubeconfig="$dir/admin.kubeconfig"
+cat >"$kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: local
+  cluster:
+    server: https://127.0.0.1:$api_port
+    certificate-authority-data: $(base64 -w0 <"$pki/ca.crt")
+users:
+- name: admin
+  user: {token: $admin_token}
+contexts:
+- name: local
+  context: {cluster: local, user: admin, namespace: default}
+current-context: local
+EOF
+chmod 600 "$kubeconfig"
+
+start kube-controller-manager "$bin_dir/kube-controller-manager" \
+  --kubeconfig="$kubeconfig" --authentication-kubeconfig="$kubeconfig" --authorization-kubeconfig="$kubeconfig" \
+  --bind-address=127.0.0.1 --secure-port=0 --leader-elect=false \
+  --controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller \
+  --service-account-private-key-file="$pki/sa.key" --root-ca-file="$pki/ca.crt" \
+  --use-service-account-credentials=false
+# The namespace controller creates each namespace's default ServiceAccount: once that exists,
+# kube-controller-manager is up and talking to the apiserver.
+wait_for kube-controller-manager 60 curl_api /api/v1/namespaces/default/serviceaccounts/default
+
+if [ -n "$kubeconfig_out" ]; then
+  mkdir -p "$(dirname "$kubeconfig_out")"
+  install -m 600 "$kubeconfig" "$kubeconfig_out"
+fi
+echo "local control plane (Kubernetes $("$bin_dir/kube-apiserver" --version | awk '{print $2}')) ready in $((SECONDS - started))s at https://127.0.0.1:$api_port" >&2
+
+# kubectl of the pinned release comes first on PATH.
+export PATH="$bin_dir:$PATH"
+export KUBECONFIG="$kubeconfig" ATO_CLUSTER_DIR="$dir" ATO_CLUSTER_CA="$pki/ca.crt"
+export ATO_UNPRIVILEGED_TOKEN="$unprivileged_token" ATO_VERIFIER_PORT="$verifier_port"
+# Run COMMAND in a session of its own, in the background, and wait, so that a signal reaches
+# our trap at once and cleanup can stop everything COMMAND started.
+setsid "$@" &
+command_pid=$!
+set +e
+wait "$command_pid"
+status=$?
+set -e
+exit "$status"

@@ -1,0 +1,151 @@
+//! `AccessToken`: what tenants write. The operator reads its spec and writes only its status.
+// Several `printcolumn(type_ = "string", ...)` attributes are distinct columns, not duplicates.
+#![allow(clippy::duplicated_attributes)]
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{Role, conditions::conditions_schema};
+
+/// Desired state of an AccessToken. The operator never writes it.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "iam.accesstoken.io",
+    version = "v1alpha1",
+    kind = "AccessToken",
+    doc = "An API token for automation, scoped to an organization or a group. The operator backs it with a TechnicalUser and writes the token into a Secret (the only place the value ever appears).",
+    plural = "accesstokens",
+    shortname = "atk",
+    category = "accesstokens",
+    namespaced,
+    status = "AccessTokenStatus",
+    printcolumn(name = "Scope", type_ = "string", json_path = ".status.scope"),
+    printcolumn(name = "Role", type_ = "string", json_path = ".status.role"),
+    printcolumn(name = "Status", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Expires", type_ = "string", json_path = ".status.expiresAt"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(name = "Token ID", type_ = "string", json_path = ".status.tokenId", priority = "1"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = "1"),
+    validation = Rule::new(
+        "has(oldSelf.spec.secretName) ? (has(self.spec.secretName) && self.spec.secretName == oldSelf.spec.secretName) : (!has(self.spec.secretName) || self.spec.secretName == self.metadata.name)"
+    ).message("spec.secretName is immutable once set (it defaults to metadata.name)").reason(Reason::FieldValueInvalid)
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("has(self.organization) != has(self.group)").message("exactly one of spec.organization or spec.group must be set").reason(Reason::FieldValueInvalid),
+    validation = Rule::new("!(has(self.expiresAt) && has(self.lifetime))").message("spec.expiresAt and spec.lifetime are mutually exclusive: set one of them").reason(Reason::FieldValueForbidden),
+    validation = Rule::new("has(self.organization) == has(oldSelf.organization) && (!has(self.organization) || self.organization == oldSelf.organization)").message("spec.organization is immutable: create a new AccessToken for another scope").reason(Reason::FieldValueInvalid),
+    validation = Rule::new("has(self.group) == has(oldSelf.group) && (!has(self.group) || self.group == oldSelf.group)").message("spec.group is immutable: create a new AccessToken for another scope").reason(Reason::FieldValueInvalid)
+)]
+pub struct AccessTokenSpec {
+    /// Organization this token is scoped to. Exactly one of organization or group; immutable.
+    /// The token's namespace must be listed in the Organization's spec.tokenNamespaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub organization: Option<String>,
+    /// Group this token is scoped to. Exactly one of organization or group; immutable.
+    /// The token's namespace must be listed in the Group's spec.tokenNamespaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub group: Option<String>,
+    /// Free text describing what the token is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub display_name: Option<String>,
+    /// When the token stops working (RFC 3339, e.g. 2027-06-30T00:00:00Z). Mutually exclusive
+    /// with lifetime. With neither, the token expires 90 days after the AccessToken was created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Time>,
+    /// How long the token lives, counted from the AccessToken's creation: a whole number and a
+    /// unit, m (minutes), h (hours), d (days) or w (weeks), e.g. 90d. Mutually exclusive with expiresAt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[1-9][0-9]{0,5}[mhdw]$')").message("spec.lifetime must be a whole number followed by m, h, d or w, for example 90d").reason(Reason::FieldValueInvalid))]
+    #[schemars(length(max = 7))]
+    pub lifetime: Option<String>,
+    /// Assign the admin role of the scope (OrganizationAdmin or GroupAdmin) instead of the user role.
+    #[serde(default)]
+    pub admin: bool,
+    /// Disable the token, reversibly: the Secret is kept and setting this back to false
+    /// re-enables the same token.
+    #[serde(default)]
+    pub revoked: bool,
+    /// Name of the Secret that receives the token. Defaults to metadata.name; immutable once set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')").message("spec.secretName must be a valid Secret name: lowercase letters, digits, '-' and '.'").reason(Reason::FieldValueInvalid))]
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: Option<String>,
+    /// Labels and annotations copied onto the Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_template: Option<SecretTemplate>,
+}
+
+/// Extra metadata for the token's Secret.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretTemplate {
+    /// Labels added to the Secret. The operator's own labels take precedence.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations added to the Secret.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// The lifecycle phase of an AccessToken.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Phase {
+    /// Not issued yet (or waiting for its scope to become valid).
+    Pending,
+    /// Issued and usable.
+    Active,
+    /// Disabled by spec.revoked; re-enabled by setting it back to false.
+    Revoked,
+    /// Past its expiry.
+    Expired,
+    /// Cannot be issued until something changes (see the Ready condition's reason).
+    Failed,
+}
+
+/// Observed state of an AccessToken. Never contains the token value.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessTokenStatus {
+    /// Lifecycle phase: Pending, Active, Revoked, Expired or Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// The public part of the token (the id in atk_<id>_...), safe to show; leads from a leaked token to this resource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<String>,
+    /// The scope, as organization/<name> or group/<name>.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// Name of the TechnicalUser backing the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub technical_user: Option<String>,
+    /// Name of the Secret holding the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+    /// The username the verifier reports: accesstoken:<namespace>:<name>.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// The role the token holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    /// The effective expiry (from expiresAt, or creation time plus lifetime).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Time>,
+    /// When the verifier last accepted the token (coarse, about per minute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<Time>,
+    /// The metadata.generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready always; Reconciling and Stalled only while true (kstatus).
+    #[serde(default)]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+}

@@ -1,0 +1,107 @@
+//! Condition types and reasons, in one place so that status, Events and tests agree.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use schemars::{Schema, SchemaGenerator, json_schema};
+
+/// The condition types this operator sets, following kstatus: `Ready` always,
+/// `Reconciling` and `Stalled` only while they are true.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConditionType {
+    /// The object is fully reconciled and usable.
+    Ready,
+    /// The operator is still working towards the desired state.
+    Reconciling,
+    /// The operator cannot make progress until something changes.
+    Stalled,
+}
+
+impl ConditionType {
+    /// The `type` string written into the condition.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ready => "Ready",
+            Self::Reconciling => "Reconciling",
+            Self::Stalled => "Stalled",
+        }
+    }
+}
+
+/// Machine-readable reasons, used as condition reasons and as Event reasons.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// A token was minted and written to its Secret.
+    TokenIssued,
+    /// The token is active and valid.
+    TokenActive,
+    /// `spec.revoked` is true: the token is disabled.
+    TokenRevoked,
+    /// `spec.revoked` went back to false: the same token works again.
+    TokenReenabled,
+    /// The token's expiry has passed.
+    TokenExpired,
+    /// The Secret was lost or tampered with, so a fresh token replaced the old one.
+    TokenReissued,
+    /// The organization named by the token does not exist.
+    OrganizationNotFound,
+    /// The group named by the token does not exist.
+    GroupNotFound,
+    /// The group exists but its organization does not.
+    GroupOrganizationNotFound,
+    /// The token's namespace is not in the scope's `tokenNamespaces`.
+    NamespaceNotAllowed,
+    /// A Secret with the target name exists and is not owned by this AccessToken.
+    SecretConflict,
+    /// The spec holds a value the schema could not refuse (for example a lifetime too long to represent).
+    InvalidSpec,
+    /// The operator is issuing or updating the token's children.
+    Progressing,
+    /// A transient error talking to the API server; retried with backoff.
+    ReconcileError,
+    /// The scope object (Organization or Group) is valid.
+    ScopeValid,
+    /// A Group names an organization that does not exist.
+    OrganizationMissing,
+}
+
+impl Reason {
+    /// The CamelCase string used in conditions and Events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TokenIssued => "TokenIssued",
+            Self::TokenActive => "TokenActive",
+            Self::TokenRevoked => "TokenRevoked",
+            Self::TokenReenabled => "TokenReenabled",
+            Self::TokenExpired => "TokenExpired",
+            Self::TokenReissued => "TokenReissued",
+            Self::OrganizationNotFound => "OrganizationNotFound",
+            Self::GroupNotFound => "GroupNotFound",
+            Self::GroupOrganizationNotFound => "GroupOrganizationNotFound",
+            Self::NamespaceNotAllowed => "NamespaceNotAllowed",
+            Self::SecretConflict => "SecretConflict",
+            Self::InvalidSpec => "InvalidSpec",
+            Self::Progressing => "Progressing",
+            Self::ReconcileError => "ReconcileError",
+            Self::ScopeValid => "ScopeValid",
+            Self::OrganizationMissing => "OrganizationMissing",
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Schema for a conditions list: a list-map keyed on `type`, so server-side apply merges
+/// conditions by type instead of replacing the whole list.
+pub(crate) fn conditions_schema(generator: &mut SchemaGenerator) -> Schema {
+    let item = generator.subschema_for::<Condition>();
+    json_schema!({
+        "type": "array",
+        "description": "Current state as kstatus conditions: Ready always; Reconciling and Stalled only while true.",
+        "items": item,
+        "x-kubernetes-list-type": "map",
+        "x-kubernetes-list-map-keys": ["type"],
+    })
+}

@@ -1,0 +1,12 @@
+//! access-token-operator: declarative API tokens for a multi-tenant platform.
+//!
+//! `AccessToken` manifests become a `TechnicalUser` (the account holding the token's role)
+//! and a `Secret` (the token value, shown nowhere else); a verifier answers who a presented
+//! token belongs to. See README.md for the architecture and the field reference.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod error;
+pub mod token;
+
+pub use error::{Error, Result};

@@ -1,0 +1,142 @@
+//! Shared test plumbing: clients for the local control plane, CRD installation, unique
+//! names, and waiting on conditions with a deadline (never fixed sleeps).
+
+use std::{future::Future, time::Duration};
+
+use k8s_openapi::{
+    api::core::v1::Namespace,
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+use kube::{
+    Api, Client, Config, ResourceExt,
+    api::{ObjectMeta, Patch, PatchParams, PostParams},
+    config::{KubeConfigOptions, Kubeconfig},
+    runtime::wait::{await_condition, conditions},
+};
+use tokio::sync::OnceCell;
+
+/// How long any single wait in a test may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+fn kubeconfig_path() -> String {
+    std::env::var("KUBECONFIG").unwrap_or_else(|_| {
+        panic!(
+            "KUBECONFIG is not set: integration tests need the local control plane. \
+             Run `make test` (or `hack/local-cluster.sh -- cargo test`)."
+        )
+    })
+}
+
+/// An admin client for the local control plane.
+pub async fn admin_client() -> Client {
+    let kubeconfig = Kubeconfig::read_from(kubeconfig_path()).expect("KUBECONFIG is readable");
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("KUBECONFIG is valid");
+    Client::try_from(config).expect("client builds")
+}
+
+/// A client that authenticates with a bearer token instead of the admin identity.
+pub async fn client_with_token(token: &str) -> Client {
+    let kubeconfig = Kubeconfig::read_from(kubeconfig_path()).expect("KUBECONFIG is readable");
+    let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("KUBECONFIG is valid");
+    config.auth_info = kube::config::AuthInfo {
+        token: Some(token.to_string().into()),
+        ..Default::default()
+    };
+    Client::try_from(config).expect("client builds")
+}
+
+/// An environment variable that the local-cluster launcher sets.
+pub fn cluster_env(name: &str) -> String {
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set: run the tests through `make test`"))
+}
+
+static CRDS_INSTALLED: OnceCell<()> = OnceCell::const_new();
+
+/// Installs the CRDs from `crds/` (as a user would, from the checked-in file, not from the
+/// Rust types) once per test run, and waits until the API server has established them.
+pub async fn install_crds() {
+    CRDS_INSTALLED
+        .get_or_init(|| async {
+            let client = admin_client().await;
+            let api = Api::<CustomResourceDefinition>::all(client);
+            let yaml = std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/crds/access-token-operator.yaml"
+            ))
+            .expect("crds/ is readable");
+            for document in serde_yaml::Deserializer::from_str(&yaml) {
+                let crd: CustomResourceDefinition =
+                    serde::Deserialize::deserialize(document).expect("crds/ holds CRDs");
+                let name = crd.name_any();
+                api.patch(
+                    &name,
+                    &PatchParams::apply("integration-tests").force(),
+                    &Patch::Apply(&crd),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("CRD {name} applies: {e}"));
+                within(
+                    DEADLINE,
+                    await_condition(api.clone(), &name, conditions::is_crd_established()),
+                )
+                .await
+                .expect("watch works");
+            }
+        })
+        .await;
+}
+
+/// A name nobody else in this test run uses: `<prefix>-<random>`.
+pub fn unique_name(prefix: &str) -> String {
+    let suffix: String = (0..6)
+        .map(|_| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[rand::random_range(0..36)]))
+        .collect();
+    format!("{prefix}-{suffix}")
+}
+
+/// Creates a fresh namespace for one test and returns its name.
+pub async fn test_namespace(client: &Client, prefix: &str) -> String {
+    let name = unique_name(prefix);
+    let namespace = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .expect("namespace is created");
+    name
+}
+
+/// Awaits `future`, failing the test if it takes longer than `deadline`.
+pub async fn within<T>(deadline: Duration, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(deadline, future)
+        .await
+        .unwrap_or_else(|_| panic!("condition not reached within {deadline:?}"))
+}
+
+/// Polls `check` until it returns `Some`, failing the test after `DEADLINE` with `what`.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {DEADLINE:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
