@@ -6,7 +6,11 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod controller;
 pub mod error;
+pub mod expiry;
+pub mod hasher;
+pub mod telemetry;
 pub mod token;
 
 pub use error::{Error, Result};

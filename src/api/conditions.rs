@@ -51,6 +51,10 @@ pub enum Reason {
     NamespaceNotAllowed,
     /// A Secret with the target name exists and is not owned by this AccessToken.
     SecretConflict,
+    /// A TechnicalUser with the token's name exists and is not controlled by it.
+    TechnicalUserConflict,
+    /// The AccessToken was deleted along with its TechnicalUser and Secret.
+    TokenDeleted,
     /// The spec holds a value the schema could not refuse (for example a lifetime too long to represent).
     InvalidSpec,
     /// The operator is issuing or updating the token's children.
@@ -78,6 +82,8 @@ impl Reason {
             Self::GroupOrganizationNotFound => "GroupOrganizationNotFound",
             Self::NamespaceNotAllowed => "NamespaceNotAllowed",
             Self::SecretConflict => "SecretConflict",
+            Self::TechnicalUserConflict => "TechnicalUserConflict",
+            Self::TokenDeleted => "TokenDeleted",
             Self::InvalidSpec => "InvalidSpec",
             Self::Progressing => "Progressing",
             Self::ReconcileError => "ReconcileError",

@@ -135,13 +135,13 @@ pub struct ScopeStatus {
 #[serde(rename_all = "camelCase")]
 pub struct TokenCounts {
     /// Tokens waiting to be issued (including those whose scope is not valid yet).
-    pub pending: u32,
+    pub pending: i64,
     /// Tokens that are issued and usable.
-    pub active: u32,
+    pub active: i64,
     /// Tokens disabled by `spec.revoked`.
-    pub revoked: u32,
+    pub revoked: i64,
     /// Tokens past their expiry.
-    pub expired: u32,
+    pub expired: i64,
     /// Tokens that failed (for example a Secret conflict).
-    pub failed: u32,
+    pub failed: i64,
 }

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The body of `make run`, called by hack/local-cluster.sh with KUBECONFIG set: installs the
+# CRDs, starts the operator in the foreground, applies examples/, and waits for Ctrl-C.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+kubectl apply --server-side -f crds/ >/dev/null
+kubectl wait --for condition=established --timeout=60s -f crds/ >/dev/null
+
+target/debug/access-token-operator run &
+operator=$!
+trap 'kill -TERM $operator 2>/dev/null; wait $operator' EXIT INT TERM
+
+kubectl apply -f examples/ >/dev/null
+kubectl wait --for=jsonpath='{.status.phase}'=Active --timeout=60s -n acme-ci accesstoken/ci-deployer >/dev/null || true
+cat >&2 <<MSG
+
+  The operator is running against a local control plane with the examples applied.
+  In another terminal:
+
+    export KUBECONFIG=$PWD/target/local-cluster/kubeconfig
+    kubectl get accesstokens -A
+    kubectl get secret -n acme-ci ci-deployer -o jsonpath='{.data.token}' | base64 -d
+
+  Ctrl-C stops the operator and the control plane.
+
+MSG
+wait $operator

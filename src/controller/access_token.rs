@@ -1,0 +1,607 @@
+//! The AccessToken reconciler: validate scope → Secret (the token, minted once) →
+//! TechnicalUser (its hash, role, disabled, expiry) → status and Events. Cleanup on delete.
+
+use std::{sync::Arc, time::Duration};
+
+use k8s_openapi::{api::core::v1::Secret, jiff::Timestamp};
+use kube::{
+    Api, ResourceExt,
+    api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions},
+    runtime::{
+        controller::Action,
+        events::EventType,
+        finalizer::{Event as Finalizer, finalizer},
+        reflector::ObjectRef,
+    },
+};
+use serde_json::json;
+use tracing::{info, instrument, warn};
+
+use super::{
+    Context, backoff,
+    build::{self, FINALIZER, MANAGER, Outcome, keys},
+    validate::{ResolvedScope, resolve_scope},
+};
+use crate::{
+    Error, Result,
+    api::{AccessToken, Credential, Phase, Reason, TechnicalUser},
+    expiry::effective_expiry,
+    token::Token,
+};
+
+/// How often an object waiting on something the operator cannot watch is looked at again.
+const RECHECK: Duration = Duration::from_secs(60);
+/// Longest wait between reconciles of a healthy token (expiry is also requeued exactly).
+const RESYNC: Duration = Duration::from_secs(3600);
+
+/// Entry point from the controller: routes to reconcile or cleanup through the finalizer.
+pub async fn reconcile(token: Arc<AccessToken>, ctx: Arc<Context>) -> Result<Action> {
+    let namespace = token.namespace().ok_or(Error::MissingNamespace)?;
+    let api: Api<AccessToken> = Api::namespaced(ctx.client.clone(), &namespace);
+    let action = finalizer(&api, FINALIZER, token.clone(), |event| async {
+        match event {
+            Finalizer::Apply(token) => token.reconcile(&ctx).await,
+            Finalizer::Cleanup(token) => token.cleanup(&ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))?;
+    ctx.failures
+        .lock()
+        .expect("lock")
+        .remove(&ObjectRef::from_obj(&*token));
+    Ok(action)
+}
+
+/// Transient failures back off exponentially per object and become Warning Events.
+pub fn error_policy(token: Arc<AccessToken>, error: &Error, ctx: Arc<Context>) -> Action {
+    let failures = {
+        let mut failures = ctx.failures.lock().expect("lock");
+        let count = failures.entry(ObjectRef::from_obj(&*token)).or_insert(0);
+        *count += 1;
+        *count
+    };
+    warn!(name = %token.name_any(), namespace = token.namespace(), %error, failures, "reconcile failed");
+    let note = error.to_string();
+    tokio::spawn(async move {
+        ctx.publish(
+            &*token,
+            EventType::Warning,
+            Reason::ReconcileError,
+            "Reconcile",
+            note,
+        )
+        .await;
+    });
+    Action::requeue(backoff(failures - 1))
+}
+
+/// The state of the Secret that should hold the token.
+enum SecretState {
+    /// No Secret by that name.
+    Missing,
+    /// A Secret by that name that this AccessToken does not control: never touched.
+    Foreign,
+    /// Our Secret, holding a well-formed token whose id matches its `token-id` key.
+    Holding(Secret, Token),
+    /// Our Secret, but its token is missing or unreadable.
+    Damaged(Secret),
+}
+
+fn inspect_secret(secret: Option<Secret>, uid: &str) -> SecretState {
+    let Some(secret) = secret else {
+        return SecretState::Missing;
+    };
+    if !build::is_controlled_by(&secret.metadata, uid) {
+        return SecretState::Foreign;
+    }
+    let data = secret.data.as_ref();
+    let text = |key: &str| {
+        data.and_then(|d| d.get(key))
+            .and_then(|v| std::str::from_utf8(&v.0).ok())
+    };
+    match (text(keys::TOKEN).map(Token::parse), text(keys::TOKEN_ID)) {
+        (Some(Ok(token)), Some(id)) if token.id().as_str() == id => {
+            SecretState::Holding(secret, token)
+        }
+        _ => SecretState::Damaged(secret),
+    }
+}
+
+impl AccessToken {
+    #[instrument(skip_all, fields(namespace = self.namespace(), name = %self.name_any()))]
+    async fn reconcile(&self, ctx: &Context) -> Result<Action> {
+        let namespace = self.namespace().ok_or(Error::MissingNamespace)?;
+        let name = self.name_any();
+        let uid = self.uid().ok_or(Error::MissingUid)?;
+        let now = Timestamp::now();
+        let users: Api<TechnicalUser> = Api::namespaced(ctx.client.clone(), &namespace);
+        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+        let previous = self.status.clone().unwrap_or_default();
+
+        // Fetch what the token refers to, then validate: scope and expiry.
+        ctx.organizations
+            .wait_until_ready()
+            .await
+            .map_err(|_| Error::StoreNotReady)?;
+        ctx.groups
+            .wait_until_ready()
+            .await
+            .map_err(|_| Error::StoreNotReady)?;
+        let resolved = resolve_scope(
+            &namespace,
+            &self.spec,
+            |n| ctx.organizations.get(&ObjectRef::new(n)),
+            |n| ctx.groups.get(&ObjectRef::new(n)),
+        );
+        let created = self
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0)
+            .unwrap_or(now);
+        let expiry = effective_expiry(
+            created,
+            self.spec.expires_at.as_ref().map(|t| t.0),
+            self.spec.lifetime.as_deref(),
+        );
+
+        let user = users.get_opt(&name).await?;
+        if let Some(user) = &user
+            && !build::is_controlled_by(&user.metadata, &uid)
+        {
+            let message = format!(
+                "TechnicalUser {name:?} exists and is not controlled by this AccessToken; it is left untouched"
+            );
+            return self
+                .fail(
+                    ctx,
+                    Reason::TechnicalUserConflict,
+                    message,
+                    previous.token_id,
+                )
+                .await;
+        }
+
+        let (resolved, expires_at) = match (resolved, expiry) {
+            (Ok(resolved), Ok(expires_at)) => (resolved, expires_at),
+            (Err(problem), _) => {
+                // Fail closed: an issued token whose scope is gone stops working now.
+                if let Some(user) = user.filter(|u| !u.spec.disabled) {
+                    let mut disabled = user.clone();
+                    disabled.spec.disabled = true;
+                    apply_user(&users, &disabled, self).await?;
+                    warn!(
+                        reason = problem.reason.as_str(),
+                        "scope no longer valid: token disabled"
+                    );
+                }
+                return self
+                    .fail(ctx, problem.reason, problem.message, previous.token_id)
+                    .await;
+            }
+            (Ok(_), Err(invalid)) => {
+                return self
+                    .fail(
+                        ctx,
+                        Reason::InvalidSpec,
+                        invalid.to_string(),
+                        previous.token_id,
+                    )
+                    .await;
+            }
+        };
+
+        // The Secret is the source of truth for the token: minted only when it is missing or
+        // unusable, created with POST (never overwriting), replaced only at the resourceVersion read.
+        let secret_name = build::secret_name(self);
+        let credentials = user
+            .as_ref()
+            .map(|u| u.spec.credentials.clone())
+            .unwrap_or_default();
+        let state = inspect_secret(secrets.get_opt(&secret_name).await?, &uid);
+        let (value, secret, credential) = match state {
+            SecretState::Foreign => {
+                let message = format!(
+                    "Secret {secret_name:?} already exists and is not owned by this AccessToken; it is left untouched. Delete it or set spec.secretName on a new AccessToken"
+                );
+                return self
+                    .fail(ctx, Reason::SecretConflict, message, previous.token_id)
+                    .await;
+            }
+            SecretState::Holding(secret, value) => {
+                match self
+                    .credential_for(ctx, &secret, &value, &credentials, expires_at)
+                    .await?
+                {
+                    Some(credential) => (value, Some(secret), credential),
+                    None => {
+                        let why = "the token in its Secret does not match the issued credential (tampered)";
+                        self.reissue(ctx, &secrets, Some(secret), &resolved, expires_at, why)
+                            .await?
+                    }
+                }
+            }
+            SecretState::Damaged(secret) => {
+                let why = "its Secret no longer holds a readable token (lost or tampered)";
+                self.reissue(ctx, &secrets, Some(secret), &resolved, expires_at, why)
+                    .await?
+            }
+            SecretState::Missing if credentials.is_empty() && previous.token_id.is_none() => {
+                let (value, secret, credential) = self
+                    .mint(ctx, &secrets, None, &resolved, expires_at)
+                    .await?;
+                info!(token_id = %value.id(), "token issued");
+                let note = format!("Issued token {} into Secret {secret_name:?}", value.id());
+                ctx.publish(self, EventType::Normal, Reason::TokenIssued, "Issue", note)
+                    .await;
+                (value, secret, credential)
+            }
+            SecretState::Missing => {
+                let why = "its Secret was deleted";
+                self.reissue(ctx, &secrets, None, &resolved, expires_at, why)
+                    .await?
+            }
+        };
+
+        // Keep the Secret's descriptive keys (role, expiry, ...) current; the token never changes here.
+        if let Some(secret) = &secret {
+            let data = build::secret_data(self, &resolved, &value, expires_at);
+            if let Some(updated) = build::updated_secret(self, secret, data) {
+                secrets
+                    .replace(&secret_name, &PostParams::default(), &updated)
+                    .await?;
+            }
+        }
+
+        let phase = if now >= expires_at {
+            Phase::Expired
+        } else if self.spec.revoked {
+            Phase::Revoked
+        } else {
+            Phase::Active
+        };
+        let desired = build::technical_user(
+            self,
+            &resolved,
+            self.spec.revoked,
+            expires_at,
+            vec![credential],
+        );
+        if user
+            .as_ref()
+            .map(|u| (&u.spec, &u.metadata.owner_references))
+            != Some((&desired.spec, &desired.metadata.owner_references))
+        {
+            apply_user(&users, &desired, self).await?;
+        }
+
+        self.announce_transition(ctx, previous.phase, phase, &value)
+            .await;
+        let (ready, reason, message) = match phase {
+            Phase::Active => (
+                true,
+                Reason::TokenActive,
+                format!("Token {} is active until {expires_at}", value.id()),
+            ),
+            Phase::Revoked => (
+                false,
+                Reason::TokenRevoked,
+                "spec.revoked is true: the token is disabled; set it to false to re-enable it"
+                    .to_string(),
+            ),
+            _ => (
+                false,
+                Reason::TokenExpired,
+                format!("The token expired at {expires_at}"),
+            ),
+        };
+        self.write_status(
+            ctx,
+            &Outcome {
+                phase,
+                ready,
+                reason,
+                message,
+                stalled: false,
+                token_id: Some(value.id().to_string()),
+                expires_at: Some(expires_at),
+            },
+        )
+        .await?;
+
+        // Wake up exactly at expiry, so the phase flips on time (the verifier never waits for this).
+        let until_expiry = expires_at.duration_since(now);
+        Ok(match Duration::try_from(until_expiry) {
+            Ok(wait) if !wait.is_zero() => {
+                Action::requeue(wait.min(RESYNC) + Duration::from_millis(100))
+            }
+            _ => Action::requeue(RESYNC),
+        })
+    }
+
+    /// The credential matching the Secret's token, hashing it if the TechnicalUser has none
+    /// yet (a crash between writing the Secret and the TechnicalUser); `None` if the token
+    /// does not match what was issued.
+    async fn credential_for(
+        &self,
+        ctx: &Context,
+        secret: &Secret,
+        value: &Token,
+        credentials: &[Credential],
+        expires_at: Timestamp,
+    ) -> Result<Option<Credential>> {
+        let Some(existing) = credentials.iter().find(|c| c.id == value.id().as_str()) else {
+            if credentials.is_empty() {
+                let hash = ctx.hasher.hash(value).await?;
+                return Ok(Some(credential(value, hash, expires_at)));
+            }
+            return Ok(None);
+        };
+        let (uid, version) = (
+            secret.uid().unwrap_or_default(),
+            secret.resource_version().unwrap_or_default(),
+        );
+        let known_good = ctx.verified_secrets.lock().expect("lock").get(&uid) == Some(&version);
+        if known_good || ctx.hasher.verify(value, &existing.hash).await {
+            ctx.verified_secrets
+                .lock()
+                .expect("lock")
+                .insert(uid, version);
+            Ok(Some(credential(value, existing.hash.clone(), expires_at)))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Mints a token and writes it into the Secret: created if `existing` is `None`, else
+    /// replaced at the resourceVersion that was read (a concurrent change fails, and retries).
+    async fn mint(
+        &self,
+        ctx: &Context,
+        secrets: &Api<Secret>,
+        existing: Option<Secret>,
+        resolved: &ResolvedScope,
+        expires_at: Timestamp,
+    ) -> Result<(Token, Option<Secret>, Credential)> {
+        let value = Token::try_generate().map_err(|_| Error::Randomness)?;
+        let hash = ctx.hasher.hash(&value).await?;
+        let data = build::secret_data(self, resolved, &value, expires_at);
+        let written = match existing {
+            None => {
+                secrets
+                    .create(&PostParams::default(), &build::new_secret(self, data))
+                    .await?
+            }
+            Some(mut secret) => {
+                secret.data = Some(data.clone());
+                let secret = build::updated_secret(self, &secret, data).unwrap_or(secret);
+                secrets
+                    .replace(&build::secret_name(self), &PostParams::default(), &secret)
+                    .await?
+            }
+        };
+        let credential = credential(&value, hash, expires_at);
+        Ok((value, Some(written), credential))
+    }
+
+    async fn reissue(
+        &self,
+        ctx: &Context,
+        secrets: &Api<Secret>,
+        existing: Option<Secret>,
+        resolved: &ResolvedScope,
+        expires_at: Timestamp,
+        why: &str,
+    ) -> Result<(Token, Option<Secret>, Credential)> {
+        let minted = self
+            .mint(ctx, secrets, existing, resolved, expires_at)
+            .await?;
+        warn!(token_id = %minted.0.id(), why, "token reissued");
+        let note = format!(
+            "Issued a fresh token {} because {why}; the previous token no longer works",
+            minted.0.id()
+        );
+        ctx.publish(
+            self,
+            EventType::Warning,
+            Reason::TokenReissued,
+            "Reissue",
+            note,
+        )
+        .await;
+        Ok(minted)
+    }
+
+    async fn announce_transition(
+        &self,
+        ctx: &Context,
+        from: Option<Phase>,
+        to: Phase,
+        value: &Token,
+    ) {
+        let (reason, note) = match (from, to) {
+            (Some(Phase::Revoked), Phase::Revoked) | (Some(Phase::Expired), Phase::Expired) => {
+                return;
+            }
+            (_, Phase::Revoked) => (
+                Reason::TokenRevoked,
+                format!("Token {} revoked", value.id()),
+            ),
+            (_, Phase::Expired) => (
+                Reason::TokenExpired,
+                format!("Token {} expired", value.id()),
+            ),
+            (Some(Phase::Revoked), Phase::Active) => (
+                Reason::TokenReenabled,
+                format!("Token {} re-enabled", value.id()),
+            ),
+            _ => return,
+        };
+        info!(token_id = %value.id(), reason = reason.as_str(), "token state changed");
+        ctx.publish(self, EventType::Normal, reason, "Update", note)
+            .await;
+    }
+
+    /// Records a failure that waits for a change (scope, conflict, invalid spec) without hot-looping.
+    async fn fail(
+        &self,
+        ctx: &Context,
+        reason: Reason,
+        message: String,
+        token_id: Option<String>,
+    ) -> Result<Action> {
+        let previous_reason = self
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+            .map(|c| c.reason.clone());
+        if previous_reason.as_deref() != Some(reason.as_str()) {
+            warn!(reason = reason.as_str(), %message, "token not usable");
+            ctx.publish(
+                self,
+                EventType::Warning,
+                reason,
+                "Validate",
+                message.clone(),
+            )
+            .await;
+        }
+        let issued = token_id.is_some();
+        self.write_status(
+            ctx,
+            &Outcome {
+                // Never issued: waiting for a valid scope. Issued: disabled until it is valid again.
+                phase: if issued
+                    || matches!(
+                        reason,
+                        Reason::SecretConflict | Reason::TechnicalUserConflict
+                    ) {
+                    Phase::Failed
+                } else {
+                    Phase::Pending
+                },
+                ready: false,
+                reason,
+                message,
+                stalled: true,
+                token_id,
+                expires_at: None,
+            },
+        )
+        .await?;
+        // Scope changes arrive through watches; a foreign Secret's removal does not, so look again.
+        Ok(Action::requeue(RECHECK))
+    }
+
+    async fn write_status(&self, ctx: &Context, outcome: &Outcome) -> Result<()> {
+        let now = Timestamp::now();
+        let status = build::status(self, outcome, now);
+        if self.status.as_ref() == Some(&status) {
+            return Ok(());
+        }
+        let api: Api<AccessToken> =
+            Api::namespaced(ctx.client.clone(), &self.namespace().unwrap_or_default());
+        let patch = json!({
+            "apiVersion": "iam.accesstoken.io/v1alpha1",
+            "kind": "AccessToken",
+            "status": status,
+        });
+        api.patch_status(
+            &self.name_any(),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(patch),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Deletes the TechnicalUser and the Secret (only if this AccessToken controls them).
+    #[instrument(skip_all, fields(namespace = self.namespace(), name = %self.name_any()))]
+    async fn cleanup(&self, ctx: &Context) -> Result<Action> {
+        let namespace = self.namespace().ok_or(Error::MissingNamespace)?;
+        let uid = self.uid().ok_or(Error::MissingUid)?;
+        let users: Api<TechnicalUser> = Api::namespaced(ctx.client.clone(), &namespace);
+        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+        if let Some(user) = users.get_opt(&self.name_any()).await? {
+            delete_if_controlled(&users, &user.metadata, &uid).await?;
+        }
+        if let Some(secret) = secrets.get_metadata_opt(&build::secret_name(self)).await? {
+            delete_if_controlled(&secrets, &secret.metadata, &uid).await?;
+        }
+        info!("token deleted with its TechnicalUser and Secret");
+        let note = "Deleted the TechnicalUser and Secret; the token no longer works".to_string();
+        ctx.publish(
+            self,
+            EventType::Normal,
+            Reason::TokenDeleted,
+            "Delete",
+            note,
+        )
+        .await;
+        Ok(Action::await_change())
+    }
+}
+
+fn credential(value: &Token, hash: String, expires_at: Timestamp) -> Credential {
+    Credential {
+        id: value.id().to_string(),
+        hash,
+        not_after: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(expires_at),
+    }
+}
+
+async fn apply_user(
+    users: &Api<TechnicalUser>,
+    user: &TechnicalUser,
+    token: &AccessToken,
+) -> Result<()> {
+    let mut patch = serde_json::to_value(user)?;
+    // Server-side apply sends only the fields we own; status and others' fields are untouched.
+    if let Some(meta) = patch.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+        meta.retain(|k, _| {
+            matches!(
+                k.as_str(),
+                "name" | "namespace" | "labels" | "ownerReferences"
+            )
+        });
+    }
+    users
+        .patch(
+            &token.name_any(),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(patch),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Deletes an object only if `uid` controls it, and only that very object (uid precondition);
+/// already gone counts as done.
+async fn delete_if_controlled<K>(
+    api: &Api<K>,
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    uid: &str,
+) -> Result<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    if !build::is_controlled_by(meta, uid) {
+        return Ok(());
+    }
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: meta.uid.clone(),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match api
+        .delete(meta.name.as_deref().unwrap_or_default(), &params)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(error) => Err(error.into()),
+    }
+}

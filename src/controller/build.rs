@@ -1,0 +1,418 @@
+//! Builds the desired children and status of an AccessToken. Pure: no API calls here, so the
+//! shape of every object the operator writes is unit-tested.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    ByteString,
+    api::core::v1::Secret,
+    apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, OwnerReference, Time},
+    jiff::Timestamp,
+};
+use kube::{Resource, ResourceExt};
+
+use crate::{
+    api::{
+        AccessToken, AccessTokenStatus, ConditionType, Credential, Phase, Reason, Role, ScopeKind,
+        TechnicalUser, TechnicalUserSpec,
+    },
+    controller::validate::ResolvedScope,
+    token::Token,
+};
+
+/// Field manager and Event reporter name.
+pub const MANAGER: &str = "access-token-operator";
+/// Finalizer that removes the TechnicalUser and Secret before an AccessToken goes away.
+pub const FINALIZER: &str = "iam.accesstoken.io/cleanup";
+/// Label on every Secret the operator writes; the operator's Secret watch selects on it.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// Label naming the AccessToken a Secret belongs to.
+pub const ACCESS_TOKEN_LABEL: &str = "iam.accesstoken.io/access-token";
+/// The type of token Secrets.
+pub const SECRET_TYPE: &str = "iam.accesstoken.io/token";
+
+/// Keys of a token Secret.
+pub mod keys {
+    /// The token itself: the only place its value is ever written.
+    pub const TOKEN: &str = "token";
+    /// The public token id.
+    pub const TOKEN_ID: &str = "token-id";
+    /// The username the verifier reports.
+    pub const USERNAME: &str = "username";
+    /// The organization (also for group tokens: the group's organization).
+    pub const ORGANIZATION: &str = "organization";
+    /// The group (group tokens only).
+    pub const GROUP: &str = "group";
+    /// The role name.
+    pub const ROLE: &str = "role";
+    /// The effective expiry, RFC 3339.
+    pub const EXPIRES_AT: &str = "expires-at";
+}
+
+/// The username a token authenticates as.
+pub fn username(namespace: &str, name: &str) -> String {
+    format!("accesstoken:{namespace}:{name}")
+}
+
+/// The Secret's name: `spec.secretName`, defaulting to the AccessToken's name.
+pub fn secret_name(token: &AccessToken) -> String {
+    token
+        .spec
+        .secret_name
+        .clone()
+        .unwrap_or_else(|| token.name_any())
+}
+
+/// The scope as written in status (`organization/<name>` or `group/<name>`), from the spec alone.
+pub fn scope_display(token: &AccessToken) -> Option<String> {
+    match (&token.spec.organization, &token.spec.group) {
+        (Some(org), None) => Some(format!("organization/{org}")),
+        (None, Some(group)) => Some(format!("group/{group}")),
+        _ => None,
+    }
+}
+
+/// The role the spec asks for, from the spec alone.
+pub fn spec_role(token: &AccessToken) -> Option<Role> {
+    match (&token.spec.organization, &token.spec.group) {
+        (Some(_), None) => Some(Role::new(ScopeKind::Organization, token.spec.admin)),
+        (None, Some(_)) => Some(Role::new(ScopeKind::Group, token.spec.admin)),
+        _ => None,
+    }
+}
+
+/// The controller owner reference children carry (so they are garbage-collected with it).
+pub fn owner_reference(token: &AccessToken) -> OwnerReference {
+    token
+        .controller_owner_ref(&())
+        .expect("an AccessToken read from the API server has a name and uid")
+}
+
+/// Whether `meta` names the AccessToken with `uid` as its controller.
+pub fn is_controlled_by(meta: &ObjectMeta, uid: &str) -> bool {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true) && o.uid == uid)
+}
+
+/// The TechnicalUser the operator applies for a token.
+pub fn technical_user(
+    token: &AccessToken,
+    resolved: &ResolvedScope,
+    disabled: bool,
+    expires_at: Timestamp,
+    credentials: Vec<Credential>,
+) -> TechnicalUser {
+    let mut user = TechnicalUser::new(
+        &token.name_any(),
+        TechnicalUserSpec {
+            scope: resolved.scope.clone(),
+            role: resolved.role,
+            disabled,
+            expires_at: Time(expires_at),
+            credentials,
+        },
+    );
+    user.metadata.namespace = token.namespace();
+    user.metadata.owner_references = Some(vec![owner_reference(token)]);
+    user.metadata.labels = Some(managed_labels(token));
+    user
+}
+
+fn managed_labels(token: &AccessToken) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (MANAGED_BY_LABEL.to_string(), MANAGER.to_string()),
+        (ACCESS_TOKEN_LABEL.to_string(), token.name_any()),
+    ])
+}
+
+/// The data of a token Secret.
+pub fn secret_data(
+    token: &AccessToken,
+    resolved: &ResolvedScope,
+    value: &Token,
+    expires_at: Timestamp,
+) -> BTreeMap<String, ByteString> {
+    let namespace = token.namespace().unwrap_or_default();
+    let text = |s: &str| ByteString(s.as_bytes().to_vec());
+    let mut data = BTreeMap::from([
+        (keys::TOKEN.to_string(), text(value.expose_secret())),
+        (keys::TOKEN_ID.to_string(), text(value.id().as_str())),
+        (
+            keys::USERNAME.to_string(),
+            text(&username(&namespace, &token.name_any())),
+        ),
+        (
+            keys::ORGANIZATION.to_string(),
+            text(&resolved.scope.organization),
+        ),
+        (keys::ROLE.to_string(), text(resolved.role.as_str())),
+        (keys::EXPIRES_AT.to_string(), text(&expires_at.to_string())),
+    ]);
+    if resolved.scope.kind == ScopeKind::Group {
+        data.insert(keys::GROUP.to_string(), text(&resolved.scope.name));
+    }
+    data
+}
+
+/// A new token Secret.
+pub fn new_secret(token: &AccessToken, data: BTreeMap<String, ByteString>) -> Secret {
+    let mut secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(secret_name(token)),
+            namespace: token.namespace(),
+            ..Default::default()
+        },
+        type_: Some(SECRET_TYPE.to_string()),
+        ..Default::default()
+    };
+    secret.data = Some(data);
+    merge_secret_metadata(token, &mut secret.metadata);
+    secret
+}
+
+/// The existing Secret with the operator's fields brought up to date, or `None` if nothing
+/// needs writing. Keys, labels and annotations written by others are kept.
+pub fn updated_secret(
+    token: &AccessToken,
+    existing: &Secret,
+    data: BTreeMap<String, ByteString>,
+) -> Option<Secret> {
+    let mut updated = existing.clone();
+    let mut merged = existing.data.clone().unwrap_or_default();
+    merged.extend(data);
+    updated.data = Some(merged);
+    merge_secret_metadata(token, &mut updated.metadata);
+    (updated != *existing).then_some(updated)
+}
+
+fn merge_secret_metadata(token: &AccessToken, meta: &mut ObjectMeta) {
+    let template = token.spec.secret_template.clone().unwrap_or_default();
+    let labels = meta.labels.get_or_insert_with(BTreeMap::new);
+    labels.extend(template.labels);
+    labels.extend(managed_labels(token)); // ours win over the template
+    if !template.annotations.is_empty() {
+        meta.annotations
+            .get_or_insert_with(BTreeMap::new)
+            .extend(template.annotations);
+    }
+    let owner = owner_reference(token);
+    let owners = meta.owner_references.get_or_insert_with(Vec::new);
+    if !owners.iter().any(|o| o.uid == owner.uid) {
+        owners.push(owner);
+    }
+}
+
+/// What the reconciler concluded, to be written as status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// The phase.
+    pub phase: Phase,
+    /// Whether Ready is True.
+    pub ready: bool,
+    /// Ready's reason.
+    pub reason: Reason,
+    /// Ready's message.
+    pub message: String,
+    /// Set while the operator cannot progress without an outside change (kstatus Stalled).
+    pub stalled: bool,
+    /// The public id of the issued token, if any.
+    pub token_id: Option<String>,
+    /// The effective expiry, if it could be computed.
+    pub expires_at: Option<Timestamp>,
+}
+
+/// The status for `outcome`, keeping the transition times of conditions that did not change.
+pub fn status(token: &AccessToken, outcome: &Outcome, now: Timestamp) -> AccessTokenStatus {
+    let previous = token.status.clone().unwrap_or_default();
+    let generation = token.meta().generation;
+    let mut conditions = vec![condition(
+        &previous.conditions,
+        ConditionType::Ready,
+        outcome.ready,
+        outcome.reason,
+        &outcome.message,
+        generation,
+        now,
+    )];
+    if outcome.stalled {
+        conditions.push(condition(
+            &previous.conditions,
+            ConditionType::Stalled,
+            true,
+            outcome.reason,
+            &outcome.message,
+            generation,
+            now,
+        ));
+    }
+    let namespace = token.namespace().unwrap_or_default();
+    AccessTokenStatus {
+        phase: Some(outcome.phase),
+        token_id: outcome.token_id.clone(),
+        scope: scope_display(token),
+        technical_user: Some(token.name_any()),
+        secret_name: Some(secret_name(token)),
+        username: Some(username(&namespace, &token.name_any())),
+        role: spec_role(token),
+        expires_at: outcome.expires_at.map(Time),
+        last_used_at: previous.last_used_at,
+        observed_generation: generation,
+        conditions,
+    }
+}
+
+/// A condition that keeps its previous `lastTransitionTime` unless its status changed.
+pub fn condition(
+    previous: &[Condition],
+    type_: ConditionType,
+    value: bool,
+    reason: Reason,
+    message: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
+    let status = if value { "True" } else { "False" };
+    let last_transition_time = previous
+        .iter()
+        .find(|c| c.type_ == type_.as_str() && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or(Time(now));
+    Condition {
+        type_: type_.as_str().to_string(),
+        status: status.to_string(),
+        reason: reason.as_str().to_string(),
+        message: message.to_string(),
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{AccessTokenSpec, Scope, SecretTemplate};
+
+    fn access_token() -> AccessToken {
+        let mut token = AccessToken::new(
+            "ci",
+            AccessTokenSpec {
+                group: Some("platform".into()),
+                admin: true,
+                secret_template: Some(SecretTemplate {
+                    labels: BTreeMap::from([
+                        ("team".into(), "platform".into()),
+                        (MANAGED_BY_LABEL.into(), "someone-else".into()),
+                    ]),
+                    annotations: BTreeMap::from([("note".into(), "hi".into())]),
+                }),
+                ..Default::default()
+            },
+        );
+        token.metadata.namespace = Some("acme-ci".into());
+        token.metadata.uid = Some("uid-1".into());
+        token.metadata.generation = Some(3);
+        token
+    }
+
+    fn group_scope() -> ResolvedScope {
+        ResolvedScope {
+            scope: Scope {
+                kind: ScopeKind::Group,
+                name: "platform".into(),
+                organization: "acme".into(),
+            },
+            role: Role::GroupAdmin,
+        }
+    }
+
+    #[test]
+    fn secret_has_every_key_the_design_names_and_our_labels_win() {
+        let token = access_token();
+        let value = Token::generate();
+        let expiry: Timestamp = "2027-06-30T00:00:00Z".parse().unwrap();
+        let secret = new_secret(&token, secret_data(&token, &group_scope(), &value, expiry));
+        let data = secret.data.as_ref().unwrap();
+        let get = |k: &str| String::from_utf8(data[k].0.clone()).unwrap();
+        assert_eq!(get(keys::TOKEN), value.expose_secret());
+        assert_eq!(get(keys::TOKEN_ID), value.id().as_str());
+        assert_eq!(get(keys::USERNAME), "accesstoken:acme-ci:ci");
+        assert_eq!(get(keys::ORGANIZATION), "acme");
+        assert_eq!(get(keys::GROUP), "platform");
+        assert_eq!(get(keys::ROLE), "GroupAdmin");
+        assert_eq!(get(keys::EXPIRES_AT), "2027-06-30T00:00:00Z");
+        assert_eq!(secret.type_.as_deref(), Some(SECRET_TYPE));
+        let labels = secret.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels[MANAGED_BY_LABEL], MANAGER);
+        assert_eq!(labels[ACCESS_TOKEN_LABEL], "ci");
+        assert_eq!(labels["team"], "platform");
+        assert_eq!(secret.metadata.annotations.as_ref().unwrap()["note"], "hi");
+        assert!(is_controlled_by(&secret.metadata, "uid-1"));
+        assert!(!is_controlled_by(&secret.metadata, "uid-2"));
+    }
+
+    #[test]
+    fn an_up_to_date_secret_needs_no_write_and_foreign_keys_survive_an_update() {
+        let token = access_token();
+        let value = Token::generate();
+        let expiry: Timestamp = "2027-06-30T00:00:00Z".parse().unwrap();
+        let data = secret_data(&token, &group_scope(), &value, expiry);
+        let mut existing = new_secret(&token, data.clone());
+        existing
+            .data
+            .as_mut()
+            .unwrap()
+            .insert("extra".into(), ByteString(b"x".to_vec()));
+        assert_eq!(updated_secret(&token, &existing, data.clone()), None);
+
+        let later: Timestamp = "2028-01-01T00:00:00Z".parse().unwrap();
+        let updated = updated_secret(
+            &token,
+            &existing,
+            secret_data(&token, &group_scope(), &value, later),
+        )
+        .expect("a new expiry needs a write");
+        let updated_data = updated.data.unwrap();
+        assert_eq!(updated_data[keys::EXPIRES_AT].0, b"2028-01-01T00:00:00Z");
+        assert_eq!(updated_data["extra"].0, b"x");
+        assert_eq!(
+            updated_data[keys::TOKEN].0,
+            value.expose_secret().as_bytes()
+        );
+    }
+
+    #[test]
+    fn status_keeps_transition_times_of_unchanged_conditions() {
+        let mut token = access_token();
+        let then: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let now: Timestamp = "2026-02-01T00:00:00Z".parse().unwrap();
+        let active = Outcome {
+            phase: Phase::Active,
+            ready: true,
+            reason: Reason::TokenActive,
+            message: "ok".into(),
+            stalled: false,
+            token_id: Some("abc".into()),
+            expires_at: None,
+        };
+        token.status = Some(status(&token, &active, then));
+        let again = status(&token, &active, now);
+        assert_eq!(again.conditions[0].last_transition_time, Time(then));
+        assert_eq!(again.observed_generation, Some(3));
+        assert_eq!(again.scope.as_deref(), Some("group/platform"));
+        assert_eq!(again.role, Some(Role::GroupAdmin));
+
+        let stalled = Outcome {
+            phase: Phase::Failed,
+            ready: false,
+            reason: Reason::SecretConflict,
+            stalled: true,
+            ..active
+        };
+        let failed = status(&token, &stalled, now);
+        assert_eq!(failed.conditions[0].last_transition_time, Time(now));
+        assert_eq!(failed.conditions[1].type_, "Stalled");
+        assert_eq!(failed.conditions.len(), 2);
+    }
+}

@@ -1,0 +1,312 @@
+//! The controllers: AccessTokens into TechnicalUsers and Secrets, and the status of
+//! Organizations and Groups. `run` wires the watches; each reconciler lives in its own module.
+
+mod access_token;
+pub mod build;
+mod scope_status;
+pub mod validate;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures::{StreamExt, future};
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    runtime::{
+        Controller,
+        controller::Action,
+        events::{Event, EventType, Recorder, Reporter},
+        reflector::{ObjectRef, Store},
+        watcher,
+    },
+};
+use tracing::{info, warn};
+
+use crate::{
+    api::{AccessToken, Group, Organization, Reason, TechnicalUser},
+    hasher::Hasher,
+};
+
+/// How the controllers run.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Watch AccessTokens in this namespace only; `None` watches all namespaces. In
+    /// single-namespace mode Organization and Group status is not written, since token
+    /// counts need every namespace.
+    pub namespace: Option<String>,
+    /// Reporting instance for Events (e.g. the pod name).
+    pub instance: Option<String>,
+}
+
+/// What every reconcile needs.
+pub struct Context {
+    /// Client for the API server.
+    pub client: Client,
+    /// Publishes Events.
+    pub recorder: Recorder,
+    /// Organizations, from a watch.
+    pub organizations: Store<Organization>,
+    /// Groups, from a watch.
+    pub groups: Store<Group>,
+    /// argon2id hashing off the async threads.
+    pub hasher: Hasher,
+    /// Secrets whose token was verified against its credential, by uid, at this resourceVersion:
+    /// avoids re-running argon2 on every reconcile of an unchanged Secret.
+    pub verified_secrets: Mutex<HashMap<String, String>>,
+    /// Consecutive failures per object, for exponential backoff.
+    failures: Mutex<HashMap<ObjectRef<AccessToken>, u32>>,
+}
+
+impl Context {
+    /// Publishes an Event about `object`; failing to publish is logged, never fatal.
+    pub async fn publish<K: Resource<DynamicType = ()>>(
+        &self,
+        object: &K,
+        type_: EventType,
+        reason: Reason,
+        action: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.as_str().to_string(),
+            note: Some(note),
+            action: action.to_string(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
+            warn!(%error, reason = reason.as_str(), "could not publish Event");
+        }
+    }
+}
+
+/// Runs the controllers until SIGTERM or SIGINT.
+pub async fn run(client: Client, config: Config, hasher: Hasher) -> crate::Result<()> {
+    let tokens: Api<AccessToken> = match &config.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let (users, secrets): (Api<TechnicalUser>, Api<Secret>) = match &config.namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
+    let organizations: Api<Organization> = Api::all(client.clone());
+    let groups: Api<Group> = Api::all(client.clone());
+
+    // Only Secrets this operator labelled, and only their metadata (`owns` watches metadata):
+    // memory does not grow with unrelated Secrets, and no foreign Secret's data is cached.
+    let managed = watcher::Config::default().labels(&format!(
+        "{}={}",
+        build::MANAGED_BY_LABEL,
+        build::MANAGER
+    ));
+
+    let org_controller = Controller::new(organizations.clone(), watcher::Config::default());
+    let group_controller = Controller::new(groups.clone(), watcher::Config::default());
+    let org_store = org_controller.store();
+    let group_store = group_controller.store();
+
+    let token_controller = Controller::new(tokens.clone(), watcher::Config::default())
+        .owns(users, managed.clone())
+        .owns(secrets, managed);
+    let token_store = token_controller.store();
+    let token_controller = {
+        let (by_org, groups_of_org) = (token_store.clone(), group_store.clone());
+        let by_group = token_store.clone();
+        token_controller
+            .watches(
+                organizations.clone(),
+                watcher::Config::default(),
+                move |org| tokens_of_organization(&by_org, &groups_of_org, &org.name_any()),
+            )
+            .watches(groups.clone(), watcher::Config::default(), move |group| {
+                tokens_where(&by_group, |t| {
+                    t.spec.group.as_deref() == Some(&group.name_any())
+                })
+            })
+    };
+
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: build::MANAGER.into(),
+                instance: config.instance.clone(),
+            },
+        ),
+        client: client.clone(),
+        organizations: org_store.clone(),
+        groups: group_store.clone(),
+        hasher,
+        verified_secrets: Mutex::default(),
+        failures: Mutex::default(),
+    });
+
+    let token_task = token_controller
+        .shutdown_on_signal()
+        .run(
+            access_token::reconcile,
+            access_token::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|result| {
+            log_result("AccessToken", result);
+            future::ready(())
+        });
+
+    if config.namespace.is_some() {
+        // Scope stores must still fill: they feed validation.
+        let org_task = org_controller
+            .shutdown_on_signal()
+            .run(
+                |_, _| async { Ok::<_, crate::Error>(Action::await_change()) },
+                |_, _, _| Action::await_change(),
+                Arc::new(()),
+            )
+            .for_each(|_| future::ready(()));
+        let group_task = group_controller
+            .shutdown_on_signal()
+            .run(
+                |_, _| async { Ok::<_, crate::Error>(Action::await_change()) },
+                |_, _, _| Action::await_change(),
+                Arc::new(()),
+            )
+            .for_each(|_| future::ready(()));
+        info!(
+            namespace = config.namespace.as_deref(),
+            "watching AccessTokens in one namespace"
+        );
+        future::join3(token_task, org_task, group_task).await;
+        return Ok(());
+    }
+
+    let scope_ctx = Arc::new(scope_status::Context {
+        client: client.clone(),
+        tokens: token_store.clone(),
+        organizations: org_store.clone(),
+    });
+    let org_task = {
+        let by_token = tokens.clone();
+        org_controller
+            .watches(
+                by_token,
+                watcher::Config::default(),
+                |token: AccessToken| {
+                    token
+                        .spec
+                        .organization
+                        .map(|org| ObjectRef::<Organization>::new(&org))
+                },
+            )
+            .shutdown_on_signal()
+            .run(
+                scope_status::reconcile_organization,
+                scope_status::error_policy,
+                scope_ctx.clone(),
+            )
+            .for_each(|result| {
+                log_result("Organization", result);
+                future::ready(())
+            })
+    };
+    let group_task = {
+        let group_store = group_store.clone();
+        group_controller
+            .watches(
+                tokens.clone(),
+                watcher::Config::default(),
+                |token: AccessToken| {
+                    token
+                        .spec
+                        .group
+                        .map(|group| ObjectRef::<Group>::new(&group))
+                },
+            )
+            .watches(organizations, watcher::Config::default(), move |org| {
+                let name = org.name_any();
+                group_store
+                    .state()
+                    .into_iter()
+                    .filter(|g| g.spec.organization == name)
+                    .map(|g| ObjectRef::from_obj(&*g))
+                    .collect::<Vec<_>>()
+            })
+            .shutdown_on_signal()
+            .run(
+                scope_status::reconcile_group,
+                scope_status::error_policy,
+                scope_ctx,
+            )
+            .for_each(|result| {
+                log_result("Group", result);
+                future::ready(())
+            })
+    };
+    info!("watching AccessTokens in all namespaces");
+    future::join3(token_task, org_task, group_task).await;
+    Ok(())
+}
+
+fn tokens_where(
+    store: &Store<AccessToken>,
+    matches: impl Fn(&AccessToken) -> bool,
+) -> Vec<ObjectRef<AccessToken>> {
+    store
+        .state()
+        .into_iter()
+        .filter(|t| matches(t))
+        .map(|t| ObjectRef::from_obj(&*t))
+        .collect()
+}
+
+/// Tokens scoped to an organization directly or through one of its groups.
+fn tokens_of_organization(
+    tokens: &Store<AccessToken>,
+    groups: &Store<Group>,
+    org: &str,
+) -> Vec<ObjectRef<AccessToken>> {
+    let groups_of_org: Vec<String> = groups
+        .state()
+        .into_iter()
+        .filter(|g| g.spec.organization == org)
+        .map(|g| g.name_any())
+        .collect();
+    tokens_where(tokens, |t| {
+        t.spec.organization.as_deref() == Some(org)
+            || t.spec
+                .group
+                .as_ref()
+                .is_some_and(|g| groups_of_org.contains(g))
+    })
+}
+
+fn log_result<T: std::fmt::Debug, E: std::fmt::Display>(kind: &str, result: Result<T, E>) {
+    match result {
+        Ok(object) => tracing::debug!(kind, ?object, "reconciled"),
+        Err(error) => warn!(kind, %error, "reconcile failed"),
+    }
+}
+
+/// Exponential backoff for an object's consecutive failures: 1s, 2s, 4s ... capped at 5 minutes.
+fn backoff(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.min(8)).min(Duration::from_secs(300))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert_eq!(backoff(0), Duration::from_secs(1));
+        assert_eq!(backoff(3), Duration::from_secs(8));
+        assert_eq!(backoff(30), Duration::from_secs(256));
+    }
+}

@@ -1,0 +1,240 @@
+//! Status of Organizations and Groups: a Ready condition and token counts by phase.
+
+use std::sync::Arc;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::{
+        controller::Action,
+        reflector::{ObjectRef, Store},
+    },
+};
+use serde_json::json;
+use tracing::warn;
+
+use super::build::{MANAGER, condition};
+use crate::{
+    Result,
+    api::{
+        AccessToken, ConditionType, Group, Organization, Phase, Reason, ScopeStatus, TokenCounts,
+    },
+};
+
+/// What the scope reconcilers need.
+pub struct Context {
+    /// Client for the API server.
+    pub client: Client,
+    /// All AccessTokens, from the token controller's watch.
+    pub tokens: Store<AccessToken>,
+    /// All Organizations, to check a Group's organization.
+    pub organizations: Store<Organization>,
+}
+
+/// Counts tokens matching `scoped` by phase (no status yet counts as pending).
+pub fn count_tokens<'a>(tokens: impl IntoIterator<Item = &'a AccessToken>) -> TokenCounts {
+    let mut counts = TokenCounts::default();
+    for token in tokens {
+        match token
+            .status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .unwrap_or(Phase::Pending)
+        {
+            Phase::Pending => counts.pending += 1,
+            Phase::Active => counts.active += 1,
+            Phase::Revoked => counts.revoked += 1,
+            Phase::Expired => counts.expired += 1,
+            Phase::Failed => counts.failed += 1,
+        }
+    }
+    counts
+}
+
+/// Reconciles an Organization's status.
+pub async fn reconcile_organization(org: Arc<Organization>, ctx: Arc<Context>) -> Result<Action> {
+    ctx.tokens
+        .wait_until_ready()
+        .await
+        .map_err(|_| crate::Error::StoreNotReady)?;
+    let name = org.name_any();
+    let tokens = ctx.tokens.state();
+    let counts = count_tokens(
+        tokens
+            .iter()
+            .map(|t| &**t)
+            .filter(|t| t.spec.organization.as_deref() == Some(&name)),
+    );
+    let status = scope_status(
+        org.status.as_ref(),
+        org.meta().generation,
+        true,
+        Reason::ScopeValid,
+        "Organization is ready for tokens".into(),
+        counts,
+    );
+    write_status(
+        &Api::<Organization>::all(ctx.client.clone()),
+        &*org,
+        org.status.as_ref(),
+        status,
+    )
+    .await
+}
+
+/// Reconciles a Group's status; not Ready while its organization is missing.
+pub async fn reconcile_group(group: Arc<Group>, ctx: Arc<Context>) -> Result<Action> {
+    ctx.tokens
+        .wait_until_ready()
+        .await
+        .map_err(|_| crate::Error::StoreNotReady)?;
+    ctx.organizations
+        .wait_until_ready()
+        .await
+        .map_err(|_| crate::Error::StoreNotReady)?;
+    let name = group.name_any();
+    let tokens = ctx.tokens.state();
+    let counts = count_tokens(
+        tokens
+            .iter()
+            .map(|t| &**t)
+            .filter(|t| t.spec.group.as_deref() == Some(&name)),
+    );
+    let org = &group.spec.organization;
+    let org_exists = ctx.organizations.get(&ObjectRef::new(org)).is_some();
+    let (reason, message) = if org_exists {
+        (Reason::ScopeValid, "Group is ready for tokens".to_string())
+    } else {
+        (
+            Reason::OrganizationMissing,
+            format!(
+                "Organization {org:?} does not exist; tokens scoped to this group are not issued"
+            ),
+        )
+    };
+    let status = scope_status(
+        group.status.as_ref(),
+        group.meta().generation,
+        org_exists,
+        reason,
+        message,
+        counts,
+    );
+    write_status(
+        &Api::<Group>::all(ctx.client.clone()),
+        &*group,
+        group.status.as_ref(),
+        status,
+    )
+    .await
+}
+
+fn scope_status(
+    previous: Option<&ScopeStatus>,
+    generation: Option<i64>,
+    ready: bool,
+    reason: Reason,
+    message: String,
+    tokens: TokenCounts,
+) -> ScopeStatus {
+    let previous_conditions = previous
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    let now = Timestamp::now();
+    let mut conditions = vec![condition(
+        previous_conditions,
+        ConditionType::Ready,
+        ready,
+        reason,
+        &message,
+        generation,
+        now,
+    )];
+    if !ready {
+        conditions.push(condition(
+            previous_conditions,
+            ConditionType::Stalled,
+            true,
+            reason,
+            &message,
+            generation,
+            now,
+        ));
+    }
+    ScopeStatus {
+        observed_generation: generation,
+        conditions,
+        tokens,
+    }
+}
+
+async fn write_status<K>(
+    api: &Api<K>,
+    object: &K,
+    previous: Option<&ScopeStatus>,
+    status: ScopeStatus,
+) -> Result<Action>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    if previous != Some(&status) {
+        let patch = json!({
+            "apiVersion": K::api_version(&()),
+            "kind": K::kind(&()),
+            "status": status,
+        });
+        api.patch_status(
+            &object.name_any(),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(patch),
+        )
+        .await?;
+    }
+    Ok(Action::await_change())
+}
+
+/// Retries a failed scope status write after a short pause.
+pub fn error_policy<K>(object: Arc<K>, error: &crate::Error, _ctx: Arc<Context>) -> Action
+where
+    K: Resource<DynamicType = ()>,
+{
+    warn!(kind = %K::kind(&()), name = %object.meta().name.clone().unwrap_or_default(), %error, "status update failed");
+    Action::requeue(std::time::Duration::from_secs(5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{AccessTokenSpec, AccessTokenStatus};
+
+    #[test]
+    fn counts_tokens_by_phase_and_no_status_as_pending() {
+        let with = |phase: Option<Phase>| {
+            let mut t = AccessToken::new("t", AccessTokenSpec::default());
+            t.status = phase.map(|p| AccessTokenStatus {
+                phase: Some(p),
+                ..Default::default()
+            });
+            t
+        };
+        let tokens = [
+            with(None),
+            with(Some(Phase::Active)),
+            with(Some(Phase::Active)),
+            with(Some(Phase::Revoked)),
+            with(Some(Phase::Expired)),
+            with(Some(Phase::Failed)),
+        ];
+        assert_eq!(
+            count_tokens(&tokens),
+            TokenCounts {
+                pending: 1,
+                active: 2,
+                revoked: 1,
+                expired: 1,
+                failed: 1
+            }
+        );
+    }
+}

@@ -1,0 +1,231 @@
+//! Validation of an AccessToken against the Organizations and Groups it names. Pure: the
+//! caller passes lookups, so this is tested without an API server.
+
+use kube::{Resource, ResourceExt};
+
+use crate::api::{AccessTokenSpec, Group, Organization, Reason, Role, Scope, ScopeKind};
+
+/// Why a token's scope is not usable. The message is safe to show (it names only objects).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScopeProblem {
+    /// The condition and Event reason.
+    pub reason: Reason,
+    /// A sentence for people.
+    pub message: String,
+}
+
+/// A scope that exists and admits the token's namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedScope {
+    /// Where the token acts.
+    pub scope: Scope,
+    /// The role it holds there.
+    pub role: Role,
+}
+
+impl ResolvedScope {
+    /// `organization/<name>` or `group/<name>`, as shown in status and printer columns.
+    pub fn display(&self) -> String {
+        match self.scope.kind {
+            ScopeKind::Organization => format!("organization/{}", self.scope.name),
+            ScopeKind::Group => format!("group/{}", self.scope.name),
+        }
+    }
+}
+
+/// Resolves and authorises the scope of a token living in `namespace`. Objects being deleted
+/// count as absent, so that a scope on its way out stops admitting tokens at once.
+pub fn resolve_scope(
+    namespace: &str,
+    spec: &AccessTokenSpec,
+    organization: impl Fn(&str) -> Option<std::sync::Arc<Organization>>,
+    group: impl Fn(&str) -> Option<std::sync::Arc<Group>>,
+) -> Result<ResolvedScope, ScopeProblem> {
+    match (&spec.organization, &spec.group) {
+        (Some(org_name), None) => {
+            let org = organization(org_name)
+                .filter(|o| o.meta().deletion_timestamp.is_none())
+                .ok_or_else(|| ScopeProblem {
+                    reason: Reason::OrganizationNotFound,
+                    message: format!("Organization {org_name:?} does not exist"),
+                })?;
+            admit(
+                namespace,
+                &org.spec.token_namespaces,
+                "Organization",
+                org_name,
+            )?;
+            Ok(ResolvedScope {
+                scope: Scope {
+                    kind: ScopeKind::Organization,
+                    name: org_name.clone(),
+                    organization: org_name.clone(),
+                },
+                role: Role::new(ScopeKind::Organization, spec.admin),
+            })
+        }
+        (None, Some(group_name)) => {
+            let grp = group(group_name)
+                .filter(|g| g.meta().deletion_timestamp.is_none())
+                .ok_or_else(|| ScopeProblem {
+                    reason: Reason::GroupNotFound,
+                    message: format!("Group {group_name:?} does not exist"),
+                })?;
+            let org_name = &grp.spec.organization;
+            organization(org_name)
+                .filter(|o| o.meta().deletion_timestamp.is_none())
+                .ok_or_else(|| ScopeProblem {
+                    reason: Reason::GroupOrganizationNotFound,
+                    message: format!(
+                        "Group {:?} belongs to Organization {org_name:?}, which does not exist",
+                        grp.name_any()
+                    ),
+                })?;
+            admit(namespace, &grp.spec.token_namespaces, "Group", group_name)?;
+            Ok(ResolvedScope {
+                scope: Scope {
+                    kind: ScopeKind::Group,
+                    name: group_name.clone(),
+                    organization: org_name.clone(),
+                },
+                role: Role::new(ScopeKind::Group, spec.admin),
+            })
+        }
+        // The schema refuses both and neither; an object from before the rule existed still
+        // must not be issued.
+        _ => Err(ScopeProblem {
+            reason: Reason::InvalidSpec,
+            message: "exactly one of spec.organization or spec.group must be set".into(),
+        }),
+    }
+}
+
+fn admit(namespace: &str, allowed: &[String], kind: &str, name: &str) -> Result<(), ScopeProblem> {
+    if allowed.iter().any(|n| n == namespace) {
+        Ok(())
+    } else {
+        Err(ScopeProblem {
+            reason: Reason::NamespaceNotAllowed,
+            message: format!(
+                "namespace {namespace:?} is not in spec.tokenNamespaces of {kind} {name:?}"
+            ),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::api::{GroupSpec, OrganizationSpec};
+
+    fn org(name: &str, namespaces: &[&str]) -> Arc<Organization> {
+        Arc::new(Organization::new(
+            name,
+            OrganizationSpec {
+                display_name: None,
+                token_namespaces: namespaces.iter().map(|s| s.to_string()).collect(),
+            },
+        ))
+    }
+
+    fn grp(name: &str, organization: &str, namespaces: &[&str]) -> Arc<Group> {
+        Arc::new(Group::new(
+            name,
+            GroupSpec {
+                organization: organization.into(),
+                display_name: None,
+                token_namespaces: namespaces.iter().map(|s| s.to_string()).collect(),
+            },
+        ))
+    }
+
+    fn org_token(org: &str, admin: bool) -> AccessTokenSpec {
+        AccessTokenSpec {
+            organization: Some(org.into()),
+            admin,
+            ..Default::default()
+        }
+    }
+
+    fn group_token(group: &str) -> AccessTokenSpec {
+        AccessTokenSpec {
+            group: Some(group.into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn organization_token_in_a_listed_namespace_resolves_with_its_role() {
+        let orgs = |n: &str| (n == "acme").then(|| org("acme", &["acme-ci"]));
+        let resolved = resolve_scope("acme-ci", &org_token("acme", true), orgs, |_| None).unwrap();
+        assert_eq!(resolved.role, Role::OrganizationAdmin);
+        assert_eq!(resolved.display(), "organization/acme");
+        let user = resolve_scope("acme-ci", &org_token("acme", false), orgs, |_| None).unwrap();
+        assert_eq!(user.role, Role::OrganizationUser);
+    }
+
+    #[test]
+    fn each_scope_problem_has_its_reason() {
+        let orgs = |n: &str| (n == "acme").then(|| org("acme", &["acme-ci"]));
+        let groups = |n: &str| match n {
+            "platform" => Some(grp("platform", "acme", &["acme-platform"])),
+            "orphan" => Some(grp("orphan", "gone", &["acme-platform"])),
+            _ => None,
+        };
+        let reason = |ns: &str, spec: AccessTokenSpec| {
+            resolve_scope(ns, &spec, orgs, groups).unwrap_err().reason
+        };
+        assert_eq!(
+            reason("acme-ci", org_token("nope", false)),
+            Reason::OrganizationNotFound
+        );
+        assert_eq!(
+            reason("other", org_token("acme", false)),
+            Reason::NamespaceNotAllowed
+        );
+        assert_eq!(
+            reason("acme-platform", group_token("nope")),
+            Reason::GroupNotFound
+        );
+        assert_eq!(
+            reason("acme-platform", group_token("orphan")),
+            Reason::GroupOrganizationNotFound
+        );
+        assert_eq!(
+            reason("acme-ci", group_token("platform")),
+            Reason::NamespaceNotAllowed
+        );
+        assert_eq!(
+            reason("acme-ci", AccessTokenSpec::default()),
+            Reason::InvalidSpec
+        );
+    }
+
+    #[test]
+    fn group_token_resolves_to_its_group_and_organization() {
+        let orgs = |n: &str| (n == "acme").then(|| org("acme", &[]));
+        let groups =
+            |n: &str| (n == "platform").then(|| grp("platform", "acme", &["acme-platform"]));
+        let resolved =
+            resolve_scope("acme-platform", &group_token("platform"), orgs, groups).unwrap();
+        assert_eq!(resolved.role, Role::GroupUser);
+        assert_eq!(resolved.scope.organization, "acme");
+        assert_eq!(resolved.display(), "group/platform");
+    }
+
+    #[test]
+    fn an_organization_being_deleted_admits_nothing() {
+        let mut deleting = (*org("acme", &["acme-ci"])).clone();
+        deleting.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::now(),
+            ));
+        let deleting = Arc::new(deleting);
+        let orgs = move |_: &str| Some(deleting.clone());
+        let problem =
+            resolve_scope("acme-ci", &org_token("acme", false), orgs, |_| None).unwrap_err();
+        assert_eq!(problem.reason, Reason::OrganizationNotFound);
+    }
+}
