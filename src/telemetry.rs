@@ -23,7 +23,7 @@ pub fn init(format: LogFormat) {
             .with(
                 fmt::layer()
                     .with_target(false)
-                    .with_ansi(std::io::stderr().is_terminal()),
+                    .with_ansi(std::io::stdout().is_terminal()),
             )
             .init(),
         LogFormat::Json => registry

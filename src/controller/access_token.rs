@@ -20,6 +20,7 @@ use tracing::{info, instrument, warn};
 use super::{
     Context, backoff,
     build::{self, FINALIZER, MANAGER, Outcome, keys},
+    cache_ready,
     validate::{ResolvedScope, resolve_scope},
 };
 use crate::{
@@ -36,6 +37,7 @@ const RESYNC: Duration = Duration::from_secs(3600);
 
 /// Entry point from the controller: routes to reconcile or cleanup through the finalizer.
 pub async fn reconcile(token: Arc<AccessToken>, ctx: Arc<Context>) -> Result<Action> {
+    tracing::debug!(name = %token.name_any(), version = token.resource_version(), "reconciling");
     let namespace = token.namespace().ok_or(Error::MissingNamespace)?;
     let api: Api<AccessToken> = Api::namespaced(ctx.client.clone(), &namespace);
     let action = finalizer(&api, FINALIZER, token.clone(), |event| async {
@@ -74,6 +76,15 @@ pub fn error_policy(token: Arc<AccessToken>, error: &Error, ctx: Arc<Context>) -
         .await;
     });
     Action::requeue(backoff(failures - 1))
+}
+
+/// The children of one AccessToken and what they are built from.
+struct Children<'a> {
+    users: &'a Api<TechnicalUser>,
+    secrets: &'a Api<Secret>,
+    resolved: &'a ResolvedScope,
+    credentials: &'a [Credential],
+    expires_at: Timestamp,
 }
 
 /// The state of the Secret that should hold the token.
@@ -120,14 +131,8 @@ impl AccessToken {
         let previous = self.status.clone().unwrap_or_default();
 
         // Fetch what the token refers to, then validate: scope and expiry.
-        ctx.organizations
-            .wait_until_ready()
-            .await
-            .map_err(|_| Error::StoreNotReady)?;
-        ctx.groups
-            .wait_until_ready()
-            .await
-            .map_err(|_| Error::StoreNotReady)?;
+        cache_ready(&ctx.organizations).await?;
+        cache_ready(&ctx.groups).await?;
         let resolved = resolve_scope(
             &namespace,
             &self.spec,
@@ -200,6 +205,13 @@ impl AccessToken {
             .map(|u| u.spec.credentials.clone())
             .unwrap_or_default();
         let state = inspect_secret(secrets.get_opt(&secret_name).await?, &uid);
+        let children = Children {
+            users: &users,
+            secrets: &secrets,
+            resolved: &resolved,
+            credentials: &credentials,
+            expires_at,
+        };
         let (value, secret, credential) = match state {
             SecretState::Foreign => {
                 let message = format!(
@@ -212,25 +224,22 @@ impl AccessToken {
             SecretState::Holding(secret, value) => {
                 match self
                     .credential_for(ctx, &secret, &value, &credentials, expires_at)
-                    .await?
+                    .await
                 {
                     Some(credential) => (value, Some(secret), credential),
                     None => {
-                        let why = "the token in its Secret does not match the issued credential (tampered)";
-                        self.reissue(ctx, &secrets, Some(secret), &resolved, expires_at, why)
-                            .await?
+                        let why = "the token in its Secret is not the one issued (tampered)";
+                        self.reissue(ctx, &children, Some(secret), why).await?
                     }
                 }
             }
             SecretState::Damaged(secret) => {
                 let why = "its Secret no longer holds a readable token (lost or tampered)";
-                self.reissue(ctx, &secrets, Some(secret), &resolved, expires_at, why)
-                    .await?
+                self.reissue(ctx, &children, Some(secret), why).await?
             }
-            SecretState::Missing if credentials.is_empty() && previous.token_id.is_none() => {
-                let (value, secret, credential) = self
-                    .mint(ctx, &secrets, None, &resolved, expires_at)
-                    .await?;
+            // Never reported as issued: this is the first issue (or a retry of one that crashed).
+            SecretState::Missing if previous.token_id.is_none() => {
+                let (value, secret, credential) = self.mint(ctx, &children, None).await?;
                 info!(token_id = %value.id(), "token issued");
                 let note = format!("Issued token {} into Secret {secret_name:?}", value.id());
                 ctx.publish(self, EventType::Normal, Reason::TokenIssued, "Issue", note)
@@ -238,8 +247,7 @@ impl AccessToken {
                 (value, secret, credential)
             }
             SecretState::Missing => {
-                let why = "its Secret was deleted";
-                self.reissue(ctx, &secrets, None, &resolved, expires_at, why)
+                self.reissue(ctx, &children, None, "its Secret was deleted")
                     .await?
             }
         };
@@ -320,9 +328,9 @@ impl AccessToken {
         })
     }
 
-    /// The credential matching the Secret's token, hashing it if the TechnicalUser has none
-    /// yet (a crash between writing the Secret and the TechnicalUser); `None` if the token
-    /// does not match what was issued.
+    /// The credential matching the Secret's token, or `None` if the token is not one this
+    /// operator issued (every minted token is recorded in the TechnicalUser before it is
+    /// written to the Secret, so a token without a credential was put there by someone else).
     async fn credential_for(
         &self,
         ctx: &Context,
@@ -330,14 +338,8 @@ impl AccessToken {
         value: &Token,
         credentials: &[Credential],
         expires_at: Timestamp,
-    ) -> Result<Option<Credential>> {
-        let Some(existing) = credentials.iter().find(|c| c.id == value.id().as_str()) else {
-            if credentials.is_empty() {
-                let hash = ctx.hasher.hash(value).await?;
-                return Ok(Some(credential(value, hash, expires_at)));
-            }
-            return Ok(None);
-        };
+    ) -> Option<Credential> {
+        let existing = credentials.iter().find(|c| c.id == value.id().as_str())?;
         let (uid, version) = (
             secret.uid().unwrap_or_default(),
             secret.resource_version().unwrap_or_default(),
@@ -348,55 +350,64 @@ impl AccessToken {
                 .lock()
                 .expect("lock")
                 .insert(uid, version);
-            Ok(Some(credential(value, existing.hash.clone(), expires_at)))
+            Some(credential(value, existing.hash.clone(), expires_at))
         } else {
-            Ok(None)
+            None
         }
     }
 
-    /// Mints a token and writes it into the Secret: created if `existing` is `None`, else
-    /// replaced at the resourceVersion that was read (a concurrent change fails, and retries).
+    /// Mints a token: records its credential in the TechnicalUser first (beside the current
+    /// ones), then writes it into the Secret, created if `existing` is `None`, else replaced at
+    /// the resourceVersion that was read (a concurrent change fails, and is retried). A crash
+    /// between the two steps leaves an unused credential that the next reconcile drops.
     async fn mint(
         &self,
         ctx: &Context,
-        secrets: &Api<Secret>,
+        children: &Children<'_>,
         existing: Option<Secret>,
-        resolved: &ResolvedScope,
-        expires_at: Timestamp,
     ) -> Result<(Token, Option<Secret>, Credential)> {
         let value = Token::try_generate().map_err(|_| Error::Randomness)?;
         let hash = ctx.hasher.hash(&value).await?;
-        let data = build::secret_data(self, resolved, &value, expires_at);
+        let credential = credential(&value, hash, children.expires_at);
+        let mut staged_credentials = children.credentials.to_vec();
+        staged_credentials.push(credential.clone());
+        let staged = build::technical_user(
+            self,
+            children.resolved,
+            self.spec.revoked,
+            children.expires_at,
+            staged_credentials,
+        );
+        apply_user(children.users, &staged, self).await?;
+
+        let data = build::secret_data(self, children.resolved, &value, children.expires_at);
         let written = match existing {
             None => {
-                secrets
+                children
+                    .secrets
                     .create(&PostParams::default(), &build::new_secret(self, data))
                     .await?
             }
             Some(mut secret) => {
                 secret.data = Some(data.clone());
                 let secret = build::updated_secret(self, &secret, data).unwrap_or(secret);
-                secrets
+                children
+                    .secrets
                     .replace(&build::secret_name(self), &PostParams::default(), &secret)
                     .await?
             }
         };
-        let credential = credential(&value, hash, expires_at);
         Ok((value, Some(written), credential))
     }
 
     async fn reissue(
         &self,
         ctx: &Context,
-        secrets: &Api<Secret>,
+        children: &Children<'_>,
         existing: Option<Secret>,
-        resolved: &ResolvedScope,
-        expires_at: Timestamp,
         why: &str,
     ) -> Result<(Token, Option<Secret>, Credential)> {
-        let minted = self
-            .mint(ctx, secrets, existing, resolved, expires_at)
-            .await?;
+        let minted = self.mint(ctx, children, existing).await?;
         warn!(token_id = %minted.0.id(), why, "token reissued");
         let note = format!(
             "Issued a fresh token {} because {why}; the previous token no longer works",

@@ -294,6 +294,23 @@ fn log_result<T: std::fmt::Debug, E: std::fmt::Display>(kind: &str, result: Resu
     }
 }
 
+/// Waits until a watch cache holds its initial list. Polls again every 100 ms because the
+/// store's readiness signal wakes only the last of several concurrent waiters (it is a
+/// oneshot channel underneath), so a lone `wait_until_ready` can sleep forever.
+pub(crate) async fn cache_ready<K>(store: &Store<K>) -> crate::Result<()>
+where
+    K: kube::runtime::reflector::Lookup + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    loop {
+        match tokio::time::timeout(Duration::from_millis(100), store.wait_until_ready()).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(_)) => return Err(crate::Error::StoreNotReady),
+            Err(_) => continue,
+        }
+    }
+}
+
 /// Exponential backoff for an object's consecutive failures: 1s, 2s, 4s ... capped at 5 minutes.
 fn backoff(failures: u32) -> Duration {
     Duration::from_secs(1u64 << failures.min(8)).min(Duration::from_secs(300))

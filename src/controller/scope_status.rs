@@ -14,7 +14,10 @@ use kube::{
 use serde_json::json;
 use tracing::warn;
 
-use super::build::{MANAGER, condition};
+use super::{
+    build::{MANAGER, condition},
+    cache_ready,
+};
 use crate::{
     Result,
     api::{
@@ -54,10 +57,7 @@ pub fn count_tokens<'a>(tokens: impl IntoIterator<Item = &'a AccessToken>) -> To
 
 /// Reconciles an Organization's status.
 pub async fn reconcile_organization(org: Arc<Organization>, ctx: Arc<Context>) -> Result<Action> {
-    ctx.tokens
-        .wait_until_ready()
-        .await
-        .map_err(|_| crate::Error::StoreNotReady)?;
+    cache_ready(&ctx.tokens).await?;
     let name = org.name_any();
     let tokens = ctx.tokens.state();
     let counts = count_tokens(
@@ -85,14 +85,8 @@ pub async fn reconcile_organization(org: Arc<Organization>, ctx: Arc<Context>) -
 
 /// Reconciles a Group's status; not Ready while its organization is missing.
 pub async fn reconcile_group(group: Arc<Group>, ctx: Arc<Context>) -> Result<Action> {
-    ctx.tokens
-        .wait_until_ready()
-        .await
-        .map_err(|_| crate::Error::StoreNotReady)?;
-    ctx.organizations
-        .wait_until_ready()
-        .await
-        .map_err(|_| crate::Error::StoreNotReady)?;
+    cache_ready(&ctx.tokens).await?;
+    cache_ready(&ctx.organizations).await?;
     let name = group.name_any();
     let tokens = ctx.tokens.state();
     let counts = count_tokens(

@@ -140,3 +140,67 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The operator binary running as a real process against the local control plane, watching
+/// one namespace. Killed when dropped (also when a test panics).
+pub struct Operator {
+    namespace: String,
+    log_path: std::path::PathBuf,
+    child: Option<tokio::process::Child>,
+    starts: u32,
+}
+
+impl Operator {
+    /// Starts the operator for `namespace`; its output goes to `target/test-logs/<namespace>.log`.
+    pub async fn start(namespace: &str) -> Self {
+        let log_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-logs");
+        std::fs::create_dir_all(&log_dir).expect("log dir is writable");
+        let mut operator = Self {
+            namespace: namespace.to_string(),
+            log_path: log_dir.join(format!("{namespace}.log")),
+            child: None,
+            starts: 0,
+        };
+        operator.spawn();
+        operator
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("log file opens");
+        self.starts += 1;
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_access-token-operator"))
+            .args(["run", "--namespace", &self.namespace])
+            .env(
+                "RUST_LOG",
+                "warn,access_token_operator=debug,kube_runtime=debug,kube_client=debug",
+            )
+            .stdout(log.try_clone().expect("log file clones"))
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("operator starts");
+        self.child = Some(child);
+    }
+
+    /// Kills the operator with SIGKILL, as a crash would, and waits until it is gone.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.expect("operator is killed");
+        }
+    }
+
+    /// Kills the operator and starts it again.
+    pub async fn restart(&mut self) {
+        self.kill().await;
+        self.spawn();
+    }
+
+    /// Everything the operator has logged so far, across restarts.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}

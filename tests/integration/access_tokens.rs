@@ -1,0 +1,581 @@
+//! The behaviour of DESIGN.md, each against the real control plane and the operator process.
+
+use k8s_openapi::{
+    ByteString,
+    api::core::v1::Secret,
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    jiff::{SignedDuration, Timestamp},
+};
+use kube::{
+    Api, ResourceExt,
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+};
+use serde_json::json;
+
+use access_token_operator::{
+    api::{Group, Phase, Role},
+    token::verify_token,
+};
+
+use crate::{
+    fixtures::{Tenant, ready_condition, secret_text},
+    harness::{Operator, eventually},
+};
+
+#[tokio::test]
+async fn create_issues_a_technical_user_and_a_secret() {
+    let tenant = Tenant::new("create").await;
+    let _operator = Operator::start(&tenant.namespace).await;
+    tenant
+        .create_token(
+            "ci-deployer",
+            json!({"organization": tenant.organization, "displayName": "CI", "expiresAt": "2099-06-30T00:00:00Z"}),
+        )
+        .await;
+
+    let token = tenant.wait_for_phase("ci-deployer", Phase::Active).await;
+    let status = token.status.clone().unwrap();
+    let ready = ready_condition(&token).unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("True", "TokenActive")
+    );
+    assert_eq!(status.role, Some(Role::OrganizationUser));
+    assert_eq!(
+        status.username.as_deref(),
+        Some(format!("accesstoken:{}:ci-deployer", tenant.namespace).as_str())
+    );
+    assert_eq!(
+        status.scope,
+        Some(format!("organization/{}", tenant.organization))
+    );
+    assert_eq!(
+        status.expires_at.unwrap().0,
+        "2099-06-30T00:00:00Z".parse::<Timestamp>().unwrap()
+    );
+    assert_eq!(status.observed_generation, token.metadata.generation);
+    assert!(
+        token
+            .finalizers()
+            .iter()
+            .any(|f| f == "iam.accesstoken.io/cleanup")
+    );
+
+    // The Secret: shape, ownership, and the token itself.
+    let secret = tenant.secrets().get("ci-deployer").await.unwrap();
+    assert_eq!(secret.type_.as_deref(), Some("iam.accesstoken.io/token"));
+    let labels = secret.labels();
+    assert_eq!(
+        labels["app.kubernetes.io/managed-by"],
+        "access-token-operator"
+    );
+    assert_eq!(labels["iam.accesstoken.io/access-token"], "ci-deployer");
+    let owner = &secret.owner_references()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.controller),
+        ("AccessToken", Some(true))
+    );
+    assert_eq!(owner.uid, token.uid().unwrap());
+    let value = tenant.token_in_secret("ci-deployer").await;
+    assert_eq!(Some(value.id().to_string()), status.token_id);
+    assert_eq!(secret_text(&secret, "token-id"), value.id().as_str());
+    assert_eq!(
+        secret_text(&secret, "username"),
+        status.username.clone().unwrap()
+    );
+    assert_eq!(secret_text(&secret, "organization"), tenant.organization);
+    assert_eq!(secret_text(&secret, "role"), "OrganizationUser");
+    assert_eq!(secret_text(&secret, "expires-at"), "2099-06-30T00:00:00Z");
+    assert!(
+        secret.data.as_ref().unwrap().get("group").is_none(),
+        "no group key for an organization token"
+    );
+
+    // The TechnicalUser: same name, controlled by the token, holding a hash of exactly this token.
+    let user = tenant.users().get("ci-deployer").await.unwrap();
+    assert_eq!(user.owner_references()[0].uid, token.uid().unwrap());
+    assert!(!user.spec.disabled);
+    assert_eq!(user.spec.role, Role::OrganizationUser);
+    assert_eq!(user.spec.credentials.len(), 1);
+    let credential = &user.spec.credentials[0];
+    assert_eq!(credential.id, value.id().as_str());
+    assert!(credential.hash.starts_with("$argon2id$"));
+    assert!(
+        verify_token(&value, &credential.hash),
+        "the stored hash verifies the Secret's token"
+    );
+
+    tenant.wait_for_event("ci-deployer", "TokenIssued").await;
+}
+
+#[tokio::test]
+async fn group_token_carries_the_group_and_admin_role() {
+    let tenant = Tenant::new("grouptok").await;
+    let _operator = Operator::start(&tenant.namespace).await;
+    tenant
+        .create_token("bot", json!({"group": tenant.group, "admin": true, "lifetime": "4w", "secretName": "bot-token"}))
+        .await;
+    let token = tenant.wait_for_phase("bot", Phase::Active).await;
+    let status = token.status.unwrap();
+    assert_eq!(status.role, Some(Role::GroupAdmin));
+    assert_eq!(status.secret_name.as_deref(), Some("bot-token"));
+    // lifetime counts from creation.
+    let created = token.metadata.creation_timestamp.unwrap().0;
+    assert_eq!(
+        status.expires_at.unwrap().0,
+        created + SignedDuration::from_hours(28 * 24)
+    );
+    let secret = tenant.secrets().get("bot-token").await.unwrap();
+    assert_eq!(secret_text(&secret, "group"), tenant.group);
+    assert_eq!(secret_text(&secret, "organization"), tenant.organization);
+    assert_eq!(secret_text(&secret, "role"), "GroupAdmin");
+    assert!(
+        tenant.secrets().get_opt("bot").await.unwrap().is_none(),
+        "only spec.secretName is written"
+    );
+}
+
+#[tokio::test]
+async fn revoke_disables_and_unrevoke_reenables_the_same_token() {
+    let tenant = Tenant::new("revoke").await;
+    let _operator = Operator::start(&tenant.namespace).await;
+    tenant
+        .create_token("t", json!({"organization": tenant.organization}))
+        .await;
+    tenant.wait_for_phase("t", Phase::Active).await;
+    let issued = tenant.token_in_secret("t").await;
+
+    tenant.patch_spec("t", json!({"revoked": true})).await;
+    let token = tenant.wait_for_phase("t", Phase::Revoked).await;
+    assert_eq!(ready_condition(&token).unwrap().status, "False");
+    let user = tenant.users().get("t").await.unwrap();
+    assert!(
+        user.spec.disabled,
+        "a revoked token's TechnicalUser is disabled"
+    );
+    assert_eq!(
+        tenant.token_in_secret("t").await.expose_secret(),
+        issued.expose_secret(),
+        "revoking keeps the Secret and its token"
+    );
+    tenant.wait_for_event("t", "TokenRevoked").await;
+
+    tenant.patch_spec("t", json!({"revoked": false})).await;
+    tenant.wait_for_phase("t", Phase::Active).await;
+    let user = tenant.users().get("t").await.unwrap();
+    assert!(!user.spec.disabled);
+    assert_eq!(
+        user.spec.credentials[0].id,
+        issued.id().as_str(),
+        "the same token is re-enabled"
+    );
+    assert_eq!(
+        tenant.token_in_secret("t").await.expose_secret(),
+        issued.expose_secret()
+    );
+    tenant.wait_for_event("t", "TokenReenabled").await;
+}
+
+#[tokio::test]
+async fn delete_removes_the_technical_user_and_the_secret() {
+    let tenant = Tenant::new("delete").await;
+    let _operator = Operator::start(&tenant.namespace).await;
+    tenant
+        .create_token("t", json!({"organization": tenant.organization}))
+        .await;
+    tenant.wait_for_phase("t", Phase::Active).await;
+
+    tenant
+        .tokens()
+        .delete("t", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually(
+        "the AccessToken, its TechnicalUser and Secret to be gone",
+        || async {
+            let token = tenant.tokens().get_opt("t").await.unwrap();
+            let user = tenant.users().get_opt("t").await.unwrap();
+            let secret = tenant.secrets().get_opt("t").await.unwrap();
+            (token.is_none() && user.is_none() && secret.is_none()).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn expiry_moves_the_token_to_expired() {
+    let tenant = Tenant::new("expiry").await;
+    let _operator = Operator::start(&tenant.namespace).await;
+    let expires = Timestamp::now() + SignedDuration::from_secs(4);
+    tenant
+        .create_token("t", json!({"organization": tenant.organization, "expiresAt": expires.round(k8s_openapi::jiff::Unit::Second).unwrap().to_string()}))
+        .await;
+    tenant.wait_for_phase("t", Phase::Active).await;
+    // No edit and no other event: the operator's own requeue at expiry flips the phase.
+    let token = tenant.wait_for_phase("t", Phase::Expired).await;
+    assert_eq!(ready_condition(&token).unwrap().reason, "TokenExpired");
+    tenant.wait_for_event("t", "TokenExpired").await;
+}
+
+#[tokio::test]
+async fn namespace_not_in_token_namespaces_gets_no_secret_until_it_is_listed() {
+    let tenant = Tenant::new("nsallow").await;
+    let _operator = Operator::start(&tenant.namespace).await;
+    // An organization that admits some other namespace only.
+    let orgs = tenant.organizations();
+    let other = crate::harness::unique_name("other-org");
+    orgs.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({
+            "apiVersion": "iam.accesstoken.io/v1alpha1", "kind": "Organization",
+            "metadata": {"name": other}, "spec": {"tokenNamespaces": ["somewhere-else"]}
+        }))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    tenant
+        .create_token("t", json!({"organization": other}))
+        .await;
+
+    let token = tenant.wait_for_reason("t", "NamespaceNotAllowed").await;
+    assert_eq!(token.status.as_ref().unwrap().phase, Some(Phase::Pending));
+    assert!(
+        ready_condition(&token)
+            .unwrap()
+            .message
+            .contains(&tenant.namespace)
+    );
+    assert!(
+        token
+            .status
+            .unwrap()
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Stalled" && c.status == "True")
+    );
+    assert!(
+        tenant.secrets().get_opt("t").await.unwrap().is_none(),
+        "no Secret for an unauthorised namespace"
+    );
+    assert!(
+        tenant.users().get_opt("t").await.unwrap().is_none(),
+        "no TechnicalUser either"
+    );
+    tenant.wait_for_event("t", "NamespaceNotAllowed").await;
+
+    // Listing the namespace issues the token with no edit to the AccessToken.
+    orgs.patch(
+        &other,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"tokenNamespaces": [tenant.namespace]}})),
+    )
+    .await
+    .unwrap();
+    let token = tenant.wait_for_phase("t", Phase::Active).await;
+    assert!(
+        token
+            .status
+            .unwrap()
+            .conditions
+            .iter()
+            .all(|c| c.type_ != "Stalled"),
+        "Stalled goes once resolved"
+    );
+    tenant.token_in_secret("t").await;
+}
+
+#[tokio::test]
+async fn unknown_scopes_wait_and_are_issued_once_they_exist() {
+    let tenant = Tenant::new("unknown").await;
+    let _operator = Operator::start(&tenant.namespace).await;
+    let missing_org = crate::harness::unique_name("late-org");
+    let missing_group = crate::harness::unique_name("late-grp");
+    tenant
+        .create_token("org-t", json!({"organization": missing_org}))
+        .await;
+    tenant
+        .create_token("grp-t", json!({"group": missing_group}))
+        .await;
+    tenant
+        .wait_for_reason("org-t", "OrganizationNotFound")
+        .await;
+    tenant.wait_for_reason("grp-t", "GroupNotFound").await;
+
+    // The group appears, naming an organization that does not exist yet.
+    Api::<Group>::all(tenant.client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "iam.accesstoken.io/v1alpha1", "kind": "Group",
+                "metadata": {"name": missing_group},
+                "spec": {"organization": missing_org, "tokenNamespaces": [tenant.namespace]}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    tenant
+        .wait_for_reason("grp-t", "GroupOrganizationNotFound")
+        .await;
+    assert!(tenant.secrets().get_opt("grp-t").await.unwrap().is_none());
+
+    tenant
+        .organizations()
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "iam.accesstoken.io/v1alpha1", "kind": "Organization",
+                "metadata": {"name": missing_org}, "spec": {"tokenNamespaces": [tenant.namespace]}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    tenant.wait_for_phase("org-t", Phase::Active).await;
+    tenant.wait_for_phase("grp-t", Phase::Active).await;
+}
+
+#[tokio::test]
+async fn a_scope_that_disappears_disables_the_token_and_its_return_restores_it() {
+    let tenant = Tenant::new("scopegone").await;
+    let _operator = Operator::start(&tenant.namespace).await;
+    tenant
+        .create_token("t", json!({"organization": tenant.organization}))
+        .await;
+    tenant.wait_for_phase("t", Phase::Active).await;
+    let issued = tenant.token_in_secret("t").await;
+
+    // Taking the namespace off the list is the scope no longer admitting the token.
+    let orgs = tenant.organizations();
+    orgs.patch(
+        &tenant.organization,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"tokenNamespaces": []}})),
+    )
+    .await
+    .unwrap();
+    let token = tenant.wait_for_reason("t", "NamespaceNotAllowed").await;
+    assert_eq!(token.status.unwrap().phase, Some(Phase::Failed));
+    eventually("the TechnicalUser to be disabled", || async {
+        tenant
+            .users()
+            .get("t")
+            .await
+            .ok()?
+            .spec
+            .disabled
+            .then_some(())
+    })
+    .await;
+
+    // Deleting the organization outright keeps it closed.
+    orgs.delete(&tenant.organization, &DeleteParams::default())
+        .await
+        .unwrap();
+    tenant.wait_for_reason("t", "OrganizationNotFound").await;
+    assert!(tenant.users().get("t").await.unwrap().spec.disabled);
+
+    // The organization returns: the same token works again, without an edit.
+    orgs.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({
+            "apiVersion": "iam.accesstoken.io/v1alpha1", "kind": "Organization",
+            "metadata": {"name": tenant.organization}, "spec": {"tokenNamespaces": [tenant.namespace]}
+        }))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    tenant.wait_for_phase("t", Phase::Active).await;
+    let user = tenant.users().get("t").await.unwrap();
+    assert!(!user.spec.disabled);
+    assert_eq!(
+        tenant.token_in_secret("t").await.expose_secret(),
+        issued.expose_secret()
+    );
+}
+
+#[tokio::test]
+async fn a_foreign_secret_is_never_overwritten() {
+    let tenant = Tenant::new("conflict").await;
+    let foreign = tenant
+        .secrets()
+        .create(
+            &PostParams::default(),
+            &Secret {
+                metadata: ObjectMeta {
+                    name: Some("taken".into()),
+                    ..Default::default()
+                },
+                data: Some([("password".to_string(), ByteString(b"hunter2".to_vec()))].into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let _operator = Operator::start(&tenant.namespace).await;
+    tenant
+        .create_token("taken", json!({"organization": tenant.organization}))
+        .await;
+
+    let token = tenant.wait_for_reason("taken", "SecretConflict").await;
+    assert_eq!(token.status.unwrap().phase, Some(Phase::Failed));
+    tenant.wait_for_event("taken", "SecretConflict").await;
+    let after = tenant.secrets().get("taken").await.unwrap();
+    assert_eq!(
+        after.resource_version(),
+        foreign.resource_version(),
+        "the foreign Secret was not written"
+    );
+    assert_eq!(after.data, foreign.data);
+    assert!(after.owner_references().is_empty());
+    assert!(
+        tenant.users().get_opt("taken").await.unwrap().is_none(),
+        "no token issued"
+    );
+
+    // Deleting the AccessToken leaves the foreign Secret alone too.
+    tenant
+        .tokens()
+        .delete("taken", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the AccessToken to be gone", || async {
+        tenant
+            .tokens()
+            .get_opt("taken")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        tenant.secrets().get("taken").await.unwrap().data,
+        foreign.data
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_secret_gets_a_fresh_token_and_the_old_one_stops_working() {
+    let tenant = Tenant::new("lost").await;
+    let _operator = Operator::start(&tenant.namespace).await;
+    tenant
+        .create_token("t", json!({"organization": tenant.organization}))
+        .await;
+    tenant.wait_for_phase("t", Phase::Active).await;
+    let old = tenant.token_in_secret("t").await;
+
+    tenant
+        .secrets()
+        .delete("t", &DeleteParams::default())
+        .await
+        .unwrap();
+    let new = eventually("a new Secret", || async {
+        let secret = tenant.secrets().get_opt("t").await.ok()??;
+        let token =
+            access_token_operator::token::Token::parse(&secret_text(&secret, "token")).ok()?;
+        (token.id() != old.id()).then_some(token)
+    })
+    .await;
+    let user = eventually(
+        "the TechnicalUser to hold only the new credential",
+        || async {
+            let user = tenant.users().get("t").await.ok()?;
+            (user.spec.credentials.len() == 1 && user.spec.credentials[0].id == new.id().as_str())
+                .then_some(user)
+        },
+    )
+    .await;
+    assert!(verify_token(&new, &user.spec.credentials[0].hash));
+    assert!(!verify_token(&old, &user.spec.credentials[0].hash));
+    tenant.wait_for_event("t", "TokenReissued").await;
+    eventually("status to show the new token id", || async {
+        let token = tenant.tokens().get("t").await.ok()?;
+        (token.status?.token_id? == new.id().as_str()).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_tampered_secret_gets_a_fresh_token() {
+    let tenant = Tenant::new("tamper").await;
+    let _operator = Operator::start(&tenant.namespace).await;
+    tenant
+        .create_token("t", json!({"organization": tenant.organization}))
+        .await;
+    tenant.wait_for_phase("t", Phase::Active).await;
+    let issued = tenant.token_in_secret("t").await;
+
+    // Someone plants a well-formed token of their own, with a matching token-id key.
+    let planted = access_token_operator::token::Token::generate();
+    let patch = json!({"stringData": {"token": planted.expose_secret(), "token-id": planted.id().as_str()}});
+    tenant
+        .secrets()
+        .patch("t", &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .unwrap();
+
+    let replaced = eventually("the planted token to be replaced", || async {
+        let token = tenant.token_in_secret("t").await;
+        (token.id() != planted.id() && token.id() != issued.id()).then_some(token)
+    })
+    .await;
+    let user = eventually("the TechnicalUser to hold only the replacement", || async {
+        let user = tenant.users().get("t").await.ok()?;
+        (user.spec.credentials.len() == 1 && user.spec.credentials[0].id == replaced.id().as_str())
+            .then_some(user)
+    })
+    .await;
+    assert!(
+        !verify_token(&planted, &user.spec.credentials[0].hash),
+        "a planted token is never accepted"
+    );
+    tenant.wait_for_event("t", "TokenReissued").await;
+
+    // Garbage in the token key is also repaired.
+    let patch = json!({"stringData": {"token": "not a token"}});
+    tenant
+        .secrets()
+        .patch("t", &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .unwrap();
+    eventually("the garbage to be replaced", || async {
+        let secret = tenant.secrets().get("t").await.ok()?;
+        access_token_operator::token::Token::parse(&secret_text(&secret, "token"))
+            .ok()
+            .filter(|t| t.id() != replaced.id())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_operator_never_writes_the_access_token_spec() {
+    let tenant = Tenant::new("nospec").await;
+    let _operator = Operator::start(&tenant.namespace).await;
+    tenant
+        .create_token(
+            "t",
+            json!({"organization": tenant.organization, "lifetime": "1d"}),
+        )
+        .await;
+    let token = tenant.wait_for_phase("t", Phase::Active).await;
+    tenant.patch_spec("t", json!({"revoked": true})).await;
+    let token_after = tenant.wait_for_phase("t", Phase::Revoked).await;
+    // Only the test's own edit bumped the generation, and no field manager but ours touched spec.
+    assert_eq!(
+        token_after.metadata.generation,
+        token.metadata.generation.map(|g| g + 1)
+    );
+    for entry in token_after.metadata.managed_fields.unwrap_or_default() {
+        if entry.manager.as_deref() == Some("access-token-operator") {
+            let fields = serde_json::to_string(&entry.fields_v1).unwrap();
+            assert!(
+                !fields.contains("f:spec"),
+                "the operator owns no spec field: {fields}"
+            );
+        }
+    }
+    let _ = ListParams::default();
+}

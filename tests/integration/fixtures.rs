@@ -1,0 +1,188 @@
+//! Tenants and tokens for tests: an Organization and a Group admitting a fresh namespace,
+//! AccessTokens from JSON, and readers for their children.
+
+use k8s_openapi::api::core::v1::{Event, Secret};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{ListParams, Patch, PatchParams, PostParams},
+};
+use serde_json::{Value, json};
+
+use access_token_operator::{
+    api::{AccessToken, Group, GroupSpec, Organization, OrganizationSpec, Phase, TechnicalUser},
+    token::Token,
+};
+
+use crate::harness::{admin_client, eventually, install_crds, test_namespace, unique_name};
+
+/// A namespace with an Organization and a Group that both admit it.
+pub struct Tenant {
+    pub client: Client,
+    pub namespace: String,
+    pub organization: String,
+    pub group: String,
+}
+
+impl Tenant {
+    /// Creates the namespace, Organization and Group, with unique names from `prefix`.
+    pub async fn new(prefix: &str) -> Self {
+        install_crds().await;
+        let client = admin_client().await;
+        let namespace = test_namespace(&client, prefix).await;
+        let organization = unique_name(&format!("{prefix}-org"));
+        let group = unique_name(&format!("{prefix}-grp"));
+        let orgs: Api<Organization> = Api::all(client.clone());
+        orgs.create(
+            &PostParams::default(),
+            &Organization::new(
+                &organization,
+                OrganizationSpec {
+                    display_name: None,
+                    token_namespaces: vec![namespace.clone()],
+                },
+            ),
+        )
+        .await
+        .expect("Organization is created");
+        Api::<Group>::all(client.clone())
+            .create(
+                &PostParams::default(),
+                &Group::new(
+                    &group,
+                    GroupSpec {
+                        organization: organization.clone(),
+                        display_name: None,
+                        token_namespaces: vec![namespace.clone()],
+                    },
+                ),
+            )
+            .await
+            .expect("Group is created");
+        Self {
+            client,
+            namespace,
+            organization,
+            group,
+        }
+    }
+
+    pub fn tokens(&self) -> Api<AccessToken> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    pub fn users(&self) -> Api<TechnicalUser> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    pub fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    pub fn organizations(&self) -> Api<Organization> {
+        Api::all(self.client.clone())
+    }
+
+    /// Creates an AccessToken with this spec (JSON, as a user would write it).
+    pub async fn create_token(&self, name: &str, spec: Value) -> AccessToken {
+        let token: AccessToken = serde_json::from_value(json!({
+            "apiVersion": "iam.accesstoken.io/v1alpha1",
+            "kind": "AccessToken",
+            "metadata": {"name": name, "namespace": self.namespace},
+            "spec": spec,
+        }))
+        .expect("a valid AccessToken");
+        self.tokens()
+            .create(&PostParams::default(), &token)
+            .await
+            .expect("AccessToken is created")
+    }
+
+    /// Merge-patches an AccessToken's spec, as `kubectl patch --type merge` would.
+    pub async fn patch_spec(&self, name: &str, spec: Value) {
+        self.tokens()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": spec})),
+            )
+            .await
+            .expect("AccessToken spec is patched");
+    }
+
+    /// Waits until the AccessToken reaches `phase` and returns it.
+    pub async fn wait_for_phase(&self, name: &str, phase: Phase) -> AccessToken {
+        let tokens = self.tokens();
+        eventually(&format!("AccessToken {name} to be {phase:?}"), || async {
+            let token = tokens.get(name).await.ok()?;
+            (token.status.as_ref()?.phase? == phase).then_some(token)
+        })
+        .await
+    }
+
+    /// Waits until the Ready condition has `reason` and returns the AccessToken.
+    pub async fn wait_for_reason(&self, name: &str, reason: &str) -> AccessToken {
+        let tokens = self.tokens();
+        eventually(
+            &format!("AccessToken {name} to report {reason}"),
+            || async {
+                let token = tokens.get(name).await.ok()?;
+                let ready = ready_condition(&token)?;
+                (ready.reason == reason).then_some(token)
+            },
+        )
+        .await
+    }
+
+    /// The token in a Secret, parsed.
+    pub async fn token_in_secret(&self, secret: &str) -> Token {
+        let secret = self.secrets().get(secret).await.expect("Secret exists");
+        Token::parse(&secret_text(&secret, "token")).expect("the Secret holds a valid token")
+    }
+
+    /// Event reasons recorded for an object in this namespace.
+    pub async fn event_reasons(&self, object: &str) -> Vec<String> {
+        Api::<Event>::namespaced(self.client.clone(), &self.namespace)
+            .list(&ListParams::default())
+            .await
+            .expect("events list")
+            .items
+            .into_iter()
+            .filter(|e| e.involved_object.name.as_deref() == Some(object))
+            .filter_map(|e| e.reason)
+            .collect()
+    }
+
+    /// Waits until an Event with `reason` was recorded for `object`.
+    pub async fn wait_for_event(&self, object: &str, reason: &str) {
+        eventually(&format!("a {reason} Event for {object}"), || async {
+            self.event_reasons(object)
+                .await
+                .iter()
+                .any(|r| r == reason)
+                .then_some(())
+        })
+        .await
+    }
+}
+
+/// The Ready condition of an AccessToken.
+pub fn ready_condition(
+    token: &AccessToken,
+) -> Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    token
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+}
+
+/// A Secret key's value as text.
+pub fn secret_text(secret: &Secret, key: &str) -> String {
+    let value = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .unwrap_or_else(|| panic!("Secret {} has key {key}", secret.name_any()));
+    String::from_utf8(value.0.clone()).expect("UTF-8")
+}
