@@ -43,14 +43,17 @@ stop() { # pid-or-negative-pgid: SIGTERM, then SIGKILL after 5 seconds
 }
 cleanup() {
   local status=$?
-  trap - EXIT INT TERM HUP
+  # Finish cleaning up even if more signals arrive (a second Ctrl-C, the terminal closing).
+  trap '' INT TERM HUP PIPE
+  trap - EXIT
   # The command first (it may need the apiserver to shut down cleanly), then the cluster.
   # COMMAND runs in a process group of its own, so this also stops what it started
   # (test binaries, operator processes).
   [ -n "$command_pid" ] && stop "-$command_pid"
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do stop "$pid"; done
-  if [ "$status" -ne 0 ] && [ -d "$dir/logs" ]; then
+  # On a failure (not on Ctrl-C or SIGTERM) show what the control plane said last.
+  if [ "$status" -ne 0 ] && [ "$status" -ne 130 ] && [ "$status" -ne 143 ] && [ -d "$dir/logs" ]; then
     for log in "$dir"/logs/*.log; do
       echo "---- last lines of $(basename "$log") ----" >&2
       tail -n 15 "$log" >&2 || true

@@ -20,7 +20,7 @@ use tracing::{info, instrument, warn};
 use super::{
     Context, backoff,
     build::{self, FINALIZER, MANAGER, Outcome, keys},
-    cache_ready,
+    cache_ready, crash_point,
     validate::{ResolvedScope, resolve_scope},
 };
 use crate::{
@@ -283,6 +283,7 @@ impl AccessToken {
         {
             apply_user(&users, &desired, self).await?;
         }
+        crash_point::reached("user-applied");
 
         self.announce_transition(ctx, previous.phase, phase, &value)
             .await;
@@ -379,6 +380,7 @@ impl AccessToken {
             staged_credentials,
         );
         apply_user(children.users, &staged, self).await?;
+        crash_point::reached("credential-staged");
 
         let data = build::secret_data(self, children.resolved, &value, children.expires_at);
         let written = match existing {
@@ -397,6 +399,7 @@ impl AccessToken {
                     .await?
             }
         };
+        crash_point::reached("secret-written");
         Ok((value, Some(written), credential))
     }
 

@@ -3,6 +3,7 @@
 
 mod access_token;
 pub mod build;
+mod crash_point;
 mod scope_status;
 pub mod validate;
 

@@ -142,9 +142,11 @@ where
 }
 
 /// The operator binary running as a real process against the local control plane, watching
-/// one namespace. Killed when dropped (also when a test panics).
+/// one namespace (or all). Killed when dropped (also when a test panics).
 pub struct Operator {
-    namespace: String,
+    namespace: Option<String>,
+    crash_at: Option<String>,
+    kubeconfig: Option<std::path::PathBuf>,
     log_path: std::path::PathBuf,
     child: Option<tokio::process::Child>,
     starts: u32,
@@ -153,11 +155,23 @@ pub struct Operator {
 impl Operator {
     /// Starts the operator for `namespace`; its output goes to `target/test-logs/<namespace>.log`.
     pub async fn start(namespace: &str) -> Self {
+        Self::start_with(Some(namespace.to_string()), namespace, None)
+    }
+
+    /// Starts the operator for all namespaces, logging to `target/test-logs/<log_name>.log`.
+    #[allow(dead_code)] // only tests/cluster_wide runs a cluster-wide operator
+    pub async fn start_cluster_wide(log_name: &str) -> Self {
+        Self::start_with(None, log_name, None)
+    }
+
+    fn start_with(namespace: Option<String>, log_name: &str, crash_at: Option<&str>) -> Self {
         let log_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-logs");
         std::fs::create_dir_all(&log_dir).expect("log dir is writable");
         let mut operator = Self {
-            namespace: namespace.to_string(),
-            log_path: log_dir.join(format!("{namespace}.log")),
+            namespace,
+            crash_at: crash_at.map(str::to_string),
+            kubeconfig: None,
+            log_path: log_dir.join(format!("{log_name}.log")),
             child: None,
             starts: 0,
         };
@@ -172,8 +186,18 @@ impl Operator {
             .open(&self.log_path)
             .expect("log file opens");
         self.starts += 1;
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_access-token-operator"))
-            .args(["run", "--namespace", &self.namespace])
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_access-token-operator"));
+        command.arg("run");
+        if let Some(namespace) = &self.namespace {
+            command.args(["--namespace", namespace]);
+        }
+        if let Some(kubeconfig) = &self.kubeconfig {
+            command.env("KUBECONFIG", kubeconfig);
+        }
+        if let Some(point) = &self.crash_at {
+            command.env("ATO_CRASH_AT", point);
+        }
+        let child = command
             .env(
                 "RUST_LOG",
                 "warn,access_token_operator=debug,kube_runtime=debug,kube_client=debug",
@@ -184,6 +208,51 @@ impl Operator {
             .spawn()
             .expect("operator starts");
         self.child = Some(child);
+    }
+
+    /// Starts the operator for `namespace` authenticating with `bearer_token` instead of as admin.
+    pub async fn start_as(namespace: &str, bearer_token: &str) -> Self {
+        let mut kubeconfig =
+            Kubeconfig::read_from(kubeconfig_path()).expect("KUBECONFIG is readable");
+        for named in &mut kubeconfig.auth_infos {
+            named.auth_info = Some(kube::config::AuthInfo {
+                token: Some(bearer_token.to_string().into()),
+                ..Default::default()
+            });
+        }
+        let mut operator = Self::start_with(Some(namespace.to_string()), namespace, None);
+        operator.kill().await;
+        let path = operator.log_path.with_extension("kubeconfig");
+        std::fs::write(
+            &path,
+            serde_yaml::to_string(&kubeconfig).expect("kubeconfig serializes"),
+        )
+        .expect("kubeconfig is written");
+        operator.kubeconfig = Some(path);
+        operator.spawn();
+        operator
+    }
+
+    /// Starts the operator for `namespace` set to abort when it reaches `point` (see
+    /// `ATO_CRASH_AT` in src/controller/crash_point.rs).
+    pub async fn start_crashing_at(namespace: &str, point: &str) -> Self {
+        Self::start_with(Some(namespace.to_string()), namespace, Some(point))
+    }
+
+    /// Waits until the operator process has exited on its own; true if it was killed by a signal.
+    pub async fn wait_for_crash(&mut self) -> bool {
+        use std::os::unix::process::ExitStatusExt;
+        let child = self.child.as_mut().expect("operator was started");
+        let status = within(DEADLINE, child.wait()).await.expect("wait works");
+        self.child = None;
+        status.signal().is_some()
+    }
+
+    /// Starts the operator again without crash injection.
+    pub async fn start_again(&mut self) {
+        self.kill().await;
+        self.crash_at = None;
+        self.spawn();
     }
 
     /// Kills the operator with SIGKILL, as a crash would, and waits until it is gone.

@@ -2,11 +2,16 @@
 //! kube-controller-manager) and the operator binary running as a process. Run them with
 //! `make test`, which starts the control plane, points KUBECONFIG at it and tears it down.
 //!
-//! All integration tests live in this one test binary so that they share one control plane
-//! and one build; each test works in a namespace and cluster-scoped names of its own, with
-//! an operator process watching only that namespace.
+//! All namespace-level tests live in this one test binary so that they share one control
+//! plane and one build; each test works in a namespace and cluster-scoped names of its own,
+//! with an operator process watching only that namespace. Tests that need a cluster-wide
+//! operator live in `tests/cluster_wide`, which cargo runs after this binary, never alongside.
 
 mod access_tokens;
+mod bad_manifests;
 mod control_plane;
+mod crash_safety;
 mod fixtures;
 mod harness;
+mod leaks;
+mod rbac;

@@ -1,0 +1,205 @@
+//! Bad input is refused by the API server at `kubectl apply`, with a message a person
+//! understands, and nothing is stored.
+
+use std::process::Stdio;
+
+use tokio::io::AsyncWriteExt;
+
+use crate::{fixtures::Tenant, harness::install_crds};
+
+/// Runs `kubectl apply -f -` on a manifest; returns (success, stdout + stderr).
+async fn kubectl_apply(manifest: &str) -> (bool, String) {
+    let mut child = tokio::process::Command::new("kubectl")
+        .args(["apply", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl runs (make test puts the pinned kubectl on PATH)");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(manifest.as_bytes()).await.unwrap();
+    drop(stdin);
+    let output = child.wait_with_output().await.unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+fn token_manifest(namespace: &str, name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: iam.accesstoken.io/v1alpha1\nkind: AccessToken\nmetadata:\n  name: {name}\n  namespace: {namespace}\nspec:\n{spec}"
+    )
+}
+
+#[tokio::test]
+async fn malformed_access_tokens_are_refused_with_a_clear_message() {
+    install_crds().await;
+    let tenant = Tenant::new("badinput").await;
+    let ns = &tenant.namespace;
+    let org = &tenant.organization;
+    let group = &tenant.group;
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "both scopes",
+            format!("  organization: {org}\n  group: {group}\n"),
+            "exactly one of spec.organization or spec.group must be set",
+        ),
+        (
+            "no scope",
+            "  displayName: nothing\n".into(),
+            "exactly one of spec.organization or spec.group must be set",
+        ),
+        (
+            "expiresAt with lifetime",
+            format!(
+                "  organization: {org}\n  expiresAt: \"2027-01-01T00:00:00Z\"\n  lifetime: 90d\n"
+            ),
+            "spec.expiresAt and spec.lifetime are mutually exclusive",
+        ),
+        (
+            "bad lifetime unit",
+            format!("  organization: {org}\n  lifetime: 90y\n"),
+            "spec.lifetime must be a whole number followed by m, h, d or w",
+        ),
+        (
+            "zero lifetime",
+            format!("  organization: {org}\n  lifetime: 0d\n"),
+            "spec.lifetime must be a whole number followed by m, h, d or w",
+        ),
+        (
+            "lifetime without unit",
+            format!("  organization: {org}\n  lifetime: \"90\"\n"),
+            "spec.lifetime must be a whole number followed by m, h, d or w",
+        ),
+        (
+            "expiresAt not a date",
+            format!("  organization: {org}\n  expiresAt: next tuesday\n"),
+            "spec.expiresAt",
+        ),
+        (
+            "bad secret name",
+            format!("  organization: {org}\n  secretName: Not_A_Name\n"),
+            "spec.secretName must be a valid Secret name",
+        ),
+        (
+            "admin not a boolean",
+            format!("  organization: {org}\n  admin: sometimes\n"),
+            "spec.admin",
+        ),
+        (
+            "unknown field",
+            format!("  organization: {org}\n  rol: admin\n"),
+            "unknown field \"spec.rol\"",
+        ),
+        (
+            "empty organization",
+            "  organization: \"\"\n".into(),
+            "spec.organization",
+        ),
+    ];
+    for (case, spec, expected) in cases {
+        let name = format!("bad-{}", case.replace(' ', "-").to_lowercase());
+        let (ok, output) = kubectl_apply(&token_manifest(ns, &name, &spec)).await;
+        assert!(!ok, "{case}: kubectl apply should fail, got: {output}");
+        assert!(
+            output.contains(expected),
+            "{case}: expected {expected:?} in: {output}"
+        );
+        assert!(
+            tenant.tokens().get_opt(&name).await.unwrap().is_none(),
+            "{case}: nothing stored"
+        );
+    }
+}
+
+#[tokio::test]
+async fn scope_and_secret_name_edits_are_refused() {
+    install_crds().await;
+    let tenant = Tenant::new("immutable").await;
+    let ns = &tenant.namespace;
+    let org = &tenant.organization;
+    let group = &tenant.group;
+    let (ok, output) = kubectl_apply(&token_manifest(
+        ns,
+        "t",
+        &format!("  organization: {org}\n"),
+    ))
+    .await;
+    assert!(ok, "a valid token applies: {output}");
+    let (ok, output) = kubectl_apply(&token_manifest(
+        ns,
+        "named",
+        &format!("  organization: {org}\n  secretName: named-secret\n"),
+    ))
+    .await;
+    assert!(ok, "a valid token applies: {output}");
+
+    let edits: Vec<(&str, &str, String, &str)> = vec![
+        (
+            "another organization",
+            "t",
+            "  organization: someone-else\n".into(),
+            "spec.organization is immutable",
+        ),
+        (
+            "organization to group",
+            "t",
+            format!("  group: {group}\n"),
+            "is immutable",
+        ),
+        (
+            "setting a different secretName",
+            "t",
+            format!("  organization: {org}\n  secretName: other\n"),
+            "spec.secretName is immutable once set",
+        ),
+        (
+            "changing secretName",
+            "named",
+            format!("  organization: {org}\n  secretName: renamed\n"),
+            "spec.secretName is immutable once set",
+        ),
+        (
+            "removing secretName",
+            "named",
+            format!("  organization: {org}\n"),
+            "spec.secretName is immutable once set",
+        ),
+    ];
+    for (case, name, spec, expected) in edits {
+        let (ok, output) = kubectl_apply(&token_manifest(ns, name, &spec)).await;
+        assert!(!ok, "{case}: the edit should be refused, got: {output}");
+        assert!(
+            output.contains(expected),
+            "{case}: expected {expected:?} in: {output}"
+        );
+    }
+    let stored = tenant.tokens().get("t").await.unwrap();
+    assert_eq!(
+        stored.spec.organization.as_deref(),
+        Some(org.as_str()),
+        "the stored spec is unchanged"
+    );
+
+    // Allowed edits still go through: revoke, admin, expiry.
+    let (ok, output) = kubectl_apply(&token_manifest(
+        ns,
+        "t",
+        &format!("  organization: {org}\n  revoked: true\n  admin: true\n  lifetime: 2w\n"),
+    ))
+    .await;
+    assert!(ok, "revoke, admin and lifetime are editable: {output}");
+
+    // A Group's organization is immutable too.
+    let (ok, output) = kubectl_apply(&format!(
+        "apiVersion: iam.accesstoken.io/v1alpha1\nkind: Group\nmetadata:\n  name: {group}\nspec:\n  organization: elsewhere\n  tokenNamespaces: [{ns}]\n"
+    ))
+    .await;
+    assert!(
+        !ok && output.contains("organization is immutable"),
+        "group move refused: {output}"
+    );
+}
