@@ -42,13 +42,11 @@ use super::{Role, conditions::conditions_schema};
     validation = Rule::new("has(self.group) == has(oldSelf.group) && (!has(self.group) || self.group == oldSelf.group)").message("spec.group is immutable: create a new AccessToken for another scope").reason(Reason::FieldValueInvalid)
 )]
 pub struct AccessTokenSpec {
-    /// Organization this token is scoped to. Exactly one of organization or group; immutable.
-    /// The token's namespace must be listed in the Organization's spec.tokenNamespaces.
+    /// Organization this token is scoped to. Exactly one of organization or group; immutable. The token's namespace must be listed in the Organization's spec.tokenNamespaces.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub organization: Option<String>,
-    /// Group this token is scoped to. Exactly one of organization or group; immutable.
-    /// The token's namespace must be listed in the Group's spec.tokenNamespaces.
+    /// Group this token is scoped to. Exactly one of organization or group; immutable. The token's namespace must be listed in the Group's spec.tokenNamespaces.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub group: Option<String>,
@@ -56,12 +54,10 @@ pub struct AccessTokenSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 256))]
     pub display_name: Option<String>,
-    /// When the token stops working (RFC 3339, e.g. 2027-06-30T00:00:00Z). Mutually exclusive
-    /// with lifetime. With neither, the token expires 90 days after the AccessToken was created.
+    /// When the token stops working (RFC 3339, e.g. 2027-06-30T00:00:00Z). Mutually exclusive with lifetime. With neither, the token expires 90 days after the AccessToken was created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Time>,
-    /// How long the token lives, counted from the AccessToken's creation: a whole number and a
-    /// unit, m (minutes), h (hours), d (days) or w (weeks), e.g. 90d. Mutually exclusive with expiresAt.
+    /// How long the token lives, counted from the AccessToken's creation: a whole number and a unit, m (minutes), h (hours), d (days) or w (weeks), e.g. 90d. Mutually exclusive with expiresAt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.matches('^[1-9][0-9]{0,5}[mhdw]$')").message("spec.lifetime must be a whole number followed by m, h, d or w, for example 90d").reason(Reason::FieldValueInvalid))]
     #[schemars(length(max = 7))]
@@ -69,8 +65,7 @@ pub struct AccessTokenSpec {
     /// Assign the admin role of the scope (OrganizationAdmin or GroupAdmin) instead of the user role.
     #[serde(default)]
     pub admin: bool,
-    /// Disable the token, reversibly: the Secret is kept and setting this back to false
-    /// re-enables the same token.
+    /// Disable the token, reversibly: the Secret is kept and setting this back to false re-enables the same token.
     #[serde(default)]
     pub revoked: bool,
     /// Name of the Secret that receives the token. Defaults to metadata.name; immutable once set.

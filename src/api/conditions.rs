@@ -3,8 +3,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use schemars::{Schema, SchemaGenerator, json_schema};
 
-/// The condition types this operator sets, following kstatus: `Ready` always,
-/// `Reconciling` and `Stalled` only while they are true.
+/// The condition types this operator sets, following kstatus: `Ready` always, `Reconciling` and `Stalled` only while they are true.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConditionType {
     /// The object is fully reconciled and usable.
@@ -99,8 +98,7 @@ impl std::fmt::Display for Reason {
     }
 }
 
-/// Schema for a conditions list: a list-map keyed on `type`, so server-side apply merges
-/// conditions by type instead of replacing the whole list.
+/// Schema for a conditions list: a list-map keyed on `type`, so server-side apply merges conditions by type instead of replacing the whole list.
 pub(crate) fn conditions_schema(generator: &mut SchemaGenerator) -> Schema {
     let item = generator.subschema_for::<Condition>();
     json_schema!({

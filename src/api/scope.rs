@@ -55,8 +55,7 @@ pub struct OrganizationSpec {
     /// Human-readable name of the organization, for display only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
-    /// Namespaces whose AccessTokens may be scoped to this organization. This is the tenant
-    /// boundary: a token in any other namespace is refused (NamespaceNotAllowed). Empty allows none.
+    /// Namespaces whose AccessTokens may be scoped to this organization. This is the tenant boundary: a token in any other namespace is refused (NamespaceNotAllowed). Empty allows none.
     #[serde(default)]
     #[schemars(length(max = 256))]
     pub token_namespaces: Vec<String>,

@@ -203,3 +203,84 @@ async fn scope_and_secret_name_edits_are_refused() {
         "group move refused: {output}"
     );
 }
+
+/// Runs kubectl with `args`; returns stdout, failing the test on a non-zero exit.
+async fn kubectl(args: &[&str]) -> String {
+    let output = tokio::process::Command::new("kubectl")
+        .args(args)
+        .output()
+        .await
+        .expect("kubectl runs");
+    assert!(
+        output.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn kubectl_explains_fields_and_shows_useful_columns() {
+    install_crds().await;
+    // The API server publishes a new CRD's OpenAPI schema shortly after it is established.
+    let explained = crate::harness::eventually("kubectl explain to know AccessToken", || async {
+        let output = tokio::process::Command::new("kubectl")
+            .args(["explain", "accesstoken.spec"])
+            .output()
+            .await
+            .expect("kubectl runs");
+        output
+            .status
+            .success()
+            .then(|| String::from_utf8(output.stdout).unwrap())
+    })
+    .await;
+    // kubectl wraps lines; compare text with whitespace collapsed.
+    let explained = explained.split_whitespace().collect::<Vec<_>>().join(" ");
+    for text in [
+        "Exactly one of organization or group; immutable",
+        "Mutually exclusive",
+        "re-enables the same token",
+        "Defaults to metadata.name",
+    ] {
+        assert!(
+            explained.contains(text),
+            "kubectl explain lacks {text:?}:\n{explained}"
+        );
+    }
+    let status = kubectl(&["explain", "accesstoken.status.tokenId"]).await;
+    let status = status.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(status.contains("public part of the token"), "{status}");
+
+    let tenant = Tenant::new("columns").await;
+    let _operator = crate::harness::Operator::start(&tenant.namespace).await;
+    tenant
+        .create_token("cols", serde_json::json!({"organization": tenant.organization, "admin": true, "expiresAt": "2099-01-01T00:00:00Z"}))
+        .await;
+    let token = tenant
+        .wait_for_phase("cols", access_token_operator::api::Phase::Active)
+        .await;
+    let wide = kubectl(&["get", "atk", "-n", &tenant.namespace, "-o", "wide"]).await;
+    let header: Vec<&str> = wide.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAME", "SCOPE", "ROLE", "STATUS", "EXPIRES", "AGE", "TOKEN", "ID", "REASON"
+        ]
+    );
+    let row = wide.lines().nth(1).unwrap();
+    let token_id = token.status.unwrap().token_id.unwrap();
+    for cell in [
+        format!("organization/{}", tenant.organization),
+        "OrganizationAdmin".into(),
+        "Active".into(),
+        "2099-01-01T00:00:00Z".into(),
+        token_id,
+        "TokenActive".into(),
+    ] {
+        assert!(
+            row.contains(&cell),
+            "kubectl get -o wide lacks {cell:?}: {row}"
+        );
+    }
+}
