@@ -16,7 +16,8 @@
 #   ATO_CLUSTER_CA            the CA certificate that signed the apiserver's serving cert
 #   ATO_UNPRIVILEGED_TOKEN    bearer token of user "unprivileged" (no RBAC grants at all)
 #   ATO_VERIFIER_PORT         loopback port where kube-apiserver expects the token verifier
-#                             (plain HTTP webhook, see --authentication-token-webhook-*)
+#                             (TokenReview webhook over TLS, see --authentication-token-webhook-*)
+#   ATO_VERIFIER_CERT/_KEY    serving certificate and key for the verifier, signed by ATO_CLUSTER_CA
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -108,6 +109,12 @@ printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc\nex
 openssl x509 -req -in "$pki/apiserver.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
   -days 2 -extfile "$pki/san.ext" -out "$pki/apiserver.crt" 2>/dev/null
 openssl genrsa -out "$pki/sa.key" 2048 2>/dev/null
+# The token verifier's serving certificate, so kube-apiserver reaches it over verified TLS.
+openssl req -newkey rsa:2048 -nodes -subj "/CN=access-token-verifier" \
+  -keyout "$pki/verifier.key" -out "$pki/verifier.csr" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >"$pki/verifier.ext"
+openssl x509 -req -in "$pki/verifier.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
+  -days 2 -extfile "$pki/verifier.ext" -out "$pki/verifier.crt" 2>/dev/null
 
 admin_token="$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 unprivileged_token="$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
@@ -125,7 +132,7 @@ apiVersion: v1
 kind: Config
 clusters:
 - name: verifier
-  cluster: {server: "http://127.0.0.1:$verifier_port/tokenreviews"}
+  cluster: {server: "https://127.0.0.1:$verifier_port/tokenreviews", certificate-authority: "$pki/ca.crt"}
 users:
 - name: kube-apiserver
 contexts:
@@ -198,6 +205,7 @@ echo "local control plane (Kubernetes $("$bin_dir/kube-apiserver" --version | aw
 export PATH="$bin_dir:$PATH"
 export KUBECONFIG="$kubeconfig" ATO_CLUSTER_DIR="$dir" ATO_CLUSTER_CA="$pki/ca.crt"
 export ATO_UNPRIVILEGED_TOKEN="$unprivileged_token" ATO_VERIFIER_PORT="$verifier_port"
+export ATO_VERIFIER_CERT="$pki/verifier.crt" ATO_VERIFIER_KEY="$pki/verifier.key"
 # Run COMMAND in a session of its own, in the background, and wait, so that a signal reaches
 # our trap at once and cleanup can stop everything COMMAND started.
 setsid "$@" &

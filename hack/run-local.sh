@@ -7,7 +7,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 kubectl apply --server-side -f crds/ >/dev/null
 kubectl wait --for condition=established --timeout=60s -f crds/ >/dev/null
 
-target/debug/access-token-operator run &
+target/debug/access-token-operator run --verifier-bind "127.0.0.1:$ATO_VERIFIER_PORT" \
+  --tls-cert-file "$ATO_VERIFIER_CERT" --tls-key-file "$ATO_VERIFIER_KEY" &
 operator=$!
 trap 'kill -TERM $operator 2>/dev/null; wait $operator' EXIT INT TERM
 
@@ -21,6 +22,7 @@ cat >&2 <<MSG
     export KUBECONFIG=$PWD/target/local-cluster/kubeconfig
     kubectl get accesstokens -A
     kubectl get secret -n acme-ci ci-deployer -o jsonpath='{.data.token}' | base64 -d
+    kubectl auth whoami --token "\$(kubectl get secret -n acme-ci ci-deployer -o jsonpath='{.data.token}' | base64 -d)"
 
   Ctrl-C stops the operator and the control plane.
 

@@ -32,9 +32,39 @@ pub enum Error {
     /// Rendering YAML failed.
     #[error("YAML error: {0}")]
     Yaml(#[from] serde_yaml::Error),
+    /// A flag or setting is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The verifier's server failed.
+    #[error(transparent)]
+    Verifier(#[from] crate::verifier::server::ServeError),
     /// Reading or writing a local file failed.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl Error {
+    /// A write lost a race with another write (409 Conflict, or 422 from a finalizer patch
+    /// whose `test` against a stale cached object failed). Retrying with fresh state is the
+    /// whole fix, so it is not worth a Warning Event.
+    pub fn is_write_conflict(&self) -> bool {
+        use kube::runtime::finalizer::Error as F;
+        let api_code = |error: &kube::Error| match error {
+            kube::Error::Api(status) => Some(status.code),
+            _ => None,
+        };
+        match self {
+            Error::Kube(error) => api_code(error) == Some(409),
+            Error::Finalizer(inner) => match inner.as_ref() {
+                F::AddFinalizer(error) | F::RemoveFinalizer(error) => {
+                    matches!(api_code(error), Some(409 | 422))
+                }
+                F::ApplyFailed(error) | F::CleanupFailed(error) => error.is_write_conflict(),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
 }
 
 /// The crate's result type.

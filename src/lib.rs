@@ -12,5 +12,6 @@ pub mod expiry;
 pub mod hasher;
 pub mod telemetry;
 pub mod token;
+pub mod verifier;
 
 pub use error::{Error, Result};

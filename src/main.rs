@@ -8,6 +8,7 @@ use access_token_operator::{
     hasher::Hasher,
     telemetry::{self, LogFormat},
     token::HashParams,
+    verifier::{self, Verifier, server},
 };
 use clap::{Args, Parser, Subcommand};
 
@@ -23,8 +24,39 @@ struct Cli {
 enum Command {
     /// Run the operator: reconcile AccessTokens into TechnicalUsers and Secrets.
     Run(RunArgs),
+    /// Run only the token verifier (TokenReview webhook), e.g. as its own scaled Deployment.
+    Verifier(VerifierArgs),
     /// Print the CustomResourceDefinitions as YAML (what crds/ holds).
     Crd,
+}
+
+/// Flags of the verifier server.
+#[derive(Args)]
+struct ListenArgs {
+    /// Serve the verifier on this address (with `run`: unset means no verifier in this process).
+    #[arg(long, env = "VERIFIER_BIND")]
+    verifier_bind: Option<std::net::SocketAddr>,
+    /// PEM certificate (chain) for the verifier's TLS.
+    #[arg(long, env = "TLS_CERT_FILE", requires = "tls_key_file")]
+    tls_cert_file: Option<std::path::PathBuf>,
+    /// PEM private key for the verifier's TLS.
+    #[arg(long, env = "TLS_KEY_FILE", requires = "tls_cert_file")]
+    tls_key_file: Option<std::path::PathBuf>,
+    /// Serve plain HTTP instead of TLS; refused unless the bind address is loopback.
+    #[arg(long, conflicts_with_all = ["tls_cert_file", "tls_key_file"])]
+    insecure_http: bool,
+    /// How many argon2 verifications may run at once.
+    #[arg(long, env = "VERIFY_CONCURRENCY", default_value_t = 2)]
+    verify_concurrency: usize,
+}
+
+#[derive(Args)]
+struct VerifierArgs {
+    #[command(flatten)]
+    listen: ListenArgs,
+    /// Log line format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
 }
 
 #[derive(Args)]
@@ -41,6 +73,8 @@ struct RunArgs {
     log_format: LogFormat,
     #[command(flatten)]
     hash: HashArgs,
+    #[command(flatten)]
+    listen: ListenArgs,
 }
 
 /// argon2id cost parameters for new credentials (existing ones keep theirs).
@@ -62,11 +96,14 @@ struct HashArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // One TLS crypto provider for the process (kube's client and the verifier's server).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let result = match cli.command {
         Command::Crd => access_token_operator::api::crds_yaml()
             .map(|yaml| print!("{yaml}"))
             .map_err(Into::into),
         Command::Run(args) => run(args),
+        Command::Verifier(args) => verifier_only(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -85,6 +122,7 @@ fn run(args: RunArgs) -> access_token_operator::Result<()> {
         parallelism: args.hash.hash_parallelism,
     };
     let hasher = Hasher::new(params, args.hash.hash_concurrency)?;
+    let listen = listen_config(&args.listen)?;
     let config = controller::Config {
         namespace: args.namespace,
         instance: args.instance,
@@ -95,6 +133,70 @@ fn run(args: RunArgs) -> access_token_operator::Result<()> {
             version = env!("CARGO_PKG_VERSION"),
             "access-token-operator starting"
         );
-        controller::run(client, config, hasher).await
+        let verifier = async {
+            match listen {
+                Some(listen) => serve_verifier(client.clone(), &args.listen, listen).await,
+                None => Ok(()),
+            }
+        };
+        let (controllers, verifier) =
+            tokio::join!(controller::run(client.clone(), config, hasher), verifier);
+        controllers.and(verifier)
     })
+}
+
+fn verifier_only(args: VerifierArgs) -> access_token_operator::Result<()> {
+    telemetry::init(args.log_format);
+    let Some(listen) = listen_config(&args.listen)? else {
+        return Err(usage("the verifier needs --verifier-bind"));
+    };
+    tokio::runtime::Runtime::new()?.block_on(async {
+        let client = kube::Client::try_default().await?;
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            "access-token-operator verifier starting"
+        );
+        serve_verifier(client, &args.listen, listen).await
+    })
+}
+
+fn usage(message: &str) -> access_token_operator::Error {
+    access_token_operator::Error::Config(message.to_string())
+}
+
+fn listen_config(args: &ListenArgs) -> access_token_operator::Result<Option<server::Listen>> {
+    let Some(bind) = args.verifier_bind else {
+        return Ok(None);
+    };
+    let tls = match (&args.tls_cert_file, &args.tls_key_file, args.insecure_http) {
+        (Some(cert), Some(key), false) => Some((cert.clone(), key.clone())),
+        (None, None, true) => None,
+        _ => {
+            return Err(usage(
+                "the verifier needs --tls-cert-file and --tls-key-file, or --insecure-http on a loopback address",
+            ));
+        }
+    };
+    Ok(Some(server::Listen { bind, tls }))
+}
+
+async fn serve_verifier(
+    client: kube::Client,
+    args: &ListenArgs,
+    listen: server::Listen,
+) -> access_token_operator::Result<()> {
+    // Verification uses the crate's default argon2 bounds; parameters come from each PHC string.
+    let hasher = Hasher::new(HashParams::default(), args.verify_concurrency)?;
+    let verifier = Verifier::start(client, hasher, verifier::Config::default())?;
+    Ok(server::serve(verifier, listen, shutdown_signal()).await?)
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler installs");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
 }

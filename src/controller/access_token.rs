@@ -25,7 +25,7 @@ use super::{
 };
 use crate::{
     Error, Result,
-    api::{AccessToken, Credential, Phase, Reason, TechnicalUser},
+    api::{AccessToken, AccessTokenStatus, Credential, Phase, Reason, TechnicalUser},
     expiry::effective_expiry,
     token::Token,
 };
@@ -57,6 +57,11 @@ pub async fn reconcile(token: Arc<AccessToken>, ctx: Arc<Context>) -> Result<Act
 
 /// Transient failures back off exponentially per object and become Warning Events.
 pub fn error_policy(token: Arc<AccessToken>, error: &Error, ctx: Arc<Context>) -> Action {
+    if error.is_write_conflict() {
+        // Our cached copy was stale; the watch brings the fresh one in a moment.
+        tracing::debug!(name = %token.name_any(), %error, "write conflict; retrying");
+        return Action::requeue(Duration::from_millis(500));
+    }
     let failures = {
         let mut failures = ctx.failures.lock().expect("lock");
         let count = failures.entry(ObjectRef::from_obj(&*token)).or_insert(0);
@@ -511,7 +516,14 @@ impl AccessToken {
     async fn write_status(&self, ctx: &Context, outcome: &Outcome) -> Result<()> {
         let now = Timestamp::now();
         let status = build::status(self, outcome, now);
-        if self.status.as_ref() == Some(&status) {
+        let unchanged = self.status.as_ref().is_some_and(|current| {
+            let ours = AccessTokenStatus {
+                last_used_at: None,
+                ..current.clone()
+            };
+            ours == status
+        });
+        if unchanged {
             return Ok(());
         }
         let api: Api<AccessToken> =

@@ -257,7 +257,8 @@ pub fn status(token: &AccessToken, outcome: &Outcome, now: Timestamp) -> AccessT
         username: Some(username(&namespace, &token.name_any())),
         role: spec_role(token),
         expires_at: outcome.expires_at.map(Time),
-        last_used_at: previous.last_used_at,
+        // Owned by the verifier's field manager; the controller's apply must not claim it.
+        last_used_at: None,
         observed_generation: generation,
         conditions,
     }

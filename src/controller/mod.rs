@@ -288,10 +288,22 @@ fn tokens_of_organization(
     })
 }
 
-fn log_result<T: std::fmt::Debug, E: std::fmt::Display>(kind: &str, result: Result<T, E>) {
+/// Reconcile failures are logged (with backoff state) by the error policies; what reaches
+/// here otherwise is a watch or queue problem.
+fn log_result<T, Q>(
+    kind: &str,
+    result: Result<T, kube::runtime::controller::Error<crate::Error, Q>>,
+) where
+    T: std::fmt::Debug,
+    Q: std::error::Error + 'static,
+{
+    use kube::runtime::controller::Error as E;
     match result {
         Ok(object) => tracing::debug!(kind, ?object, "reconciled"),
-        Err(error) => warn!(kind, %error, "reconcile failed"),
+        Err(E::ReconcilerFailed(error, object)) => {
+            tracing::debug!(kind, %error, ?object, "reconcile failed")
+        }
+        Err(error) => warn!(kind, %error, "controller error"),
     }
 }
 

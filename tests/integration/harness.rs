@@ -273,3 +273,79 @@ impl Operator {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 }
+
+/// kube-apiserver asks the verifier on one fixed port, so one test at a time may serve it.
+static WEBHOOK_PORT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The verifier (`access-token-operator verifier`) serving kube-apiserver's webhook port over
+/// TLS, as a real process. Holds the port until dropped; killed when dropped.
+pub struct VerifierProcess {
+    child: tokio::process::Child,
+    _port: tokio::sync::MutexGuard<'static, ()>,
+    /// `https://127.0.0.1:<port>`.
+    pub url: String,
+    log_path: std::path::PathBuf,
+}
+
+impl VerifierProcess {
+    /// Starts the verifier on the webhook port and waits until it reports ready.
+    pub async fn start(log_name: &str) -> Self {
+        let port_guard = WEBHOOK_PORT.lock().await;
+        let port = cluster_env("ATO_VERIFIER_PORT");
+        let log_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-logs");
+        std::fs::create_dir_all(&log_dir).expect("log dir is writable");
+        let log_path = log_dir.join(format!("{log_name}-verifier.log"));
+        let log = std::fs::File::create(&log_path).expect("log file opens");
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_access-token-operator"))
+            .args(["verifier", "--verifier-bind", &format!("127.0.0.1:{port}")])
+            .args(["--tls-cert-file", &cluster_env("ATO_VERIFIER_CERT")])
+            .args(["--tls-key-file", &cluster_env("ATO_VERIFIER_KEY")])
+            .env("RUST_LOG", "warn,access_token_operator=debug")
+            .stdout(log.try_clone().expect("log file clones"))
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("verifier starts");
+        let verifier = Self {
+            child,
+            _port: port_guard,
+            url: format!("https://127.0.0.1:{port}"),
+            log_path,
+        };
+        let client = verifier.http();
+        let ready = format!("{}/readyz", verifier.url);
+        eventually("the verifier to be ready", || async {
+            let response = client.get(&ready).send().await.ok()?;
+            response.status().is_success().then_some(())
+        })
+        .await;
+        verifier
+    }
+
+    /// An HTTPS client that trusts the local cluster's CA (which signed the verifier's certificate).
+    pub fn http(&self) -> reqwest::Client {
+        let ca = std::fs::read(cluster_env("ATO_CLUSTER_CA")).expect("CA is readable");
+        reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("CA parses"))
+            .build()
+            .expect("client builds")
+    }
+
+    /// What the verifier has logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for VerifierProcess {
+    /// Kills the verifier and waits until it is gone, so the next test can bind the port.
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        for _ in 0..50 {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}

@@ -15,3 +15,4 @@ mod fixtures;
 mod harness;
 mod leaks;
 mod rbac;
+mod verifier;

@@ -1,0 +1,178 @@
+//! TechnicalUsers by token id, kept from a watch: the verifier's lookup table.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+};
+
+use kube::ResourceExt;
+
+use crate::api::TechnicalUser;
+
+/// Maps a token id to the TechnicalUser holding its credential. Ids are random and unique;
+/// should two users ever list the same id, the verifier denies it (see `lookup`).
+#[derive(Default)]
+pub struct CredentialIndex {
+    inner: RwLock<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    by_id: HashMap<String, Vec<Arc<TechnicalUser>>>,
+    /// The ids each user (by uid) is indexed under, so updates and deletes remove stale ones.
+    ids_of: HashMap<String, Vec<String>>,
+    /// During a (re)list: the users seen so far, swapped in at its end.
+    relisting: Option<Vec<Arc<TechnicalUser>>>,
+}
+
+impl Inner {
+    fn remove(&mut self, uid: &str) {
+        for id in self.ids_of.remove(uid).unwrap_or_default() {
+            if let Some(users) = self.by_id.get_mut(&id) {
+                users.retain(|u| u.uid().as_deref() != Some(uid));
+                if users.is_empty() {
+                    self.by_id.remove(&id);
+                }
+            }
+        }
+    }
+
+    fn insert(&mut self, user: Arc<TechnicalUser>) {
+        let uid = user.uid().unwrap_or_default();
+        self.remove(&uid);
+        let ids: Vec<String> = user.spec.credentials.iter().map(|c| c.id.clone()).collect();
+        for id in &ids {
+            self.by_id.entry(id.clone()).or_default().push(user.clone());
+        }
+        self.ids_of.insert(uid, ids);
+    }
+}
+
+impl CredentialIndex {
+    /// Adds or updates a user.
+    pub fn apply(&self, user: TechnicalUser) {
+        self.inner.write().expect("lock").insert(Arc::new(user));
+    }
+
+    /// Removes a user.
+    pub fn delete(&self, user: &TechnicalUser) {
+        self.inner
+            .write()
+            .expect("lock")
+            .remove(&user.uid().unwrap_or_default());
+    }
+
+    /// A relist starts: collect users until `relist_done`.
+    pub fn relist_start(&self) {
+        self.inner.write().expect("lock").relisting = Some(Vec::new());
+    }
+
+    /// A user seen during a relist.
+    pub fn relist_apply(&self, user: TechnicalUser) {
+        let mut inner = self.inner.write().expect("lock");
+        match inner.relisting.as_mut() {
+            Some(seen) => seen.push(Arc::new(user)),
+            None => inner.insert(Arc::new(user)),
+        }
+    }
+
+    /// The relist is complete: the index becomes exactly the users seen.
+    pub fn relist_done(&self) {
+        let mut inner = self.inner.write().expect("lock");
+        let seen = inner.relisting.take().unwrap_or_default();
+        inner.by_id.clear();
+        inner.ids_of.clear();
+        for user in seen {
+            inner.insert(user);
+        }
+    }
+
+    /// The one user holding a credential with this id; `None` if none or (never expected) several.
+    pub fn lookup(&self, id: &str) -> Option<Arc<TechnicalUser>> {
+        let inner = self.inner.read().expect("lock");
+        match inner.by_id.get(id).map(Vec::as_slice) {
+            Some([user]) => Some(user.clone()),
+            _ => None,
+        }
+    }
+
+    /// How many token ids are indexed.
+    pub fn len(&self) -> usize {
+        self.inner.read().expect("lock").by_id.len()
+    }
+
+    /// Whether no token id is indexed.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    use super::*;
+    use crate::api::{Credential, Role, Scope, ScopeKind, TechnicalUserSpec};
+
+    fn user(uid: &str, ids: &[&str]) -> TechnicalUser {
+        let mut user = TechnicalUser::new(
+            uid,
+            TechnicalUserSpec {
+                scope: Scope {
+                    kind: ScopeKind::Organization,
+                    name: "acme".into(),
+                    organization: "acme".into(),
+                },
+                role: Role::OrganizationUser,
+                disabled: false,
+                expires_at: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+                credentials: ids
+                    .iter()
+                    .map(|id| Credential {
+                        id: id.to_string(),
+                        hash: String::new(),
+                        not_after: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+                    })
+                    .collect(),
+            },
+        );
+        user.metadata.uid = Some(uid.into());
+        user
+    }
+
+    #[test]
+    fn updates_replace_old_ids_and_deletes_remove_them() {
+        let index = CredentialIndex::default();
+        index.apply(user("u1", &["aaa", "bbb"]));
+        assert!(index.lookup("aaa").is_some());
+        index.apply(user("u1", &["ccc"]));
+        assert!(index.lookup("aaa").is_none(), "a rotated-out id is gone");
+        assert!(index.lookup("ccc").is_some());
+        index.delete(&user("u1", &[]));
+        assert!(index.is_empty());
+    }
+
+    #[test]
+    fn a_relist_drops_users_that_vanished_while_disconnected() {
+        let index = CredentialIndex::default();
+        index.apply(user("u1", &["aaa"]));
+        index.apply(user("u2", &["bbb"]));
+        index.relist_start();
+        index.relist_apply(user("u2", &["bbb"]));
+        assert!(
+            index.lookup("aaa").is_some(),
+            "the old view serves until the relist ends"
+        );
+        index.relist_done();
+        assert!(index.lookup("aaa").is_none());
+        assert!(index.lookup("bbb").is_some());
+    }
+
+    #[test]
+    fn an_id_claimed_twice_is_not_trusted() {
+        let index = CredentialIndex::default();
+        index.apply(user("u1", &["aaa"]));
+        index.apply(user("u2", &["aaa"]));
+        assert!(index.lookup("aaa").is_none());
+    }
+}

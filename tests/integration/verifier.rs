@@ -1,0 +1,407 @@
+//! The verifier, end to end: kube-apiserver configured with
+//! `--authentication-token-webhook-config-file` asks it about bearer tokens, so `kubectl
+//! --token <token from the Secret>` shows and uses the token's identity.
+
+use std::process::Stdio;
+
+use k8s_openapi::jiff::{SignedDuration, Timestamp, Unit};
+use kube::api::DeleteParams;
+use serde_json::{Value, json};
+
+use access_token_operator::{api::Phase, token::Token};
+
+use crate::{
+    fixtures::Tenant,
+    harness::{Operator, VerifierProcess, eventually},
+};
+
+/// `kubectl <args> --token <token>`: (success, stdout, stderr).
+async fn kubectl_as(token: &str, args: &[&str]) -> (bool, String, String) {
+    let output = tokio::process::Command::new("kubectl")
+        .args(args)
+        .arg(format!("--token={token}"))
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("kubectl runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The user info kube-apiserver sees for `token`, or `None` if it is not authenticated.
+async fn whoami(token: &str) -> Option<Value> {
+    let (ok, stdout, stderr) = kubectl_as(token, &["auth", "whoami", "-o", "json"]).await;
+    if !ok {
+        assert!(
+            stderr.contains("Unauthorized"),
+            "a denial, not some other failure: {stderr}"
+        );
+        return None;
+    }
+    let review: Value = serde_json::from_str(&stdout).expect("whoami prints JSON");
+    Some(review["status"]["userInfo"].clone())
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(String::from))
+        .collect()
+}
+
+#[tokio::test]
+async fn kube_apiserver_authenticates_tokens_through_the_verifier() {
+    let tenant = Tenant::new("whoami").await;
+    let _operator = Operator::start(&tenant.namespace).await;
+    let verifier = VerifierProcess::start(&tenant.namespace).await;
+    let (org, group, ns) = (&tenant.organization, &tenant.group, &tenant.namespace);
+    tenant
+        .create_token("admin", json!({"organization": org, "admin": true}))
+        .await;
+    tenant
+        .create_token("user", json!({"organization": org}))
+        .await;
+    tenant.create_token("grp", json!({"group": group})).await;
+    for name in ["admin", "user", "grp"] {
+        tenant.wait_for_phase(name, Phase::Active).await;
+    }
+    let admin = tenant.token_in_secret("admin").await;
+    let user = tenant.token_in_secret("user").await;
+    let grp = tenant.token_in_secret("grp").await;
+
+    // The verifier's watches follow the operator's writes within moments.
+    let info = eventually("the admin token to authenticate", || {
+        whoami(admin.expose_secret())
+    })
+    .await;
+    assert_eq!(info["username"], format!("accesstoken:{ns}:admin"));
+    let groups = strings(&info["groups"]);
+    assert!(
+        groups.contains(&format!("accesstoken:org:{org}")),
+        "{groups:?}"
+    );
+    assert!(
+        groups.contains(&format!("accesstoken:org:{org}:admin")),
+        "{groups:?}"
+    );
+    let user_uid = tenant
+        .users()
+        .get("admin")
+        .await
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
+    assert_eq!(info["uid"], user_uid, "uid is the TechnicalUser's");
+    assert_eq!(
+        strings(&info["extra"]["iam.accesstoken.io/organization"]),
+        [org.as_str()]
+    );
+    assert_eq!(
+        strings(&info["extra"]["iam.accesstoken.io/role"]),
+        ["OrganizationAdmin"]
+    );
+    assert_eq!(
+        strings(&info["extra"]["iam.accesstoken.io/token-id"]),
+        [admin.id().to_string()]
+    );
+
+    let info = whoami(grp.expose_secret())
+        .await
+        .expect("the group token authenticates");
+    let groups = strings(&info["groups"]);
+    assert!(
+        groups.contains(&format!("accesstoken:group:{group}:user")),
+        "{groups:?}"
+    );
+    assert_eq!(
+        strings(&info["extra"]["iam.accesstoken.io/group"]),
+        [group.as_str()]
+    );
+
+    // RBAC on the groups the verifier reports: org admins may list ConfigMaps, users may not.
+    let (ok, _, stderr) = kubectl_as(
+        &crate::harness::cluster_env("ATO_UNPRIVILEGED_TOKEN"),
+        &["get", "configmaps", "-n", ns],
+    )
+    .await;
+    assert!(!ok && stderr.contains("forbidden"), "{stderr}");
+    let group_flag = format!("--group=accesstoken:org:{org}:admin");
+    let setup = [
+        vec![
+            "create",
+            "role",
+            "cm-reader",
+            "-n",
+            ns,
+            "--verb=list",
+            "--resource=configmaps",
+        ],
+        vec![
+            "create",
+            "rolebinding",
+            "cm-reader",
+            "-n",
+            ns,
+            "--role=cm-reader",
+            &group_flag,
+        ],
+    ];
+    for args in setup {
+        let output = tokio::process::Command::new("kubectl")
+            .args(&args)
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    eventually("the admin token to list ConfigMaps", || async {
+        kubectl_as(admin.expose_secret(), &["get", "configmaps", "-n", ns])
+            .await
+            .0
+            .then_some(())
+    })
+    .await;
+    let (ok, _, stderr) = kubectl_as(user.expose_secret(), &["get", "configmaps", "-n", ns]).await;
+    assert!(
+        !ok && stderr.contains("forbidden"),
+        "a user token is authenticated but not allowed: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("accesstoken:{ns}:user")),
+        "{stderr}"
+    );
+
+    // Malformed and unknown tokens are denied.
+    assert!(whoami("atk_not-a-token").await.is_none());
+    assert!(
+        whoami(Token::generate().expose_secret()).await.is_none(),
+        "well-formed but never issued"
+    );
+    let mut tampered = admin.expose_secret().to_string();
+    tampered.replace_range(20..21, if &tampered[20..21] == "a" { "b" } else { "a" });
+    assert!(
+        whoami(&tampered).await.is_none(),
+        "one changed character fails the checksum"
+    );
+
+    // The verifier never logs a token.
+    let logs = verifier.logs();
+    for token in [&admin, &user, &grp] {
+        assert!(
+            !logs.contains(&token.expose_secret()[17..]),
+            "verifier logs leak token {}",
+            token.id()
+        );
+    }
+    assert!(
+        logs.contains("token accepted"),
+        "sanity: the verifier logged its decisions"
+    );
+}
+
+#[tokio::test]
+async fn revoke_unrevoke_delete_and_expiry_take_effect_at_the_apiserver() {
+    let tenant = Tenant::new("effect").await;
+    let _operator = Operator::start(&tenant.namespace).await;
+    let _verifier = VerifierProcess::start(&tenant.namespace).await;
+    let org = &tenant.organization;
+    tenant.create_token("t", json!({"organization": org})).await;
+    let expires = (Timestamp::now() + SignedDuration::from_secs(8))
+        .round(Unit::Second)
+        .unwrap();
+    tenant
+        .create_token(
+            "short",
+            json!({"organization": org, "expiresAt": expires.to_string()}),
+        )
+        .await;
+    tenant.wait_for_phase("t", Phase::Active).await;
+    tenant.wait_for_phase("short", Phase::Active).await;
+    let t = tenant.token_in_secret("t").await;
+    let short = tenant.token_in_secret("short").await;
+    // The verifier's watches follow the operator's writes within moments.
+    eventually("the token to work", || async {
+        whoami(t.expose_secret()).await.map(|_| ())
+    })
+    .await;
+    assert!(
+        whoami(short.expose_secret()).await.is_some(),
+        "valid before its expiry"
+    );
+
+    tenant.patch_spec("t", json!({"revoked": true})).await;
+    eventually("a revoked token to be refused", || async {
+        whoami(t.expose_secret()).await.is_none().then_some(())
+    })
+    .await;
+    tenant.patch_spec("t", json!({"revoked": false})).await;
+    eventually("a re-enabled token to work again", || async {
+        whoami(t.expose_secret()).await.map(|_| ())
+    })
+    .await;
+
+    eventually("an expired token to be refused", || async {
+        whoami(short.expose_secret()).await.is_none().then_some(())
+    })
+    .await;
+    assert!(Timestamp::now() >= expires, "refused only once expired");
+
+    tenant
+        .tokens()
+        .delete("t", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("a deleted token to be refused", || async {
+        whoami(t.expose_secret()).await.is_none().then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_verifier_speaks_the_token_review_protocol() {
+    let tenant = Tenant::new("protocol").await;
+    let _operator = Operator::start(&tenant.namespace).await;
+    let verifier = VerifierProcess::start(&tenant.namespace).await;
+    tenant
+        .create_token("t", json!({"organization": tenant.organization}))
+        .await;
+    tenant.wait_for_phase("t", Phase::Active).await;
+    let token = tenant.token_in_secret("t").await;
+    let http = verifier.http();
+    let endpoint = format!("{}/tokenreviews", verifier.url);
+    let review = |token: &str| json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}});
+
+    let body = eventually("the verifier to accept the token", || async {
+        let response = http
+            .post(&endpoint)
+            .json(&review(token.expose_secret()))
+            .send()
+            .await
+            .ok()?;
+        assert_eq!(response.status(), 200);
+        let body = response.text().await.ok()?;
+        body.contains("\"authenticated\":true").then_some(body)
+    })
+    .await;
+    assert!(
+        !body.contains(token.expose_secret()),
+        "the answer never echoes the token"
+    );
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["apiVersion"], "authentication.k8s.io/v1");
+    assert_eq!(answer["kind"], "TokenReview");
+    assert_eq!(answer["status"]["authenticated"], true);
+    assert_eq!(
+        answer["status"]["user"]["username"],
+        format!("accesstoken:{}:t", tenant.namespace)
+    );
+
+    // A denial is a plain `authenticated: false`, with no error, so callers may cache it.
+    let answer: Value = http
+        .post(&endpoint)
+        .json(&review("atk_nope"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["status"]["authenticated"], false);
+    assert!(answer["status"].get("error").is_none(), "{answer}");
+
+    for (what, body) in [
+        ("not JSON", "hello".to_string()),
+        (
+            "another kind",
+            json!({"apiVersion": "v1", "kind": "Pod", "spec": {"token": "x"}}).to_string(),
+        ),
+        (
+            "no token",
+            json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {}})
+                .to_string(),
+        ),
+    ] {
+        let response = http.post(&endpoint).body(body).send().await.unwrap();
+        assert_eq!(response.status(), 400, "{what}");
+    }
+    let huge = "x".repeat(200 * 1024);
+    let response = http
+        .post(&endpoint)
+        .json(&review(&huge))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413, "request bodies are bounded");
+    assert_eq!(
+        http.get(format!("{}/healthz", verifier.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    // The use is recorded on the AccessToken, coarsely and off the request path.
+    let last_used = eventually("status.lastUsedAt", || async {
+        tenant.tokens().get("t").await.ok()?.status?.last_used_at
+    })
+    .await;
+    assert_eq!(last_used.0.as_second() % 60, 0, "minute precision");
+    assert!(Timestamp::now() - SignedDuration::from_mins(2) < last_used.0);
+}
+
+#[tokio::test]
+async fn plain_http_is_served_on_loopback_only() {
+    let refused = tokio::process::Command::new(env!("CARGO_BIN_EXE_access-token-operator"))
+        .args([
+            "verifier",
+            "--verifier-bind",
+            "0.0.0.0:0",
+            "--insecure-http",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("plain HTTP is only allowed on a loopback address"),
+        "{stderr}"
+    );
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let _child = tokio::process::Command::new(env!("CARGO_BIN_EXE_access-token-operator"))
+        .args([
+            "verifier",
+            "--verifier-bind",
+            &format!("127.0.0.1:{port}"),
+            "--insecure-http",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/healthz");
+    eventually("plain HTTP on loopback to answer", || async {
+        reqwest::get(&url)
+            .await
+            .ok()?
+            .status()
+            .is_success()
+            .then_some(())
+    })
+    .await;
+}
