@@ -2,7 +2,7 @@
 CARGO ?= cargo
 LOCAL_CLUSTER := hack/local-cluster.sh
 
-.PHONY: run test check crds control-plane
+.PHONY: run test check crds control-plane bench-verify
 
 ## run: start a local control plane, install the CRDs, run the operator, apply examples/ (Ctrl-C stops all)
 run: control-plane
@@ -13,6 +13,11 @@ run: control-plane
 test: control-plane
 	$(CARGO) test --no-run
 	$(LOCAL_CLUSTER) -- $(CARGO) test
+
+## bench-verify: verifier TokenReview throughput/latency vs kube-apiserver, and revocation delay; writes BENCHMARKS.md
+bench-verify: control-plane
+	$(CARGO) bench --bench verify --no-run
+	$(LOCAL_CLUSTER) -- $(CARGO) bench --bench verify
 
 ## check: formatting, lints, and CRD drift
 check:

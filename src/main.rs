@@ -48,6 +48,9 @@ struct ListenArgs {
     /// How many argon2 verifications may run at once.
     #[arg(long, env = "VERIFY_CONCURRENCY", default_value_t = 2)]
     verify_concurrency: usize,
+    /// How many argon2 results the verifier caches (0 disables the cache).
+    #[arg(long, env = "VERIFY_CACHE_CAPACITY", default_value_t = verifier::Config::default().cache_capacity)]
+    verify_cache_capacity: u64,
 }
 
 #[derive(Args)]
@@ -187,7 +190,11 @@ async fn serve_verifier(
 ) -> access_token_operator::Result<()> {
     // Verification uses the crate's default argon2 bounds; parameters come from each PHC string.
     let hasher = Hasher::new(HashParams::default(), args.verify_concurrency)?;
-    let verifier = Verifier::start(client, hasher, verifier::Config::default())?;
+    let config = verifier::Config {
+        cache_capacity: args.verify_cache_capacity,
+        ..verifier::Config::default()
+    };
+    let verifier = Verifier::start(client, hasher, config)?;
     Ok(server::serve(verifier, listen, shutdown_signal()).await?)
 }
 

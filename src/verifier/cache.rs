@@ -9,16 +9,16 @@ use sha2::Sha256;
 
 use crate::token::Token;
 
-/// Bounded (size and age) cache of "does this token match this hash".
+/// Bounded (size and age) cache of "does this token match this hash". Capacity 0 disables it.
 pub struct HashResultCache {
     key: [u8; 32],
-    results: moka::sync::Cache<[u8; 32], bool>,
+    results: Option<moka::sync::Cache<[u8; 32], bool>>,
 }
 
 impl std::fmt::Debug for HashResultCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HashResultCache")
-            .field("entries", &self.results.entry_count())
+            .field("entries", &self.results.as_ref().map(|r| r.entry_count()))
             .finish_non_exhaustive() // never the key
     }
 }
@@ -30,10 +30,12 @@ impl HashResultCache {
         OsRng.try_fill_bytes(&mut key)?;
         Ok(Self {
             key,
-            results: moka::sync::Cache::builder()
-                .max_capacity(capacity)
-                .time_to_live(ttl)
-                .build(),
+            results: (capacity > 0).then(|| {
+                moka::sync::Cache::builder()
+                    .max_capacity(capacity)
+                    .time_to_live(ttl)
+                    .build()
+            }),
         })
     }
 
@@ -50,12 +52,14 @@ impl HashResultCache {
 
     /// The cached result, if any.
     pub fn get(&self, token: &Token, phc: &str) -> Option<bool> {
-        self.results.get(&self.key(token, phc))
+        self.results.as_ref()?.get(&self.key(token, phc))
     }
 
     /// Remembers a result.
     pub fn insert(&self, token: &Token, phc: &str, matches: bool) {
-        self.results.insert(self.key(token, phc), matches);
+        if let Some(results) = &self.results {
+            results.insert(self.key(token, phc), matches);
+        }
     }
 }
 
@@ -76,6 +80,14 @@ mod tests {
         );
         assert_eq!(cache.get(&b, "$hash1"), None);
         assert!(!format!("{cache:?}").contains(a.expose_secret()));
+    }
+
+    #[test]
+    fn capacity_zero_caches_nothing() {
+        let cache = HashResultCache::new(0, Duration::from_secs(60)).unwrap();
+        let token = Token::generate();
+        cache.insert(&token, "$h", true);
+        assert_eq!(cache.get(&token, "$h"), None);
     }
 
     #[test]

@@ -1,0 +1,451 @@
+//! `make bench-verify`: the verifier's TokenReview throughput and latency (warm and cold
+//! argon2 cache) against kube-apiserver's own TokenReview of a ServiceAccount token,
+//! measured in the same run on the same machine, and how long `revoked: true` takes to
+//! reach the verifier. Needs the local control plane (the make target starts it) and
+//! writes its results into BENCHMARKS.md.
+
+use std::{
+    process::Stdio,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::api::{
+    authentication::v1::{TokenRequest, TokenRequestSpec},
+    core::v1::{Namespace, Secret, ServiceAccount},
+};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{ObjectMeta, Patch, PatchParams, PostParams},
+};
+use serde_json::{Value, json};
+
+use access_token_operator::api::{AccessToken, Organization};
+
+const TOKENS: usize = 64;
+const CONCURRENCY: usize = 16;
+const RUN_FOR: Duration = Duration::from_secs(6);
+const REVOCATIONS: usize = 40;
+
+#[tokio::main]
+async fn main() {
+    // `cargo test --benches` runs this in test mode without `--bench`: nothing to do then.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let client = Client::try_default()
+        .await
+        .expect("KUBECONFIG points at the local control plane");
+    install_crds(&client).await;
+    let namespace = "bench";
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &Namespace {
+                metadata: ObjectMeta {
+                    name: Some(namespace.into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("namespace");
+    let org: Organization = serde_json::from_value(json!({
+        "apiVersion": "iam.accesstoken.io/v1alpha1", "kind": "Organization",
+        "metadata": {"name": "bench"}, "spec": {"tokenNamespaces": [namespace]}
+    }))
+    .unwrap();
+    Api::<Organization>::all(client.clone())
+        .create(&PostParams::default(), &org)
+        .await
+        .expect("organization");
+
+    let operator_bin = env!("CARGO_BIN_EXE_access-token-operator");
+    let _operator = spawn(operator_bin, &["run", "--namespace", namespace]);
+    let tokens: Api<AccessToken> = Api::namespaced(client.clone(), namespace);
+    let names: Vec<String> = (0..TOKENS + REVOCATIONS).map(|i| format!("t{i}")).collect();
+    for name in &names {
+        let token: AccessToken = serde_json::from_value(json!({
+            "apiVersion": "iam.accesstoken.io/v1alpha1", "kind": "AccessToken",
+            "metadata": {"name": name, "namespace": namespace}, "spec": {"organization": "bench"}
+        }))
+        .unwrap();
+        tokens
+            .create(&PostParams::default(), &token)
+            .await
+            .expect("AccessToken");
+    }
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let mut values = Vec::new();
+    for name in &names {
+        let value = wait_for(|| async {
+            let secret = secrets.get_opt(name).await.ok()??;
+            Some(String::from_utf8(secret.data?.get("token")?.0.clone()).ok()?)
+        })
+        .await;
+        values.push(value);
+    }
+    let (load_tokens, revoke_tokens) = values.split_at(TOKENS);
+
+    let http = https_client();
+    let ca_port = |port: u16| format!("https://127.0.0.1:{port}/tokenreviews");
+    let cert =
+        std::env::var("ATO_VERIFIER_CERT").expect("make bench-verify runs inside local-cluster.sh");
+    let key = std::env::var("ATO_VERIFIER_KEY").unwrap();
+
+    // Baseline: kube-apiserver reviewing a ServiceAccount token, same client, same TLS.
+    let baseline = {
+        let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+        accounts
+            .create(
+                &PostParams::default(),
+                &ServiceAccount {
+                    metadata: ObjectMeta {
+                        name: Some("bench".into()),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("service account");
+        let request = TokenRequest {
+            spec: Some(TokenRequestSpec {
+                expiration_seconds: Some(3600),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let sa_token = accounts
+            .create_token_request("bench", &PostParams::default(), &request)
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .token
+            .unwrap();
+        let kubeconfig: Value = serde_yaml::from_str(
+            &std::fs::read_to_string(std::env::var("KUBECONFIG").unwrap()).unwrap(),
+        )
+        .unwrap();
+        let server = kubeconfig["clusters"][0]["cluster"]["server"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let admin = kubeconfig["users"][0]["user"]["token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let url = format!("{server}/apis/authentication.k8s.io/v1/tokenreviews");
+        load(&http, &url, Some(&admin), &[sa_token]).await
+    };
+
+    // The verifier, release build, over TLS like the baseline.
+    let port = free_port();
+    let warm = {
+        let _verifier = spawn(
+            operator_bin,
+            &[
+                "verifier",
+                "--verifier-bind",
+                &format!("127.0.0.1:{port}"),
+                "--tls-cert-file",
+                &cert,
+                "--tls-key-file",
+                &key,
+            ],
+        );
+        wait_ready(&http, port).await;
+        wait_all_accepted(&http, &ca_port(port), load_tokens).await; // also warms the cache
+        load(&http, &ca_port(port), None, load_tokens).await
+    };
+    let port = free_port();
+    let cold = {
+        let _verifier = spawn(
+            operator_bin,
+            &[
+                "verifier",
+                "--verifier-bind",
+                &format!("127.0.0.1:{port}"),
+                "--tls-cert-file",
+                &cert,
+                "--tls-key-file",
+                &key,
+                "--verify-cache-capacity",
+                "0",
+            ],
+        );
+        wait_ready(&http, port).await;
+        wait_all_accepted(&http, &ca_port(port), load_tokens).await;
+        load(&http, &ca_port(port), None, load_tokens).await
+    };
+
+    // Revocation: from the API server accepting `revoked: true` to the verifier denying.
+    let port = free_port();
+    let mut revocations = Vec::new();
+    {
+        let _verifier = spawn(
+            operator_bin,
+            &[
+                "verifier",
+                "--verifier-bind",
+                &format!("127.0.0.1:{port}"),
+                "--tls-cert-file",
+                &cert,
+                "--tls-key-file",
+                &key,
+            ],
+        );
+        wait_ready(&http, port).await;
+        let url = ca_port(port);
+        wait_all_accepted(&http, &url, revoke_tokens).await;
+        for (i, value) in revoke_tokens.iter().enumerate() {
+            let name = format!("t{}", TOKENS + i);
+            tokens
+                .patch(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"revoked": true}})),
+                )
+                .await
+                .unwrap();
+            let accepted = Instant::now();
+            while review(&http, &url, None, value).await.0 {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                assert!(
+                    accepted.elapsed() < Duration::from_secs(30),
+                    "revocation never took effect"
+                );
+            }
+            revocations.push(accepted.elapsed());
+        }
+    }
+    revocations.sort();
+
+    let report = render(&baseline, &warm, &cold, &revocations);
+    println!("{report}");
+    write_section(&report);
+}
+
+struct Load {
+    requests: usize,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+}
+
+impl Load {
+    fn rate(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+async fn load(http: &reqwest::Client, url: &str, bearer: Option<&str>, tokens: &[String]) -> Load {
+    let tokens = Arc::new(tokens.to_vec());
+    let started = Instant::now();
+    let workers: Vec<_> = (0..CONCURRENCY)
+        .map(|worker| {
+            let (http, url, bearer, tokens) = (
+                http.clone(),
+                url.to_string(),
+                bearer.map(String::from),
+                tokens.clone(),
+            );
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut i = worker;
+                while started.elapsed() < RUN_FOR {
+                    let token = &tokens[i % tokens.len()];
+                    let sent = Instant::now();
+                    let (ok, _) = review(&http, &url, bearer.as_deref(), token).await;
+                    assert!(ok, "a valid token was refused under load");
+                    latencies.push(sent.elapsed());
+                    i += CONCURRENCY;
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for worker in workers {
+        latencies.extend(worker.await.unwrap());
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    Load {
+        requests: latencies.len(),
+        elapsed,
+        latencies,
+    }
+}
+
+/// One TokenReview; (authenticated, error).
+async fn review(
+    http: &reqwest::Client,
+    url: &str,
+    bearer: Option<&str>,
+    token: &str,
+) -> (bool, Option<String>) {
+    let body = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}});
+    let mut request = http.post(url).json(&body);
+    if let Some(bearer) = bearer {
+        request = request.bearer_auth(bearer);
+    }
+    let answer: Value = request
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("JSON");
+    (
+        answer["status"]["authenticated"] == true,
+        answer["status"]["error"].as_str().map(String::from),
+    )
+}
+
+async fn wait_all_accepted(http: &reqwest::Client, url: &str, tokens: &[String]) {
+    for token in tokens {
+        wait_for(|| async { review(http, url, None, token).await.0.then_some(()) }).await;
+    }
+}
+
+async fn wait_ready(http: &reqwest::Client, port: u16) {
+    let url = format!("https://127.0.0.1:{port}/readyz");
+    wait_for(|| async {
+        http.get(&url)
+            .send()
+            .await
+            .ok()?
+            .status()
+            .is_success()
+            .then_some(())
+    })
+    .await;
+}
+
+async fn wait_for<T, F, Fut>(mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn https_client() -> reqwest::Client {
+    let ca = std::fs::read(std::env::var("ATO_CLUSTER_CA").expect("run through make bench-verify"))
+        .unwrap();
+    reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .pool_max_idle_per_host(CONCURRENCY)
+        .build()
+        .unwrap()
+}
+
+fn spawn(binary: &str, args: &[&str]) -> tokio::process::Child {
+    tokio::process::Command::new(binary)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("starts")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn install_crds(client: &Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let api = Api::<CustomResourceDefinition>::all(client.clone());
+    for crd in access_token_operator::api::crds() {
+        let name = crd.name_any();
+        api.patch(
+            &name,
+            &PatchParams::apply("bench").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap();
+        wait_for(|| async {
+            let crd = api.get(&name).await.ok()?;
+            crd.status?
+                .conditions?
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+                .then_some(())
+        })
+        .await;
+    }
+}
+
+fn render(baseline: &Load, warm: &Load, cold: &Load, revocations: &[Duration]) -> String {
+    let row = |what: &str, load: &Load| {
+        format!(
+            "| {what} | {} | {:.0}/s | {} | {} | {:.2} |\n",
+            load.requests,
+            load.rate(),
+            ms(percentile(&load.latencies, 0.50)),
+            ms(percentile(&load.latencies, 0.99)),
+            load.rate() / baseline.rate(),
+        )
+    };
+    let mut out = String::new();
+    out.push_str(&format!(
+        "Measured {} on this project's machine ({} cores), release build, {CONCURRENCY} concurrent HTTPS/1.1 keep-alive clients for {}s each, {TOKENS} distinct tokens.\n\n",
+        k8s_openapi::jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M UTC"),
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        RUN_FOR.as_secs()
+    ));
+    out.push_str("| TokenReview served by | requests | throughput | p50 | p99 | ratio to baseline |\n|---|---|---|---|---|---|\n");
+    out.push_str(&row(
+        "kube-apiserver, ServiceAccount token (baseline)",
+        baseline,
+    ));
+    out.push_str(&row("verifier, warm argon2 cache", warm));
+    out.push_str(&row(
+        "verifier, no argon2 cache (every request hashes)",
+        cold,
+    ));
+    out.push_str(&format!(
+        "\nRevocation: from the API server accepting `revoked: true` to the verifier answering `authenticated: false`, over {} tokens: p50 {}, p99 {}, max {}.\n",
+        revocations.len(),
+        ms(percentile(revocations, 0.50)),
+        ms(percentile(revocations, 0.99)),
+        ms(*revocations.last().unwrap()),
+    ));
+    out
+}
+
+/// Replaces the text between the bench-verify markers in BENCHMARKS.md.
+fn write_section(report: &str) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/BENCHMARKS.md");
+    let current = std::fs::read_to_string(path).expect("BENCHMARKS.md exists");
+    let (start, end) = ("<!-- bench-verify:start -->", "<!-- bench-verify:end -->");
+    let (Some(a), Some(b)) = (current.find(start), current.find(end)) else {
+        panic!("BENCHMARKS.md lacks the bench-verify markers");
+    };
+    let updated = format!("{}{start}\n{report}{}", &current[..a], &current[b..]);
+    std::fs::write(path, updated).expect("BENCHMARKS.md is writable");
+}
