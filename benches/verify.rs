@@ -81,7 +81,7 @@ async fn main() {
     for name in &names {
         let value = wait_for(|| async {
             let secret = secrets.get_opt(name).await.ok()??;
-            Some(String::from_utf8(secret.data?.get("token")?.0.clone()).ok()?)
+            String::from_utf8(secret.data?.get("token")?.0.clone()).ok()
         })
         .await;
         values.push(value);
