@@ -32,6 +32,9 @@ pub enum Error {
     /// Rendering YAML failed.
     #[error("YAML error: {0}")]
     Yaml(#[from] serde_yaml::Error),
+    /// Leader election failed or the Lease was lost.
+    #[error("leader election: {0}")]
+    LeaderElection(String),
     /// A flag or setting is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
@@ -44,6 +47,29 @@ pub enum Error {
 }
 
 impl Error {
+    /// A note for a Warning Event: the kind of failure, without the API server's message
+    /// text (which could quote what an admission webhook saw). Logs keep the full error.
+    pub fn event_note(&self) -> String {
+        use kube::runtime::finalizer::Error as F;
+        match self {
+            Error::Kube(kube::Error::Api(status)) => {
+                format!(
+                    "Kubernetes API request failed: {} {}",
+                    status.code, status.reason
+                )
+            }
+            Error::Kube(_) => "could not reach the Kubernetes API".to_string(),
+            Error::Finalizer(inner) => match inner.as_ref() {
+                F::ApplyFailed(error) | F::CleanupFailed(error) => error.event_note(),
+                F::AddFinalizer(_) | F::RemoveFinalizer(_) => {
+                    "could not update the finalizer".to_string()
+                }
+                other => other.to_string(),
+            },
+            other => other.to_string(),
+        }
+    }
+
     /// A write lost a race with another write (409 Conflict, or 422 from a finalizer patch
     /// whose `test` against a stale cached object failed). Retrying with fresh state is the
     /// whole fix, so it is not worth a Warning Event.

@@ -34,27 +34,30 @@ impl Hasher {
 
     /// Hashes a token into a PHC string.
     pub async fn hash(&self, token: &Token) -> Result<String, HashError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .expect("semaphore is never closed");
         let (token, params) = (token.clone(), self.params);
-        tokio::task::spawn_blocking(move || hash_token(&token, &params))
-            .await
-            .expect("hashing does not panic")
+        self.run(move || hash_token(&token, &params)).await
     }
 
     /// Checks a token against a PHC string; false for a mismatch or a malformed string.
     pub async fn verify(&self, token: &Token, phc: &str) -> bool {
-        let _permit = self
+        let (token, phc) = (token.clone(), phc.to_string());
+        self.run(move || verify_token(&token, &phc)).await
+    }
+
+    /// Runs `work` on the blocking pool once a slot is free. The slot travels with the work,
+    /// so a caller that stops waiting (a timeout) does not free it while argon2 still runs.
+    async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> T {
+        let permit = self
             .permits
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .expect("semaphore is never closed");
-        let (token, phc) = (token.clone(), phc.to_string());
-        tokio::task::spawn_blocking(move || verify_token(&token, &phc))
-            .await
-            .expect("verification does not panic")
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work()
+        })
+        .await
+        .expect("argon2 does not panic")
     }
 }

@@ -10,6 +10,7 @@ pub mod controller;
 pub mod error;
 pub mod expiry;
 pub mod hasher;
+pub mod leader;
 pub mod telemetry;
 pub mod token;
 pub mod verifier;

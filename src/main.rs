@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use access_token_operator::{
     controller,
     hasher::Hasher,
+    leader,
     telemetry::{self, LogFormat},
     token::HashParams,
     verifier::{self, Verifier, server},
@@ -68,9 +69,19 @@ struct RunArgs {
     /// Organization and Group status is not written.
     #[arg(long, env = "WATCH_NAMESPACE")]
     namespace: Option<String>,
-    /// Identity reported on Events, e.g. the pod name.
+    /// Identity reported on Events and in leader election, e.g. the pod name.
     #[arg(long, env = "POD_NAME")]
     instance: Option<String>,
+    /// Reconcile only while holding a Lease, so several replicas can run (the verifier
+    /// serves in every replica regardless).
+    #[arg(long, env = "LEADER_ELECT")]
+    leader_elect: bool,
+    /// Namespace of the leader-election Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "access-token-operator")]
+    leader_election_namespace: String,
+    /// Seconds a leader holds the Lease without renewing it; a crashed leader is replaced after this.
+    #[arg(long, default_value_t = 15)]
+    lease_duration_seconds: u64,
     /// Log line format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -126,6 +137,12 @@ fn run(args: RunArgs) -> access_token_operator::Result<()> {
     };
     let hasher = Hasher::new(params, args.hash.hash_concurrency)?;
     let listen = listen_config(&args.listen)?;
+    let election = args.leader_elect.then(|| leader::LeaderElection {
+        namespace: args.leader_election_namespace.clone(),
+        lease_name: "access-token-operator".into(),
+        identity: args.instance.clone().unwrap_or_else(random_identity),
+        lease_duration_seconds: args.lease_duration_seconds,
+    });
     let config = controller::Config {
         namespace: args.namespace,
         instance: args.instance,
@@ -142,9 +159,21 @@ fn run(args: RunArgs) -> access_token_operator::Result<()> {
                 None => Ok(()),
             }
         };
-        let (controllers, verifier) =
-            tokio::join!(controller::run(client.clone(), config, hasher), verifier);
-        controllers.and(verifier)
+        let controllers = async {
+            let work = controller::run(client.clone(), config, hasher);
+            match election {
+                Some(election) => {
+                    leader::run_as_leader(client.clone(), election, work, shutdown_signal()).await
+                }
+                None => work.await,
+            }
+        };
+        // Either half failing ends the process; on a clean shutdown both finish draining.
+        tokio::pin!(controllers, verifier);
+        tokio::select! {
+            result = &mut controllers => { result?; verifier.await }
+            result = &mut verifier => { result?; controllers.await }
+        }
     })
 }
 
@@ -161,6 +190,12 @@ fn verifier_only(args: VerifierArgs) -> access_token_operator::Result<()> {
         );
         serve_verifier(client, &args.listen, listen).await
     })
+}
+
+/// A unique identity when no pod name is given: host name plus random digits.
+fn random_identity() -> String {
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    format!("{}-{:08x}", host.trim(), rand::random::<u32>())
 }
 
 fn usage(message: &str) -> access_token_operator::Error {

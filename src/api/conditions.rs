@@ -3,13 +3,11 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use schemars::{Schema, SchemaGenerator, json_schema};
 
-/// The condition types this operator sets, following kstatus: `Ready` always, `Reconciling` and `Stalled` only while they are true.
+/// The condition types this operator sets, following kstatus: `Ready` always, `Stalled` only while true. (Status is written once a reconcile has finished, so `Reconciling` would never be seen true and is not used.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConditionType {
     /// The object is fully reconciled and usable.
     Ready,
-    /// The operator is still working towards the desired state.
-    Reconciling,
     /// The operator cannot make progress until something changes.
     Stalled,
 }
@@ -19,7 +17,6 @@ impl ConditionType {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Ready => "Ready",
-            Self::Reconciling => "Reconciling",
             Self::Stalled => "Stalled",
         }
     }
@@ -56,8 +53,6 @@ pub enum Reason {
     TokenDeleted,
     /// The spec holds a value the schema could not refuse (for example a lifetime too long to represent).
     InvalidSpec,
-    /// The operator is issuing or updating the token's children.
-    Progressing,
     /// A transient error talking to the API server; retried with backoff.
     ReconcileError,
     /// The scope object (Organization or Group) is valid.
@@ -84,7 +79,6 @@ impl Reason {
             Self::TechnicalUserConflict => "TechnicalUserConflict",
             Self::TokenDeleted => "TokenDeleted",
             Self::InvalidSpec => "InvalidSpec",
-            Self::Progressing => "Progressing",
             Self::ReconcileError => "ReconcileError",
             Self::ScopeValid => "ScopeValid",
             Self::OrganizationMissing => "OrganizationMissing",
@@ -103,7 +97,7 @@ pub(crate) fn conditions_schema(generator: &mut SchemaGenerator) -> Schema {
     let item = generator.subschema_for::<Condition>();
     json_schema!({
         "type": "array",
-        "description": "Current state as kstatus conditions: Ready always; Reconciling and Stalled only while true.",
+        "description": "Current state as kstatus conditions: Ready always; Stalled only while true.",
         "items": item,
         "x-kubernetes-list-type": "map",
         "x-kubernetes-list-map-keys": ["type"],

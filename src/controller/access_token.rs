@@ -69,7 +69,7 @@ pub fn error_policy(token: Arc<AccessToken>, error: &Error, ctx: Arc<Context>) -
         *count
     };
     warn!(name = %token.name_any(), namespace = token.namespace(), %error, failures, "reconcile failed");
-    let note = error.to_string();
+    let note = error.event_note();
     tokio::spawn(async move {
         ctx.publish(
             &*token,
@@ -209,7 +209,12 @@ impl AccessToken {
             .as_ref()
             .map(|u| u.spec.credentials.clone())
             .unwrap_or_default();
-        let state = inspect_secret(secrets.get_opt(&secret_name).await?, &uid);
+        // Metadata first: the data of a Secret this token does not own is never read.
+        let state = match secrets.get_metadata_opt(&secret_name).await? {
+            None => SecretState::Missing,
+            Some(meta) if !build::is_controlled_by(&meta.metadata, &uid) => SecretState::Foreign,
+            Some(_) => inspect_secret(secrets.get_opt(&secret_name).await?, &uid),
+        };
         let children = Children {
             users: &users,
             secrets: &secrets,
@@ -219,6 +224,14 @@ impl AccessToken {
         };
         let (value, secret, credential) = match state {
             SecretState::Foreign => {
+                // Our Secret is gone and its name taken: the issued token was lost with it, so
+                // its credential goes too (the token must not outlive the only copy we wrote).
+                if let Some(user) = user.as_ref().filter(|u| !u.spec.credentials.is_empty()) {
+                    let mut emptied = user.clone();
+                    emptied.spec.credentials.clear();
+                    apply_user(&users, &emptied, self).await?;
+                    warn!("Secret name taken by a foreign Secret: issued credential removed");
+                }
                 let message = format!(
                     "Secret {secret_name:?} already exists and is not owned by this AccessToken; it is left untouched. Delete it or set spec.secretName on a new AccessToken"
                 );
@@ -395,8 +408,8 @@ impl AccessToken {
                     .create(&PostParams::default(), &build::new_secret(self, data))
                     .await?
             }
-            Some(mut secret) => {
-                secret.data = Some(data.clone());
+            Some(secret) => {
+                // Our keys are replaced; keys others added to the Secret are kept.
                 let secret = build::updated_secret(self, &secret, data).unwrap_or(secret);
                 children
                     .secrets
@@ -554,9 +567,15 @@ impl AccessToken {
         }
         if let Some(secret) = secrets.get_metadata_opt(&build::secret_name(self)).await? {
             delete_if_controlled(&secrets, &secret.metadata, &uid).await?;
+            if let Some(secret_uid) = &secret.metadata.uid {
+                ctx.verified_secrets
+                    .lock()
+                    .expect("lock")
+                    .remove(secret_uid);
+            }
         }
         info!("token deleted with its TechnicalUser and Secret");
-        let note = "Deleted the TechnicalUser and Secret; the token no longer works".to_string();
+        let note = "Deleted the TechnicalUser and Secret this AccessToken controlled; the token no longer works".to_string();
         ctx.publish(
             self,
             EventType::Normal,

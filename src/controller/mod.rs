@@ -324,7 +324,7 @@ where
     }
 }
 
-/// Exponential backoff for an object's consecutive failures: 1s, 2s, 4s ... capped at 5 minutes.
+/// Exponential backoff for an object's consecutive failures: 1s, 2s, 4s ... capped at 256 s.
 fn backoff(failures: u32) -> Duration {
     Duration::from_secs(1u64 << failures.min(8)).min(Duration::from_secs(300))
 }

@@ -23,16 +23,6 @@ pub struct ResolvedScope {
     pub role: Role,
 }
 
-impl ResolvedScope {
-    /// `organization/<name>` or `group/<name>`, as shown in status and printer columns.
-    pub fn display(&self) -> String {
-        match self.scope.kind {
-            ScopeKind::Organization => format!("organization/{}", self.scope.name),
-            ScopeKind::Group => format!("group/{}", self.scope.name),
-        }
-    }
-}
-
 /// Resolves and authorises the scope of a token living in `namespace`. Objects being deleted
 /// count as absent, so that a scope on its way out stops admitting tokens at once.
 pub fn resolve_scope(
@@ -161,7 +151,10 @@ mod tests {
         let orgs = |n: &str| (n == "acme").then(|| org("acme", &["acme-ci"]));
         let resolved = resolve_scope("acme-ci", &org_token("acme", true), orgs, |_| None).unwrap();
         assert_eq!(resolved.role, Role::OrganizationAdmin);
-        assert_eq!(resolved.display(), "organization/acme");
+        assert_eq!(
+            (resolved.scope.kind, resolved.scope.name.as_str()),
+            (ScopeKind::Organization, "acme")
+        );
         let user = resolve_scope("acme-ci", &org_token("acme", false), orgs, |_| None).unwrap();
         assert_eq!(user.role, Role::OrganizationUser);
     }
@@ -212,7 +205,10 @@ mod tests {
             resolve_scope("acme-platform", &group_token("platform"), orgs, groups).unwrap();
         assert_eq!(resolved.role, Role::GroupUser);
         assert_eq!(resolved.scope.organization, "acme");
-        assert_eq!(resolved.display(), "group/platform");
+        assert_eq!(
+            (resolved.scope.kind, resolved.scope.name.as_str()),
+            (ScopeKind::Group, "platform")
+        );
     }
 
     #[test]

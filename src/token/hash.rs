@@ -9,11 +9,12 @@ use argon2::{Algorithm, Argon2, Params, PasswordHash, PasswordVerifier, Version}
 
 use super::Token;
 
-/// Upper bound on memory cost (1 GiB), for hashing and verifying.
+/// Upper bound on memory cost (64 MiB), for hashing and verifying: a few concurrent
+/// verifications must fit a small pod.
 ///
 /// Stored PHC strings are read back from the cluster; without a bound, anyone able to
 /// edit one could make the verifier allocate gigabytes or run for hours.
-pub const MAX_MEMORY_KIB: u32 = 1024 * 1024;
+pub const MAX_MEMORY_KIB: u32 = 64 * 1024;
 /// Upper bound on the iteration count, for the same reason as [`MAX_MEMORY_KIB`].
 pub const MAX_ITERATIONS: u32 = 64;
 
@@ -84,7 +85,7 @@ fn check_limits(memory_kib: u32, iterations: u32) -> Result<(), HashError> {
 pub fn hash_token(token: &Token, params: &HashParams) -> Result<String, HashError> {
     let argon2 = params.to_argon2()?;
     let hash = argon2
-        .hash_password(token.expose_secret().as_bytes())
+        .hash_password(token.expose_secret_part().as_bytes())
         .map_err(HashError::Hashing)?;
     Ok(hash.to_string())
 }
@@ -105,7 +106,7 @@ pub fn verify_token(token: &Token, phc: &str) -> bool {
     // Algorithm, version and params come from `parsed`, not from this instance;
     // the output comparison inside is constant time.
     Argon2::default()
-        .verify_password(token.expose_secret().as_bytes(), &parsed)
+        .verify_password(token.expose_secret_part().as_bytes(), &parsed)
         .is_ok()
 }
 
@@ -240,5 +241,26 @@ mod tests {
         .unwrap_err();
         assert!(!err.to_string().contains(t.expose_secret()));
         assert!(!format!("{err:?}").contains(t.expose_secret()));
+    }
+
+    #[test]
+    fn the_hash_covers_the_secret_part_as_the_design_says() {
+        let t = Token::generate();
+        let phc = hash_token(
+            &t,
+            &HashParams {
+                memory_kib: 1024,
+                iterations: 1,
+                parallelism: 1,
+            },
+        )
+        .unwrap();
+        let parsed = PasswordHash::new(&phc).unwrap();
+        assert!(
+            Argon2::default()
+                .verify_password(t.expose_secret_part().as_bytes(), &parsed)
+                .is_ok()
+        );
+        assert_eq!(t.expose_secret_part().len(), crate::token::SECRET_LEN);
     }
 }

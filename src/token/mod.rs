@@ -238,6 +238,13 @@ impl Token {
     pub fn expose_secret(&self) -> &str {
         &self.value
     }
+
+    /// The random secret part alone (the 32 characters between the id and the check):
+    /// what the argon2id credential hashes.
+    pub fn expose_secret_part(&self) -> &str {
+        let start = TOKEN_PREFIX.len() + ID_LEN + 1;
+        &self.value[start..start + SECRET_LEN]
+    }
 }
 
 impl fmt::Debug for Token {

@@ -48,6 +48,12 @@ impl LastUsed {
 
     async fn flush(&self, client: &Client) {
         let pending: Vec<(Key, Timestamp)> = self.pending.lock().expect("lock").drain().collect();
+        // Only the current minute's writes dedupe anything; older entries would only grow.
+        let recent = Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_mins(2);
+        self.written
+            .lock()
+            .expect("lock")
+            .retain(|_, minute| *minute > recent);
         for ((namespace, name), minute) in pending {
             let api: Api<AccessToken> = Api::namespaced(client.clone(), &namespace);
             let patch = json!({

@@ -2,9 +2,10 @@
 //! authentication and for any platform service, from an in-memory index fed by watches.
 //!
 //! Order of checks: format and checksum (no lookup, no hashing) → credential by token id →
-//! argon2id on a bounded blocking pool (only this result is cached, under an HMAC key) →
-//! state on every request: disabled, expiry on our own clock, owning AccessToken present,
-//! not being deleted, not revoked, and its namespace still admitted by its scope.
+//! state, on every request: disabled, expiry on our own clock, owning AccessToken present,
+//! not being deleted, not revoked, and its namespace still admitted by its scope → argon2id
+//! on a bounded blocking pool (only this result is cached, under an HMAC key). State before
+//! the hash means a denied token never costs argon2 time.
 
 mod cache;
 pub mod decide;
@@ -61,7 +62,7 @@ pub struct Config {
     pub cache_capacity: u64,
     /// Longest an argon2 result is kept.
     pub cache_ttl: Duration,
-    /// Longest a request waits for a hashing slot before answering "unavailable".
+    /// Longest a request waits for its argon2 check (queueing included) before answering "unavailable".
     pub hash_wait: Duration,
     /// How often lastUsedAt is written.
     pub last_used_interval: Duration,
@@ -160,6 +161,20 @@ impl Verifier {
         else {
             return Verdict::Denied(Denial::UnknownId);
         };
+        // State first: a revoked, expired or deleted token is denied without any hashing, so
+        // a known (public) token id cannot be used to make the verifier burn argon2 for it.
+        let now = Timestamp::now();
+        let identity = match decide::check_state(
+            &user,
+            credential,
+            |ns, name| self.tokens.get(&ObjectRef::new(name).within(ns)),
+            |name| self.organizations.get(&ObjectRef::new(name)),
+            |name| self.groups.get(&ObjectRef::new(name)),
+            now,
+        ) {
+            Ok(identity) => identity,
+            Err(denial) => return Verdict::Denied(denial),
+        };
         let matches = match self.cache.get(&token, &credential.hash) {
             Some(known) => known,
             None => match tokio::time::timeout(
@@ -178,22 +193,9 @@ impl Verifier {
         if !matches {
             return Verdict::Denied(Denial::WrongSecret);
         }
-        let now = Timestamp::now();
-        match decide::check_state(
-            &user,
-            credential,
-            |ns, name| self.tokens.get(&ObjectRef::new(name).within(ns)),
-            |name| self.organizations.get(&ObjectRef::new(name)),
-            |name| self.groups.get(&ObjectRef::new(name)),
-            now,
-        ) {
-            Ok(identity) => {
-                self.last_used
-                    .record(&identity.namespace, &identity.name, now);
-                Verdict::Authenticated(Box::new(identity))
-            }
-            Err(denial) => Verdict::Denied(denial),
-        }
+        self.last_used
+            .record(&identity.namespace, &identity.name, now);
+        Verdict::Authenticated(Box::new(identity))
     }
 }
 

@@ -579,3 +579,76 @@ async fn the_operator_never_writes_the_access_token_spec() {
     }
     let _ = ListParams::default();
 }
+
+#[tokio::test]
+async fn a_lost_secret_whose_name_is_taken_removes_the_issued_credential() {
+    let tenant = Tenant::new("lostname").await;
+    let mut operator = Operator::start(&tenant.namespace).await;
+    tenant
+        .create_token("t", json!({"organization": tenant.organization}))
+        .await;
+    tenant.wait_for_phase("t", Phase::Active).await;
+    assert_eq!(
+        tenant
+            .users()
+            .get("t")
+            .await
+            .unwrap()
+            .spec
+            .credentials
+            .len(),
+        1
+    );
+
+    // While the operator is down, the Secret is deleted and someone else takes its name.
+    operator.kill().await;
+    tenant
+        .secrets()
+        .delete("t", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the old Secret to be gone", || async {
+        tenant
+            .secrets()
+            .get_opt("t")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let foreign = Secret {
+        metadata: ObjectMeta {
+            name: Some("t".into()),
+            ..Default::default()
+        },
+        data: Some([("other".to_string(), ByteString(b"data".to_vec()))].into()),
+        ..Default::default()
+    };
+    let foreign = tenant
+        .secrets()
+        .create(&PostParams::default(), &foreign)
+        .await
+        .unwrap();
+    operator.restart().await;
+
+    tenant.wait_for_reason("t", "SecretConflict").await;
+    eventually("the lost token's credential to be removed", || async {
+        tenant
+            .users()
+            .get("t")
+            .await
+            .ok()?
+            .spec
+            .credentials
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    let after = tenant.secrets().get("t").await.unwrap();
+    assert_eq!(
+        after.resource_version(),
+        foreign.resource_version(),
+        "the foreign Secret is untouched"
+    );
+}

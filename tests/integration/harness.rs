@@ -141,10 +141,32 @@ where
     }
 }
 
+/// Writes a kubeconfig for the local control plane that authenticates with `bearer_token`,
+/// to `target/test-logs/<name>.kubeconfig`, and returns its path.
+pub fn kubeconfig_with_token(name: &str, bearer_token: &str) -> std::path::PathBuf {
+    let mut kubeconfig = Kubeconfig::read_from(kubeconfig_path()).expect("KUBECONFIG is readable");
+    for named in &mut kubeconfig.auth_infos {
+        named.auth_info = Some(kube::config::AuthInfo {
+            token: Some(bearer_token.to_string().into()),
+            ..Default::default()
+        });
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-logs");
+    std::fs::create_dir_all(&dir).expect("log dir is writable");
+    let path = dir.join(format!("{name}.kubeconfig"));
+    std::fs::write(
+        &path,
+        serde_yaml::to_string(&kubeconfig).expect("kubeconfig serializes"),
+    )
+    .expect("kubeconfig is written");
+    path
+}
+
 /// The operator binary running as a real process against the local control plane, watching
 /// one namespace (or all). Killed when dropped (also when a test panics).
 pub struct Operator {
     namespace: Option<String>,
+    extra_args: Vec<String>,
     crash_at: Option<String>,
     kubeconfig: Option<std::path::PathBuf>,
     log_path: std::path::PathBuf,
@@ -169,6 +191,7 @@ impl Operator {
         std::fs::create_dir_all(&log_dir).expect("log dir is writable");
         let mut operator = Self {
             namespace,
+            extra_args: Vec::new(),
             crash_at: crash_at.map(str::to_string),
             kubeconfig: None,
             log_path: log_dir.join(format!("{log_name}.log")),
@@ -191,6 +214,7 @@ impl Operator {
         if let Some(namespace) = &self.namespace {
             command.args(["--namespace", namespace]);
         }
+        command.args(&self.extra_args);
         if let Some(kubeconfig) = &self.kubeconfig {
             command.env("KUBECONFIG", kubeconfig);
         }
@@ -211,24 +235,20 @@ impl Operator {
     }
 
     /// Starts the operator for `namespace` authenticating with `bearer_token` instead of as admin.
-    pub async fn start_as(namespace: &str, bearer_token: &str) -> Self {
-        let mut kubeconfig =
-            Kubeconfig::read_from(kubeconfig_path()).expect("KUBECONFIG is readable");
-        for named in &mut kubeconfig.auth_infos {
-            named.auth_info = Some(kube::config::AuthInfo {
-                token: Some(bearer_token.to_string().into()),
-                ..Default::default()
-            });
-        }
+    pub async fn start_as(namespace: &str, bearer_token: &str, args: &[&str]) -> Self {
         let mut operator = Self::start_with(Some(namespace.to_string()), namespace, None);
         operator.kill().await;
-        let path = operator.log_path.with_extension("kubeconfig");
-        std::fs::write(
-            &path,
-            serde_yaml::to_string(&kubeconfig).expect("kubeconfig serializes"),
-        )
-        .expect("kubeconfig is written");
-        operator.kubeconfig = Some(path);
+        operator.kubeconfig = Some(kubeconfig_with_token(namespace, bearer_token));
+        operator.extra_args = args.iter().map(|a| a.to_string()).collect();
+        operator.spawn();
+        operator
+    }
+
+    /// Starts the operator for `namespace` with extra flags, logging to `<log_name>.log`.
+    pub async fn start_with_args(namespace: &str, log_name: &str, args: &[&str]) -> Self {
+        let mut operator = Self::start_with(Some(namespace.to_string()), log_name, None);
+        operator.kill().await;
+        operator.extra_args = args.iter().map(|a| a.to_string()).collect();
         operator.spawn();
         operator
     }

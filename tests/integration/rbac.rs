@@ -83,12 +83,67 @@ async fn the_operator_works_with_exactly_the_shipped_cluster_role() {
         "{denied:?}"
     );
 
-    let _operator = Operator::start_as(&tenant.namespace, &sa_token).await;
+    // With leader election, as deploy/operator.yaml runs it (the Lease in the operator's namespace).
+    let leader_election = [
+        "--leader-elect",
+        "--leader-election-namespace",
+        "access-token-operator",
+    ];
+    let operator = Operator::start_as(&tenant.namespace, &sa_token, &leader_election).await;
     tenant
         .create_token("t", json!({"group": tenant.group}))
         .await;
     tenant.wait_for_phase("t", Phase::Active).await;
     tenant.wait_for_event("t", "TokenIssued").await;
+    assert!(
+        operator.logs().contains("acquired leadership"),
+        "the Lease was taken under the shipped Role"
+    );
+
+    // The verifier under the same identity: its watches, and its lastUsedAt status writes.
+    let kubeconfig = crate::harness::kubeconfig_with_token("rbac-verifier", &sa_token);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _verifier = tokio::process::Command::new(env!("CARGO_BIN_EXE_access-token-operator"))
+        .args([
+            "verifier",
+            "--verifier-bind",
+            &format!("127.0.0.1:{port}"),
+            "--insecure-http",
+        ])
+        .env("KUBECONFIG", &kubeconfig)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let value = tenant.token_in_secret("t").await;
+    let review = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": value.expose_secret()}});
+    let url = format!("http://127.0.0.1:{port}/tokenreviews");
+    eventually(
+        "the verifier, as the operator's ServiceAccount, to accept the token",
+        || async {
+            let answer: serde_json::Value = reqwest::Client::new()
+                .post(&url)
+                .json(&review)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (answer["status"]["authenticated"] == true).then_some(())
+        },
+    )
+    .await;
+    eventually("lastUsedAt written under the shipped RBAC", || async {
+        tenant.tokens().get("t").await.ok()?.status?.last_used_at
+    })
+    .await;
+
     tenant.patch_spec("t", json!({"revoked": true})).await;
     tenant.wait_for_phase("t", Phase::Revoked).await;
     tenant
