@@ -90,9 +90,6 @@ async fn main() {
 
     let http = https_client();
     let ca_port = |port: u16| format!("https://127.0.0.1:{port}/tokenreviews");
-    let cert =
-        std::env::var("ATO_VERIFIER_CERT").expect("make bench-verify runs inside local-cluster.sh");
-    let key = std::env::var("ATO_VERIFIER_KEY").unwrap();
 
     // Baseline: kube-apiserver reviewing a ServiceAccount token, same client, same TLS.
     let baseline = {
@@ -144,38 +141,14 @@ async fn main() {
     // The verifier, release build, over TLS like the baseline.
     let port = free_port();
     let warm = {
-        let _verifier = spawn(
-            operator_bin,
-            &[
-                "verifier",
-                "--verifier-bind",
-                &format!("127.0.0.1:{port}"),
-                "--tls-cert-file",
-                &cert,
-                "--tls-key-file",
-                &key,
-            ],
-        );
+        let _verifier = start_verifier(port, &[]);
         wait_ready(&http, port).await;
         wait_all_accepted(&http, &ca_port(port), load_tokens).await; // also warms the cache
         load(&http, &ca_port(port), None, load_tokens).await
     };
     let port = free_port();
     let cold = {
-        let _verifier = spawn(
-            operator_bin,
-            &[
-                "verifier",
-                "--verifier-bind",
-                &format!("127.0.0.1:{port}"),
-                "--tls-cert-file",
-                &cert,
-                "--tls-key-file",
-                &key,
-                "--verify-cache-capacity",
-                "0",
-            ],
-        );
+        let _verifier = start_verifier(port, &["--verify-cache-capacity", "0"]);
         wait_ready(&http, port).await;
         wait_all_accepted(&http, &ca_port(port), load_tokens).await;
         load(&http, &ca_port(port), None, load_tokens).await
@@ -185,18 +158,7 @@ async fn main() {
     let port = free_port();
     let mut revocations = Vec::new();
     {
-        let _verifier = spawn(
-            operator_bin,
-            &[
-                "verifier",
-                "--verifier-bind",
-                &format!("127.0.0.1:{port}"),
-                "--tls-cert-file",
-                &cert,
-                "--tls-key-file",
-                &key,
-            ],
-        );
+        let _verifier = start_verifier(port, &[]);
         wait_ready(&http, port).await;
         let url = ca_port(port);
         wait_all_accepted(&http, &url, revoke_tokens).await;
@@ -355,6 +317,25 @@ fn https_client() -> reqwest::Client {
         .pool_max_idle_per_host(CONCURRENCY)
         .build()
         .unwrap()
+}
+
+/// The verifier (release build) over TLS on `port`, with extra flags.
+fn start_verifier(port: u16, extra: &[&str]) -> tokio::process::Child {
+    let cert =
+        std::env::var("ATO_VERIFIER_CERT").expect("make bench-verify runs inside local-cluster.sh");
+    let key = std::env::var("ATO_VERIFIER_KEY").expect("set with ATO_VERIFIER_CERT");
+    let bind = format!("127.0.0.1:{port}");
+    let mut args = vec![
+        "verifier",
+        "--verifier-bind",
+        &bind,
+        "--tls-cert-file",
+        &cert,
+        "--tls-key-file",
+        &key,
+    ];
+    args.extend_from_slice(extra);
+    spawn(env!("CARGO_BIN_EXE_access-token-operator"), &args)
 }
 
 fn spawn(binary: &str, args: &[&str]) -> tokio::process::Child {

@@ -57,6 +57,24 @@ pub fn effective_expiry(
         .map_err(|_| InvalidLifetime::TooLong(lifetime.unwrap_or_default().to_string()))
 }
 
+/// The effective expiry of an AccessToken (its creation time, if not yet known, counts as `now`).
+pub fn of_token(
+    token: &crate::api::AccessToken,
+    now: Timestamp,
+) -> Result<Timestamp, InvalidLifetime> {
+    let created = token
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0)
+        .unwrap_or(now);
+    effective_expiry(
+        created,
+        token.spec.expires_at.as_ref().map(|t| t.0),
+        token.spec.lifetime.as_deref(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,7 +26,7 @@ use super::{
 use crate::{
     Error, Result,
     api::{AccessToken, AccessTokenStatus, Credential, Phase, Reason, TechnicalUser},
-    expiry::effective_expiry,
+    expiry,
     token::Token,
 };
 
@@ -144,17 +144,7 @@ impl AccessToken {
             |n| ctx.organizations.get(&ObjectRef::new(n)),
             |n| ctx.groups.get(&ObjectRef::new(n)),
         );
-        let created = self
-            .metadata
-            .creation_timestamp
-            .as_ref()
-            .map(|t| t.0)
-            .unwrap_or(now);
-        let expiry = effective_expiry(
-            created,
-            self.spec.expires_at.as_ref().map(|t| t.0),
-            self.spec.lifetime.as_deref(),
-        );
+        let expiry = expiry::of_token(self, now);
 
         let user = users.get_opt(&name).await?;
         if let Some(user) = &user

@@ -164,22 +164,8 @@ pub async fn run(client: Client, config: Config, hasher: Hasher) -> crate::Resul
 
     if config.namespace.is_some() {
         // Scope stores must still fill: they feed validation.
-        let org_task = org_controller
-            .shutdown_on_signal()
-            .run(
-                |_, _| async { Ok::<_, crate::Error>(Action::await_change()) },
-                |_, _, _| Action::await_change(),
-                Arc::new(()),
-            )
-            .for_each(|_| future::ready(()));
-        let group_task = group_controller
-            .shutdown_on_signal()
-            .run(
-                |_, _| async { Ok::<_, crate::Error>(Action::await_change()) },
-                |_, _, _| Action::await_change(),
-                Arc::new(()),
-            )
-            .for_each(|_| future::ready(()));
+        let org_task = store_only(org_controller);
+        let group_task = store_only(group_controller);
         info!(
             namespace = config.namespace.as_deref(),
             "watching AccessTokens in one namespace"
@@ -253,6 +239,28 @@ pub async fn run(client: Client, config: Config, hasher: Hasher) -> crate::Resul
     info!("watching AccessTokens in all namespaces");
     future::join3(token_task, org_task, group_task).await;
     Ok(())
+}
+
+/// Runs a controller only to keep its store filled (no reconciling).
+async fn store_only<K>(controller: Controller<K>)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    controller
+        .shutdown_on_signal()
+        .run(
+            |_, _| async { Ok::<_, crate::Error>(Action::await_change()) },
+            |_, _, _| Action::await_change(),
+            Arc::new(()),
+        )
+        .for_each(|_| future::ready(()))
+        .await
 }
 
 fn tokens_where(

@@ -9,7 +9,7 @@ use kube::{Resource, ResourceExt};
 use crate::{
     api::{AccessToken, Credential, Group, Organization, ScopeKind, TechnicalUser},
     controller::{build::username, validate::resolve_scope},
-    expiry::effective_expiry,
+    expiry,
 };
 
 /// Extra keys in an authenticated answer.
@@ -113,17 +113,7 @@ pub fn check_state(
         return Err(Denial::Revoked);
     }
     // The spec may have moved the expiry earlier than the TechnicalUser shows yet.
-    let created = token
-        .metadata
-        .creation_timestamp
-        .as_ref()
-        .map(|t| t.0)
-        .unwrap_or(now);
-    match effective_expiry(
-        created,
-        token.spec.expires_at.as_ref().map(|t| t.0),
-        token.spec.lifetime.as_deref(),
-    ) {
+    match expiry::of_token(&token, now) {
         Ok(at) if now < at => {}
         _ => return Err(Denial::Expired),
     }

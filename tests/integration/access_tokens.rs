@@ -19,7 +19,7 @@ use access_token_operator::{
 
 use crate::{
     fixtures::{Tenant, ready_condition, secret_text},
-    harness::{Operator, eventually},
+    harness::{Operator, delete_and_wait_gone, eventually},
 };
 
 #[tokio::test]
@@ -436,21 +436,7 @@ async fn a_foreign_secret_is_never_overwritten() {
     );
 
     // Deleting the AccessToken leaves the foreign Secret alone too.
-    tenant
-        .tokens()
-        .delete("taken", &DeleteParams::default())
-        .await
-        .unwrap();
-    eventually("the AccessToken to be gone", || async {
-        tenant
-            .tokens()
-            .get_opt("taken")
-            .await
-            .unwrap()
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    delete_and_wait_gone(&tenant.tokens(), "taken").await;
     assert_eq!(
         tenant.secrets().get("taken").await.unwrap().data,
         foreign.data
@@ -602,21 +588,7 @@ async fn a_lost_secret_whose_name_is_taken_removes_the_issued_credential() {
 
     // While the operator is down, the Secret is deleted and someone else takes its name.
     operator.kill().await;
-    tenant
-        .secrets()
-        .delete("t", &DeleteParams::default())
-        .await
-        .unwrap();
-    eventually("the old Secret to be gone", || async {
-        tenant
-            .secrets()
-            .get_opt("t")
-            .await
-            .unwrap()
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    delete_and_wait_gone(&tenant.secrets(), "t").await;
     let foreign = Secret {
         metadata: ObjectMeta {
             name: Some("t".into()),

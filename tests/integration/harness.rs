@@ -369,3 +369,21 @@ impl Drop for VerifierProcess {
         }
     }
 }
+
+/// Deletes an object and waits until the API server no longer has it (finalizers done).
+pub async fn delete_and_wait_gone<K>(api: &Api<K>, name: &str)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.delete(name, &kube::api::DeleteParams::default())
+        .await
+        .unwrap_or_else(|e| panic!("{name} is deleted: {e}"));
+    eventually(&format!("{name} to be gone"), || async {
+        api.get_opt(name)
+            .await
+            .expect("get works")
+            .is_none()
+            .then_some(())
+    })
+    .await;
+}
