@@ -23,6 +23,9 @@ use super::{Role, conditions::conditions_schema};
     category = "accesstokens",
     namespaced,
     status = "AccessTokenStatus",
+    // `kubectl get atk --field-selector spec.organization=acme`; also how scope status counts.
+    selectable = ".spec.organization",
+    selectable = ".spec.group",
     printcolumn(name = "Scope", type_ = "string", json_path = ".status.scope"),
     printcolumn(name = "Role", type_ = "string", json_path = ".status.role"),
     printcolumn(name = "Status", type_ = "string", json_path = ".status.phase"),

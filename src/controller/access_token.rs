@@ -20,12 +20,15 @@ use tracing::{info, instrument, warn};
 use super::{
     Context, backoff,
     build::{self, FINALIZER, MANAGER, Outcome, keys},
-    cache_ready, crash_point,
+    crash_point,
     validate::{ResolvedScope, resolve_scope},
 };
 use crate::{
     Error, Result,
-    api::{AccessToken, AccessTokenStatus, Credential, Phase, Reason, TechnicalUser},
+    api::{
+        AccessToken, AccessTokenSpec, AccessTokenStatus, Credential, Group, Organization, Phase,
+        Reason, TechnicalUser,
+    },
     expiry,
     token::Token,
 };
@@ -83,6 +86,45 @@ pub fn error_policy(token: Arc<AccessToken>, error: &Error, ctx: Arc<Context>) -
     Action::requeue(backoff(failures - 1))
 }
 
+/// The Organization and Group a token names, read from the API server (not a watch cache):
+/// a reconcile triggered by a scope change must see that change, and a watch cache fed by
+/// another watch may not have it yet.
+struct FetchedScope {
+    organization: Option<Arc<Organization>>,
+    group: Option<Arc<Group>>,
+}
+
+impl FetchedScope {
+    fn organization(&self, name: &str) -> Option<Arc<Organization>> {
+        self.organization.clone().filter(|o| o.name_any() == name)
+    }
+
+    fn group(&self, name: &str) -> Option<Arc<Group>> {
+        self.group.clone().filter(|g| g.name_any() == name)
+    }
+}
+
+async fn fetch_scope(ctx: &Context, spec: &AccessTokenSpec) -> Result<FetchedScope> {
+    let organizations: Api<Organization> = Api::all(ctx.client.clone());
+    let group = match &spec.group {
+        Some(name) => Api::<Group>::all(ctx.client.clone()).get_opt(name).await?,
+        None => None,
+    };
+    // For a group token, the organization that matters is the group's.
+    let org_name = spec
+        .organization
+        .as_ref()
+        .or(group.as_ref().map(|g| &g.spec.organization));
+    let organization = match org_name {
+        Some(name) => organizations.get_opt(name).await?,
+        None => None,
+    };
+    Ok(FetchedScope {
+        organization: organization.map(Arc::new),
+        group: group.map(Arc::new),
+    })
+}
+
 /// The children of one AccessToken and what they are built from.
 struct Children<'a> {
     users: &'a Api<TechnicalUser>,
@@ -136,13 +178,12 @@ impl AccessToken {
         let previous = self.status.clone().unwrap_or_default();
 
         // Fetch what the token refers to, then validate: scope and expiry.
-        cache_ready(&ctx.organizations).await?;
-        cache_ready(&ctx.groups).await?;
+        let scope = fetch_scope(ctx, &self.spec).await?;
         let resolved = resolve_scope(
             &namespace,
             &self.spec,
-            |n| ctx.organizations.get(&ObjectRef::new(n)),
-            |n| ctx.groups.get(&ObjectRef::new(n)),
+            |n| scope.organization(n),
+            |n| scope.group(n),
         );
         let expiry = expiry::of_token(self, now);
 

@@ -19,7 +19,6 @@ use kube::{
     Api, Client, Resource, ResourceExt,
     runtime::{
         Controller,
-        controller::Action,
         events::{Event, EventType, Recorder, Reporter},
         reflector::{ObjectRef, Store},
         watcher,
@@ -49,10 +48,6 @@ pub struct Context {
     pub client: Client,
     /// Publishes Events.
     pub recorder: Recorder,
-    /// Organizations, from a watch.
-    pub organizations: Store<Organization>,
-    /// Groups, from a watch.
-    pub groups: Store<Group>,
     /// argon2id hashing off the async threads.
     pub hasher: Hasher,
     /// Secrets whose token was verified against its credential, by uid, at this resourceVersion:
@@ -109,23 +104,25 @@ pub async fn run(client: Client, config: Config, hasher: Hasher) -> crate::Resul
         build::MANAGER
     ));
 
-    let org_controller = Controller::new(organizations.clone(), watcher::Config::default());
-    let group_controller = Controller::new(groups.clone(), watcher::Config::default());
-    let org_store = org_controller.store();
-    let group_store = group_controller.store();
-
     let token_controller = Controller::new(tokens.clone(), watcher::Config::default())
         .owns(users, managed.clone())
         .owns(secrets, managed);
     let token_store = token_controller.store();
     let token_controller = {
-        let (by_org, groups_of_org) = (token_store.clone(), group_store.clone());
-        let by_group = token_store.clone();
+        let (by_org, by_group) = (token_store.clone(), token_store.clone());
         token_controller
             .watches(
                 organizations.clone(),
                 watcher::Config::default(),
-                move |org| tokens_of_organization(&by_org, &groups_of_org, &org.name_any()),
+                move |org| {
+                    // Group tokens too: the organization of their group may be this one. Scope
+                    // changes are rare, and a reconcile with nothing to do writes nothing.
+                    let name = org.name_any();
+                    tokens_where(&by_org, |t| {
+                        t.spec.organization.as_deref() == Some(name.as_str())
+                            || t.spec.group.is_some()
+                    })
+                },
             )
             .watches(groups.clone(), watcher::Config::default(), move |group| {
                 tokens_where(&by_group, |t| {
@@ -143,8 +140,6 @@ pub async fn run(client: Client, config: Config, hasher: Hasher) -> crate::Resul
             },
         ),
         client: client.clone(),
-        organizations: org_store.clone(),
-        groups: group_store.clone(),
         hasher,
         verified_secrets: Mutex::default(),
         failures: Mutex::default(),
@@ -163,21 +158,20 @@ pub async fn run(client: Client, config: Config, hasher: Hasher) -> crate::Resul
         });
 
     if config.namespace.is_some() {
-        // Scope stores must still fill: they feed validation.
-        let org_task = store_only(org_controller);
-        let group_task = store_only(group_controller);
         info!(
             namespace = config.namespace.as_deref(),
             "watching AccessTokens in one namespace"
         );
-        future::join3(token_task, org_task, group_task).await;
+        token_task.await;
         return Ok(());
     }
 
+    let org_controller = Controller::new(organizations.clone(), watcher::Config::default());
+    let group_controller = Controller::new(groups.clone(), watcher::Config::default());
+    let group_store = group_controller.store();
+
     let scope_ctx = Arc::new(scope_status::Context {
         client: client.clone(),
-        tokens: token_store.clone(),
-        organizations: org_store.clone(),
     });
     let org_task = {
         let by_token = tokens.clone();
@@ -241,28 +235,6 @@ pub async fn run(client: Client, config: Config, hasher: Hasher) -> crate::Resul
     Ok(())
 }
 
-/// Runs a controller only to keep its store filled (no reconciling).
-async fn store_only<K>(controller: Controller<K>)
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    controller
-        .shutdown_on_signal()
-        .run(
-            |_, _| async { Ok::<_, crate::Error>(Action::await_change()) },
-            |_, _, _| Action::await_change(),
-            Arc::new(()),
-        )
-        .for_each(|_| future::ready(()))
-        .await
-}
-
 fn tokens_where(
     store: &Store<AccessToken>,
     matches: impl Fn(&AccessToken) -> bool,
@@ -273,27 +245,6 @@ fn tokens_where(
         .filter(|t| matches(t))
         .map(|t| ObjectRef::from_obj(&*t))
         .collect()
-}
-
-/// Tokens scoped to an organization directly or through one of its groups.
-fn tokens_of_organization(
-    tokens: &Store<AccessToken>,
-    groups: &Store<Group>,
-    org: &str,
-) -> Vec<ObjectRef<AccessToken>> {
-    let groups_of_org: Vec<String> = groups
-        .state()
-        .into_iter()
-        .filter(|g| g.spec.organization == org)
-        .map(|g| g.name_any())
-        .collect();
-    tokens_where(tokens, |t| {
-        t.spec.organization.as_deref() == Some(org)
-            || t.spec
-                .group
-                .as_ref()
-                .is_some_and(|g| groups_of_org.contains(g))
-    })
 }
 
 /// Reconcile failures are logged (with backoff state) by the error policies; what reaches
@@ -312,23 +263,6 @@ fn log_result<T, Q>(
             tracing::debug!(kind, %error, ?object, "reconcile failed")
         }
         Err(error) => warn!(kind, %error, "controller error"),
-    }
-}
-
-/// Waits until a watch cache holds its initial list. Polls again every 100 ms because the
-/// store's readiness signal wakes only the last of several concurrent waiters (it is a
-/// oneshot channel underneath), so a lone `wait_until_ready` can sleep forever.
-pub(crate) async fn cache_ready<K>(store: &Store<K>) -> crate::Result<()>
-where
-    K: kube::runtime::reflector::Lookup + Clone + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    loop {
-        match tokio::time::timeout(Duration::from_millis(100), store.wait_until_ready()).await {
-            Ok(Ok(())) => return Ok(()),
-            Ok(Err(_)) => return Err(crate::Error::StoreNotReady),
-            Err(_) => continue,
-        }
     }
 }
 

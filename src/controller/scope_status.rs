@@ -5,19 +5,13 @@ use std::sync::Arc;
 use k8s_openapi::jiff::Timestamp;
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{Patch, PatchParams},
-    runtime::{
-        controller::Action,
-        reflector::{ObjectRef, Store},
-    },
+    api::{ListParams, Patch, PatchParams},
+    runtime::controller::Action,
 };
 use serde_json::json;
 use tracing::warn;
 
-use super::{
-    build::{MANAGER, condition},
-    cache_ready,
-};
+use super::build::{MANAGER, condition};
 use crate::{
     Result,
     api::{
@@ -29,10 +23,18 @@ use crate::{
 pub struct Context {
     /// Client for the API server.
     pub client: Client,
-    /// All AccessTokens, from the token controller's watch.
-    pub tokens: Store<AccessToken>,
-    /// All Organizations, to check a Group's organization.
-    pub organizations: Store<Organization>,
+}
+
+/// Tokens naming a scope, listed from the API server with a field selector on
+/// `spec.organization` / `spec.group` (selectable fields of the CRD). A fresh list, not a
+/// watch cache: the reconcile was triggered by a token change that a cache fed by another
+/// watch might not show yet.
+async fn tokens_naming(client: &Client, field: &str, name: &str) -> Result<Vec<AccessToken>> {
+    let selector = ListParams::default().fields(&format!("{field}={name}"));
+    Ok(Api::<AccessToken>::all(client.clone())
+        .list(&selector)
+        .await?
+        .items)
 }
 
 /// Counts tokens matching `scoped` by phase (no status yet counts as pending).
@@ -57,15 +59,8 @@ pub fn count_tokens<'a>(tokens: impl IntoIterator<Item = &'a AccessToken>) -> To
 
 /// Reconciles an Organization's status.
 pub async fn reconcile_organization(org: Arc<Organization>, ctx: Arc<Context>) -> Result<Action> {
-    cache_ready(&ctx.tokens).await?;
-    let name = org.name_any();
-    let tokens = ctx.tokens.state();
-    let counts = count_tokens(
-        tokens
-            .iter()
-            .map(|t| &**t)
-            .filter(|t| t.spec.organization.as_deref() == Some(&name)),
-    );
+    let tokens = tokens_naming(&ctx.client, "spec.organization", &org.name_any()).await?;
+    let counts = count_tokens(&tokens);
     let status = scope_status(
         org.status.as_ref(),
         org.meta().generation,
@@ -85,18 +80,13 @@ pub async fn reconcile_organization(org: Arc<Organization>, ctx: Arc<Context>) -
 
 /// Reconciles a Group's status; not Ready while its organization is missing.
 pub async fn reconcile_group(group: Arc<Group>, ctx: Arc<Context>) -> Result<Action> {
-    cache_ready(&ctx.tokens).await?;
-    cache_ready(&ctx.organizations).await?;
-    let name = group.name_any();
-    let tokens = ctx.tokens.state();
-    let counts = count_tokens(
-        tokens
-            .iter()
-            .map(|t| &**t)
-            .filter(|t| t.spec.group.as_deref() == Some(&name)),
-    );
+    let tokens = tokens_naming(&ctx.client, "spec.group", &group.name_any()).await?;
+    let counts = count_tokens(&tokens);
     let org = &group.spec.organization;
-    let org_exists = ctx.organizations.get(&ObjectRef::new(org)).is_some();
+    let org_exists = Api::<Organization>::all(ctx.client.clone())
+        .get_opt(org)
+        .await?
+        .is_some_and(|o| o.meta().deletion_timestamp.is_none());
     let (reason, message) = if org_exists {
         (Reason::ScopeValid, "Group is ready for tokens".to_string())
     } else {

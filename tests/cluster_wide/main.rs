@@ -1,6 +1,6 @@
 //! Tests that need the operator watching every namespace: Organization and Group status.
-//! A separate test binary, so cargo runs it after `tests/integration` and its cluster-wide
-//! operator never reconciles alongside the per-namespace operators there.
+//! A separate test binary: cargo runs test binaries one at a time, so its cluster-wide
+//! operator never reconciles alongside the per-namespace operators of `tests/integration`.
 
 // Shared with tests/integration, which uses the parts this binary does not.
 #[allow(dead_code)]

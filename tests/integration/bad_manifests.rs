@@ -283,4 +283,27 @@ async fn kubectl_explains_fields_and_shows_useful_columns() {
             "kubectl get -o wide lacks {cell:?}: {row}"
         );
     }
+    // The scope is a selectable field: `kubectl get atk --field-selector spec.organization=<org>`.
+    let selected = kubectl(&[
+        "get",
+        "atk",
+        "-A",
+        "--field-selector",
+        &format!("spec.organization={}", tenant.organization),
+        "-o",
+        "name",
+    ])
+    .await;
+    assert_eq!(selected.trim(), "accesstoken.iam.accesstoken.io/cols");
+    let none = kubectl(&[
+        "get",
+        "atk",
+        "-A",
+        "--field-selector",
+        "spec.organization=nobody",
+        "-o",
+        "name",
+    ])
+    .await;
+    assert!(none.trim().is_empty(), "{none}");
 }

@@ -5,7 +5,7 @@
 //! All namespace-level tests live in this one test binary so that they share one control
 //! plane and one build; each test works in a namespace and cluster-scoped names of its own,
 //! with an operator process watching only that namespace. Tests that need a cluster-wide
-//! operator live in `tests/cluster_wide`, which cargo runs after this binary, never alongside.
+//! operator live in `tests/cluster_wide`; cargo runs test binaries one at a time.
 
 mod access_tokens;
 mod bad_manifests;
