@@ -139,11 +139,9 @@ async fn group_token_carries_the_group_and_admin_role() {
 async fn revoke_disables_and_unrevoke_reenables_the_same_token() {
     let tenant = Tenant::new("revoke").await;
     let _operator = Operator::start(&tenant.namespace).await;
-    tenant
-        .create_token("t", json!({"organization": tenant.organization}))
+    let issued = tenant
+        .issue("t", json!({"organization": tenant.organization}))
         .await;
-    tenant.wait_for_phase("t", Phase::Active).await;
-    let issued = tenant.token_in_secret("t").await;
 
     tenant.patch_spec("t", json!({"revoked": true})).await;
     let token = tenant.wait_for_phase("t", Phase::Revoked).await;
@@ -340,11 +338,9 @@ async fn unknown_scopes_wait_and_are_issued_once_they_exist() {
 async fn a_scope_that_disappears_disables_the_token_and_its_return_restores_it() {
     let tenant = Tenant::new("scopegone").await;
     let _operator = Operator::start(&tenant.namespace).await;
-    tenant
-        .create_token("t", json!({"organization": tenant.organization}))
+    let issued = tenant
+        .issue("t", json!({"organization": tenant.organization}))
         .await;
-    tenant.wait_for_phase("t", Phase::Active).await;
-    let issued = tenant.token_in_secret("t").await;
 
     // Taking the namespace off the list is the scope no longer admitting the token.
     let orgs = tenant.organizations();
@@ -447,11 +443,9 @@ async fn a_foreign_secret_is_never_overwritten() {
 async fn a_deleted_secret_gets_a_fresh_token_and_the_old_one_stops_working() {
     let tenant = Tenant::new("lost").await;
     let _operator = Operator::start(&tenant.namespace).await;
-    tenant
-        .create_token("t", json!({"organization": tenant.organization}))
+    let old = tenant
+        .issue("t", json!({"organization": tenant.organization}))
         .await;
-    tenant.wait_for_phase("t", Phase::Active).await;
-    let old = tenant.token_in_secret("t").await;
 
     tenant
         .secrets()
@@ -488,11 +482,9 @@ async fn a_deleted_secret_gets_a_fresh_token_and_the_old_one_stops_working() {
 async fn a_tampered_secret_gets_a_fresh_token() {
     let tenant = Tenant::new("tamper").await;
     let _operator = Operator::start(&tenant.namespace).await;
-    tenant
-        .create_token("t", json!({"organization": tenant.organization}))
+    let issued = tenant
+        .issue("t", json!({"organization": tenant.organization}))
         .await;
-    tenant.wait_for_phase("t", Phase::Active).await;
-    let issued = tenant.token_in_secret("t").await;
 
     // Someone plants a well-formed token of their own, with a matching token-id key.
     let planted = access_token_operator::token::Token::generate();

@@ -15,6 +15,20 @@ use crate::{
 
 const TOKENS: usize = 8;
 
+/// resourceVersion of every TechnicalUser in the tenant's namespace, by name.
+async fn user_versions(tenant: &Tenant) -> BTreeMap<String, Option<String>> {
+    let users = tenant
+        .users()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    users
+        .into_iter()
+        .map(|u| (u.name_any(), u.resource_version()))
+        .collect()
+}
+
 #[tokio::test]
 async fn killing_the_operator_mid_issue_never_makes_a_second_token_or_secret() {
     let tenant = Tenant::new("crash").await;
@@ -83,15 +97,7 @@ async fn killing_the_operator_mid_issue_never_makes_a_second_token_or_secret() {
             .collect::<BTreeMap<_, _>>()
     };
     let secrets_before = snapshot(tenant.secrets().list(&managed).await.unwrap().items);
-    let users_before: BTreeMap<_, _> = tenant
-        .users()
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .map(|u| (u.name_any(), u.resource_version()))
-        .collect();
+    let users_before = user_versions(&tenant).await;
     let logged_before = operator.logs().len();
     operator.restart().await;
     eventually(
@@ -114,15 +120,7 @@ async fn killing_the_operator_mid_issue_never_makes_a_second_token_or_secret() {
         secrets_after, secrets_before,
         "Secrets' data and resourceVersions are unchanged"
     );
-    let users_after: BTreeMap<_, _> = tenant
-        .users()
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .map(|u| (u.name_any(), u.resource_version()))
-        .collect();
+    let users_after = user_versions(&tenant).await;
     assert_eq!(users_after, users_before, "TechnicalUsers are unchanged");
 }
 

@@ -97,6 +97,17 @@ impl Tenant {
             .expect("AccessToken is created")
     }
 
+    /// Creates an AccessToken, waits until it is Active and returns the token from its Secret.
+    pub async fn issue(&self, name: &str, spec: Value) -> Token {
+        self.create_token(name, spec).await;
+        let token = self.wait_for_phase(name, Phase::Active).await;
+        let secret = token
+            .status
+            .and_then(|s| s.secret_name)
+            .expect("an Active token names its Secret");
+        self.token_in_secret(&secret).await
+    }
+
     /// Merge-patches an AccessToken's spec, as `kubectl patch --type merge` would.
     pub async fn patch_spec(&self, name: &str, spec: Value) {
         self.tokens()

@@ -272,11 +272,9 @@ async fn the_verifier_speaks_the_token_review_protocol() {
     let tenant = Tenant::new("protocol").await;
     let _operator = Operator::start(&tenant.namespace).await;
     let verifier = VerifierProcess::start(&tenant.namespace).await;
-    tenant
-        .create_token("t", json!({"organization": tenant.organization}))
+    let token = tenant
+        .issue("t", json!({"organization": tenant.organization}))
         .await;
-    tenant.wait_for_phase("t", Phase::Active).await;
-    let token = tenant.token_in_secret("t").await;
     let http = verifier.http();
     let endpoint = format!("{}/tokenreviews", verifier.url);
     let review = |token: &str| json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}});
