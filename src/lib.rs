@@ -11,6 +11,7 @@ pub mod error;
 pub mod expiry;
 pub mod hasher;
 pub mod leader;
+pub mod metrics;
 pub mod telemetry;
 pub mod token;
 pub mod verifier;

@@ -7,6 +7,7 @@ use access_token_operator::{
     controller,
     hasher::Hasher,
     leader,
+    metrics::Metrics,
     telemetry::{self, LogFormat},
     token::HashParams,
     verifier::{self, Verifier, server},
@@ -153,14 +154,17 @@ fn run(args: RunArgs) -> access_token_operator::Result<()> {
             version = env!("CARGO_PKG_VERSION"),
             "access-token-operator starting"
         );
+        let metrics = Metrics::new();
         let verifier = async {
             match listen {
-                Some(listen) => serve_verifier(client.clone(), &args.listen, listen).await,
+                Some(listen) => {
+                    serve_verifier(client.clone(), &args.listen, listen, metrics.clone()).await
+                }
                 None => Ok(()),
             }
         };
         let controllers = async {
-            let work = controller::run(client.clone(), config, hasher);
+            let work = controller::run(client.clone(), config, hasher, metrics.clone());
             match election {
                 Some(election) => {
                     leader::run_as_leader(client.clone(), election, work, shutdown_signal()).await
@@ -188,7 +192,7 @@ fn verifier_only(args: VerifierArgs) -> access_token_operator::Result<()> {
             version = env!("CARGO_PKG_VERSION"),
             "access-token-operator verifier starting"
         );
-        serve_verifier(client, &args.listen, listen).await
+        serve_verifier(client, &args.listen, listen, Metrics::new()).await
     })
 }
 
@@ -222,6 +226,7 @@ async fn serve_verifier(
     client: kube::Client,
     args: &ListenArgs,
     listen: server::Listen,
+    metrics: std::sync::Arc<Metrics>,
 ) -> access_token_operator::Result<()> {
     // Verification uses the crate's default argon2 bounds; parameters come from each PHC string.
     let hasher = Hasher::new(HashParams::default(), args.verify_concurrency)?;
@@ -229,7 +234,7 @@ async fn serve_verifier(
         cache_capacity: args.verify_cache_capacity,
         ..verifier::Config::default()
     };
-    let verifier = Verifier::start(client, hasher, config)?;
+    let verifier = Verifier::start(client, hasher, config, metrics)?;
     Ok(server::serve(verifier, listen, shutdown_signal()).await?)
 }
 

@@ -29,6 +29,7 @@ use tracing::{info, warn};
 use crate::{
     api::{AccessToken, Group, Organization, Reason, TechnicalUser},
     hasher::Hasher,
+    metrics::{ControllerKind, Metrics},
 };
 
 /// How the controllers run.
@@ -81,7 +82,12 @@ impl Context {
 }
 
 /// Runs the controllers until SIGTERM or SIGINT.
-pub async fn run(client: Client, config: Config, hasher: Hasher) -> crate::Result<()> {
+pub async fn run(
+    client: Client,
+    config: Config,
+    hasher: Hasher,
+    metrics: Arc<Metrics>,
+) -> crate::Result<()> {
     let tokens: Api<AccessToken> = match &config.namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
@@ -153,7 +159,7 @@ pub async fn run(client: Client, config: Config, hasher: Hasher) -> crate::Resul
             ctx.clone(),
         )
         .for_each(|result| {
-            log_result("AccessToken", result);
+            log_result(&metrics, ControllerKind::AccessToken, result);
             future::ready(())
         });
 
@@ -193,7 +199,7 @@ pub async fn run(client: Client, config: Config, hasher: Hasher) -> crate::Resul
                 scope_ctx.clone(),
             )
             .for_each(|result| {
-                log_result("Organization", result);
+                log_result(&metrics, ControllerKind::Organization, result);
                 future::ready(())
             })
     };
@@ -226,7 +232,7 @@ pub async fn run(client: Client, config: Config, hasher: Hasher) -> crate::Resul
                 scope_ctx,
             )
             .for_each(|result| {
-                log_result("Group", result);
+                log_result(&metrics, ControllerKind::Group, result);
                 future::ready(())
             })
     };
@@ -250,13 +256,17 @@ fn tokens_where(
 /// Reconcile failures are logged (with backoff state) by the error policies; what reaches
 /// here otherwise is a watch or queue problem.
 fn log_result<T, Q>(
-    kind: &str,
+    metrics: &Metrics,
+    controller: ControllerKind,
     result: Result<T, kube::runtime::controller::Error<crate::Error, Q>>,
 ) where
     T: std::fmt::Debug,
     Q: std::error::Error + 'static,
 {
     use kube::runtime::controller::Error as E;
+    metrics.reconciled(controller, result.is_ok());
+    let kind = format!("{controller:?}");
+    let kind = kind.as_str();
     match result {
         Ok(object) => tracing::debug!(kind, ?object, "reconciled"),
         Err(E::ReconcilerFailed(error, object)) => {

@@ -41,6 +41,7 @@ pub use last_used::LastUsed;
 use crate::{
     api::{AccessToken, Group, Organization, TechnicalUser},
     hasher::Hasher,
+    metrics::{CacheLabels, CacheResult, Metrics, ReviewLabels},
     token::Token,
 };
 
@@ -91,11 +92,17 @@ pub struct Verifier {
     cache: HashResultCache,
     last_used: Arc<LastUsed>,
     config: Config,
+    metrics: Arc<Metrics>,
 }
 
 impl Verifier {
     /// Starts the watches (as background tasks) and returns the verifier.
-    pub fn start(client: Client, hasher: Hasher, config: Config) -> crate::Result<Arc<Self>> {
+    pub fn start(
+        client: Client,
+        hasher: Hasher,
+        config: Config,
+        metrics: Arc<Metrics>,
+    ) -> crate::Result<Arc<Self>> {
         let index = Arc::new(CredentialIndex::default());
         let index_synced = Arc::new(AtomicBool::new(false));
         tokio::spawn(feed_index(
@@ -122,6 +129,7 @@ impl Verifier {
             groups_synced,
         ];
         Ok(Arc::new(Self {
+            metrics,
             index,
             synced,
             tokens,
@@ -141,8 +149,28 @@ impl Verifier {
             .all(|synced| synced.load(Ordering::Acquire))
     }
 
-    /// Decides about a presented token.
+    /// Decides about a presented token, and counts and times the answer.
     pub async fn review(&self, presented: &str) -> Verdict {
+        let started = std::time::Instant::now();
+        let verdict = self.decide(presented).await;
+        self.metrics
+            .review_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .reviews
+            .get_or_create(&ReviewLabels {
+                outcome: (&verdict).into(),
+            })
+            .inc();
+        verdict
+    }
+
+    /// The metrics this verifier records into.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    async fn decide(&self, presented: &str) -> Verdict {
         // Format and checksum first: garbage costs no lookup and no hashing.
         let Ok(token) = Token::parse(presented) else {
             return Verdict::Denied(Denial::Malformed);
@@ -175,7 +203,17 @@ impl Verifier {
             Ok(identity) => identity,
             Err(denial) => return Verdict::Denied(denial),
         };
-        let matches = match self.cache.get(&token, &credential.hash) {
+        let cached = self.cache.get(&token, &credential.hash);
+        let lookup = if cached.is_some() {
+            CacheResult::Hit
+        } else {
+            CacheResult::Miss
+        };
+        self.metrics
+            .cache
+            .get_or_create(&CacheLabels { result: lookup })
+            .inc();
+        let matches = match cached {
             Some(known) => known,
             None => match tokio::time::timeout(
                 self.config.hash_wait,

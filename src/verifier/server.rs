@@ -1,6 +1,6 @@
 //! HTTP(S) front of the verifier: `POST /tokenreviews` (also `/`) speaking the Kubernetes
 //! webhook token authentication protocol (`authentication.k8s.io/v1` TokenReview), plus
-//! `/healthz` and `/readyz`. Request bodies are bounded, requests time out.
+//! `/healthz`, `/readyz` and `/metrics`. Request bodies are bounded, requests time out.
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
@@ -57,6 +57,7 @@ pub fn router(verifier: Arc<Verifier>) -> Router {
         .route("/", post(token_review))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -101,6 +102,17 @@ pub async fn serve(
         }
     }
     .map_err(ServeError::Io)
+}
+
+async fn metrics(State(verifier): State<Arc<Verifier>>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        verifier.metrics().encode(),
+    )
+        .into_response()
 }
 
 async fn ready(State(verifier): State<Arc<Verifier>>) -> Response {

@@ -349,6 +349,31 @@ async fn the_verifier_speaks_the_token_review_protocol() {
         200
     );
 
+    // Metrics count answers under fixed labels, and never carry a token.
+    let metrics = http
+        .get(format!("{}/metrics", verifier.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let count = |outcome: &str| -> u64 {
+        let prefix = format!("access_token_operator_tokenreviews_total{{outcome=\"{outcome}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(count("Authenticated") >= 1, "{metrics}");
+    assert!(count("Malformed") >= 1, "{metrics}");
+    assert!(metrics.contains("access_token_operator_tokenreview_duration_seconds_bucket"));
+    assert!(
+        !metrics.contains(&token.expose_secret()[17..]),
+        "metrics never carry a token"
+    );
+
     // The use is recorded on the AccessToken, coarsely and off the request path.
     let last_used = eventually("status.lastUsedAt", || async {
         tenant.tokens().get("t").await.ok()?.status?.last_used_at
