@@ -9,60 +9,25 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::verifier::{Denial, Verdict};
-
-/// How a TokenReview was answered.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-pub enum ReviewOutcome {
-    /// Valid.
-    Authenticated,
-    /// Bad prefix, length, characters or checksum.
-    Malformed,
-    /// No credential with that id.
-    Unknown,
-    /// The secret did not match.
-    WrongSecret,
-    /// TechnicalUser disabled.
-    Disabled,
-    /// AccessToken revoked.
-    Revoked,
-    /// Past its expiry.
-    Expired,
-    /// Owning AccessToken gone.
-    OwnerMissing,
-    /// Owning AccessToken being deleted.
-    OwnerDeleting,
-    /// Scope no longer admits the token.
-    ScopeInvalid,
-    /// Could not check (not synced, overloaded).
-    Unavailable,
-}
-
-impl From<&Verdict> for ReviewOutcome {
-    fn from(verdict: &Verdict) -> Self {
-        match verdict {
-            Verdict::Authenticated(_) => Self::Authenticated,
-            Verdict::Unavailable(_) => Self::Unavailable,
-            Verdict::Denied(denial) => match denial {
-                Denial::Malformed => Self::Malformed,
-                Denial::UnknownId => Self::Unknown,
-                Denial::WrongSecret => Self::WrongSecret,
-                Denial::Disabled => Self::Disabled,
-                Denial::Revoked => Self::Revoked,
-                Denial::Expired => Self::Expired,
-                Denial::OwnerMissing => Self::OwnerMissing,
-                Denial::OwnerDeleting => Self::OwnerDeleting,
-                Denial::ScopeInvalid => Self::ScopeInvalid,
-            },
-        }
-    }
-}
+use crate::verifier::Verdict;
 
 /// Labels of the TokenReview counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReviewLabels {
-    /// How it was answered.
-    pub outcome: ReviewOutcome,
+    /// How it was answered: `authenticated`, `unavailable`, or a denial's fixed label
+    /// (`Denial::as_str`).
+    pub outcome: &'static str,
+}
+
+impl From<&Verdict> for ReviewLabels {
+    fn from(verdict: &Verdict) -> Self {
+        let outcome = match verdict {
+            Verdict::Authenticated(_) => "authenticated",
+            Verdict::Unavailable(_) => "unavailable",
+            Verdict::Denied(denial) => denial.as_str(),
+        };
+        Self { outcome }
+    }
 }
 
 /// Whether an argon2 result came from the cache.
@@ -187,20 +152,19 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::verifier::Denial;
 
     #[test]
     fn outcomes_are_counted_under_fixed_labels() {
         let metrics = Metrics::new();
         metrics
             .reviews
-            .get_or_create(&ReviewLabels {
-                outcome: (&Verdict::Denied(Denial::Revoked)).into(),
-            })
+            .get_or_create(&(&Verdict::Denied(Denial::Revoked)).into())
             .inc();
         metrics.reconciled(ControllerKind::AccessToken, true);
         let text = metrics.encode();
         assert!(
-            text.contains(r#"access_token_operator_tokenreviews_total{outcome="Revoked"} 1"#),
+            text.contains(r#"access_token_operator_tokenreviews_total{outcome="revoked"} 1"#),
             "{text}"
         );
         assert!(text.contains(r#"access_token_operator_reconciles_total{controller="AccessToken",result="Success"} 1"#), "{text}");

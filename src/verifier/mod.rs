@@ -158,9 +158,7 @@ impl Verifier {
             .observe(started.elapsed().as_secs_f64());
         self.metrics
             .reviews
-            .get_or_create(&ReviewLabels {
-                outcome: (&verdict).into(),
-            })
+            .get_or_create(&ReviewLabels::from(&verdict))
             .inc();
         verdict
     }

@@ -387,3 +387,9 @@ where
     })
     .await;
 }
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("loopback binds");
+    listener.local_addr().expect("bound address").port()
+}

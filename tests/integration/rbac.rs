@@ -102,11 +102,7 @@ async fn the_operator_works_with_exactly_the_shipped_cluster_role() {
 
     // The verifier under the same identity: its watches, and its lastUsedAt status writes.
     let kubeconfig = crate::harness::kubeconfig_with_token("rbac-verifier", &sa_token);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::harness::free_port();
     let _verifier = tokio::process::Command::new(env!("CARGO_BIN_EXE_access-token-operator"))
         .args([
             "verifier",

@@ -366,8 +366,8 @@ async fn the_verifier_speaks_the_token_review_protocol() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
     };
-    assert!(count("Authenticated") >= 1, "{metrics}");
-    assert!(count("Malformed") >= 1, "{metrics}");
+    assert!(count("authenticated") >= 1, "{metrics}");
+    assert!(count("malformed") >= 1, "{metrics}");
     assert!(metrics.contains("access_token_operator_tokenreview_duration_seconds_bucket"));
     assert!(
         !metrics.contains(&token.expose_secret()[17..]),
@@ -402,9 +402,7 @@ async fn plain_http_is_served_on_loopback_only() {
         "{stderr}"
     );
 
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    drop(listener);
+    let port = crate::harness::free_port();
     let _child = tokio::process::Command::new(env!("CARGO_BIN_EXE_access-token-operator"))
         .args([
             "verifier",
