@@ -1,5 +1,5 @@
 //! Prometheus metrics, served at `/metrics` by the verifier's server. Every label comes from
-//! an enum, so the number of series is fixed: no object names, no error text, no tokens.
+//! a fixed set (enums, or `Denial::as_str`), so the number of series is fixed: no object names, no error text, no tokens.
 
 use std::sync::Arc;
 
