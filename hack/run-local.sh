@@ -6,8 +6,20 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 kubectl apply --server-side -f crds/ >/dev/null
 kubectl wait --for condition=established --timeout=60s -f crds/ >/dev/null
+# What ships besides the Deployment: the operator's RBAC, the admission policies, tenant roles.
+kubectl apply --server-side -f deploy/rbac.yaml -f deploy/admission-policies.yaml \
+  -f deploy/tenant-roles.yaml >/dev/null
 
-target/debug/access-token-operator run --verifier-bind "127.0.0.1:$ATO_VERIFIER_PORT" \
+# The operator runs as its ServiceAccount (a TokenRequest token, as a kubelet would mount
+# it), never as a cluster admin: what runs here is what ships.
+operator_kubeconfig="$ATO_CLUSTER_DIR/operator.kubeconfig"
+kubectl config view --raw --minify >"$operator_kubeconfig"
+KUBECONFIG="$operator_kubeconfig" kubectl config set-credentials admin \
+  --token="$(kubectl create token access-token-operator -n access-token-operator --duration=24h)" >/dev/null
+chmod 600 "$operator_kubeconfig"
+
+KUBECONFIG="$operator_kubeconfig" target/debug/access-token-operator run \
+  --verifier-bind "127.0.0.1:$ATO_VERIFIER_PORT" \
   --tls-cert-file "$ATO_VERIFIER_CERT" --tls-key-file "$ATO_VERIFIER_KEY" &
 operator=$!
 trap 'kill -TERM $operator 2>/dev/null; wait $operator' EXIT INT TERM

@@ -80,9 +80,20 @@ struct RunArgs {
     /// Namespace of the leader-election Lease.
     #[arg(long, env = "POD_NAMESPACE", default_value = "access-token-operator")]
     leader_election_namespace: String,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "access-token-operator")]
+    leader_election_lease_name: String,
     /// Seconds a leader holds the Lease without renewing it; a crashed leader is replaced after this.
     #[arg(long, default_value_t = 15)]
     lease_duration_seconds: u64,
+    /// Namespace of the group index ConfigMap (group -> organization) that the AccessToken
+    /// admission policy reads; the operator's own namespace. Empty: write no index.
+    #[arg(
+        long,
+        env = "GROUP_INDEX_NAMESPACE",
+        default_value = "access-token-operator"
+    )]
+    group_index_namespace: String,
     /// Log line format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -140,13 +151,15 @@ fn run(args: RunArgs) -> access_token_operator::Result<()> {
     let listen = listen_config(&args.listen)?;
     let election = args.leader_elect.then(|| leader::LeaderElection {
         namespace: args.leader_election_namespace.clone(),
-        lease_name: "access-token-operator".into(),
+        lease_name: args.leader_election_lease_name.clone(),
         identity: args.instance.clone().unwrap_or_else(random_identity),
         lease_duration_seconds: args.lease_duration_seconds,
     });
     let config = controller::Config {
         namespace: args.namespace,
         instance: args.instance,
+        group_index_namespace: Some(args.group_index_namespace.clone())
+            .filter(|namespace| !namespace.is_empty()),
     };
     tokio::runtime::Runtime::new()?.block_on(async {
         let client = kube::Client::try_default().await?;

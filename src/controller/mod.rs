@@ -4,6 +4,7 @@
 mod access_token;
 pub mod build;
 mod crash_point;
+pub mod group_index;
 mod scope_status;
 pub mod validate;
 
@@ -41,6 +42,9 @@ pub struct Config {
     pub namespace: Option<String>,
     /// Reporting instance for Events (e.g. the pod name).
     pub instance: Option<String>,
+    /// Namespace of the group index ConfigMap that the AccessToken admission policy reads
+    /// (see `group_index`); `None` writes no index.
+    pub group_index_namespace: Option<String>,
 }
 
 /// What every reconcile needs.
@@ -151,6 +155,15 @@ pub async fn run(
         failures: Mutex::default(),
     });
 
+    let group_index_task = {
+        let (client, namespace) = (client.clone(), config.group_index_namespace.clone());
+        async move {
+            match namespace {
+                Some(namespace) => group_index::run(client, namespace).await,
+                None => future::pending().await,
+            }
+        }
+    };
     let token_task = token_controller
         .shutdown_on_signal()
         .run(
@@ -168,7 +181,8 @@ pub async fn run(
             namespace = config.namespace.as_deref(),
             "watching AccessTokens in one namespace"
         );
-        token_task.await;
+        // The index task only ends with its watch; the controller ends on a signal.
+        future::select(Box::pin(token_task), Box::pin(group_index_task)).await;
         return Ok(());
     }
 
@@ -237,7 +251,8 @@ pub async fn run(
             })
     };
     info!("watching AccessTokens in all namespaces");
-    future::join3(token_task, org_task, group_task).await;
+    let controllers = future::join3(token_task, org_task, group_task);
+    future::select(Box::pin(controllers), Box::pin(group_index_task)).await;
     Ok(())
 }
 

@@ -49,21 +49,41 @@ pub async fn client_with_token(token: &str) -> Client {
     Client::try_from(config).expect("client builds")
 }
 
+/// A client acting as `user` (the admin impersonates it), with no groups but
+/// `system:authenticated`: a person with exactly the RBAC a test grants `user`.
+pub async fn client_as(user: &str) -> Client {
+    let kubeconfig = Kubeconfig::read_from(kubeconfig_path()).expect("KUBECONFIG is readable");
+    let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("KUBECONFIG is valid");
+    config.auth_info.impersonate = Some(user.to_string());
+    Client::try_from(config).expect("client builds")
+}
+
 /// An environment variable that the local-cluster launcher sets.
 pub fn cluster_env(name: &str) -> String {
     std::env::var(name)
         .unwrap_or_else(|_| panic!("{name} is not set: run the tests through `make test`"))
 }
 
-static CRDS_INSTALLED: OnceCell<()> = OnceCell::const_new();
+static INSTALLED: OnceCell<()> = OnceCell::const_new();
+
+/// The parts of `deploy/` that tests install exactly as shipped: the operator's RBAC, the
+/// admission policies and the tenant roles (everything but the Deployment, which needs a node).
+pub const DEPLOY_MANIFESTS: [&str; 3] = [
+    "deploy/rbac.yaml",
+    "deploy/admission-policies.yaml",
+    "deploy/tenant-roles.yaml",
+];
 
 /// Installs the CRDs from `crds/` (as a user would, from the checked-in file, not from the
-/// Rust types) once per test run, and waits until the API server has established them.
+/// Rust types) and `DEPLOY_MANIFESTS`, once per test run, and waits until the API server
+/// has established the CRDs.
 pub async fn install_crds() {
-    CRDS_INSTALLED
+    INSTALLED
         .get_or_init(|| async {
             let client = admin_client().await;
-            let api = Api::<CustomResourceDefinition>::all(client);
+            let api = Api::<CustomResourceDefinition>::all(client.clone());
             let yaml = std::fs::read_to_string(concat!(
                 env!("CARGO_MANIFEST_DIR"),
                 "/crds/access-token-operator.yaml"
@@ -87,8 +107,88 @@ pub async fn install_crds() {
                 .await
                 .expect("watch works");
             }
+            for path in DEPLOY_MANIFESTS {
+                apply_manifests(&client, path).await;
+            }
         })
         .await;
+}
+
+/// Applies every document of a YAML file in this repository with server-side apply.
+pub async fn apply_manifests(client: &Client, path: &str) {
+    let yaml = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
+        .unwrap_or_else(|e| panic!("{path} is readable: {e}"));
+    let discovery = kube::discovery::Discovery::new(client.clone())
+        .run()
+        .await
+        .expect("discovery works");
+    for document in serde_yaml::Deserializer::from_str(&yaml) {
+        let object: kube::api::DynamicObject =
+            serde::Deserialize::deserialize(document).expect("a manifest");
+        let types = object.types.as_ref().expect("manifests name their kind");
+        let gvk = kube::api::GroupVersionKind::try_from(types).expect("a valid apiVersion");
+        let (resource, capabilities) = discovery
+            .resolve_gvk(&gvk)
+            .unwrap_or_else(|| panic!("the API server knows {gvk:?}"));
+        let api: Api<kube::api::DynamicObject> = match capabilities.scope {
+            kube::discovery::Scope::Namespaced => Api::namespaced_with(
+                client.clone(),
+                object.namespace().as_deref().unwrap_or("default"),
+                &resource,
+            ),
+            kube::discovery::Scope::Cluster => Api::all_with(client.clone(), &resource),
+        };
+        api.patch(
+            &object.name_any(),
+            &PatchParams::apply("integration-tests").force(),
+            &Patch::Apply(&object),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{} from {path} applies: {e}", object.name_any()));
+    }
+}
+
+/// Namespace and name of the operator's ServiceAccount in `deploy/rbac.yaml`.
+pub const OPERATOR_ACCOUNT: (&str, &str) = ("access-token-operator", "access-token-operator");
+
+static OPERATOR_KUBECONFIG: OnceCell<std::path::PathBuf> = OnceCell::const_new();
+
+/// A kubeconfig that authenticates as the operator's ServiceAccount (a token from the
+/// TokenRequest API, as the kubelet would mount it), so that tests run the operator and
+/// the verifier with exactly the RBAC that ships, never as a cluster admin.
+pub async fn operator_kubeconfig() -> std::path::PathBuf {
+    OPERATOR_KUBECONFIG
+        .get_or_init(|| async {
+            install_crds().await;
+            let token = service_account_token(OPERATOR_ACCOUNT.0, OPERATOR_ACCOUNT.1).await;
+            kubeconfig_with_token("operator-service-account", &token)
+        })
+        .await
+        .clone()
+}
+
+/// A token for a ServiceAccount from the TokenRequest API, valid for the whole test run.
+pub async fn service_account_token(namespace: &str, name: &str) -> String {
+    use k8s_openapi::api::{
+        authentication::v1::{TokenRequest, TokenRequestSpec},
+        core::v1::ServiceAccount,
+    };
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin_client().await, namespace);
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            expiration_seconds: Some(6 * 3600),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    accounts
+        .create_token_request(name, &PostParams::default(), &request)
+        .await
+        .unwrap_or_else(|e| panic!("a token for ServiceAccount {namespace}/{name}: {e}"))
+        .status
+        .expect("the TokenRequest has a status")
+        .token
+        .expect("the TokenRequest carries a token")
 }
 
 /// A name nobody else in this test run uses: `<prefix>-<random>`.
@@ -168,7 +268,7 @@ pub struct Operator {
     namespace: Option<String>,
     extra_args: Vec<String>,
     crash_at: Option<String>,
-    kubeconfig: Option<std::path::PathBuf>,
+    kubeconfig: std::path::PathBuf,
     log_path: std::path::PathBuf,
     child: Option<tokio::process::Child>,
     starts: u32,
@@ -177,23 +277,24 @@ pub struct Operator {
 impl Operator {
     /// Starts the operator for `namespace`; its output goes to `target/test-logs/<namespace>.log`.
     pub async fn start(namespace: &str) -> Self {
-        Self::start_with(Some(namespace.to_string()), namespace, None)
+        Self::start_with(Some(namespace.to_string()), namespace, None).await
     }
 
     /// Starts the operator for all namespaces, logging to `target/test-logs/<log_name>.log`.
     #[allow(dead_code)] // only tests/cluster_wide runs a cluster-wide operator
     pub async fn start_cluster_wide(log_name: &str) -> Self {
-        Self::start_with(None, log_name, None)
+        Self::start_with(None, log_name, None).await
     }
 
-    fn start_with(namespace: Option<String>, log_name: &str, crash_at: Option<&str>) -> Self {
+    /// Every operator runs as the operator's ServiceAccount, under the shipped RBAC.
+    async fn start_with(namespace: Option<String>, log_name: &str, crash_at: Option<&str>) -> Self {
         let log_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-logs");
         std::fs::create_dir_all(&log_dir).expect("log dir is writable");
         let mut operator = Self {
             namespace,
             extra_args: Vec::new(),
             crash_at: crash_at.map(str::to_string),
-            kubeconfig: None,
+            kubeconfig: operator_kubeconfig().await,
             log_path: log_dir.join(format!("{log_name}.log")),
             child: None,
             starts: 0,
@@ -215,9 +316,7 @@ impl Operator {
             command.args(["--namespace", namespace]);
         }
         command.args(&self.extra_args);
-        if let Some(kubeconfig) = &self.kubeconfig {
-            command.env("KUBECONFIG", kubeconfig);
-        }
+        command.env("KUBECONFIG", &self.kubeconfig);
         if let Some(point) = &self.crash_at {
             command.env("ATO_CRASH_AT", point);
         }
@@ -234,19 +333,9 @@ impl Operator {
         self.child = Some(child);
     }
 
-    /// Starts the operator for `namespace` authenticating with `bearer_token` instead of as admin.
-    pub async fn start_as(namespace: &str, bearer_token: &str, args: &[&str]) -> Self {
-        let mut operator = Self::start_with(Some(namespace.to_string()), namespace, None);
-        operator.kill().await;
-        operator.kubeconfig = Some(kubeconfig_with_token(namespace, bearer_token));
-        operator.extra_args = args.iter().map(|a| a.to_string()).collect();
-        operator.spawn();
-        operator
-    }
-
     /// Starts the operator for `namespace` with extra flags, logging to `<log_name>.log`.
     pub async fn start_with_args(namespace: &str, log_name: &str, args: &[&str]) -> Self {
-        let mut operator = Self::start_with(Some(namespace.to_string()), log_name, None);
+        let mut operator = Self::start_with(Some(namespace.to_string()), log_name, None).await;
         operator.kill().await;
         operator.extra_args = args.iter().map(|a| a.to_string()).collect();
         operator.spawn();
@@ -256,7 +345,7 @@ impl Operator {
     /// Starts the operator for `namespace` set to abort when it reaches `point` (see
     /// `ATO_CRASH_AT` in src/controller/crash_point.rs).
     pub async fn start_crashing_at(namespace: &str, point: &str) -> Self {
-        Self::start_with(Some(namespace.to_string()), namespace, Some(point))
+        Self::start_with(Some(namespace.to_string()), namespace, Some(point)).await
     }
 
     /// Waits until the operator process has exited on its own; true if it was killed by a signal.
@@ -316,7 +405,9 @@ impl VerifierProcess {
         std::fs::create_dir_all(&log_dir).expect("log dir is writable");
         let log_path = log_dir.join(format!("{log_name}-verifier.log"));
         let log = std::fs::File::create(&log_path).expect("log file opens");
+        let kubeconfig = operator_kubeconfig().await;
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_access-token-operator"))
+            .env("KUBECONFIG", kubeconfig)
             .args(["verifier", "--verifier-bind", &format!("127.0.0.1:{port}")])
             .args(["--tls-cert-file", &cluster_env("ATO_VERIFIER_CERT")])
             .args(["--tls-key-file", &cluster_env("ATO_VERIFIER_KEY")])

@@ -7,19 +7,23 @@ use access_token_operator::api::Phase;
 
 use crate::{
     fixtures::Tenant,
-    harness::{Operator, eventually},
+    harness::{Operator, eventually, unique_name},
 };
 
 #[tokio::test]
 async fn only_the_lease_holder_reconciles_and_a_standby_takes_over() {
     let tenant = Tenant::new("leader").await;
     let ns = tenant.namespace.clone();
-    // The Lease lives in the test's namespace; a short duration keeps the takeover quick.
+    // The Lease lives in the operator's namespace (where its Role allows Leases), under a
+    // name of this test's own; a short duration keeps the takeover quick.
+    let lease = unique_name("leader");
     let args = |id| {
         [
             "--leader-elect",
             "--leader-election-namespace",
-            &ns,
+            crate::harness::OPERATOR_ACCOUNT.0,
+            "--leader-election-lease-name",
+            &lease,
             "--lease-duration-seconds",
             "3",
             "--instance",

@@ -13,6 +13,7 @@ mod control_plane;
 mod crash_safety;
 mod fixtures;
 mod harness;
+mod hostile_authz;
 mod leader;
 mod leaks;
 mod rbac;

@@ -1,77 +1,25 @@
 //! The operator does its whole job under the ClusterRole in deploy/rbac.yaml and nothing more.
 
-use k8s_openapi::api::{
-    authentication::v1::{TokenRequest, TokenRequestSpec},
-    core::v1::ServiceAccount,
-};
-use kube::{
-    Api, ResourceExt,
-    api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams},
-    discovery::Discovery,
-};
+use kube::{Api, api::DeleteParams};
 use serde_json::json;
 
 use access_token_operator::api::Phase;
 
 use crate::{
     fixtures::Tenant,
-    harness::{Operator, admin_client, eventually},
+    harness::{
+        OPERATOR_ACCOUNT, Operator, eventually, operator_kubeconfig, service_account_token,
+        unique_name,
+    },
 };
-
-/// Applies every document of deploy/rbac.yaml with server-side apply.
-async fn apply_deploy_rbac(client: &kube::Client) {
-    let yaml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/rbac.yaml"))
-        .expect("deploy/rbac.yaml is readable");
-    let discovery = Discovery::new(client.clone())
-        .run()
-        .await
-        .expect("discovery works");
-    for document in serde_yaml::Deserializer::from_str(&yaml) {
-        let object: DynamicObject = serde::Deserialize::deserialize(document).expect("a manifest");
-        let gvk =
-            kube::api::GroupVersionKind::try_from(object.types.as_ref().expect("typed")).unwrap();
-        let (resource, capabilities) = discovery.resolve_gvk(&gvk).expect("a known kind");
-        let api: Api<DynamicObject> = match capabilities.scope {
-            kube::discovery::Scope::Namespaced => Api::namespaced_with(
-                client.clone(),
-                object.namespace().as_deref().unwrap_or("default"),
-                &resource,
-            ),
-            kube::discovery::Scope::Cluster => Api::all_with(client.clone(), &resource),
-        };
-        api.patch(
-            &object.name_any(),
-            &PatchParams::apply("integration-tests").force(),
-            &Patch::Apply(&object),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{} applies: {e}", object.name_any()));
-    }
-}
 
 #[tokio::test]
 async fn the_operator_works_with_exactly_the_shipped_cluster_role() {
+    // Every test runs the operator as its ServiceAccount (see harness::operator_kubeconfig);
+    // this one also proves the identity is really limited, and covers leader election and
+    // the verifier's writes under the same rules.
     let tenant = Tenant::new("rbac").await;
-    let admin = admin_client().await;
-    apply_deploy_rbac(&admin).await;
-
-    // A short-lived token for the operator's ServiceAccount, as the kubelet would mount.
-    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), "access-token-operator");
-    let request = TokenRequest {
-        spec: Some(TokenRequestSpec {
-            expiration_seconds: Some(3600),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let issued = accounts
-        .create_token_request("access-token-operator", &PostParams::default(), &request)
-        .await
-        .expect("a ServiceAccount token is issued");
-    let sa_token = issued
-        .status
-        .and_then(|s| s.token)
-        .expect("the TokenRequest carries a token");
+    let sa_token = service_account_token(OPERATOR_ACCOUNT.0, OPERATOR_ACCOUNT.1).await;
 
     // The identity really is limited: it may not even list namespaces.
     let as_operator = crate::harness::client_with_token(&sa_token).await;
@@ -83,13 +31,18 @@ async fn the_operator_works_with_exactly_the_shipped_cluster_role() {
         "{denied:?}"
     );
 
-    // With leader election, as deploy/operator.yaml runs it (the Lease in the operator's namespace).
+    // With leader election, as deploy/operator.yaml runs it (the Lease in the operator's
+    // namespace; a Lease name of its own so that other tests' operators do not compete).
+    let lease = unique_name("rbac-lease");
     let leader_election = [
         "--leader-elect",
         "--leader-election-namespace",
-        "access-token-operator",
+        OPERATOR_ACCOUNT.0,
+        "--leader-election-lease-name",
+        &lease,
     ];
-    let operator = Operator::start_as(&tenant.namespace, &sa_token, &leader_election).await;
+    let operator =
+        Operator::start_with_args(&tenant.namespace, &tenant.namespace, &leader_election).await;
     tenant
         .create_token("t", json!({"group": tenant.group}))
         .await;
@@ -101,7 +54,7 @@ async fn the_operator_works_with_exactly_the_shipped_cluster_role() {
     );
 
     // The verifier under the same identity: its watches, and its lastUsedAt status writes.
-    let kubeconfig = crate::harness::kubeconfig_with_token("rbac-verifier", &sa_token);
+    let kubeconfig = operator_kubeconfig().await;
     let port = crate::harness::free_port();
     let _verifier = tokio::process::Command::new(env!("CARGO_BIN_EXE_access-token-operator"))
         .args([
