@@ -165,10 +165,11 @@ impl Verifier {
 
     /// The kind of a watch that has been failing for longer than the maximum staleness, if any.
     pub fn stale_watch(&self) -> Option<&'static str> {
+        // Every watch is looked at (not just up to the first stale one) so each logs its own staleness.
         self.watches
             .iter()
-            .find(|watch| watch.is_stale(self.config.max_staleness))
-            .map(|watch| watch.kind)
+            .filter(|watch| watch.is_stale(self.config.max_staleness))
+            .fold(None, |first, watch| first.or(Some(watch.kind)))
     }
 
     /// Whether the verifier may answer from its caches: synced, and no watch stale.
