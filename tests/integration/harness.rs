@@ -366,6 +366,23 @@ impl Operator {
         operator
     }
 
+    /// Asks the operator to stop (SIGTERM, as the kubelet would) and waits until it has.
+    #[allow(dead_code)] // only some tests stop the operator cleanly
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self
+            .child
+            .as_ref()
+            .and_then(|child| child.id())
+            .expect("operator is running");
+        let sent = tokio::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await
+            .expect("kill runs");
+        assert!(sent.success(), "SIGTERM delivered");
+        self.wait_for_exit().await
+    }
+
     /// Waits until the operator process has exited on its own and returns how it ended.
     #[allow(dead_code)] // only some tests expect the operator to stop by itself
     pub async fn wait_for_exit(&mut self) -> std::process::ExitStatus {

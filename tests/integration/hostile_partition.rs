@@ -210,3 +210,52 @@ async fn a_verifier_cut_off_from_the_api_server_stops_answering_from_stale_state
         "the token never reaches the logs"
     );
 }
+
+#[tokio::test]
+async fn a_leader_that_stops_cleanly_hands_the_lease_over_at_once() {
+    let tenant = Tenant::new("handover").await;
+    let ns = tenant.namespace.clone();
+    let lease = unique_name("handover");
+    // A Lease far longer than any wait in this test: a standby that takes over within the
+    // test's deadline can only have done so because the leader released the Lease.
+    let args = |id| {
+        [
+            "--leader-elect",
+            "--leader-election-namespace",
+            OPERATOR_ACCOUNT.0,
+            "--leader-election-lease-name",
+            &lease,
+            "--lease-duration-seconds",
+            "600",
+            "--instance",
+            id,
+        ]
+    };
+    let mut leader = Operator::start_with_args(&ns, &format!("{ns}-leader"), &args("leader")).await;
+    eventually("the first replica to lead", || async {
+        leader.logs().contains("acquired leadership").then_some(())
+    })
+    .await;
+    let standby = Operator::start_with_args(&ns, &format!("{ns}-standby"), &args("standby")).await;
+    eventually("the standby to wait", || async {
+        standby
+            .logs()
+            .contains("waiting for leadership")
+            .then_some(())
+    })
+    .await;
+
+    let status = leader.terminate().await;
+    assert!(status.success(), "a clean shutdown exits 0: {status}");
+    assert!(leader.logs().contains("released the lease"));
+    eventually(
+        "the standby to take over without waiting for the Lease to lapse",
+        || async { standby.logs().contains("acquired leadership").then_some(()) },
+    )
+    .await;
+    tenant
+        .create_token("t", json!({"organization": tenant.organization}))
+        .await;
+    tenant.wait_for_phase("t", Phase::Active).await;
+    assert!(standby.logs().contains("token issued"));
+}
