@@ -361,15 +361,20 @@ async fn run_watch<K>(
         while let Some(event) = events.next().await {
             match event {
                 Ok(event) => {
-                    // `Init` only announces a list; it is emitted before asking the API server.
-                    if !matches!(event, watcher::Event::Init) {
+                    // Current again once a list is complete (applied below) or a change
+                    // arrives on a running watch; `Init` is emitted before asking the API
+                    // server, and until `InitDone` the caches still hold the old state.
+                    let current = matches!(
+                        event,
+                        watcher::Event::InitDone
+                            | watcher::Event::Apply(_)
+                            | watcher::Event::Delete(_)
+                    );
+                    apply(event);
+                    if current {
+                        health.synced.store(true, Ordering::Release);
                         health.delivered();
                         backoff = RESTART_BACKOFF.0;
-                    }
-                    let init_done = matches!(event, watcher::Event::InitDone);
-                    apply(event);
-                    if init_done {
-                        health.synced.store(true, Ordering::Release);
                     }
                 }
                 Err(error) => {
