@@ -53,6 +53,10 @@ struct ListenArgs {
     /// How many argon2 results the verifier caches (0 disables the cache).
     #[arg(long, env = "VERIFY_CACHE_CAPACITY", default_value_t = verifier::Config::default().cache_capacity)]
     verify_cache_capacity: u64,
+    /// Seconds a watch of the verifier may keep failing before it stops answering from its
+    /// caches: /readyz fails and TokenReviews are answered with an error (could not check).
+    #[arg(long, env = "MAX_STALENESS_SECONDS", default_value_t = verifier::Config::default().max_staleness.as_secs())]
+    max_staleness_seconds: u64,
 }
 
 #[derive(Args)]
@@ -86,6 +90,10 @@ struct RunArgs {
     /// Seconds a leader holds the Lease without renewing it; a crashed leader is replaced after this.
     #[arg(long, default_value_t = 15)]
     lease_duration_seconds: u64,
+    /// Seconds the leader keeps reconciling without a successful Lease renewal before it
+    /// exits; shorter than the lease duration (default: two thirds of it, 10 with 15).
+    #[arg(long)]
+    renew_deadline_seconds: Option<u64>,
     /// Namespace of the group index ConfigMap (group -> organization) that the AccessToken
     /// admission policy reads; the operator's own namespace. Empty: write no index.
     #[arg(
@@ -154,7 +162,13 @@ fn run(args: RunArgs) -> access_token_operator::Result<()> {
         lease_name: args.leader_election_lease_name.clone(),
         identity: args.instance.clone().unwrap_or_else(random_identity),
         lease_duration_seconds: args.lease_duration_seconds,
+        renew_deadline_seconds: args
+            .renew_deadline_seconds
+            .unwrap_or(args.lease_duration_seconds.saturating_mul(2) / 3),
     });
+    if let Some(election) = &election {
+        election.validate()?;
+    }
     let config = controller::Config {
         namespace: args.namespace,
         instance: args.instance,
@@ -245,6 +259,7 @@ async fn serve_verifier(
     let hasher = Hasher::new(HashParams::default(), args.verify_concurrency)?;
     let config = verifier::Config {
         cache_capacity: args.verify_cache_capacity,
+        max_staleness: std::time::Duration::from_secs(args.max_staleness_seconds),
         ..verifier::Config::default()
     };
     let verifier = Verifier::start(client, hasher, config, metrics)?;

@@ -6,6 +6,10 @@
 //! not being deleted, not revoked, and its namespace still admitted by its scope → argon2id
 //! on a bounded blocking pool (only this result is cached, under an HMAC key). State before
 //! the hash means a denied token never costs argon2 time.
+//!
+//! The caches are only as good as the watches feeding them: when a watch has been failing for
+//! longer than `Config::max_staleness`, the verifier is not ready and answers "could not
+//! check" instead of deciding from state that may no longer be true (a revoke it missed).
 
 mod cache;
 pub mod decide;
@@ -15,10 +19,10 @@ pub mod server;
 
 use std::{
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use futures::StreamExt;
@@ -26,12 +30,11 @@ use k8s_openapi::jiff::Timestamp;
 use kube::{
     Api, Client,
     runtime::{
-        WatchStreamExt,
         reflector::{self, ObjectRef, Store},
         watcher,
     },
 };
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 pub use cache::HashResultCache;
 pub use decide::{Denial, Identity};
@@ -67,6 +70,8 @@ pub struct Config {
     pub hash_wait: Duration,
     /// How often lastUsedAt is written.
     pub last_used_interval: Duration,
+    /// Longest a watch may keep failing before the verifier stops answering from its caches.
+    pub max_staleness: Duration,
 }
 
 impl Default for Config {
@@ -76,6 +81,7 @@ impl Default for Config {
             cache_ttl: Duration::from_secs(300),
             hash_wait: Duration::from_secs(2),
             last_used_interval: Duration::from_secs(10),
+            max_staleness: Duration::from_secs(30),
         }
     }
 }
@@ -83,8 +89,8 @@ impl Default for Config {
 /// The verifier's state: watch-fed caches and the argon2 result cache.
 pub struct Verifier {
     index: Arc<CredentialIndex>,
-    /// One flag per watch: TechnicalUsers, AccessTokens, Organizations, Groups.
-    synced: [Arc<AtomicBool>; 4],
+    /// One per watch: TechnicalUsers, AccessTokens, Organizations, Groups.
+    watches: [Arc<WatchHealth>; 4],
     tokens: Store<AccessToken>,
     organizations: Store<Organization>,
     groups: Store<Group>,
@@ -104,16 +110,26 @@ impl Verifier {
         metrics: Arc<Metrics>,
     ) -> crate::Result<Arc<Self>> {
         let index = Arc::new(CredentialIndex::default());
-        let index_synced = Arc::new(AtomicBool::new(false));
+        let watch_config = watch_config(config.max_staleness);
+        let index_health = Arc::new(WatchHealth::new("TechnicalUser"));
         tokio::spawn(feed_index(
             Api::<TechnicalUser>::all(client.clone()),
+            watch_config.clone(),
             index.clone(),
-            index_synced.clone(),
+            index_health.clone(),
         ));
-        let (tokens, tokens_synced) = spawn_reflector(Api::<AccessToken>::all(client.clone()));
-        let (organizations, organizations_synced) =
-            spawn_reflector(Api::<Organization>::all(client.clone()));
-        let (groups, groups_synced) = spawn_reflector(Api::<Group>::all(client.clone()));
+        let (tokens, tokens_health) = spawn_reflector(
+            "AccessToken",
+            Api::<AccessToken>::all(client.clone()),
+            watch_config.clone(),
+        );
+        let (organizations, organizations_health) = spawn_reflector(
+            "Organization",
+            Api::<Organization>::all(client.clone()),
+            watch_config.clone(),
+        );
+        let (groups, groups_health) =
+            spawn_reflector("Group", Api::<Group>::all(client.clone()), watch_config);
         let last_used = Arc::new(LastUsed::default());
         {
             let (last_used, client, interval) =
@@ -122,16 +138,16 @@ impl Verifier {
         }
         let cache = HashResultCache::new(config.cache_capacity, config.cache_ttl)
             .map_err(|_| crate::Error::Randomness)?;
-        let synced = [
-            index_synced,
-            tokens_synced,
-            organizations_synced,
-            groups_synced,
+        let watches = [
+            index_health,
+            tokens_health,
+            organizations_health,
+            groups_health,
         ];
         Ok(Arc::new(Self {
             metrics,
             index,
-            synced,
+            watches,
             tokens,
             organizations,
             groups,
@@ -143,10 +159,22 @@ impl Verifier {
     }
 
     /// Whether every watch has delivered its initial list.
-    pub fn is_ready(&self) -> bool {
-        self.synced
+    pub fn is_synced(&self) -> bool {
+        self.watches.iter().all(|watch| watch.is_synced())
+    }
+
+    /// The kind of a watch that has been failing for longer than the maximum staleness, if any.
+    pub fn stale_watch(&self) -> Option<&'static str> {
+        // Every watch is looked at (not just up to the first stale one) so each logs its own staleness.
+        self.watches
             .iter()
-            .all(|synced| synced.load(Ordering::Acquire))
+            .filter(|watch| watch.is_stale(self.config.max_staleness))
+            .fold(None, |first, watch| first.or(Some(watch.kind)))
+    }
+
+    /// Whether the verifier may answer from its caches: synced, and no watch stale.
+    pub fn is_ready(&self) -> bool {
+        self.is_synced() && self.stale_watch().is_none()
     }
 
     /// Decides about a presented token, and counts and times the answer.
@@ -173,8 +201,13 @@ impl Verifier {
         let Ok(token) = Token::parse(presented) else {
             return Verdict::Denied(Denial::Malformed);
         };
-        if !self.is_ready() {
+        if !self.is_synced() {
             return Verdict::Unavailable("the verifier has not synced its caches yet");
+        }
+        if self.stale_watch().is_some() {
+            return Verdict::Unavailable(
+                "the verifier cannot reach the API server; its state may be stale",
+            );
         }
         let Some(user) = self.index.lookup(token.id().as_str()) else {
             return Verdict::Denied(Denial::UnknownId);
@@ -235,8 +268,133 @@ impl Verifier {
     }
 }
 
-/// A watch-fed store, and a flag raised once it holds the initial list.
-fn spawn_reflector<K>(api: Api<K>) -> (Store<K>, Arc<AtomicBool>)
+/// Health of one watch: whether its initial list arrived, and since when it has been failing.
+struct WatchHealth {
+    kind: &'static str,
+    synced: AtomicBool,
+    /// The first error not followed by a delivery since; `None` while healthy.
+    failing_since: Mutex<Option<Instant>>,
+    /// Whether the current failure was already reported as stale (logged once).
+    reported_stale: AtomicBool,
+}
+
+impl WatchHealth {
+    fn new(kind: &'static str) -> Self {
+        Self {
+            kind,
+            synced: AtomicBool::new(false),
+            failing_since: Mutex::new(None),
+            reported_stale: AtomicBool::new(false),
+        }
+    }
+
+    fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    /// The watch delivered (objects from the API server): healthy again.
+    fn delivered(&self) {
+        let recovered = self.failing_since.lock().expect("lock").take();
+        if let Some(since) = recovered {
+            self.reported_stale.store(false, Ordering::Release);
+            info!(kind = self.kind, failed_for = ?since.elapsed(), "watch healthy again");
+        }
+    }
+
+    /// The watch failed; the staleness clock runs from the first failure.
+    fn failed(&self, error: &watcher::Error) {
+        let mut since = self.failing_since.lock().expect("lock");
+        if since.is_none() {
+            *since = Some(Instant::now());
+            warn!(kind = self.kind, %error, "watch failing; retrying with backoff");
+        } else {
+            debug!(kind = self.kind, %error, "watch still failing");
+        }
+    }
+
+    /// Whether the watch has been failing for longer than `max_staleness`.
+    fn is_stale(&self, max_staleness: Duration) -> bool {
+        self.is_stale_at(max_staleness, Instant::now())
+    }
+
+    fn is_stale_at(&self, max_staleness: Duration, now: Instant) -> bool {
+        let since = *self.failing_since.lock().expect("lock");
+        let stale = since.is_some_and(|since| now.saturating_duration_since(since) > max_staleness);
+        if stale && !self.reported_stale.swap(true, Ordering::AcqRel) {
+            warn!(
+                kind = self.kind,
+                ?max_staleness,
+                "watch failing for longer than the maximum staleness; not ready, answering \"could not check\""
+            );
+        }
+        stale
+    }
+}
+
+/// Watches end server-side after about the staleness bound, so a connection that died
+/// silently (no error, no data) is noticed by the watcher's idle timeout (this + 5 s) rather
+/// than after the default 295 s.
+fn watch_config(max_staleness: Duration) -> watcher::Config {
+    let seconds = u32::try_from(max_staleness.as_secs()).unwrap_or(u32::MAX);
+    watcher::Config::default().timeout(seconds.clamp(10, 290))
+}
+
+/// Backoff between restarts of a failed watch: long enough not to hammer a struggling API
+/// server, short enough to recover well within the default staleness bound.
+const RESTART_BACKOFF: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(8));
+
+/// Runs a watch forever, handing every event to `apply` and keeping `health` current.
+/// After an error the watch starts over, after a backoff, with a fresh list: kube's watcher
+/// would resume silently, and the list succeeding is the proof that the watch works again.
+async fn run_watch<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    health: Arc<WatchHealth>,
+    mut apply: impl FnMut(watcher::Event<K>),
+) where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    let mut backoff = RESTART_BACKOFF.0;
+    loop {
+        let events = watcher(api.clone(), config.clone());
+        let mut events = std::pin::pin!(events);
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(event) => {
+                    // Current again once a list is complete (applied below) or a change
+                    // arrives on a running watch; `Init` is emitted before asking the API
+                    // server, and until `InitDone` the caches still hold the old state.
+                    let current = matches!(
+                        event,
+                        watcher::Event::InitDone
+                            | watcher::Event::Apply(_)
+                            | watcher::Event::Delete(_)
+                    );
+                    apply(event);
+                    if current {
+                        health.synced.store(true, Ordering::Release);
+                        health.delivered();
+                        backoff = RESTART_BACKOFF.0;
+                    }
+                }
+                Err(error) => {
+                    health.failed(&error);
+                    break;
+                }
+            }
+        }
+        let jitter = rand::random_range(0.8..1.2);
+        tokio::time::sleep(backoff.mul_f64(jitter)).await;
+        backoff = (backoff * 2).min(RESTART_BACKOFF.1);
+    }
+}
+
+/// A watch-fed store and the health of its watch.
+fn spawn_reflector<K>(
+    kind: &'static str,
+    api: Api<K>,
+    config: watcher::Config,
+) -> (Store<K>, Arc<WatchHealth>)
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -246,44 +404,66 @@ where
         + Sync
         + 'static,
 {
-    let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(
-        writer,
-        watcher(api, watcher::Config::default()).default_backoff(),
-    );
-    let synced = Arc::new(AtomicBool::new(false));
-    let flag = synced.clone();
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(watcher::Event::InitDone) => flag.store(true, Ordering::Release),
-                Ok(_) => {}
-                Err(error) => {
-                    warn!(kind = %K::kind(&()), %error, "watch error; retrying with backoff")
-                }
-            }
-        }
-    });
-    (reader, synced)
+    let (reader, mut writer) = reflector::store();
+    let health = Arc::new(WatchHealth::new(kind));
+    tokio::spawn(run_watch(api, config, health.clone(), move |event| {
+        writer.apply_watcher_event(&event);
+    }));
+    (reader, health)
 }
 
-async fn feed_index(api: Api<TechnicalUser>, index: Arc<CredentialIndex>, synced: Arc<AtomicBool>) {
-    let events = watcher(api, watcher::Config::default()).default_backoff();
-    let mut events = std::pin::pin!(events);
-    while let Some(event) = events.next().await {
-        match event {
-            Ok(watcher::Event::Apply(user)) => index.apply(user),
-            Ok(watcher::Event::Delete(user)) => index.delete(&user),
-            Ok(watcher::Event::Init) => index.relist_start(),
-            Ok(watcher::Event::InitApply(user)) => index.relist_apply(user),
-            Ok(watcher::Event::InitDone) => {
-                index.relist_done();
-                if !synced.swap(true, Ordering::AcqRel) {
-                    info!(credentials = index.len(), "verifier index synced");
-                }
+async fn feed_index(
+    api: Api<TechnicalUser>,
+    config: watcher::Config,
+    index: Arc<CredentialIndex>,
+    health: Arc<WatchHealth>,
+) {
+    let mut synced = false;
+    run_watch(api, config, health, |event| match event {
+        watcher::Event::Apply(user) => index.apply(user),
+        watcher::Event::Delete(user) => index.delete(&user),
+        watcher::Event::Init => index.relist_start(),
+        watcher::Event::InitApply(user) => index.relist_apply(user),
+        watcher::Event::InitDone => {
+            index.relist_done();
+            if !std::mem::replace(&mut synced, true) {
+                info!(credentials = index.len(), "verifier index synced");
             }
-            Err(error) => warn!(%error, "TechnicalUser watch error; retrying with backoff"),
         }
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn an_error() -> watcher::Error {
+        watcher::Error::NoResourceVersion
+    }
+
+    const BOUND: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn a_watch_is_stale_only_after_failing_for_longer_than_the_bound() {
+        let health = WatchHealth::new("Test");
+        let later = Instant::now() + BOUND * 2;
+        assert!(!health.is_stale_at(BOUND, later), "healthy until an error");
+        health.failed(&an_error());
+        assert!(!health.is_stale_at(BOUND, Instant::now()));
+        assert!(health.is_stale_at(BOUND, later));
+    }
+
+    #[test]
+    fn the_staleness_clock_runs_from_the_first_error_and_stops_on_delivery() {
+        let health = WatchHealth::new("Test");
+        health.failed(&an_error());
+        let first = Instant::now();
+        // A later error does not restart the clock.
+        health.failed(&an_error());
+        assert!(health.is_stale_at(BOUND, first + BOUND * 2));
+        health.delivered();
+        assert!(!health.is_stale_at(BOUND, first + BOUND * 2));
+        assert!(!health.is_synced(), "only InitDone marks a watch synced");
     }
 }

@@ -119,7 +119,11 @@ async fn ready(State(verifier): State<Arc<Verifier>>) -> Response {
     if verifier.is_ready() {
         "ok".into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "caches not synced, or a watch failing for longer than the maximum staleness",
+        )
+            .into_response()
     }
 }
 

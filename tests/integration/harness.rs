@@ -342,6 +342,56 @@ impl Operator {
         operator
     }
 
+    /// Starts the operator for `namespace` with extra flags, reaching the API server through
+    /// `kubeconfig` (e.g. one whose server is a proxy a test can cut).
+    #[allow(dead_code)] // only some tests partition the operator
+    pub async fn start_through(
+        namespace: &str,
+        log_name: &str,
+        args: &[&str],
+        kubeconfig: std::path::PathBuf,
+    ) -> Self {
+        let log_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-logs");
+        std::fs::create_dir_all(&log_dir).expect("log dir is writable");
+        let mut operator = Self {
+            namespace: Some(namespace.to_string()),
+            extra_args: args.iter().map(|a| a.to_string()).collect(),
+            crash_at: None,
+            kubeconfig,
+            log_path: log_dir.join(format!("{log_name}.log")),
+            child: None,
+            starts: 0,
+        };
+        operator.spawn();
+        operator
+    }
+
+    /// Asks the operator to stop (SIGTERM, as the kubelet would) and waits until it has.
+    #[allow(dead_code)] // only some tests stop the operator cleanly
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self
+            .child
+            .as_ref()
+            .and_then(|child| child.id())
+            .expect("operator is running");
+        let sent = tokio::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await
+            .expect("kill runs");
+        assert!(sent.success(), "SIGTERM delivered");
+        self.wait_for_exit().await
+    }
+
+    /// Waits until the operator process has exited on its own and returns how it ended.
+    #[allow(dead_code)] // only some tests expect the operator to stop by itself
+    pub async fn wait_for_exit(&mut self) -> std::process::ExitStatus {
+        let child = self.child.as_mut().expect("operator was started");
+        let status = within(DEADLINE, child.wait()).await.expect("wait works");
+        self.child = None;
+        status
+    }
+
     /// Starts the operator for `namespace` set to abort when it reaches `point` (see
     /// `ATO_CRASH_AT` in src/controller/crash_point.rs).
     pub async fn start_crashing_at(namespace: &str, point: &str) -> Self {
