@@ -370,6 +370,10 @@ impl AccessToken {
             apply_user(&users, &desired, self).await?;
         }
         crash_point::reached("user-applied");
+        // The token's state changed with the TechnicalUser: say so even if the Secret's
+        // update below fails (the status written then already carries the new phase).
+        self.announce_transition(ctx, previous.phase, phase, &value)
+            .await;
 
         // Keep the Secret's descriptive keys (role, expiry, ...) current; the token never
         // changes here. After the TechnicalUser, so that a Secret that cannot be written
@@ -398,8 +402,6 @@ impl AccessToken {
             ctx.secret_writes.lock().expect("lock").clear(&uid);
         }
 
-        self.announce_transition(ctx, previous.phase, phase, &value)
-            .await;
         let (ready, reason, message) = match phase {
             Phase::Active => (
                 true,

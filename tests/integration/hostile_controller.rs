@@ -262,3 +262,60 @@ async fn a_secret_write_that_keeps_failing_stalls_with_backoff_and_never_grows_t
         .await
         .expect("policy is deleted");
 }
+
+/// A Secret that cannot be updated delays only the Secret's own keys: a revocation still
+/// disables the token at once, the token reports the failed write, and the Secret catches
+/// up once it can be written.
+#[tokio::test]
+async fn a_secret_that_cannot_be_updated_never_holds_up_a_revocation() {
+    let tenant = Tenant::new("hostile-update").await;
+    let _operator = Operator::start(&tenant.namespace).await;
+    let name = "t";
+    let value = tenant
+        .issue(name, json!({"organization": tenant.organization}))
+        .await;
+    let policy = deny_secrets_in(&tenant.namespace).await;
+
+    // Revoke, and ask for a label on the Secret that the policy will not let through.
+    tenant
+        .patch_spec(
+            name,
+            json!({"revoked": true, "secretTemplate": {"labels": {"team": "platform"}}}),
+        )
+        .await;
+    let token = tenant.wait_for_reason(name, "SecretWriteFailed").await;
+    assert_eq!(
+        token.status.as_ref().unwrap().phase,
+        Some(Phase::Revoked),
+        "the phase is the token's, whatever happens to its Secret"
+    );
+    let user = tenant.users().get(name).await.unwrap();
+    assert!(
+        user.spec.disabled,
+        "the revocation reached the TechnicalUser"
+    );
+    assert_eq!(user.spec.credentials.len(), 1);
+    assert_eq!(user.spec.credentials[0].id, value.id().as_str());
+    tenant.wait_for_event(name, "TokenRevoked").await;
+
+    Api::<ValidatingAdmissionPolicyBinding>::all(tenant.client.clone())
+        .delete(&policy, &DeleteParams::default())
+        .await
+        .expect("binding is deleted");
+    tenant.wait_for_reason(name, "TokenRevoked").await;
+    let secret = tenant.secrets().get(name).await.unwrap();
+    assert_eq!(
+        secret.metadata.labels.unwrap_or_default().get("team"),
+        Some(&"platform".to_string()),
+        "the Secret caught up"
+    );
+    assert_eq!(
+        tenant.token_in_secret(name).await.expose_secret(),
+        value.expose_secret(),
+        "the same token throughout"
+    );
+    Api::<ValidatingAdmissionPolicy>::all(tenant.client.clone())
+        .delete(&policy, &DeleteParams::default())
+        .await
+        .expect("policy is deleted");
+}
