@@ -81,16 +81,72 @@ pub struct AccessTokenSpec {
     pub secret_template: Option<SecretTemplate>,
 }
 
-/// Extra metadata for the token's Secret.
+/// Extra metadata for the token's Secret. Validated by the API server: a key or value the
+/// Secret would refuse must be refused here, or the Secret write fails after the token's
+/// credential was staged.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretTemplate {
-    /// Labels added to the Secret. The operator's own labels take precedence.
+    /// Labels added to the Secret (the operator's own labels take precedence): at most 32, each a valid Kubernetes label key and value.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "template_labels_schema")]
     pub labels: BTreeMap<String, String>,
-    /// Annotations added to the Secret.
+    /// Annotations added to the Secret: at most 32, each key a valid Kubernetes annotation key, each value at most 4096 characters.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "template_annotations_schema")]
     pub annotations: BTreeMap<String, String>,
+}
+
+/// Most labels `spec.secretTemplate` may add.
+pub const MAX_TEMPLATE_LABELS: u32 = 32;
+/// Most annotations `spec.secretTemplate` may add.
+pub const MAX_TEMPLATE_ANNOTATIONS: u32 = 32;
+/// Longest annotation value: with `MAX_TEMPLATE_ANNOTATIONS` this bounds the template's
+/// annotations (keys included) to about 140 KiB, under the API server's 256 KiB limit.
+pub const MAX_ANNOTATION_VALUE: u32 = 4096;
+
+// Kubernetes' qualified-name rule (label and annotation keys), in RE2 without escapes: an
+// optional DNS-subdomain prefix and '/', then a name of 1 to 63 characters. The second
+// pattern bounds the prefix to 253 characters, which the first cannot express. Keys have no
+// schema of their own, so these are checked with `all` over the map; `maxProperties` bounds
+// the iteration and keeps the rule inside the API server's CEL cost budget.
+const QUALIFIED_NAME: &str = "^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$";
+const PREFIX_LENGTH: &str = "^([^/]{1,253}/)?[^/]{1,63}$";
+// A label value: empty, or up to 63 characters beginning and ending with a letter or digit.
+const LABEL_VALUE: &str = "^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$";
+
+fn key_rule(what: &str) -> serde_json::Value {
+    serde_json::json!({
+        "rule": format!("self.all(k, k.matches('{QUALIFIED_NAME}') && k.matches('{PREFIX_LENGTH}'))"),
+        "message": format!("every {what} key must be a valid Kubernetes {what} key: an optional DNS subdomain prefix (lowercase, at most 253 characters) and '/', then a name of 1 to 63 letters, digits, '-', '_' or '.' that begins and ends with a letter or digit, e.g. example.com/team"),
+        "reason": "FieldValueInvalid",
+    })
+}
+
+fn template_labels_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "maxProperties": MAX_TEMPLATE_LABELS,
+        "additionalProperties": {
+            "type": "string",
+            "maxLength": 63,
+            "x-kubernetes-validations": [{
+                "rule": format!("self.matches('{LABEL_VALUE}')"),
+                "message": "a label value must be empty or at most 63 letters, digits, '-', '_' or '.', beginning and ending with a letter or digit",
+                "reason": "FieldValueInvalid",
+            }],
+        },
+        "x-kubernetes-validations": [key_rule("label")],
+    })
+}
+
+fn template_annotations_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "maxProperties": MAX_TEMPLATE_ANNOTATIONS,
+        "additionalProperties": {"type": "string", "maxLength": MAX_ANNOTATION_VALUE},
+        "x-kubernetes-validations": [key_rule("annotation")],
+    })
 }
 
 /// The lifecycle phase of an AccessToken.

@@ -47,6 +47,8 @@ pub enum Reason {
     NamespaceNotAllowed,
     /// A Secret with the target name exists and is not owned by this AccessToken.
     SecretConflict,
+    /// Writing the token's Secret keeps failing (admission, quota, ...); retried with backoff.
+    SecretWriteFailed,
     /// A TechnicalUser with the token's name exists and is not controlled by it.
     TechnicalUserConflict,
     /// The AccessToken was deleted along with its TechnicalUser and Secret.
@@ -76,6 +78,7 @@ impl Reason {
             Self::GroupOrganizationNotFound => "GroupOrganizationNotFound",
             Self::NamespaceNotAllowed => "NamespaceNotAllowed",
             Self::SecretConflict => "SecretConflict",
+            Self::SecretWriteFailed => "SecretWriteFailed",
             Self::TechnicalUserConflict => "TechnicalUserConflict",
             Self::TokenDeleted => "TokenDeleted",
             Self::InvalidSpec => "InvalidSpec",

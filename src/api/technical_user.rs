@@ -38,8 +38,9 @@ pub struct TechnicalUserSpec {
     pub disabled: bool,
     /// The token's effective expiry; the verifier denies it from then on, on its own clock.
     pub expires_at: Time,
-    /// Hashed credentials of the token; a list so that a rotated token may overlap its successor.
+    /// Hashed credentials of the token; a list so that a rotated token may overlap its successor. At most 4 (previous, current and one staged, plus one spare): the operator never accumulates more.
     #[serde(default)]
+    #[schemars(length(max = 4))]
     pub credentials: Vec<Credential>,
 }
 
@@ -109,8 +110,10 @@ impl Role {
 #[serde(rename_all = "camelCase")]
 pub struct Credential {
     /// The token's public id (`status.tokenId` of the AccessToken).
+    #[schemars(length(min = 1, max = 64))]
     pub id: String,
     /// argon2id PHC string of the token.
+    #[schemars(length(min = 1, max = 512))]
     pub hash: String,
     /// The credential is not accepted after this time.
     pub not_after: Time,

@@ -1,11 +1,17 @@
 //! The AccessToken reconciler: validate scope → Secret (the token, minted once) →
 //! TechnicalUser (its hash, role, disabled, expiry) → status and Events. Cleanup on delete.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
-use k8s_openapi::{api::core::v1::Secret, jiff::Timestamp};
+use k8s_openapi::{
+    api::core::v1::Secret,
+    jiff::{self, Timestamp},
+};
 use kube::{
-    Api, ResourceExt,
+    Api, Resource, ResourceExt,
     api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions},
     runtime::{
         controller::Action,
@@ -134,6 +140,25 @@ struct Children<'a> {
     expires_at: Timestamp,
 }
 
+/// What to do about the Secret's token.
+enum Plan {
+    /// The Secret holds the issued token, which verified against this credential.
+    Keep(Token, Secret, Credential),
+    /// Mint a token into the Secret (`existing`, or a new one); `why` a reissue, if it is one.
+    Mint {
+        existing: Option<Secret>,
+        why: Option<&'static str>,
+    },
+}
+
+/// What a mint attempt came to.
+enum Minted {
+    /// The token is in the Secret, its credential in the TechnicalUser.
+    Written(Token, Box<Secret>, Credential),
+    /// Writing the Secret failed (not a race); the staged credential is replaced next time.
+    SecretWriteFailed(kube::Error),
+}
+
 /// The state of the Secret that should hold the token.
 enum SecretState {
     /// No Secret by that name.
@@ -253,7 +278,7 @@ impl AccessToken {
             credentials: &credentials,
             expires_at,
         };
-        let (value, secret, credential) = match state {
+        let plan = match state {
             SecretState::Foreign => {
                 // Our Secret is gone and its name taken: the issued token was lost with it, so
                 // its credential goes too (the token must not outlive the only copy we wrote).
@@ -275,41 +300,53 @@ impl AccessToken {
                     .credential_for(ctx, &secret, &value, &credentials, expires_at)
                     .await
                 {
-                    Some(credential) => (value, Some(secret), credential),
-                    None => {
-                        let why = "the token in its Secret is not the one issued (tampered)";
-                        self.reissue(ctx, &children, Some(secret), why).await?
+                    Some(credential) => Plan::Keep(value, secret, credential),
+                    None => Plan::Mint {
+                        existing: Some(secret),
+                        why: Some("the token in its Secret is not the one issued (tampered)"),
+                    },
+                }
+            }
+            SecretState::Damaged(secret) => Plan::Mint {
+                existing: Some(secret),
+                why: Some("its Secret no longer holds a readable token (lost or tampered)"),
+            },
+            // Never reported as issued: this is the first issue (or a retry of one that crashed).
+            SecretState::Missing if previous.token_id.is_none() => Plan::Mint {
+                existing: None,
+                why: None,
+            },
+            SecretState::Missing => Plan::Mint {
+                existing: None,
+                why: Some("its Secret was deleted"),
+            },
+        };
+        let (value, secret, credential) = match plan {
+            Plan::Keep(value, secret, credential) => (value, Some(secret), credential),
+            Plan::Mint { existing, why } => {
+                if let Some(waiting) = self.secret_write_waiting(ctx) {
+                    return self.keep_waiting(ctx, waiting).await;
+                }
+                // No token the Secret holds verified (or there is none): nothing to keep.
+                match self.mint(ctx, &children, existing, None).await? {
+                    Minted::Written(value, secret, credential) => {
+                        self.announce_mint(ctx, &value, &secret_name, why).await;
+                        (value, Some(*secret), credential)
+                    }
+                    Minted::SecretWriteFailed(error) => {
+                        return self
+                            .secret_write_failed(
+                                ctx,
+                                &error,
+                                Phase::Failed,
+                                previous.token_id,
+                                None,
+                            )
+                            .await;
                     }
                 }
             }
-            SecretState::Damaged(secret) => {
-                let why = "its Secret no longer holds a readable token (lost or tampered)";
-                self.reissue(ctx, &children, Some(secret), why).await?
-            }
-            // Never reported as issued: this is the first issue (or a retry of one that crashed).
-            SecretState::Missing if previous.token_id.is_none() => {
-                let (value, secret, credential) = self.mint(ctx, &children, None).await?;
-                info!(token_id = %value.id(), "token issued");
-                let note = format!("Issued token {} into Secret {secret_name:?}", value.id());
-                ctx.publish(self, EventType::Normal, Reason::TokenIssued, "Issue", note)
-                    .await;
-                (value, secret, credential)
-            }
-            SecretState::Missing => {
-                self.reissue(ctx, &children, None, "its Secret was deleted")
-                    .await?
-            }
         };
-
-        // Keep the Secret's descriptive keys (role, expiry, ...) current; the token never changes here.
-        if let Some(secret) = &secret {
-            let data = build::secret_data(self, &resolved, &value, expires_at);
-            if let Some(updated) = build::updated_secret(self, secret, data) {
-                secrets
-                    .replace(&secret_name, &PostParams::default(), &updated)
-                    .await?;
-            }
-        }
 
         let phase = if now >= expires_at {
             Phase::Expired
@@ -333,9 +370,38 @@ impl AccessToken {
             apply_user(&users, &desired, self).await?;
         }
         crash_point::reached("user-applied");
-
+        // The token's state changed with the TechnicalUser: say so even if the Secret's
+        // update below fails (the status written then already carries the new phase).
         self.announce_transition(ctx, previous.phase, phase, &value)
             .await;
+
+        // Keep the Secret's descriptive keys (role, expiry, ...) current; the token never
+        // changes here. After the TechnicalUser, so that a Secret that cannot be written
+        // never holds up a revocation or a disable.
+        if let Some(secret) = &secret {
+            let data = build::secret_data(self, &resolved, &value, expires_at);
+            if let Some(updated) = build::updated_secret(self, secret, data) {
+                if let Some(waiting) = self.secret_write_waiting(ctx) {
+                    return self.keep_waiting(ctx, waiting).await;
+                }
+                if let Err(error) = secrets
+                    .replace(&secret_name, &PostParams::default(), &updated)
+                    .await
+                {
+                    if is_conflict(&error) {
+                        return Err(error.into());
+                    }
+                    let token_id = Some(value.id().to_string());
+                    return self
+                        .secret_write_failed(ctx, &error, phase, token_id, Some(expires_at))
+                        .await;
+                }
+            }
+        }
+        if let Some(uid) = self.uid() {
+            ctx.secret_writes.lock().expect("lock").clear(&uid);
+        }
+
         let (ready, reason, message) = match phase {
             Phase::Active => (
                 true,
@@ -406,27 +472,28 @@ impl AccessToken {
         }
     }
 
-    /// Mints a token: records its credential in the TechnicalUser first (beside the current
-    /// ones), then writes it into the Secret, created if `existing` is `None`, else replaced at
-    /// the resourceVersion that was read (a concurrent change fails, and is retried). A crash
-    /// between the two steps leaves an unused credential that the next reconcile drops.
+    /// Mints a token: records its credential in the TechnicalUser first (beside the credential
+    /// of the token the Secret holds now, if `held` names one that verified; see
+    /// `build::staged_credentials`), then writes it into the Secret, created if `existing` is
+    /// `None`, else replaced at the resourceVersion that was read (a concurrent change fails,
+    /// and is retried). A crash or a failed Secret write between the two steps leaves an
+    /// unused credential that the next attempt replaces.
     async fn mint(
         &self,
         ctx: &Context,
         children: &Children<'_>,
         existing: Option<Secret>,
-    ) -> Result<(Token, Option<Secret>, Credential)> {
+        held: Option<&str>,
+    ) -> Result<Minted> {
         let value = Token::try_generate().map_err(|_| Error::Randomness)?;
         let hash = ctx.hasher.hash(&value).await?;
         let credential = credential(&value, hash, children.expires_at);
-        let mut staged_credentials = children.credentials.to_vec();
-        staged_credentials.push(credential.clone());
         let staged = build::technical_user(
             self,
             children.resolved,
             self.spec.revoked,
             children.expires_at,
-            staged_credentials,
+            build::staged_credentials(children.credentials, held, credential.clone()),
         );
         apply_user(children.users, &staged, self).await?;
         crash_point::reached("credential-staged");
@@ -437,7 +504,7 @@ impl AccessToken {
                 children
                     .secrets
                     .create(&PostParams::default(), &build::new_secret(self, data))
-                    .await?
+                    .await
             }
             Some(secret) => {
                 // Our keys are replaced; keys others added to the Secret are kept.
@@ -445,25 +512,39 @@ impl AccessToken {
                 children
                     .secrets
                     .replace(&build::secret_name(self), &PostParams::default(), &secret)
-                    .await?
+                    .await
             }
         };
+        let written = match written {
+            Ok(written) => written,
+            // A race (the name was just taken, or the Secret changed): look again soon.
+            Err(error) if is_conflict(&error) => return Err(error.into()),
+            Err(error) => return Ok(Minted::SecretWriteFailed(error)),
+        };
         crash_point::reached("secret-written");
-        Ok((value, Some(written), credential))
+        Ok(Minted::Written(value, Box::new(written), credential))
     }
 
-    async fn reissue(
+    /// Logs and announces a token that is now in its Secret: first issue (`why` is `None`)
+    /// or a reissue, which the owner must hear about since the previous token stopped working.
+    async fn announce_mint(
         &self,
         ctx: &Context,
-        children: &Children<'_>,
-        existing: Option<Secret>,
-        why: &str,
-    ) -> Result<(Token, Option<Secret>, Credential)> {
-        let minted = self.mint(ctx, children, existing).await?;
-        warn!(token_id = %minted.0.id(), why, "token reissued");
+        value: &Token,
+        secret_name: &str,
+        why: Option<&str>,
+    ) {
+        let Some(why) = why else {
+            info!(token_id = %value.id(), "token issued");
+            let note = format!("Issued token {} into Secret {secret_name:?}", value.id());
+            ctx.publish(self, EventType::Normal, Reason::TokenIssued, "Issue", note)
+                .await;
+            return;
+        };
+        warn!(token_id = %value.id(), why, "token reissued");
         let note = format!(
             "Issued a fresh token {} because {why}; the previous token no longer works",
-            minted.0.id()
+            value.id()
         );
         ctx.publish(
             self,
@@ -473,7 +554,87 @@ impl AccessToken {
             note,
         )
         .await;
-        Ok(minted)
+    }
+
+    /// How long this generation must still wait before its Secret is written again, and the
+    /// status to keep reporting meanwhile, if an earlier write failed.
+    fn secret_write_waiting(&self, ctx: &Context) -> Option<(Duration, Option<Outcome>)> {
+        let uid = self.uid()?;
+        let writes = ctx.secret_writes.lock().expect("lock");
+        writes
+            .waiting(&uid, self.meta().generation, Instant::now())
+            .map(|(left, retry)| (left, retry.outcome.clone()))
+    }
+
+    /// Waits out a Secret write backoff: writes nothing new (the status is already reported)
+    /// and looks again when the wait is over. Watch events from the failed attempt's own
+    /// writes land here, so they cannot turn the backoff into a hot loop.
+    async fn keep_waiting(
+        &self,
+        ctx: &Context,
+        (left, outcome): (Duration, Option<Outcome>),
+    ) -> Result<Action> {
+        if let Some(outcome) = outcome {
+            self.write_status(ctx, &outcome).await?;
+        }
+        tracing::debug!(wait = ?left, "Secret write backing off");
+        Ok(Action::requeue(left))
+    }
+
+    /// A Secret write failed for another reason than a race: an admission policy or webhook,
+    /// a quota, an invalid field. Reports `Stalled` with `SecretWriteFailed` and a Warning
+    /// Event, and backs off exponentially for this generation. Only the status code and
+    /// reason are reported, never the API server's message (it could quote the request,
+    /// which carries the token).
+    async fn secret_write_failed(
+        &self,
+        ctx: &Context,
+        error: &kube::Error,
+        phase: Phase,
+        token_id: Option<String>,
+        expires_at: Option<Timestamp>,
+    ) -> Result<Action> {
+        let uid = self.uid().ok_or(Error::MissingUid)?;
+        let (attempts, delay) = ctx.secret_writes.lock().expect("lock").failed(
+            &uid,
+            self.meta().generation,
+            Instant::now(),
+        );
+        let next = jiff::SignedDuration::try_from(delay)
+            .ok()
+            .and_then(|d| Timestamp::now().checked_add(d).ok())
+            .and_then(|t| t.round(jiff::Unit::Second).ok())
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| format!("in {delay:?}"));
+        let secret_name = build::secret_name(self);
+        let cause = api_failure(error);
+        warn!(%cause, attempts, retry_in = ?delay, "Secret write failed");
+        let message = format!(
+            "Secret {secret_name:?} could not be written ({cause}); {attempts} attempt(s) failed, next at {next} or as soon as the AccessToken's spec changes"
+        );
+        ctx.publish(
+            self,
+            EventType::Warning,
+            Reason::SecretWriteFailed,
+            "WriteSecret",
+            message.clone(),
+        )
+        .await;
+        let outcome = Outcome {
+            phase,
+            ready: false,
+            reason: Reason::SecretWriteFailed,
+            message,
+            stalled: true,
+            token_id,
+            expires_at,
+        };
+        ctx.secret_writes
+            .lock()
+            .expect("lock")
+            .set_outcome(&uid, outcome.clone());
+        self.write_status(ctx, &outcome).await?;
+        Ok(Action::requeue(delay))
     }
 
     async fn announce_transition(
@@ -605,6 +766,7 @@ impl AccessToken {
                     .remove(secret_uid);
             }
         }
+        ctx.secret_writes.lock().expect("lock").clear(&uid);
         info!("token deleted with its TechnicalUser and Secret");
         let note = "Deleted the TechnicalUser and Secret this AccessToken controlled; the token no longer works".to_string();
         ctx.publish(
@@ -616,6 +778,19 @@ impl AccessToken {
         )
         .await;
         Ok(Action::await_change())
+    }
+}
+
+/// A write that lost a race (409): retried soon with fresh state, not backed off.
+fn is_conflict(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.code == 409)
+}
+
+/// What went wrong with an API call, without the server's message text.
+fn api_failure(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) => format!("HTTP {} {}", status.code, status.reason),
+        _ => "the Kubernetes API could not be reached".to_string(),
     }
 }
 

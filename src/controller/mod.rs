@@ -60,6 +60,83 @@ pub struct Context {
     pub verified_secrets: Mutex<HashMap<String, String>>,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<AccessToken>, u32>>,
+    /// AccessTokens whose Secret write failed, by uid: when the next write may be tried.
+    secret_writes: Mutex<SecretWriteBackoff>,
+}
+
+/// Backoff for Secret writes that fail, per AccessToken (by uid) and generation.
+///
+/// A failed issue stages a credential into the TechnicalUser and writes a status, and both
+/// writes come back through the watches as immediate reconciles; `error_policy`'s requeue
+/// cannot space those out. So the reconciler asks here first and, while an AccessToken's
+/// generation is still waiting, writes nothing and requeues for the remaining time. A new
+/// generation (the owner changed the spec, perhaps fixing it) is tried at once.
+#[derive(Debug, Default)]
+pub(crate) struct SecretWriteBackoff {
+    entries: HashMap<String, SecretWriteRetry>,
+}
+
+/// One AccessToken's failed Secret writes.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct SecretWriteRetry {
+    /// The generation whose writes failed.
+    pub generation: Option<i64>,
+    /// Consecutive failed attempts for that generation.
+    pub attempts: u32,
+    /// No new attempt before this instant.
+    pub not_before: std::time::Instant,
+    /// The status reported while waiting (rewriting it is a no-op).
+    pub outcome: Option<build::Outcome>,
+}
+
+impl SecretWriteBackoff {
+    /// The retry to wait for, and how long is left, if `generation` of `uid` is still waiting.
+    pub fn waiting(
+        &self,
+        uid: &str,
+        generation: Option<i64>,
+        now: std::time::Instant,
+    ) -> Option<(Duration, &SecretWriteRetry)> {
+        let retry = self.entries.get(uid)?;
+        let left = retry.not_before.checked_duration_since(now)?;
+        (retry.generation == generation && !left.is_zero()).then_some((left, retry))
+    }
+
+    /// Records one more failed attempt; returns (attempts so far, delay before the next).
+    pub fn failed(
+        &mut self,
+        uid: &str,
+        generation: Option<i64>,
+        now: std::time::Instant,
+    ) -> (u32, Duration) {
+        let attempts = match self.entries.get(uid) {
+            Some(retry) if retry.generation == generation => retry.attempts.saturating_add(1),
+            _ => 1,
+        };
+        let delay = backoff(attempts - 1);
+        self.entries.insert(
+            uid.to_string(),
+            SecretWriteRetry {
+                generation,
+                attempts,
+                not_before: now + delay,
+                outcome: None,
+            },
+        );
+        (attempts, delay)
+    }
+
+    /// Remembers the status reported for the current wait.
+    pub fn set_outcome(&mut self, uid: &str, outcome: build::Outcome) {
+        if let Some(retry) = self.entries.get_mut(uid) {
+            retry.outcome = Some(outcome);
+        }
+    }
+
+    /// Forgets an AccessToken's failures (its Secret was written, or it is gone).
+    pub fn clear(&mut self, uid: &str) {
+        self.entries.remove(uid);
+    }
 }
 
 impl Context {
@@ -153,6 +230,7 @@ pub async fn run(
         hasher,
         verified_secrets: Mutex::default(),
         failures: Mutex::default(),
+        secret_writes: Mutex::default(),
     });
 
     let group_index_task = {
@@ -299,6 +377,46 @@ fn backoff(failures: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_secret_write_waits_out_a_growing_backoff_unless_the_spec_changes() {
+        let mut writes = SecretWriteBackoff::default();
+        let t0 = std::time::Instant::now();
+        let at = |secs: f64| t0 + Duration::from_secs_f64(secs);
+        assert!(
+            writes.waiting("u", Some(1), t0).is_none(),
+            "nothing failed yet"
+        );
+
+        assert_eq!(writes.failed("u", Some(1), t0), (1, Duration::from_secs(1)));
+        let (left, retry) = writes.waiting("u", Some(1), at(0.25)).expect("waiting");
+        assert_eq!(left, Duration::from_millis(750));
+        assert_eq!(retry.attempts, 1);
+        assert!(writes.waiting("u", Some(1), at(1.0)).is_none(), "1 s later");
+        assert!(writes.waiting("other", Some(1), at(0.25)).is_none());
+
+        // Each failure doubles the wait: 1 s, 2 s, 4 s, ...
+        assert_eq!(
+            writes.failed("u", Some(1), at(1.0)),
+            (2, Duration::from_secs(2))
+        );
+        assert!(writes.waiting("u", Some(1), at(2.9)).is_some());
+        assert_eq!(
+            writes.failed("u", Some(1), at(3.0)),
+            (3, Duration::from_secs(4))
+        );
+        assert!(writes.waiting("u", Some(1), at(6.9)).is_some());
+
+        // A spec change is tried at once, and its failures start over.
+        assert!(writes.waiting("u", Some(2), at(3.5)).is_none());
+        assert_eq!(
+            writes.failed("u", Some(2), at(3.5)),
+            (1, Duration::from_secs(1))
+        );
+
+        writes.clear("u");
+        assert!(writes.waiting("u", Some(2), at(3.6)).is_none());
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {

@@ -99,9 +99,81 @@ async fn malformed_access_tokens_are_refused_with_a_clear_message() {
             "  organization: \"\"\n".into(),
             "spec.organization",
         ),
+        // secretTemplate: what the Secret would refuse is refused here, before any token is
+        // minted (a Secret write that fails after staging is what issue 7 finding 3 was about).
+        (
+            "label key with a space",
+            template(org, r#"labels: {"Bad Key": "x"}"#),
+            "every label key must be a valid Kubernetes label key",
+        ),
+        (
+            "label key with an uppercase prefix",
+            template(org, r#"labels: {"Example.com/team": "x"}"#),
+            "every label key must be a valid Kubernetes label key",
+        ),
+        (
+            "label key prefix over 253 characters",
+            template(
+                org,
+                &format!(r#"labels: {{"{}.example.com/team": "x"}}"#, "a".repeat(250)),
+            ),
+            "every label key must be a valid Kubernetes label key",
+        ),
+        (
+            "label key name over 63 characters",
+            template(org, &format!(r#"labels: {{"{}": "x"}}"#, "a".repeat(64))),
+            "every label key must be a valid Kubernetes label key",
+        ),
+        (
+            "label value with a space",
+            template(org, r#"labels: {"team": "not valid"}"#),
+            "a label value must be empty or at most 63 letters, digits",
+        ),
+        (
+            "label value starting with a dash",
+            template(org, r#"labels: {"team": "-platform"}"#),
+            "a label value must be empty or at most 63 letters, digits",
+        ),
+        (
+            "label value over 63 characters",
+            template(org, &format!(r#"labels: {{"team": "{}"}}"#, "a".repeat(64))),
+            "spec.secretTemplate.labels.team",
+        ),
+        (
+            "too many labels",
+            template(
+                org,
+                &format!(
+                    "labels: {{{}}}",
+                    (0..33)
+                        .map(|i| format!(r#""l{i}": "v""#))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
+            "spec.secretTemplate.labels",
+        ),
+        (
+            "annotation key with a space",
+            template(org, r#"annotations: {"bad key": "v"}"#),
+            "every annotation key must be a valid Kubernetes annotation key",
+        ),
+        (
+            "annotation value over 4096 characters",
+            template(
+                org,
+                &format!(r#"annotations: {{"note": "{}"}}"#, "a".repeat(4097)),
+            ),
+            "spec.secretTemplate.annotations.note",
+        ),
     ];
     for (case, spec, expected) in cases {
-        let name = format!("bad-{}", case.replace(' ', "-").to_lowercase());
+        let name = format!(
+            "bad-{}",
+            case.replace([' ', '.'], "-")
+                .to_lowercase()
+                .replace("--", "-")
+        );
         let (ok, output) = kubectl_apply(&token_manifest(ns, &name, &spec)).await;
         assert!(!ok, "{case}: kubectl apply should fail, got: {output}");
         assert!(
@@ -111,6 +183,68 @@ async fn malformed_access_tokens_are_refused_with_a_clear_message() {
         assert!(
             tenant.tokens().get_opt(&name).await.unwrap().is_none(),
             "{case}: nothing stored"
+        );
+    }
+
+    // What the rules allow still applies: prefixed keys, empty label values, free-text
+    // annotation values.
+    let (ok, output) = kubectl_apply(&token_manifest(
+        ns,
+        "good-template",
+        &template(
+            org,
+            r#"{"labels": {"example.com/team": "platform-1", "tier": ""}, "annotations": {"example.com/note": "free text, with spaces!"}}"#,
+        ),
+    ))
+    .await;
+    assert!(ok, "a valid secretTemplate applies: {output}");
+}
+
+/// An AccessToken spec for `org` with `secretTemplate: <template>` (YAML flow style).
+fn template(org: &str, template: &str) -> String {
+    let template = if template.starts_with('{') {
+        template.to_string()
+    } else {
+        format!("{{{template}}}")
+    };
+    format!("  organization: {org}\n  secretTemplate: {template}\n")
+}
+
+/// A TechnicalUser holds at most 4 credentials, with bounded ids and hashes: whatever
+/// writes it, the object cannot grow toward etcd's limit.
+#[tokio::test]
+async fn technical_user_credentials_are_bounded() {
+    install_crds().await;
+    let tenant = Tenant::new("tubounds").await;
+    let ns = &tenant.namespace;
+    let user = |credentials: &str| {
+        format!(
+            "apiVersion: iam.accesstoken.io/v1alpha1\nkind: TechnicalUser\nmetadata:\n  name: u\n  namespace: {ns}\nspec:\n  scope: {{kind: Organization, name: o, organization: o}}\n  role: OrganizationUser\n  disabled: false\n  expiresAt: \"2099-01-01T00:00:00Z\"\n  credentials: [{credentials}]\n"
+        )
+    };
+    let credential = |id: &str, hash: &str| {
+        format!(r#"{{"id": "{id}", "hash": "{hash}", "notAfter": "2099-01-01T00:00:00Z"}}"#)
+    };
+    let five = (0..5)
+        .map(|i| credential(&format!("id{i}"), "h"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let long_hash = credential("id", &"h".repeat(513));
+    let long_id = credential(&"i".repeat(65), "h");
+    for (case, credentials, expected) in [
+        ("five credentials", five, "spec.credentials"),
+        (
+            "hash over 512 characters",
+            long_hash,
+            "spec.credentials[0].hash",
+        ),
+        ("id over 64 characters", long_id, "spec.credentials[0].id"),
+    ] {
+        let (ok, output) = kubectl_apply(&user(&credentials)).await;
+        assert!(!ok, "{case}: kubectl apply should fail, got: {output}");
+        assert!(
+            output.contains(expected),
+            "{case}: expected {expected:?} in: {output}"
         );
     }
 }

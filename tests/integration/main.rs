@@ -14,6 +14,7 @@ mod crash_safety;
 mod fixtures;
 mod harness;
 mod hostile_authz;
+mod hostile_controller;
 mod hostile_partition;
 mod leader;
 mod leaks;
