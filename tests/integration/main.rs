@@ -18,3 +18,4 @@ mod leader;
 mod leaks;
 mod rbac;
 mod verifier;
+mod verifier_server;
