@@ -207,9 +207,15 @@ async fn a_rotated_certificate_is_served_and_kube_apiserver_keeps_authenticating
             .then_some(())
     })
     .await;
+    // And it does call: kube-apiserver's 1 s answer cache does not stand in for the verifier.
+    let accepted = r#"access_token_operator_tokenreviews_total{outcome="authenticated"}"#;
+    let before = metric(&verifier, accepted).await.unwrap();
     eventually(
         "kube-apiserver to authenticate the token over the renewed certificate",
-        authenticated,
+        || async {
+            authenticated().await?;
+            (metric(&verifier, accepted).await? > before).then_some(())
+        },
     )
     .await;
     assert!(
