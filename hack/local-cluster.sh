@@ -18,6 +18,11 @@
 #   ATO_VERIFIER_PORT         loopback port where kube-apiserver expects the token verifier
 #                             (TokenReview webhook over TLS, see --authentication-token-webhook-*)
 #   ATO_VERIFIER_CERT/_KEY    serving certificate and key for the verifier, signed by ATO_CLUSTER_CA
+#   ATO_VERIFIER_CLIENT_CA    CA the verifier should require client certificates from
+#                             (--client-ca-file): it signed kube-apiserver's webhook client
+#                             certificate and nothing else but the test client's below
+#   ATO_VERIFIER_TEST_CLIENT_CERT/_KEY  a client certificate from ATO_VERIFIER_CLIENT_CA, for
+#                             tests (and people) that talk to the verifier directly
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -115,6 +120,18 @@ openssl req -newkey rsa:2048 -nodes -subj "/CN=access-token-verifier" \
 printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >"$pki/verifier.ext"
 openssl x509 -req -in "$pki/verifier.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
   -days 2 -extfile "$pki/verifier.ext" -out "$pki/verifier.crt" 2>/dev/null
+# kube-apiserver's client certificate for the verifier (the webhook kubeconfig's user), from a
+# CA of its own: a verifier run with --client-ca-file then serves kube-apiserver and refuses
+# anyone else, including holders of other certificates from the cluster CA.
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=access-token-verifier client CA" \
+  -keyout "$pki/webhook-client-ca.key" -out "$pki/webhook-client-ca.crt" 2>/dev/null
+printf 'extendedKeyUsage=clientAuth\n' >"$pki/client.ext"
+for client in kube-apiserver-webhook-client verifier-test-client; do
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=$client" \
+    -keyout "$pki/$client.key" -out "$pki/$client.csr" 2>/dev/null
+  openssl x509 -req -in "$pki/$client.csr" -CA "$pki/webhook-client-ca.crt" -CAkey "$pki/webhook-client-ca.key" \
+    -CAcreateserial -days 2 -extfile "$pki/client.ext" -out "$pki/$client.crt" 2>/dev/null
+done
 
 admin_token="$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 unprivileged_token="$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
@@ -135,6 +152,7 @@ clusters:
   cluster: {server: "https://127.0.0.1:$verifier_port/tokenreviews", certificate-authority: "$pki/ca.crt"}
 users:
 - name: kube-apiserver
+  user: {client-certificate: "$pki/kube-apiserver-webhook-client.crt", client-key: "$pki/kube-apiserver-webhook-client.key"}
 contexts:
 - name: webhook
   context: {cluster: verifier, user: kube-apiserver}
@@ -209,6 +227,8 @@ export PATH="$bin_dir:$PATH"
 export KUBECONFIG="$kubeconfig" ATO_CLUSTER_DIR="$dir" ATO_CLUSTER_CA="$pki/ca.crt"
 export ATO_UNPRIVILEGED_TOKEN="$unprivileged_token" ATO_VERIFIER_PORT="$verifier_port"
 export ATO_VERIFIER_CERT="$pki/verifier.crt" ATO_VERIFIER_KEY="$pki/verifier.key"
+export ATO_VERIFIER_CLIENT_CA="$pki/webhook-client-ca.crt"
+export ATO_VERIFIER_TEST_CLIENT_CERT="$pki/verifier-test-client.crt" ATO_VERIFIER_TEST_CLIENT_KEY="$pki/verifier-test-client.key"
 # Run COMMAND in a session of its own, in the background, and wait, so that a signal reaches
 # our trap at once and cleanup can stop everything COMMAND started.
 setsid "$@" &

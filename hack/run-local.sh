@@ -20,7 +20,8 @@ chmod 600 "$operator_kubeconfig"
 
 KUBECONFIG="$operator_kubeconfig" target/debug/access-token-operator run \
   --verifier-bind "127.0.0.1:$ATO_VERIFIER_PORT" \
-  --tls-cert-file "$ATO_VERIFIER_CERT" --tls-key-file "$ATO_VERIFIER_KEY" &
+  --tls-cert-file "$ATO_VERIFIER_CERT" --tls-key-file "$ATO_VERIFIER_KEY" \
+  --client-ca-file "$ATO_VERIFIER_CLIENT_CA" &
 operator=$!
 trap 'kill -TERM $operator 2>/dev/null; wait $operator' EXIT INT TERM
 

@@ -12,7 +12,7 @@ use access_token_operator::{
     token::HashParams,
     verifier::{self, Verifier, server},
 };
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, builder::TypedValueParser as _};
 
 /// Declarative API tokens for a multi-tenant Kubernetes platform.
 #[derive(Parser)]
@@ -44,9 +44,30 @@ struct ListenArgs {
     /// PEM private key for the verifier's TLS.
     #[arg(long, env = "TLS_KEY_FILE", requires = "tls_cert_file")]
     tls_key_file: Option<std::path::PathBuf>,
+    /// PEM CA certificate(s): when set, only clients presenting a certificate signed by one
+    /// of them are served (kube-apiserver's, from its webhook kubeconfig).
+    #[arg(long, env = "CLIENT_CA_FILE", requires = "tls_cert_file")]
+    client_ca_file: Option<std::path::PathBuf>,
     /// Serve plain HTTP instead of TLS; refused unless the bind address is loopback.
-    #[arg(long, conflicts_with_all = ["tls_cert_file", "tls_key_file"])]
+    #[arg(long, conflicts_with_all = ["tls_cert_file", "tls_key_file", "client_ca_file"])]
     insecure_http: bool,
+    /// Connections the verifier serves at once; more wait to be accepted until one closes.
+    #[arg(long, env = "VERIFIER_MAX_CONNECTIONS", default_value_t = server::Limits::default().max_connections,
+          value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
+    verifier_max_connections: usize,
+    /// Seconds a client may take to complete the TLS handshake.
+    #[arg(long, default_value_t = server::Limits::default().handshake_timeout.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    verifier_handshake_timeout_seconds: u64,
+    /// Seconds a client may take to send an HTTP/1 request header (also how long an
+    /// HTTP/1 keep-alive connection may wait for its next request).
+    #[arg(long, default_value_t = server::Limits::default().header_timeout.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    verifier_header_timeout_seconds: u64,
+    /// Seconds a connection may move no bytes before it is closed.
+    #[arg(long, default_value_t = server::Limits::default().idle_timeout.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    verifier_idle_timeout_seconds: u64,
     /// How many argon2 verifications may run at once.
     #[arg(long, env = "VERIFY_CONCURRENCY", default_value_t = 2)]
     verify_concurrency: usize,
@@ -238,7 +259,11 @@ fn listen_config(args: &ListenArgs) -> access_token_operator::Result<Option<serv
         return Ok(None);
     };
     let tls = match (&args.tls_cert_file, &args.tls_key_file, args.insecure_http) {
-        (Some(cert), Some(key), false) => Some((cert.clone(), key.clone())),
+        (Some(cert), Some(key), false) => Some(server::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: args.client_ca_file.clone(),
+        }),
         (None, None, true) => None,
         _ => {
             return Err(usage(
@@ -246,7 +271,13 @@ fn listen_config(args: &ListenArgs) -> access_token_operator::Result<Option<serv
             ));
         }
     };
-    Ok(Some(server::Listen { bind, tls }))
+    let limits = server::Limits {
+        max_connections: args.verifier_max_connections,
+        handshake_timeout: std::time::Duration::from_secs(args.verifier_handshake_timeout_seconds),
+        header_timeout: std::time::Duration::from_secs(args.verifier_header_timeout_seconds),
+        idle_timeout: std::time::Duration::from_secs(args.verifier_idle_timeout_seconds),
+    };
+    Ok(Some(server::Listen { bind, tls, limits }))
 }
 
 async fn serve_verifier(

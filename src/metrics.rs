@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, EncodeLabelValue},
-    metrics::{counter::Counter, family::Family, histogram::Histogram},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
 
@@ -75,6 +75,22 @@ pub struct ReconcileLabels {
     pub result: ReconcileResult,
 }
 
+/// Whether changed TLS files were loaded.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum ReloadResult {
+    /// The new certificate is served to new connections.
+    Success,
+    /// The files did not load; the previous certificate is still served.
+    Failure,
+}
+
+/// Labels of the TLS reload counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// How it went.
+    pub result: ReloadResult,
+}
+
 /// All metrics of the process.
 pub struct Metrics {
     registry: Registry,
@@ -86,6 +102,10 @@ pub struct Metrics {
     pub cache: Family<CacheLabels, Counter>,
     /// Reconciles, by controller and result.
     pub reconciles: Family<ReconcileLabels, Counter>,
+    /// Connections the verifier's server holds open (bounded by its connection cap).
+    pub verifier_connections: Gauge,
+    /// Reloads of the verifier's TLS files after they changed, by result.
+    pub tls_reloads: Family<ReloadLabels, Counter>,
 }
 
 impl Metrics {
@@ -119,12 +139,26 @@ impl Metrics {
             "Reconciles, by controller and result",
             reconciles.clone(),
         );
+        let verifier_connections = Gauge::default();
+        registry.register(
+            "verifier_connections",
+            "Connections the verifier's server holds open",
+            verifier_connections.clone(),
+        );
+        let tls_reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "verifier_tls_reloads",
+            "Reloads of the verifier's TLS files after they changed, by result",
+            tls_reloads.clone(),
+        );
         Arc::new(Self {
             registry,
             reviews,
             review_seconds,
             cache,
             reconciles,
+            verifier_connections,
+            tls_reloads,
         })
     }
 

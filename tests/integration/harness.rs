@@ -440,17 +440,47 @@ static WEBHOOK_PORT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// TLS, as a real process. Holds the port until dropped; killed when dropped.
 pub struct VerifierProcess {
     child: tokio::process::Child,
-    _port: tokio::sync::MutexGuard<'static, ()>,
+    _port: Option<tokio::sync::MutexGuard<'static, ()>>,
     /// `https://127.0.0.1:<port>`.
     pub url: String,
     log_path: std::path::PathBuf,
 }
 
+/// How to start a `VerifierProcess` other than with the launcher's defaults.
+#[derive(Default)]
+pub struct VerifierSetup {
+    /// Certificate and key files to serve instead of `ATO_VERIFIER_CERT`/`_KEY`.
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// More flags.
+    pub args: Vec<String>,
+    /// Serve a port of its own instead of kube-apiserver's webhook port (no wait for it, and
+    /// no kube-apiserver connections mixed into what the test observes).
+    pub private_port: bool,
+}
+
 impl VerifierProcess {
     /// Starts the verifier on the webhook port and waits until it reports ready.
     pub async fn start(log_name: &str) -> Self {
-        let port_guard = WEBHOOK_PORT.lock().await;
-        let port = cluster_env("ATO_VERIFIER_PORT");
+        Self::start_with(log_name, VerifierSetup::default()).await
+    }
+
+    /// Starts the verifier as `setup` says and waits until it reports ready. It requires
+    /// client certificates from `ATO_VERIFIER_CLIENT_CA`, as kube-apiserver presents one.
+    pub async fn start_with(log_name: &str, setup: VerifierSetup) -> Self {
+        let (port_guard, port) = if setup.private_port {
+            (None, free_port().to_string())
+        } else {
+            (
+                Some(WEBHOOK_PORT.lock().await),
+                cluster_env("ATO_VERIFIER_PORT"),
+            )
+        };
+        let (cert, key) = setup.tls.unwrap_or_else(|| {
+            (
+                cluster_env("ATO_VERIFIER_CERT").into(),
+                cluster_env("ATO_VERIFIER_KEY").into(),
+            )
+        });
         let log_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-logs");
         std::fs::create_dir_all(&log_dir).expect("log dir is writable");
         let log_path = log_dir.join(format!("{log_name}-verifier.log"));
@@ -459,8 +489,12 @@ impl VerifierProcess {
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_access-token-operator"))
             .env("KUBECONFIG", kubeconfig)
             .args(["verifier", "--verifier-bind", &format!("127.0.0.1:{port}")])
-            .args(["--tls-cert-file", &cluster_env("ATO_VERIFIER_CERT")])
-            .args(["--tls-key-file", &cluster_env("ATO_VERIFIER_KEY")])
+            .arg("--tls-cert-file")
+            .arg(cert)
+            .arg("--tls-key-file")
+            .arg(key)
+            .args(["--client-ca-file", &cluster_env("ATO_VERIFIER_CLIENT_CA")])
+            .args(&setup.args)
             .env("RUST_LOG", "warn,access_token_operator=debug")
             .stdout(log.try_clone().expect("log file clones"))
             .stderr(log)
@@ -483,13 +517,20 @@ impl VerifierProcess {
         verifier
     }
 
-    /// An HTTPS client that trusts the local cluster's CA (which signed the verifier's certificate).
+    /// An HTTPS client that trusts the local cluster's CA (which signed the verifier's
+    /// certificate) and presents the test client certificate the verifier requires.
     pub fn http(&self) -> reqwest::Client {
+        Self::http_builder()
+            .identity(test_client_identity())
+            .build()
+            .expect("client builds")
+    }
+
+    /// An HTTPS client builder that trusts the local cluster's CA and presents no certificate.
+    pub fn http_builder() -> reqwest::ClientBuilder {
         let ca = std::fs::read(cluster_env("ATO_CLUSTER_CA")).expect("CA is readable");
         reqwest::Client::builder()
             .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("CA parses"))
-            .build()
-            .expect("client builds")
     }
 
     /// What the verifier has logged so far.
@@ -509,6 +550,13 @@ impl Drop for VerifierProcess {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
+}
+
+/// The launcher's test client certificate for the verifier (`ATO_VERIFIER_TEST_CLIENT_*`).
+pub fn test_client_identity() -> reqwest::Identity {
+    let mut pem = std::fs::read(cluster_env("ATO_VERIFIER_TEST_CLIENT_CERT")).expect("readable");
+    pem.extend(std::fs::read(cluster_env("ATO_VERIFIER_TEST_CLIENT_KEY")).expect("readable"));
+    reqwest::Identity::from_pem(&pem).expect("the test client certificate parses")
 }
 
 /// Deletes an object and waits until the API server no longer has it (finalizers done).

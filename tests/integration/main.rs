@@ -21,3 +21,4 @@ mod leaks;
 mod proxy;
 mod rbac;
 mod verifier;
+mod verifier_server;

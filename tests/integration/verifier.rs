@@ -32,7 +32,7 @@ async fn kubectl_as(token: &str, args: &[&str]) -> (bool, String, String) {
 }
 
 /// The user info kube-apiserver sees for `token`, or `None` if it is not authenticated.
-async fn whoami(token: &str) -> Option<Value> {
+pub(crate) async fn whoami(token: &str) -> Option<Value> {
     let (ok, stdout, stderr) = kubectl_as(token, &["auth", "whoami", "-o", "json"]).await;
     if !ok {
         assert!(
