@@ -14,6 +14,7 @@ mod crash_safety;
 mod fixtures;
 mod harness;
 mod hostile_authz;
+mod hostile_verifier;
 mod leader;
 mod leaks;
 mod rbac;
