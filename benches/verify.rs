@@ -37,6 +37,8 @@ const FLOOD_CLIENTS: usize = 128;
 /// Each flood client stops after this many requests or `FLOOD_FOR`, whichever comes first.
 const FLOOD_MAX_PER_CLIENT: usize = 5_000;
 const FLOOD_FOR: Duration = Duration::from_secs(30);
+/// How long the flood runs before the first fresh token is timed.
+const FLOOD_WARMUP: Duration = Duration::from_secs(2);
 
 #[tokio::main]
 async fn main() {
@@ -230,7 +232,14 @@ async fn main() {
             .then_some(())
         })
         .await;
-        let under_flood = first_verifications(&http, &url, flooded).await;
+        // Sample across seconds of flood, not only its first moments.
+        tokio::time::sleep(FLOOD_WARMUP.saturating_sub(flood.started.elapsed())).await;
+        let mut under_flood = Vec::new();
+        for token in flooded {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            under_flood.extend(first_verifications(&http, &url, std::slice::from_ref(token)).await);
+        }
+        under_flood.sort();
         let flood = flood.stop().await;
         let argon2 = metric(
             &http,
