@@ -18,6 +18,8 @@ pub mod decide;
 mod index;
 mod last_used;
 pub mod server;
+#[cfg(test)]
+mod tests;
 
 use std::{
     sync::{
