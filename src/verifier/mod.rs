@@ -68,9 +68,9 @@ pub enum Verdict {
 /// Tuning of the verifier.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Most argon2 results kept.
+    /// Most proven secrets (argon2 successes) remembered, as digests.
     pub cache_capacity: u64,
-    /// Longest an argon2 result is kept.
+    /// How long a proven secret is remembered without being presented again.
     pub cache_ttl: Duration,
     /// Longest a request waits for its argon2 check (queueing included) before answering "unavailable".
     pub hash_wait: Duration,
