@@ -1,8 +1,9 @@
 //! `make bench-verify`: the verifier's TokenReview throughput and latency (warm and cold
 //! argon2 cache) against kube-apiserver's own TokenReview of a ServiceAccount token,
-//! measured in the same run on the same machine, and how long `revoked: true` takes to
-//! reach the verifier. Needs the local control plane (the make target starts it) and
-//! writes its results into BENCHMARKS.md.
+//! measured in the same run on the same machine, how long `revoked: true` takes to
+//! reach the verifier, a fresh token's first verification with and without a flood of
+//! forged secrets for a known token id, and the cost of one argon2id hash. Needs the local
+//! control plane (the make target starts it) and writes its results into BENCHMARKS.md.
 
 use std::{
     process::Stdio,
@@ -20,12 +21,24 @@ use kube::{
 };
 use serde_json::{Value, json};
 
-use access_token_operator::api::{AccessToken, Organization};
+use access_token_operator::{
+    api::{AccessToken, Organization},
+    token::{HashParams, Token, hash_token, verify_token},
+};
 
 const TOKENS: usize = 64;
 const CONCURRENCY: usize = 16;
 const RUN_FOR: Duration = Duration::from_secs(6);
 const REVOCATIONS: usize = 40;
+/// Fresh tokens (never presented before) timed on their first verification, per phase.
+const FRESH: usize = 10;
+/// Concurrent clients sending forged secrets for one known token id.
+const FLOOD_CLIENTS: usize = 128;
+/// Each flood client stops after this many requests or `FLOOD_FOR`, whichever comes first.
+const FLOOD_MAX_PER_CLIENT: usize = 5_000;
+const FLOOD_FOR: Duration = Duration::from_secs(30);
+/// How long the flood runs before the first fresh token is timed.
+const FLOOD_WARMUP: Duration = Duration::from_secs(2);
 
 #[tokio::main]
 async fn main() {
@@ -64,7 +77,10 @@ async fn main() {
     let operator_bin = env!("CARGO_BIN_EXE_access-token-operator");
     let _operator = spawn(operator_bin, &["run", "--namespace", namespace]);
     let tokens: Api<AccessToken> = Api::namespaced(client.clone(), namespace);
-    let names: Vec<String> = (0..TOKENS + REVOCATIONS).map(|i| format!("t{i}")).collect();
+    // t0.. load, then revocations, then 2×FRESH fresh tokens, then the flood's victim.
+    let names: Vec<String> = (0..TOKENS + REVOCATIONS + 2 * FRESH + 1)
+        .map(|i| format!("t{i}"))
+        .collect();
     for name in &names {
         let token: AccessToken = serde_json::from_value(json!({
             "apiVersion": "iam.accesstoken.io/v1alpha1", "kind": "AccessToken",
@@ -86,7 +102,10 @@ async fn main() {
         .await;
         values.push(value);
     }
-    let (load_tokens, revoke_tokens) = values.split_at(TOKENS);
+    let (load_tokens, rest) = values.split_at(TOKENS);
+    let (revoke_tokens, rest) = rest.split_at(REVOCATIONS);
+    let (fresh_tokens, victim) = rest.split_at(2 * FRESH);
+    let victim_id = Token::parse(&victim[0]).unwrap().id().to_string();
 
     let http = https_client();
     let ca_port = |port: u16| format!("https://127.0.0.1:{port}/tokenreviews");
@@ -185,9 +204,189 @@ async fn main() {
     }
     revocations.sort();
 
-    let report = render(&baseline, &warm, &cold, &revocations);
+    // A fresh token's first verification (one argon2), unflooded, then while FLOOD_CLIENTS
+    // clients send forged secrets for one known (never verified) token id.
+    let port = free_port();
+    let flood_report = {
+        let _verifier = start_verifier(port, &[]);
+        wait_ready(&http, port).await;
+        let url = ca_port(port);
+        let (unflooded, flooded) = fresh_tokens.split_at(FRESH);
+        let quiet = first_verifications(&http, &url, unflooded).await;
+        let flood_http = reqwest::Client::builder()
+            .add_root_certificate(cluster_ca())
+            .pool_max_idle_per_host(FLOOD_CLIENTS)
+            .build()
+            .unwrap();
+        let metrics_url = format!("https://127.0.0.1:{port}/metrics");
+        let flood = Flood::start(&flood_http, &url, &victim_id);
+        // Measure once the flood is in full swing: the id's budget is spent.
+        wait_for(|| async {
+            (metric(
+                &http,
+                &metrics_url,
+                "access_token_operator_argon2_budget_refusals_total",
+            )
+            .await
+                > 0)
+            .then_some(())
+        })
+        .await;
+        // Sample across seconds of flood, not only its first moments.
+        tokio::time::sleep(FLOOD_WARMUP.saturating_sub(flood.started.elapsed())).await;
+        let mut under_flood = Vec::new();
+        for token in flooded {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            under_flood.extend(first_verifications(&http, &url, std::slice::from_ref(token)).await);
+        }
+        under_flood.sort();
+        let flood = flood.stop().await;
+        let argon2 = metric(
+            &http,
+            &metrics_url,
+            r#"access_token_operator_argon2_verifications_total{result="Mismatch"}"#,
+        )
+        .await;
+        FloodReport {
+            quiet,
+            under_flood,
+            flood,
+            argon2_mismatches: argon2,
+        }
+    };
+    let hash_costs = [HashParams::default(), HashParams::PASSWORD_GRADE].map(|params| {
+        let token = Token::generate();
+        let phc = hash_token(&token, &params).unwrap();
+        let rounds = 50;
+        let started = Instant::now();
+        for _ in 0..rounds {
+            assert!(verify_token(&token, &phc));
+        }
+        (params, started.elapsed() / rounds)
+    });
+
+    let report = render(
+        &baseline,
+        &warm,
+        &cold,
+        &revocations,
+        &flood_report,
+        &hash_costs,
+    );
     println!("{report}");
     write_section(&report);
+}
+
+/// Each token's first TokenReview, one at a time: latencies, sorted. Every one must authenticate.
+async fn first_verifications(
+    http: &reqwest::Client,
+    url: &str,
+    tokens: &[String],
+) -> Vec<Duration> {
+    let mut latencies = Vec::new();
+    for token in tokens {
+        let sent = Instant::now();
+        let (ok, error) = review(http, url, None, token).await;
+        latencies.push(sent.elapsed());
+        assert!(ok, "a fresh token was refused on first use: {error:?}");
+    }
+    latencies.sort();
+    latencies
+}
+
+/// A counter's value from /metrics (0 if absent).
+async fn metric(http: &reqwest::Client, url: &str, series: &str) -> u64 {
+    let text = http.get(url).send().await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(&format!("{series} ")))
+        .map(|value| value.trim().parse::<f64>().unwrap() as u64)
+        .unwrap_or(0)
+}
+
+/// A well-formed token for `id` with a random secret and a valid checksum.
+fn forged(id: &str) -> String {
+    let body = format!("atk_{id}_{}", Token::generate().expose_secret_part());
+    let mut crc = crc32fast::hash(body.as_bytes());
+    let alphabet = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut check = [b'0'; 6];
+    for digit in check.iter_mut().rev() {
+        *digit = alphabet[(crc % 62) as usize];
+        crc /= 62;
+    }
+    format!("{body}{}", String::from_utf8_lossy(&check))
+}
+
+/// Forged secrets for one id from `FLOOD_CLIENTS` clients, bounded in count and time.
+struct Flood {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    started: Instant,
+    clients: Vec<tokio::task::JoinHandle<(usize, usize, usize)>>,
+}
+
+/// What the flood's requests got back.
+struct FloodTally {
+    sent: usize,
+    authenticated: usize,
+    errors: usize,
+    elapsed: Duration,
+}
+
+impl Flood {
+    fn start(http: &reqwest::Client, url: &str, id: &str) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = Arc::new(AtomicBool::new(false));
+        let started = Instant::now();
+        let clients = (0..FLOOD_CLIENTS)
+            .map(|_| {
+                let (http, url, id, stop) =
+                    (http.clone(), url.to_string(), id.to_string(), stop.clone());
+                tokio::spawn(async move {
+                    let (mut sent, mut authenticated, mut errors) = (0, 0, 0);
+                    while sent < FLOOD_MAX_PER_CLIENT
+                        && started.elapsed() < FLOOD_FOR
+                        && !stop.load(Ordering::Relaxed)
+                    {
+                        let (ok, error) = review(&http, &url, None, &forged(&id)).await;
+                        sent += 1;
+                        authenticated += usize::from(ok);
+                        errors += usize::from(error.is_some());
+                    }
+                    (sent, authenticated, errors)
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            started,
+            clients,
+        }
+    }
+
+    async fn stop(self) -> FloodTally {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut tally = FloodTally {
+            sent: 0,
+            authenticated: 0,
+            errors: 0,
+            elapsed: Duration::ZERO,
+        };
+        for client in self.clients {
+            let (sent, authenticated, errors) = client.await.unwrap();
+            tally.sent += sent;
+            tally.authenticated += authenticated;
+            tally.errors += errors;
+        }
+        tally.elapsed = self.started.elapsed();
+        assert_eq!(tally.authenticated, 0, "a forged secret authenticated");
+        tally
+    }
+}
+
+struct FloodReport {
+    quiet: Vec<Duration>,
+    under_flood: Vec<Duration>,
+    flood: FloodTally,
+    argon2_mismatches: u64,
 }
 
 struct Load {
@@ -309,11 +508,15 @@ where
     }
 }
 
-fn https_client() -> reqwest::Client {
+fn cluster_ca() -> reqwest::Certificate {
     let ca = std::fs::read(std::env::var("ATO_CLUSTER_CA").expect("run through make bench-verify"))
         .unwrap();
+    reqwest::Certificate::from_pem(&ca).unwrap()
+}
+
+fn https_client() -> reqwest::Client {
     reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .add_root_certificate(cluster_ca())
         .pool_max_idle_per_host(CONCURRENCY)
         .build()
         .unwrap()
@@ -381,7 +584,14 @@ async fn install_crds(client: &Client) {
     }
 }
 
-fn render(baseline: &Load, warm: &Load, cold: &Load, revocations: &[Duration]) -> String {
+fn render(
+    baseline: &Load,
+    warm: &Load,
+    cold: &Load,
+    revocations: &[Duration],
+    flood: &FloodReport,
+    hash_costs: &[(HashParams, Duration)],
+) -> String {
     let row = |what: &str, load: &Load| {
         format!(
             "| {what} | {} | {:.0}/s | {} | {} | {:.2} |\n",
@@ -416,6 +626,39 @@ fn render(baseline: &Load, warm: &Load, cold: &Load, revocations: &[Duration]) -
         ms(percentile(revocations, 0.99)),
         ms(*revocations.last().unwrap()),
     ));
+    let tally = &flood.flood;
+    out.push_str(&format!(
+        "\nA fresh token's first verification (one argon2id each, {FRESH} tokens per row), with no other load and while {FLOOD_CLIENTS} concurrent clients sent forged secrets (valid format and checksum) for one known token id:\n\n\
+         | first verification | p50 | max |\n|---|---|---|\n\
+         | unflooded | {} | {} |\n\
+         | under the flood | {} | {} |\n\n\
+         The flood: {} forged requests in {:.1} s ({:.0}/s), {} authenticated, {} answered \"could not check\" (the id's miss budget spent), {} argon2id checks run for them in all.\n",
+        ms(percentile(&flood.quiet, 0.5)),
+        ms(*flood.quiet.last().unwrap()),
+        ms(percentile(&flood.under_flood, 0.5)),
+        ms(*flood.under_flood.last().unwrap()),
+        tally.sent,
+        tally.elapsed.as_secs_f64(),
+        tally.sent as f64 / tally.elapsed.as_secs_f64(),
+        tally.authenticated,
+        tally.errors,
+        flood.argon2_mismatches,
+    ));
+    out.push_str("\nCost of one argon2id verification, in process, one core:\n\n| parameters | per hash |\n|---|---|\n");
+    for (params, cost) in hash_costs {
+        out.push_str(&format!(
+            "| m={} KiB, t={}, p={}{} | {:.3} ms |\n",
+            params.memory_kib,
+            params.iterations,
+            params.parallelism,
+            if *params == HashParams::default() {
+                " (default)"
+            } else {
+                " (previous default, OWASP password minimum)"
+            },
+            cost.as_secs_f64() * 1000.0,
+        ));
+    }
     out
 }
 

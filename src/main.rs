@@ -9,7 +9,7 @@ use access_token_operator::{
     leader,
     metrics::Metrics,
     telemetry::{self, LogFormat},
-    token::HashParams,
+    token::{HashLimits, HashParams},
     verifier::{self, Verifier, server},
 };
 use clap::{Args, Parser, Subcommand, builder::TypedValueParser as _};
@@ -78,6 +78,28 @@ struct ListenArgs {
     /// caches: /readyz fails and TokenReviews are answered with an error (could not check).
     #[arg(long, env = "MAX_STALENESS_SECONDS", default_value_t = verifier::Config::default().max_staleness.as_secs())]
     max_staleness_seconds: u64,
+    #[command(flatten)]
+    verify_cost: VerifyCostArgs,
+}
+
+/// Bounds on what a presented token may cost the verifier.
+#[derive(Args)]
+struct VerifyCostArgs {
+    /// Largest argon2id memory cost (KiB) accepted in a stored hash; costlier ones are refused without hashing.
+    #[arg(long, env = "VERIFY_MAX_MEMORY_KIB", default_value_t = HashLimits::default().memory_kib)]
+    verify_max_memory_kib: u32,
+    /// Largest argon2id pass count accepted in a stored hash.
+    #[arg(long, env = "VERIFY_MAX_ITERATIONS", default_value_t = HashLimits::default().iterations)]
+    verify_max_iterations: u32,
+    /// Largest argon2id lane count accepted in a stored hash.
+    #[arg(long, env = "VERIFY_MAX_PARALLELISM", default_value_t = HashLimits::default().parallelism)]
+    verify_max_parallelism: u32,
+    /// Wrong secrets per token id that may cost an argon2 check per window; beyond, "could not check".
+    #[arg(long, env = "VERIFY_MISS_BUDGET", default_value_t = verifier::MissBudget::default().misses)]
+    verify_miss_budget: u32,
+    /// The window of --verify-miss-budget, in seconds.
+    #[arg(long, env = "VERIFY_MISS_WINDOW_SECONDS", default_value_t = verifier::MissBudget::default().window.as_secs())]
+    verify_miss_window_seconds: u64,
 }
 
 #[derive(Args)]
@@ -286,11 +308,22 @@ async fn serve_verifier(
     listen: server::Listen,
     metrics: std::sync::Arc<Metrics>,
 ) -> access_token_operator::Result<()> {
-    // Verification uses the crate's default argon2 bounds; parameters come from each PHC string.
+    // Verification takes its parameters from each PHC string, within `hash_limits`; these
+    // params are never used to hash here.
     let hasher = Hasher::new(HashParams::default(), args.verify_concurrency)?;
+    let cost = &args.verify_cost;
     let config = verifier::Config {
         cache_capacity: args.verify_cache_capacity,
         max_staleness: std::time::Duration::from_secs(args.max_staleness_seconds),
+        hash_limits: HashLimits {
+            memory_kib: cost.verify_max_memory_kib,
+            iterations: cost.verify_max_iterations,
+            parallelism: cost.verify_max_parallelism,
+        },
+        miss_budget: verifier::MissBudget {
+            misses: cost.verify_miss_budget,
+            window: std::time::Duration::from_secs(cost.verify_miss_window_seconds),
+        },
         ..verifier::Config::default()
     };
     let verifier = Verifier::start(client, hasher, config, metrics)?;

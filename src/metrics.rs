@@ -46,6 +46,22 @@ pub struct CacheLabels {
     pub result: CacheResult,
 }
 
+/// What an argon2id verification found.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum Argon2Result {
+    /// The secret matched the hash.
+    Match,
+    /// It did not (a wrong or forged secret).
+    Mismatch,
+}
+
+/// Labels of the argon2 verification counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Argon2Labels {
+    /// Match or mismatch.
+    pub result: Argon2Result,
+}
+
 /// Which controller reconciled.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 pub enum ControllerKind {
@@ -100,6 +116,10 @@ pub struct Metrics {
     pub review_seconds: Histogram,
     /// argon2 cache lookups.
     pub cache: Family<CacheLabels, Counter>,
+    /// argon2id verifications run (the verifier's real hashing work), by result.
+    pub argon2_verifications: Family<Argon2Labels, Counter>,
+    /// Requests answered "could not check" because their token id's argon2 budget was spent.
+    pub argon2_budget_refusals: Counter,
     /// Reconciles, by controller and result.
     pub reconciles: Family<ReconcileLabels, Counter>,
     /// Connections the verifier's server holds open (bounded by its connection cap).
@@ -133,6 +153,18 @@ impl Metrics {
             "argon2 result cache lookups",
             cache.clone(),
         );
+        let argon2_verifications = Family::<Argon2Labels, Counter>::default();
+        registry.register(
+            "argon2_verifications",
+            "argon2id verifications run, by result",
+            argon2_verifications.clone(),
+        );
+        let argon2_budget_refusals = Counter::default();
+        registry.register(
+            "argon2_budget_refusals",
+            "Requests refused without hashing because their token id's argon2 budget was spent",
+            argon2_budget_refusals.clone(),
+        );
         let reconciles = Family::<ReconcileLabels, Counter>::default();
         registry.register(
             "reconciles",
@@ -156,6 +188,8 @@ impl Metrics {
             reviews,
             review_seconds,
             cache,
+            argon2_verifications,
+            argon2_budget_refusals,
             reconciles,
             verifier_connections,
             tls_reloads,
@@ -196,7 +230,19 @@ mod tests {
             .get_or_create(&(&Verdict::Denied(Denial::Revoked)).into())
             .inc();
         metrics.reconciled(ControllerKind::AccessToken, true);
+        metrics
+            .argon2_verifications
+            .get_or_create(&Argon2Labels {
+                result: Argon2Result::Mismatch,
+            })
+            .inc();
         let text = metrics.encode();
+        assert!(
+            text.contains(
+                r#"access_token_operator_argon2_verifications_total{result="Mismatch"} 1"#
+            ),
+            "{text}"
+        );
         assert!(
             text.contains(r#"access_token_operator_tokenreviews_total{outcome="revoked"} 1"#),
             "{text}"

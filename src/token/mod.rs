@@ -19,7 +19,10 @@ use serde::{Deserialize, Serialize};
 
 mod hash;
 
-pub use hash::{HashError, HashParams, MAX_ITERATIONS, MAX_MEMORY_KIB, hash_token, verify_token};
+pub use hash::{
+    HashError, HashLimits, HashParams, MAX_ITERATIONS, MAX_MEMORY_KIB, hash_token, phc_params,
+    verify_token, verify_token_within,
+};
 
 /// Fixed prefix every token starts with.
 pub const TOKEN_PREFIX: &str = "atk_";
@@ -299,6 +302,12 @@ fn push_random<R: TryRngCore + ?Sized>(
         }
     }
     Ok(())
+}
+
+/// `s` followed by its checksum: lets unit tests build tokens for a chosen id (forgeries).
+#[cfg(test)]
+pub(crate) fn with_checksum(s: &str) -> String {
+    format!("{s}{}", checksum(s))
 }
 
 /// CRC32 of `s`, as exactly `CHECK_LEN` base62 digits (most significant first).

@@ -1,5 +1,10 @@
-//! Cache of argon2id results, keyed by an HMAC of the token under a per-process random key:
-//! memory never holds a token or anything that could be checked against one offline.
+//! Secrets already proven by argon2id, remembered as keyed digests under a per-process random
+//! key: memory never holds a token or anything that could be checked against one offline.
+//!
+//! Only successes are remembered. One credential (token id + PHC string) has exactly one
+//! secret, so once a secret has matched, any other secret presented for that credential is
+//! refused by a constant-time compare of digests, without argon2: knowing a token id (they
+//! are public) buys no hashing for a token that has been used.
 
 use std::time::Duration;
 
@@ -9,56 +14,80 @@ use sha2::Sha256;
 
 use crate::token::Token;
 
-/// Bounded (size and age) cache of "does this token match this hash". Capacity 0 disables it.
+/// Bounded (size, and idle time) map from credential to the digest of the secret that
+/// matched it. Capacity 0 disables it (every request then runs argon2).
+#[derive(Clone)]
 pub struct HashResultCache {
     key: [u8; 32],
-    results: Option<moka::sync::Cache<[u8; 32], bool>>,
+    verified: Option<moka::sync::Cache<[u8; 32], [u8; 32]>>,
 }
 
 impl std::fmt::Debug for HashResultCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HashResultCache")
-            .field("entries", &self.results.as_ref().map(|r| r.entry_count()))
+            .field("entries", &self.verified.as_ref().map(|r| r.entry_count()))
             .finish_non_exhaustive() // never the key
     }
 }
 
 impl HashResultCache {
-    /// At most `capacity` results, each kept at most `ttl`.
-    pub fn new(capacity: u64, ttl: Duration) -> Result<Self, rand::rand_core::OsError> {
+    /// At most `capacity` credentials, each forgotten after `idle` without a request: a token
+    /// in use stays known, so a flood for its id cannot bring back the argon2 path for it.
+    pub fn new(capacity: u64, idle: Duration) -> Result<Self, rand::rand_core::OsError> {
         let mut key = [0u8; 32];
         OsRng.try_fill_bytes(&mut key)?;
         Ok(Self {
             key,
-            results: (capacity > 0).then(|| {
+            verified: (capacity > 0).then(|| {
                 moka::sync::Cache::builder()
                     .max_capacity(capacity)
-                    .time_to_live(ttl)
+                    .time_to_idle(idle)
                     .build()
             }),
         })
     }
 
-    /// The cache key: HMAC-SHA256 over the token and the PHC string it was checked against,
-    /// so a changed credential never reuses an old answer.
-    fn key(&self, token: &Token, phc: &str) -> [u8; 32] {
+    fn mac(&self, domain: u8) -> Hmac<Sha256> {
         let mut mac =
             <Hmac<Sha256> as Mac>::new_from_slice(&self.key).expect("any key length works");
-        mac.update(token.expose_secret().as_bytes());
+        mac.update(&[domain]);
+        mac
+    }
+
+    /// Which credential: HMAC over the token id and the PHC string, so a changed credential
+    /// (same id, other hash) never reuses an old answer.
+    fn credential_key(&self, token: &Token, phc: &str) -> [u8; 32] {
+        let mut mac = self.mac(b'c');
+        mac.update(token.id().as_str().as_bytes());
         mac.update(&[0]);
         mac.update(phc.as_bytes());
         mac.finalize().into_bytes().into()
     }
 
-    /// The cached result, if any.
-    pub fn get(&self, token: &Token, phc: &str) -> Option<bool> {
-        self.results.as_ref()?.get(&self.key(token, phc))
+    /// The presented token's digest for this credential (not yet finalized).
+    fn token_mac(&self, token: &Token, phc: &str) -> Hmac<Sha256> {
+        let mut mac = self.mac(b't');
+        mac.update(token.expose_secret().as_bytes());
+        mac.update(&[0]);
+        mac.update(phc.as_bytes());
+        mac
     }
 
-    /// Remembers a result.
-    pub fn insert(&self, token: &Token, phc: &str, matches: bool) {
-        if let Some(results) = &self.results {
-            results.insert(self.key(token, phc), matches);
+    /// `Some(matches)` if a secret has already matched this credential (answered by a
+    /// constant-time digest compare, no argon2); `None` if argon2 must decide.
+    pub fn check(&self, token: &Token, phc: &str) -> Option<bool> {
+        let known = self
+            .verified
+            .as_ref()?
+            .get(&self.credential_key(token, phc))?;
+        Some(self.token_mac(token, phc).verify_slice(&known).is_ok())
+    }
+
+    /// Remembers that argon2id matched this token against this credential.
+    pub fn remember(&self, token: &Token, phc: &str) {
+        if let Some(verified) = &self.verified {
+            let digest = self.token_mac(token, phc).finalize().into_bytes().into();
+            verified.insert(self.credential_key(token, phc), digest);
         }
     }
 }
@@ -67,27 +96,46 @@ impl HashResultCache {
 mod tests {
     use super::*;
 
-    #[test]
-    fn results_are_per_token_and_per_hash() {
-        let cache = HashResultCache::new(100, Duration::from_secs(60)).unwrap();
-        let (a, b) = (Token::generate(), Token::generate());
-        cache.insert(&a, "$hash1", true);
-        assert_eq!(cache.get(&a, "$hash1"), Some(true));
-        assert_eq!(
-            cache.get(&a, "$hash2"),
-            None,
-            "a changed credential is not answered from cache"
+    /// A token with the same id as `token` and another (random) secret: a forgery.
+    fn forged(token: &Token) -> Token {
+        let other = Token::generate();
+        let text = format!(
+            "atk_{}_{}",
+            token.id(),
+            &other.expose_secret_part()[..crate::token::SECRET_LEN]
         );
-        assert_eq!(cache.get(&b, "$hash1"), None);
-        assert!(!format!("{cache:?}").contains(a.expose_secret()));
+        Token::parse(&crate::token::with_checksum(&text)).unwrap()
     }
 
     #[test]
-    fn capacity_zero_caches_nothing() {
+    fn after_one_success_other_secrets_for_the_credential_are_refused_without_argon2() {
+        let cache = HashResultCache::new(100, Duration::from_secs(60)).unwrap();
+        let token = Token::generate();
+        assert_eq!(
+            cache.check(&token, "$hash1"),
+            None,
+            "unknown: argon2 decides"
+        );
+        cache.remember(&token, "$hash1");
+        assert_eq!(cache.check(&token, "$hash1"), Some(true));
+        let forgery = forged(&token);
+        assert_eq!(forgery.id(), token.id());
+        assert_eq!(cache.check(&forgery, "$hash1"), Some(false));
+        assert_eq!(
+            cache.check(&token, "$hash2"),
+            None,
+            "a changed credential is not answered from memory"
+        );
+        assert_eq!(cache.check(&Token::generate(), "$hash1"), None);
+        assert!(!format!("{cache:?}").contains(token.expose_secret()));
+    }
+
+    #[test]
+    fn capacity_zero_remembers_nothing() {
         let cache = HashResultCache::new(0, Duration::from_secs(60)).unwrap();
         let token = Token::generate();
-        cache.insert(&token, "$h", true);
-        assert_eq!(cache.get(&token, "$h"), None);
+        cache.remember(&token, "$h");
+        assert_eq!(cache.check(&token, "$h"), None);
     }
 
     #[test]
@@ -97,6 +145,13 @@ mod tests {
             HashResultCache::new(1, Duration::from_secs(1)).unwrap(),
         );
         let token = Token::generate();
-        assert_ne!(one.key(&token, "h"), two.key(&token, "h"));
+        assert_ne!(
+            one.credential_key(&token, "h"),
+            two.credential_key(&token, "h")
+        );
+        assert_ne!(
+            one.token_mac(&token, "h").finalize().into_bytes(),
+            two.token_mac(&token, "h").finalize().into_bytes()
+        );
     }
 }

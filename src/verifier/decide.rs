@@ -8,8 +8,12 @@ use kube::{Resource, ResourceExt};
 
 use crate::{
     api::{AccessToken, Credential, Group, Organization, ScopeKind, TechnicalUser},
-    controller::{build::username, validate::resolve_scope},
+    controller::{
+        build::{ACCESS_TOKEN_LABEL, MANAGED_BY_LABEL, MANAGER, username},
+        validate::resolve_scope,
+    },
     expiry,
+    token::{HashLimits, phc_params},
 };
 
 /// Extra keys in an authenticated answer.
@@ -62,6 +66,14 @@ pub enum Denial {
     OwnerDeleting,
     /// The scope no longer admits the token (missing, or namespace not allowed).
     ScopeInvalid,
+    /// The TechnicalUser lacks the operator's labels, or is not named after the AccessToken
+    /// that controls it: not written by the operator, so not trusted.
+    Untrusted,
+    /// The stored hash is not an argon2id PHC string within the verifier's limits: refused
+    /// without hashing.
+    HashRefused,
+    /// The secret matches credentials of several TechnicalUsers: no single identity.
+    Ambiguous,
 }
 
 impl Denial {
@@ -77,12 +89,76 @@ impl Denial {
             Self::OwnerMissing => "owner_missing",
             Self::OwnerDeleting => "owner_deleting",
             Self::ScopeInvalid => "scope_invalid",
+            Self::Untrusted => "untrusted",
+            Self::HashRefused => "hash_refused",
+            Self::Ambiguous => "ambiguous",
         }
     }
 }
 
-/// Checks everything but the hash: the user, its credential, the owning AccessToken and
-/// its scope, at `now`.
+/// Whether a TechnicalUser looks as only the operator writes it: its labels and its
+/// controlling AccessToken both carry its own name. (Admission refuses TechnicalUser writes
+/// from anyone else; this keeps the verifier from trusting one that got in another way.)
+pub fn is_trusted(user: &TechnicalUser) -> bool {
+    let name = user.name_any();
+    let labels = user.labels();
+    labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGER)
+        && labels.get(ACCESS_TOKEN_LABEL) == Some(&name)
+        && user
+            .owner_references()
+            .iter()
+            .any(|o| o.controller == Some(true) && o.kind == "AccessToken" && o.name == name)
+}
+
+/// Whether a credential's hash may be checked at all: an argon2id PHC string whose
+/// parameters are within `limits`. Parses only, so a refusal costs no hashing.
+pub fn check_hash_params(credential: &Credential, limits: &HashLimits) -> Result<(), Denial> {
+    match phc_params(&credential.hash) {
+        Some(params) if limits.admits(&params) => Ok(()),
+        _ => Err(Denial::HashRefused),
+    }
+}
+
+/// Of several denials (one per candidate holding the id), the one to answer: any reason a
+/// trusted user is denied says more than "untrusted".
+pub fn preferred(current: Option<Denial>, next: Denial) -> Denial {
+    match current {
+        Some(current) if current != Denial::Untrusted => current,
+        _ => next,
+    }
+}
+
+/// The state check again, after waiting for (and running) argon2: the user with `uid` as the
+/// index holds it `now` must still hold the credential that matched (same id, same hash) and
+/// pass every state rule at `now`. A revoke, delete or credential change during the wait wins.
+#[allow(clippy::too_many_arguments)]
+pub fn recheck(
+    uid: &str,
+    matched: &Credential,
+    current: &[Arc<TechnicalUser>],
+    owner: impl Fn(&str, &str) -> Option<Arc<AccessToken>>,
+    organization: impl Fn(&str) -> Option<Arc<Organization>>,
+    group: impl Fn(&str) -> Option<Arc<Group>>,
+    now: Timestamp,
+) -> Result<Identity, Denial> {
+    let user = current
+        .iter()
+        .find(|u| u.uid().as_deref() == Some(uid))
+        .ok_or(Denial::UnknownId)?;
+    let credential = user
+        .spec
+        .credentials
+        .iter()
+        .find(|c| c.id == matched.id)
+        .ok_or(Denial::UnknownId)?;
+    if credential.hash != matched.hash {
+        return Err(Denial::WrongSecret);
+    }
+    check_state(user, credential, owner, organization, group, now)
+}
+
+/// Checks everything but the hash: that the operator wrote the user, the user, its
+/// credential, the owning AccessToken and its scope, at `now`.
 pub fn check_state(
     user: &TechnicalUser,
     credential: &Credential,
@@ -91,6 +167,9 @@ pub fn check_state(
     group: impl Fn(&str) -> Option<Arc<Group>>,
     now: Timestamp,
 ) -> Result<Identity, Denial> {
+    if !is_trusted(user) {
+        return Err(Denial::Untrusted);
+    }
     if user.spec.disabled {
         return Err(Denial::Disabled);
     }
@@ -222,6 +301,10 @@ mod tests {
         );
         user.metadata.namespace = Some("acme-ci".into());
         user.metadata.uid = Some("user-uid".into());
+        user.metadata.labels = Some(BTreeMap::from([
+            (MANAGED_BY_LABEL.to_string(), MANAGER.to_string()),
+            (ACCESS_TOKEN_LABEL.to_string(), "ci".to_string()),
+        ]));
         user.metadata.owner_references = Some(vec![OwnerReference {
             api_version: "iam.accesstoken.io/v1alpha1".into(),
             kind: "AccessToken".into(),
@@ -342,5 +425,167 @@ mod tests {
         w.token.spec.admin = false;
         let identity = check(&w).unwrap();
         assert_eq!(identity.groups[1], "accesstoken:org:acme:user");
+    }
+
+    #[test]
+    fn the_operator_built_technical_user_is_trusted() {
+        let w = world(false);
+        let resolved = crate::controller::validate::ResolvedScope {
+            scope: w.user.spec.scope.clone(),
+            role: w.user.spec.role,
+        };
+        let built = crate::controller::build::technical_user(
+            &w.token,
+            &resolved,
+            false,
+            w.now,
+            w.user.spec.credentials.clone(),
+        );
+        assert!(is_trusted(&built), "what the operator writes passes");
+        assert!(is_trusted(&w.user));
+    }
+
+    #[test]
+    fn a_technical_user_without_the_operator_labels_or_with_another_name_is_not_trusted() {
+        let mut w = world(false);
+        w.user.metadata.labels = None;
+        assert_eq!(check(&w), Err(Denial::Untrusted), "no labels");
+
+        let mut w = world(false);
+        w.user
+            .metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert(MANAGED_BY_LABEL.into(), "someone-else".into());
+        assert_eq!(check(&w), Err(Denial::Untrusted), "another manager");
+
+        let mut w = world(false);
+        w.user
+            .metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert(ACCESS_TOKEN_LABEL.into(), "other".into());
+        assert_eq!(
+            check(&w),
+            Err(Denial::Untrusted),
+            "label names another token"
+        );
+
+        // A user named differently from its controlling AccessToken (e.g. planted beside a
+        // victim's token, pointing its ownerReference at it), labels made to match.
+        let mut w = world(false);
+        w.user.metadata.name = Some("planted".into());
+        w.user
+            .metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert(ACCESS_TOKEN_LABEL.into(), "planted".into());
+        assert_eq!(check(&w), Err(Denial::Untrusted), "owner named otherwise");
+
+        let mut w = world(false);
+        w.user.metadata.owner_references.as_mut().unwrap()[0].controller = Some(false);
+        assert_eq!(check(&w), Err(Denial::Untrusted), "not the controller");
+    }
+
+    #[test]
+    fn hashes_over_the_limits_are_refused_before_hashing() {
+        let limits = HashLimits::default();
+        let credential = |hash: &str| Credential {
+            id: "abc".into(),
+            hash: hash.into(),
+            not_after: Time(Timestamp::UNIX_EPOCH),
+        };
+        let salt_and_hash = "c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaA";
+        let old = format!("$argon2id$v=19$m=19456,t=2,p=1${salt_and_hash}");
+        let new = format!("$argon2id$v=19$m=256,t=1,p=1${salt_and_hash}");
+        assert_eq!(check_hash_params(&credential(&old), &limits), Ok(()));
+        assert_eq!(check_hash_params(&credential(&new), &limits), Ok(()));
+        for refused in [
+            format!("$argon2id$v=19$m=65536,t=2,p=1${salt_and_hash}"),
+            format!("$argon2id$v=19$m=19456,t=64,p=1${salt_and_hash}"),
+            format!("$argon2id$v=19$m=19456,t=2,p=8${salt_and_hash}"),
+            format!("$argon2i$v=19$m=256,t=1,p=1${salt_and_hash}"),
+            "not a hash".to_string(),
+        ] {
+            assert_eq!(
+                check_hash_params(&credential(&refused), &limits),
+                Err(Denial::HashRefused),
+                "{refused}"
+            );
+        }
+    }
+
+    fn recheck_in(w: &World, current: &[TechnicalUser]) -> Result<Identity, Denial> {
+        let token = Arc::new(w.token.clone());
+        let org = Arc::new(w.org.clone());
+        let group = Arc::new(w.group.clone());
+        let current: Vec<_> = current.iter().cloned().map(Arc::new).collect();
+        recheck(
+            "user-uid",
+            &w.user.spec.credentials[0],
+            &current,
+            |ns, name| (ns == "acme-ci" && name == "ci").then(|| token.clone()),
+            |name| (name == "acme").then(|| org.clone()),
+            |name| (name == "platform").then(|| group.clone()),
+            w.now,
+        )
+    }
+
+    #[test]
+    fn after_the_hash_the_state_is_read_again_and_any_change_denies() {
+        let w = world(false);
+        assert!(recheck_in(&w, std::slice::from_ref(&w.user)).is_ok());
+
+        // Revoked while the request waited for a hash slot.
+        let mut revoked = world(false);
+        revoked.token.spec.revoked = true;
+        assert_eq!(
+            recheck_in(&revoked, std::slice::from_ref(&w.user)),
+            Err(Denial::Revoked)
+        );
+
+        // Expired meanwhile: `now` is the time after the wait.
+        let mut later = world(false);
+        later.now = w.user.spec.expires_at.0;
+        assert_eq!(
+            recheck_in(&later, std::slice::from_ref(&w.user)),
+            Err(Denial::Expired)
+        );
+
+        // The user is gone, or disabled.
+        assert_eq!(recheck_in(&w, &[]), Err(Denial::UnknownId));
+        let mut disabled = w.user.clone();
+        disabled.spec.disabled = true;
+        assert_eq!(recheck_in(&w, &[disabled]), Err(Denial::Disabled));
+
+        // The credential was removed, or its hash replaced.
+        let mut rotated = w.user.clone();
+        rotated.spec.credentials[0].id = "xyz".into();
+        assert_eq!(recheck_in(&w, &[rotated]), Err(Denial::UnknownId));
+        let mut rehashed = w.user.clone();
+        rehashed.spec.credentials[0].hash = "$argon2id$other".into();
+        assert_eq!(recheck_in(&w, &[rehashed]), Err(Denial::WrongSecret));
+
+        // A user with the same name but another uid (deleted and recreated) is not the one
+        // that matched.
+        let mut recreated = w.user.clone();
+        recreated.metadata.uid = Some("another-uid".into());
+        assert_eq!(recheck_in(&w, &[recreated]), Err(Denial::UnknownId));
+    }
+
+    #[test]
+    fn a_trusted_users_denial_is_answered_over_untrusted() {
+        assert_eq!(preferred(None, Denial::Untrusted), Denial::Untrusted);
+        assert_eq!(
+            preferred(Some(Denial::Untrusted), Denial::Revoked),
+            Denial::Revoked
+        );
+        assert_eq!(
+            preferred(Some(Denial::Revoked), Denial::Untrusted),
+            Denial::Revoked
+        );
     }
 }

@@ -9,8 +9,9 @@ use kube::ResourceExt;
 
 use crate::api::TechnicalUser;
 
-/// Maps a token id to the TechnicalUser holding its credential. Ids are random and unique;
-/// should two users ever list the same id, the verifier denies it (see `lookup`).
+/// Maps a token id to the TechnicalUsers holding a credential with it. Ids are random and
+/// unique; should several users ever list the same id, the verifier checks each candidate
+/// (state, then hash) rather than deny everyone (see `Verifier::decide`).
 #[derive(Default)]
 pub struct CredentialIndex {
     inner: RwLock<Inner>,
@@ -40,7 +41,9 @@ impl Inner {
     fn insert(&mut self, user: Arc<TechnicalUser>) {
         let uid = user.uid().unwrap_or_default();
         self.remove(&uid);
-        let ids: Vec<String> = user.spec.credentials.iter().map(|c| c.id.clone()).collect();
+        let mut ids: Vec<String> = user.spec.credentials.iter().map(|c| c.id.clone()).collect();
+        ids.sort();
+        ids.dedup(); // one entry per user and id, even if a user lists an id twice
         for id in &ids {
             self.by_id.entry(id.clone()).or_default().push(user.clone());
         }
@@ -87,13 +90,10 @@ impl CredentialIndex {
         }
     }
 
-    /// The one user holding a credential with this id; `None` if none or (never expected) several.
-    pub fn lookup(&self, id: &str) -> Option<Arc<TechnicalUser>> {
+    /// Every user holding a credential with this id (normally one; none if unknown).
+    pub fn lookup(&self, id: &str) -> Vec<Arc<TechnicalUser>> {
         let inner = self.inner.read().expect("lock");
-        match inner.by_id.get(id).map(Vec::as_slice) {
-            Some([user]) => Some(user.clone()),
-            _ => None,
-        }
+        inner.by_id.get(id).cloned().unwrap_or_default()
     }
 
     /// How many token ids are indexed.
@@ -144,10 +144,10 @@ mod tests {
     fn updates_replace_old_ids_and_deletes_remove_them() {
         let index = CredentialIndex::default();
         index.apply(user("u1", &["aaa", "bbb"]));
-        assert!(index.lookup("aaa").is_some());
+        assert_eq!(index.lookup("aaa").len(), 1);
         index.apply(user("u1", &["ccc"]));
-        assert!(index.lookup("aaa").is_none(), "a rotated-out id is gone");
-        assert!(index.lookup("ccc").is_some());
+        assert!(index.lookup("aaa").is_empty(), "a rotated-out id is gone");
+        assert_eq!(index.lookup("ccc").len(), 1);
         index.delete(&user("u1", &[]));
         assert!(index.is_empty());
     }
@@ -159,20 +159,24 @@ mod tests {
         index.apply(user("u2", &["bbb"]));
         index.relist_start();
         index.relist_apply(user("u2", &["bbb"]));
-        assert!(
-            index.lookup("aaa").is_some(),
+        assert_eq!(
+            index.lookup("aaa").len(),
+            1,
             "the old view serves until the relist ends"
         );
         index.relist_done();
-        assert!(index.lookup("aaa").is_none());
-        assert!(index.lookup("bbb").is_some());
+        assert!(index.lookup("aaa").is_empty());
+        assert_eq!(index.lookup("bbb").len(), 1);
     }
 
     #[test]
-    fn an_id_claimed_twice_is_not_trusted() {
+    fn an_id_claimed_twice_yields_both_candidates() {
         let index = CredentialIndex::default();
         index.apply(user("u1", &["aaa"]));
         index.apply(user("u2", &["aaa"]));
-        assert!(index.lookup("aaa").is_none());
+        let uids: Vec<_> = index.lookup("aaa").iter().map(|u| u.uid()).collect();
+        assert_eq!(uids, [Some("u1".into()), Some("u2".into())]);
+        index.delete(&user("u2", &[]));
+        assert_eq!(index.lookup("aaa").len(), 1);
     }
 }

@@ -10,12 +10,19 @@
 //! The caches are only as good as the watches feeding them: when a watch has been failing for
 //! longer than `Config::max_staleness`, the verifier is not ready and answers "could not
 //! check" instead of deciding from state that may no longer be true (a revoke it missed).
+//! A wrong secret for a public token id costs bounded work: once a secret has matched a
+//! credential, any other is refused by a digest compare (cache.rs); before that, each id gets
+//! one argon2 at a time and a few misses per window (budget.rs), then "could not check".
+//! Stored PHC parameters above the configured limits are refused without hashing.
 
+mod budget;
 mod cache;
 pub mod decide;
 mod index;
 mod last_used;
 pub mod server;
+#[cfg(test)]
+mod tests;
 
 use std::{
     sync::{
@@ -28,7 +35,7 @@ use std::{
 use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
 use kube::{
-    Api, Client,
+    Api, Client, ResourceExt,
     runtime::{
         reflector::{self, ObjectRef, Store},
         watcher,
@@ -36,16 +43,17 @@ use kube::{
 };
 use tracing::{debug, info, warn};
 
+pub use budget::MissBudget;
 pub use cache::HashResultCache;
 pub use decide::{Denial, Identity};
 pub use index::CredentialIndex;
 pub use last_used::LastUsed;
 
 use crate::{
-    api::{AccessToken, Group, Organization, TechnicalUser},
+    api::{AccessToken, Credential, Group, Organization, TechnicalUser},
     hasher::Hasher,
-    metrics::{CacheLabels, CacheResult, Metrics, ReviewLabels},
-    token::Token,
+    metrics::{Argon2Labels, Argon2Result, CacheLabels, CacheResult, Metrics, ReviewLabels},
+    token::{HashLimits, Token},
 };
 
 /// What the verifier answers.
@@ -62,9 +70,9 @@ pub enum Verdict {
 /// Tuning of the verifier.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Most argon2 results kept.
+    /// Most proven secrets (argon2 successes) remembered, as digests.
     pub cache_capacity: u64,
-    /// Longest an argon2 result is kept.
+    /// How long a proven secret is remembered without being presented again.
     pub cache_ttl: Duration,
     /// Longest a request waits for its argon2 check (queueing included) before answering "unavailable".
     pub hash_wait: Duration,
@@ -72,6 +80,10 @@ pub struct Config {
     pub last_used_interval: Duration,
     /// Longest a watch may keep failing before the verifier stops answering from its caches.
     pub max_staleness: Duration,
+    /// Largest argon2id parameters accepted in a stored PHC string.
+    pub hash_limits: HashLimits,
+    /// Wrong secrets per token id that may cost an argon2 check, per window.
+    pub miss_budget: MissBudget,
 }
 
 impl Default for Config {
@@ -82,6 +94,8 @@ impl Default for Config {
             hash_wait: Duration::from_secs(2),
             last_used_interval: Duration::from_secs(10),
             max_staleness: Duration::from_secs(30),
+            hash_limits: HashLimits::default(),
+            miss_budget: MissBudget::default(),
         }
     }
 }
@@ -96,6 +110,7 @@ pub struct Verifier {
     groups: Store<Group>,
     hasher: Hasher,
     cache: HashResultCache,
+    gates: Arc<budget::IdGates>,
     last_used: Arc<LastUsed>,
     config: Config,
     metrics: Arc<Metrics>,
@@ -138,6 +153,10 @@ impl Verifier {
         }
         let cache = HashResultCache::new(config.cache_capacity, config.cache_ttl)
             .map_err(|_| crate::Error::Randomness)?;
+        let gates = Arc::new(budget::IdGates::new(
+            config.miss_budget,
+            config.cache_capacity.max(10_000),
+        ));
         let watches = [
             index_health,
             tokens_health,
@@ -153,6 +172,7 @@ impl Verifier {
             groups,
             hasher,
             cache,
+            gates,
             last_used,
             config,
         }))
@@ -209,63 +229,178 @@ impl Verifier {
                 "the verifier cannot reach the API server; its state may be stale",
             );
         }
-        let Some(user) = self.index.lookup(token.id().as_str()) else {
+        let id = token.id().as_str();
+        let users = self.index.lookup(id);
+        if users.is_empty() {
             return Verdict::Denied(Denial::UnknownId);
-        };
-        let Some(credential) = user
-            .spec
-            .credentials
-            .iter()
-            .find(|c| c.id == token.id().as_str())
-        else {
-            return Verdict::Denied(Denial::UnknownId);
-        };
-        // State first: a revoked, expired or deleted token is denied without any hashing, so
-        // a known (public) token id cannot be used to make the verifier burn argon2 for it.
+        }
+        // State first, for every user holding the id (normally one): a revoked, expired,
+        // deleted or untrusted token, or a hash over the limits, is denied without hashing.
         let now = Timestamp::now();
-        let identity = match decide::check_state(
-            &user,
-            credential,
-            |ns, name| self.tokens.get(&ObjectRef::new(name).within(ns)),
-            |name| self.organizations.get(&ObjectRef::new(name)),
-            |name| self.groups.get(&ObjectRef::new(name)),
-            now,
-        ) {
-            Ok(identity) => identity,
-            Err(denial) => return Verdict::Denied(denial),
-        };
-        let cached = self.cache.get(&token, &credential.hash);
-        let lookup = if cached.is_some() {
-            CacheResult::Hit
-        } else {
+        let mut denial = None;
+        let mut admitted = Vec::new();
+        for user in &users {
+            match self.state_of(user, id, now) {
+                Ok(candidate) => admitted.push(candidate),
+                Err(reason) => denial = Some(decide::preferred(denial, reason)),
+            }
+        }
+        if admitted.is_empty() {
+            return Verdict::Denied(denial.unwrap_or(Denial::UnknownId));
+        }
+        // Secrets already proven by argon2: a constant-time digest compare decides.
+        let mut matched = Vec::new();
+        let mut unproven = Vec::new();
+        for candidate in admitted {
+            match self.cache.check(&token, &candidate.credential.hash) {
+                Some(true) => matched.push(candidate),
+                Some(false) => {}
+                None => unproven.push(candidate),
+            }
+        }
+        let hashed = !unproven.is_empty();
+        let lookup = if hashed {
             CacheResult::Miss
+        } else {
+            CacheResult::Hit
         };
         self.metrics
             .cache
             .get_or_create(&CacheLabels { result: lookup })
             .inc();
-        let matches = match cached {
-            Some(known) => known,
-            None => match tokio::time::timeout(
-                self.config.hash_wait,
-                self.hasher.verify(&token, &credential.hash),
-            )
-            .await
-            {
-                Ok(matches) => {
-                    self.cache.insert(&token, &credential.hash, matches);
-                    matches
-                }
-                Err(_) => return Verdict::Unavailable("the verifier is overloaded; try again"),
-            },
-        };
-        if !matches {
-            return Verdict::Denied(Denial::WrongSecret);
+        if hashed {
+            match self.hash_within_budget(&token, unproven).await {
+                Ok(more) => matched.extend(more),
+                Err(reason) => return Verdict::Unavailable(reason),
+            }
         }
+        let candidate = match matched.len() {
+            0 => return Verdict::Denied(Denial::WrongSecret),
+            1 => matched.pop().expect("one"),
+            _ => return Verdict::Denied(Denial::Ambiguous),
+        };
+        // After waiting for argon2 the world may have moved on: read the user again and check
+        // its state at a fresh `now`, so a revoke that landed meanwhile wins.
+        let (identity, now) = if hashed {
+            let now = Timestamp::now();
+            match decide::recheck(
+                &candidate.uid,
+                &candidate.credential,
+                &self.index.lookup(id),
+                |ns, name| self.tokens.get(&ObjectRef::new(name).within(ns)),
+                |name| self.organizations.get(&ObjectRef::new(name)),
+                |name| self.groups.get(&ObjectRef::new(name)),
+                now,
+            ) {
+                Ok(identity) => (identity, now),
+                Err(reason) => return Verdict::Denied(reason),
+            }
+        } else {
+            (candidate.identity, now)
+        };
         self.last_used
             .record(&identity.namespace, &identity.name, now);
         Verdict::Authenticated(Box::new(identity))
     }
+
+    /// Everything but the secret, for one user holding the token id.
+    fn state_of(
+        &self,
+        user: &TechnicalUser,
+        id: &str,
+        now: Timestamp,
+    ) -> Result<Candidate, Denial> {
+        let credential = user
+            .spec
+            .credentials
+            .iter()
+            .find(|c| c.id == id)
+            .ok_or(Denial::UnknownId)?;
+        let identity = decide::check_state(
+            user,
+            credential,
+            |ns, name| self.tokens.get(&ObjectRef::new(name).within(ns)),
+            |name| self.organizations.get(&ObjectRef::new(name)),
+            |name| self.groups.get(&ObjectRef::new(name)),
+            now,
+        )?;
+        decide::check_hash_params(credential, &self.config.hash_limits)?;
+        Ok(Candidate {
+            uid: user.uid().unwrap_or_default(),
+            credential: credential.clone(),
+            identity,
+        })
+    }
+
+    /// argon2id for candidates whose secret is not proven yet, within the id's budget: one
+    /// check at a time per id, a bounded number of misses per window, and `hash_wait` in
+    /// all. The check runs to its end even if this request stops waiting, so the gate stays
+    /// held and a miss is always counted.
+    async fn hash_within_budget(
+        &self,
+        token: &Token,
+        unproven: Vec<Candidate>,
+    ) -> Result<Vec<Candidate>, &'static str> {
+        let (gates, hasher, cache, metrics, limits, token) = (
+            self.gates.clone(),
+            self.hasher.clone(),
+            self.cache.clone(),
+            self.metrics.clone(),
+            self.config.hash_limits,
+            token.clone(),
+        );
+        let work = tokio::spawn(async move {
+            let mut misses = gates.enter(token.id().as_str()).await;
+            let mut matched = Vec::new();
+            for candidate in unproven {
+                // Another request for this id may have proven its secret while this one waited.
+                match cache.check(&token, &candidate.credential.hash) {
+                    Some(true) => matched.push(candidate),
+                    Some(false) => {}
+                    None if !misses.allows(&gates.budget(), std::time::Instant::now()) => {
+                        metrics.argon2_budget_refusals.inc();
+                        return Err(BUDGET_SPENT);
+                    }
+                    None => {
+                        let ok = hasher
+                            .verify_within(&token, &candidate.credential.hash, &limits)
+                            .await;
+                        let result = if ok {
+                            Argon2Result::Match
+                        } else {
+                            Argon2Result::Mismatch
+                        };
+                        metrics
+                            .argon2_verifications
+                            .get_or_create(&Argon2Labels { result })
+                            .inc();
+                        if ok {
+                            cache.remember(&token, &candidate.credential.hash);
+                            matched.push(candidate);
+                        } else {
+                            misses.record_miss();
+                        }
+                    }
+                }
+            }
+            Ok(matched)
+        });
+        match tokio::time::timeout(self.config.hash_wait, work).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) | Err(_) => Err("the verifier is overloaded; try again"),
+        }
+    }
+}
+
+/// Answer when a token id's argon2 budget is spent: "could not check", never a denial, since
+/// the secret may be the right one.
+const BUDGET_SPENT: &str = "too many wrong secrets for this token id; try again later";
+
+/// A user holding the presented id whose state admits it; only the secret remains to check.
+struct Candidate {
+    uid: String,
+    credential: Credential,
+    identity: Identity,
 }
 
 /// Health of one watch: whether its initial list arrived, and since when it has been failing.
@@ -435,7 +570,7 @@ async fn feed_index(
 }
 
 #[cfg(test)]
-mod tests {
+mod watch_health_tests {
     use super::*;
 
     fn an_error() -> watcher::Error {

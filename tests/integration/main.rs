@@ -16,6 +16,7 @@ mod harness;
 mod hostile_authz;
 mod hostile_controller;
 mod hostile_partition;
+mod hostile_verifier;
 mod leader;
 mod leaks;
 mod proxy;

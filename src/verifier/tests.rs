@@ -1,0 +1,281 @@
+//! `Verifier::decide` end to end on in-memory stores (no API server): the argon2 budget, the
+//! digest compare of proven secrets, colliding ids and PHC limits, counted from the metrics.
+
+use std::sync::Arc;
+
+use k8s_openapi::{
+    apimachinery::pkg::apis::meta::v1::Time,
+    jiff::{SignedDuration, Timestamp},
+};
+use kube::runtime::{reflector, watcher};
+
+use super::*;
+use crate::{
+    api::{AccessTokenSpec, OrganizationSpec, Role, Scope, ScopeKind},
+    controller::{build, validate::ResolvedScope},
+    token::{HashParams, hash_token},
+};
+
+const FAST: HashParams = HashParams {
+    memory_kib: 1024,
+    iterations: 1,
+    parallelism: 1,
+};
+
+/// A token with a chosen id (as a forger, or a colliding issuer, would have).
+fn token_with_id(id: &str) -> Token {
+    let secret = Token::generate().expose_secret_part().to_string();
+    Token::parse(&crate::token::with_checksum(&format!("atk_{id}_{secret}"))).unwrap()
+}
+
+struct World {
+    verifier: Verifier,
+    tokens: reflector::store::Writer<AccessToken>,
+}
+
+fn access_token(name: &str) -> AccessToken {
+    let mut token = AccessToken::new(
+        name,
+        AccessTokenSpec {
+            organization: Some("acme".into()),
+            ..Default::default()
+        },
+    );
+    token.metadata.namespace = Some("acme-ci".into());
+    token.metadata.uid = Some(format!("{name}-uid"));
+    token
+}
+
+/// The TechnicalUser the operator would write for `token`, holding `credentials` (id, token).
+fn technical_user(token: &AccessToken, credentials: &[(&str, &Token)]) -> TechnicalUser {
+    let later = Timestamp::now() + SignedDuration::from_hours(1);
+    let resolved = ResolvedScope {
+        scope: Scope {
+            kind: ScopeKind::Organization,
+            name: "acme".into(),
+            organization: "acme".into(),
+        },
+        role: Role::OrganizationUser,
+    };
+    let credentials = credentials
+        .iter()
+        .map(|(id, value)| Credential {
+            id: id.to_string(),
+            hash: hash_token(value, &FAST).unwrap(),
+            not_after: Time(later),
+        })
+        .collect();
+    let mut user = build::technical_user(token, &resolved, false, later, credentials);
+    user.metadata.uid = Some(format!(
+        "{}-user-uid",
+        token.metadata.name.as_ref().unwrap()
+    ));
+    user
+}
+
+fn world(users: Vec<TechnicalUser>, tokens: Vec<AccessToken>, budget: MissBudget) -> World {
+    let (token_store, mut token_writer) = reflector::store();
+    for token in tokens {
+        token_writer.apply_watcher_event(&watcher::Event::Apply(token));
+    }
+    let (organizations, mut org_writer) = reflector::store();
+    let mut org = Organization::new(
+        "acme",
+        OrganizationSpec {
+            display_name: None,
+            token_namespaces: vec!["acme-ci".into()],
+        },
+    );
+    org.metadata.uid = Some("org-uid".into());
+    org_writer.apply_watcher_event(&watcher::Event::Apply(org));
+    let (groups, _) = reflector::store();
+    let index = Arc::new(CredentialIndex::default());
+    for user in users {
+        index.apply(user);
+    }
+    let config = Config {
+        miss_budget: budget,
+        ..Config::default()
+    };
+    let verifier = Verifier {
+        index,
+        watches: std::array::from_fn(|_| {
+            let watch = WatchHealth::new("test");
+            watch.synced.store(true, Ordering::Release);
+            Arc::new(watch)
+        }),
+        tokens: token_store,
+        organizations,
+        groups,
+        hasher: Hasher::new(FAST, 2).unwrap(),
+        cache: HashResultCache::new(100, Duration::from_secs(60)).unwrap(),
+        gates: Arc::new(budget::IdGates::new(budget, 100)),
+        last_used: Arc::new(LastUsed::default()),
+        config,
+        metrics: Metrics::new(),
+    };
+    World {
+        verifier,
+        tokens: token_writer,
+    }
+}
+
+fn argon2_runs(verifier: &Verifier, result: Argon2Result) -> u64 {
+    verifier
+        .metrics
+        .argon2_verifications
+        .get_or_create(&Argon2Labels { result })
+        .get()
+}
+
+fn username(verdict: &Verdict) -> Option<&str> {
+    match verdict {
+        Verdict::Authenticated(identity) => Some(&identity.username),
+        _ => None,
+    }
+}
+
+const BUDGET: MissBudget = MissBudget {
+    misses: 3,
+    window: Duration::from_secs(3600),
+};
+
+#[tokio::test]
+async fn a_flood_of_forged_secrets_for_one_id_costs_at_most_its_budget() {
+    let (victim, other) = (Token::generate(), Token::generate());
+    let (a, b) = (access_token("a"), access_token("b"));
+    let users = vec![
+        technical_user(&a, &[(victim.id().as_str(), &victim)]),
+        technical_user(&b, &[(other.id().as_str(), &other)]),
+    ];
+    let w = world(users, vec![a, b], BUDGET);
+    let verifier = Arc::new(w.verifier);
+    let forgeries: Vec<_> = (0..20)
+        .map(|_| {
+            let (verifier, forged) = (verifier.clone(), token_with_id(victim.id().as_str()));
+            tokio::spawn(async move { verifier.review(forged.expose_secret()).await })
+        })
+        .collect();
+    let mut denied = 0;
+    for forgery in forgeries {
+        match forgery.await.unwrap() {
+            Verdict::Denied(Denial::WrongSecret) => denied += 1,
+            Verdict::Unavailable(_) => {}
+            other => panic!("a forgery got {other:?}"),
+        }
+    }
+    assert_eq!(
+        denied, BUDGET.misses,
+        "argon2 decided exactly the budget's worth"
+    );
+    assert_eq!(
+        argon2_runs(&verifier, Argon2Result::Mismatch),
+        u64::from(BUDGET.misses)
+    );
+    assert_eq!(
+        verifier.metrics.argon2_budget_refusals.get(),
+        20 - u64::from(BUDGET.misses)
+    );
+    // Another id is unaffected.
+    let verdict = verifier.review(other.expose_secret()).await;
+    assert_eq!(username(&verdict), Some("accesstoken:acme-ci:b"));
+    // The flooded id's own token, never proven, gets "could not check" until the window
+    // ends: an error, never a denial that a caller could cache.
+    assert!(matches!(
+        verifier.review(victim.expose_secret()).await,
+        Verdict::Unavailable(_)
+    ));
+}
+
+#[tokio::test]
+async fn once_a_secret_is_proven_other_secrets_for_its_id_cost_no_argon2() {
+    let value = Token::generate();
+    let a = access_token("a");
+    let users = vec![technical_user(&a, &[(value.id().as_str(), &value)])];
+    let w = world(users, vec![a], BUDGET);
+    let verifier = w.verifier;
+    let verdict = verifier.review(value.expose_secret()).await;
+    assert_eq!(username(&verdict), Some("accesstoken:acme-ci:a"));
+    assert_eq!(argon2_runs(&verifier, Argon2Result::Match), 1);
+    for _ in 0..50 {
+        let forged = token_with_id(value.id().as_str());
+        assert_eq!(
+            verifier.review(forged.expose_secret()).await,
+            Verdict::Denied(Denial::WrongSecret),
+            "a plain denial, from the digest compare"
+        );
+    }
+    assert_eq!(argon2_runs(&verifier, Argon2Result::Mismatch), 0);
+    assert_eq!(verifier.metrics.argon2_budget_refusals.get(), 0);
+    let verdict = verifier.review(value.expose_secret()).await;
+    assert_eq!(username(&verdict), Some("accesstoken:acme-ci:a"));
+    assert_eq!(
+        argon2_runs(&verifier, Argon2Result::Match),
+        1,
+        "answered from memory"
+    );
+}
+
+#[tokio::test]
+async fn colliding_ids_are_resolved_by_checking_each_candidate() {
+    let id = "collision000";
+    let (first, second) = (token_with_id(id), token_with_id(id));
+    let (a, b) = (access_token("a"), access_token("b"));
+    let users = vec![
+        technical_user(&a, &[(id, &first)]),
+        technical_user(&b, &[(id, &second)]),
+    ];
+    let mut w = world(users, vec![a.clone(), b], BUDGET);
+    let verdict = w.verifier.review(first.expose_secret()).await;
+    assert_eq!(username(&verdict), Some("accesstoken:acme-ci:a"));
+    let verdict = w.verifier.review(second.expose_secret()).await;
+    assert_eq!(username(&verdict), Some("accesstoken:acme-ci:b"));
+    assert_eq!(
+        w.verifier.review(token_with_id(id).expose_secret()).await,
+        Verdict::Denied(Denial::WrongSecret)
+    );
+
+    // One holder revoked: the other keeps working, the revoked one is denied as revoked.
+    let mut revoked = a;
+    revoked.spec.revoked = true;
+    w.tokens
+        .apply_watcher_event(&watcher::Event::Apply(revoked));
+    let verdict = w.verifier.review(second.expose_secret()).await;
+    assert_eq!(username(&verdict), Some("accesstoken:acme-ci:b"));
+    assert_eq!(
+        w.verifier.review(first.expose_secret()).await,
+        Verdict::Denied(Denial::WrongSecret),
+        "the revoked holder is no candidate; the other's hash does not match"
+    );
+}
+
+#[tokio::test]
+async fn an_untrusted_technical_user_listing_a_victims_id_changes_nothing() {
+    let victim = Token::generate();
+    let (a, b) = (access_token("a"), access_token("b"));
+    let mut planted = technical_user(&b, &[(victim.id().as_str(), &victim)]);
+    planted.metadata.labels = None; // not written by the operator
+    let users = vec![
+        technical_user(&a, &[(victim.id().as_str(), &victim)]),
+        planted,
+    ];
+    let w = world(users, vec![a, b], BUDGET);
+    let verdict = w.verifier.review(victim.expose_secret()).await;
+    assert_eq!(username(&verdict), Some("accesstoken:acme-ci:a"));
+}
+
+#[tokio::test]
+async fn a_hash_over_the_limits_is_refused_without_argon2() {
+    let value = Token::generate();
+    let a = access_token("a");
+    let mut user = technical_user(&a, &[(value.id().as_str(), &value)]);
+    let hash = &mut user.spec.credentials[0].hash;
+    *hash = hash.replace("m=1024,t=1", "m=1024,t=64");
+    let w = world(vec![user], vec![a], BUDGET);
+    assert_eq!(
+        w.verifier.review(value.expose_secret()).await,
+        Verdict::Denied(Denial::HashRefused)
+    );
+    assert_eq!(argon2_runs(&w.verifier, Argon2Result::Mismatch), 0);
+    assert_eq!(argon2_runs(&w.verifier, Argon2Result::Match), 0);
+}
