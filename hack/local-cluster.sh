@@ -6,8 +6,10 @@
 #
 # starts the control plane, runs COMMAND with KUBECONFIG pointing at it, then stops every
 # process and removes every temporary file, whether COMMAND succeeds, fails or is
-# interrupted. The exit status is COMMAND's. The control-plane processes also die with
-# this script if it is killed outright (they run with a parent-death signal).
+# interrupted. The exit status is COMMAND's. If this script is killed outright (SIGKILL),
+# the control-plane processes and COMMAND die with it (parent-death signals), a reaper
+# stops everything COMMAND started and removes the temporary directory, and the next
+# run sweeps any directory a dead launcher left behind.
 #
 # COMMAND sees these variables:
 #   PATH                      starts with the pinned release's kubectl
@@ -38,9 +40,20 @@ done
 
 bin_dir="$("$here/control-plane/build.sh")"
 
+# Sweep what launchers killed outright (SIGKILL runs no trap) left behind: a directory whose
+# launcher is gone, and the command's process group if anything in it still runs.
+for stale in "${TMPDIR:-/tmp}"/ato-cluster.*; do
+  [ -f "$stale/launcher.pid" ] || continue
+  kill -0 "$(cat "$stale/launcher.pid")" 2>/dev/null && continue
+  [ -f "$stale/command.pgid" ] && kill -KILL -- "-$(cat "$stale/command.pgid")" 2>/dev/null || true
+  rm -rf "$stale"
+done
+
 dir="$(mktemp -d "${TMPDIR:-/tmp}/ato-cluster.XXXXXX")"
+echo "$$" >"$dir/launcher.pid"
 pids=()
 command_pid=""
+reaper_pid=""
 stop() { # pid-or-negative-pgid: SIGTERM, then SIGKILL after 5 seconds
   kill -TERM -- "$1" 2>/dev/null || true
   for _ in $(seq 50); do kill -0 -- "$1" 2>/dev/null || break; sleep 0.1; done
@@ -55,6 +68,7 @@ cleanup() {
   # The command first (it may need the apiserver to shut down cleanly), then the cluster.
   # COMMAND runs in a process group of its own, so this also stops what it started
   # (test binaries, operator processes).
+  [ -n "$reaper_pid" ] && { kill -KILL "$reaper_pid" 2>/dev/null || true; }
   [ -n "$command_pid" ] && stop "-$command_pid"
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do stop "$pid"; done
@@ -73,13 +87,17 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM HUP
 
+# free_port VAR: sets VAR to a loopback port nothing listens on and that no earlier call
+# handed out (it sets a variable rather than printing, since $(free_port) would run in a
+# subshell and forget the ports it gave out).
+used_ports=" "
 free_port() {
   local port
   while :; do
     port=$((20000 + RANDOM % 40000))
-    if [ -z "$(ss -Htln "sport = :$port")" ] && ! [[ " ${used_ports:-} " == *" $port "* ]]; then
-      used_ports="${used_ports:-} $port"
-      echo "$port"
+    if [[ "$used_ports" != *" $port "* ]] && [ -z "$(ss -Htln "sport = :$port")" ]; then
+      used_ports+="$port "
+      printf -v "$1" '%s' "$port"
       return
     fi
   done
@@ -140,7 +158,7 @@ $admin_token,admin,admin-uid,system:masters
 $unprivileged_token,unprivileged,unprivileged-uid
 EOF
 
-etcd_port=$(free_port); etcd_peer_port=$(free_port); api_port=$(free_port); verifier_port=$(free_port)
+free_port etcd_port; free_port etcd_peer_port; free_port api_port; free_port verifier_port
 
 # kube-apiserver asks the token verifier (when one listens there) about bearer tokens it
 # does not know itself. Nothing listening is harmless: other authenticators still answer.
@@ -231,8 +249,16 @@ export ATO_VERIFIER_CLIENT_CA="$pki/webhook-client-ca.crt"
 export ATO_VERIFIER_TEST_CLIENT_CERT="$pki/verifier-test-client.crt" ATO_VERIFIER_TEST_CLIENT_KEY="$pki/verifier-test-client.key"
 # Run COMMAND in a session of its own, in the background, and wait, so that a signal reaches
 # our trap at once and cleanup can stop everything COMMAND started.
-setsid "$@" &
+# COMMAND gets a parent-death signal too. What it starts (test binaries, operators) does not,
+# so a reaper that dies with this script stops COMMAND's whole process group and removes
+# the temporary directory if this script is killed outright (SIGKILL skips the trap).
+setpriv --pdeathsig KILL -- setsid "$@" &
 command_pid=$!
+echo "$command_pid" >"$dir/command.pgid"
+setpriv --pdeathsig TERM -- bash -c '
+  trap "kill -KILL -- -$1 2>/dev/null; rm -rf -- \"$2\"; exit 0" TERM
+  while :; do sleep 1; done' reaper "$command_pid" "$dir" &
+reaper_pid=$!
 set +e
 wait "$command_pid"
 status=$?

@@ -200,16 +200,58 @@ pub fn updated_secret(
     (updated != *existing).then_some(updated)
 }
 
+/// Annotation on a token Secret listing the label and annotation keys that came from
+/// `spec.secretTemplate`, so that keys removed from the template leave the Secret while keys
+/// others added stay.
+pub const TEMPLATE_KEYS_ANNOTATION: &str = "iam.accesstoken.io/secret-template-keys";
+
+/// The template keys recorded on a Secret: `labels` and `annotations`, each a key list.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct TemplateKeys {
+    labels: Vec<String>,
+    annotations: Vec<String>,
+}
+
+/// Brings `current` in line with `template`: keys in `previous` that the template no longer
+/// names go, then the template's entries are written.
+fn apply_template(
+    current: &mut BTreeMap<String, String>,
+    previous: &[String],
+    template: &BTreeMap<String, String>,
+) {
+    current.retain(|key, _| !previous.contains(key) || template.contains_key(key));
+    current.extend(template.clone());
+}
+
 fn merge_secret_metadata(token: &AccessToken, meta: &mut ObjectMeta) {
     let template = token.spec.secret_template.clone().unwrap_or_default();
+    let previous: TemplateKeys = meta
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(TEMPLATE_KEYS_ANNOTATION))
+        .and_then(|recorded| serde_json::from_str(recorded).ok())
+        .unwrap_or_default();
     let labels = meta.labels.get_or_insert_with(BTreeMap::new);
-    labels.extend(template.labels);
+    apply_template(labels, &previous.labels, &template.labels);
     labels.extend(managed_labels(token)); // ours win over the template
-    if !template.annotations.is_empty() {
-        meta.annotations
-            .get_or_insert_with(BTreeMap::new)
-            .extend(template.annotations);
+    let mut annotations = meta.annotations.take().unwrap_or_default();
+    annotations.remove(TEMPLATE_KEYS_ANNOTATION);
+    apply_template(
+        &mut annotations,
+        &previous.annotations,
+        &template.annotations,
+    );
+    if !template.labels.is_empty() || !template.annotations.is_empty() {
+        let keys = TemplateKeys {
+            labels: template.labels.keys().cloned().collect(),
+            annotations: template.annotations.keys().cloned().collect(),
+        };
+        annotations.insert(
+            TEMPLATE_KEYS_ANNOTATION.to_string(),
+            serde_json::to_string(&keys).expect("key lists serialize"),
+        );
     }
+    meta.annotations = (!annotations.is_empty()).then_some(annotations);
     let owner = owner_reference(token);
     let owners = meta.owner_references.get_or_insert_with(Vec::new);
     if !owners.iter().any(|o| o.uid == owner.uid) {
@@ -393,6 +435,34 @@ mod tests {
         assert_eq!(
             updated_data[keys::TOKEN].0,
             value.expose_secret().as_bytes()
+        );
+    }
+
+    #[test]
+    fn keys_removed_from_the_template_leave_the_secret_and_foreign_keys_stay() {
+        let mut token = access_token();
+        let value = Token::generate();
+        let expiry: Timestamp = "2027-06-30T00:00:00Z".parse().unwrap();
+        let data = secret_data(&token, &group_scope(), &value, expiry);
+        let mut existing = new_secret(&token, data.clone());
+        existing
+            .metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert("added-by-someone".into(), "x".into());
+        token.spec.secret_template = None;
+        let updated = updated_secret(&token, &existing, data).expect("the template changed");
+        let labels = updated.metadata.labels.unwrap();
+        assert!(
+            !labels.contains_key("team"),
+            "a removed template label goes"
+        );
+        assert_eq!(labels["added-by-someone"], "x", "a foreign label stays");
+        assert_eq!(labels[MANAGED_BY_LABEL], MANAGER);
+        assert_eq!(
+            updated.metadata.annotations, None,
+            "no template, no annotations"
         );
     }
 

@@ -14,7 +14,7 @@ use serde_json::json;
 
 use access_token_operator::{
     api::{Group, Phase, Role},
-    token::verify_token,
+    token::{Token, verify_token},
 };
 
 use crate::{
@@ -204,7 +204,8 @@ async fn delete_removes_the_technical_user_and_the_secret() {
 async fn expiry_moves_the_token_to_expired() {
     let tenant = Tenant::new("expiry").await;
     let _operator = Operator::start(&tenant.namespace).await;
-    let expires = Timestamp::now() + SignedDuration::from_secs(4);
+    // Wide enough that issuing finishes before expiry on a busy 2-core machine.
+    let expires = Timestamp::now() + SignedDuration::from_secs(15);
     tenant
         .create_token("t", json!({"organization": tenant.organization, "expiresAt": expires.round(k8s_openapi::jiff::Unit::Second).unwrap().to_string()}))
         .await;
@@ -530,28 +531,88 @@ async fn a_tampered_secret_gets_a_fresh_token() {
 
 #[tokio::test]
 async fn the_operator_never_writes_the_access_token_spec() {
+    const TEST_MANAGER: &str = "integration-tests";
     let tenant = Tenant::new("nospec").await;
     let _operator = Operator::start(&tenant.namespace).await;
-    tenant
-        .create_token(
-            "t",
-            json!({"organization": tenant.organization, "lifetime": "1d"}),
+    let token: access_token_operator::api::AccessToken = serde_json::from_value(json!({
+        "apiVersion": "iam.accesstoken.io/v1alpha1", "kind": "AccessToken",
+        "metadata": {"name": "t", "namespace": tenant.namespace},
+        "spec": {"organization": tenant.organization, "lifetime": "1d"},
+    }))
+    .unwrap();
+    let created = tenant
+        .tokens()
+        .create(
+            &PostParams {
+                field_manager: Some(TEST_MANAGER.into()),
+                ..Default::default()
+            },
+            &token,
         )
-        .await;
-    let token = tenant.wait_for_phase("t", Phase::Active).await;
-    tenant.patch_spec("t", json!({"revoked": true})).await;
-    let token_after = tenant.wait_for_phase("t", Phase::Revoked).await;
-    // Only the test's own edit bumped the generation, and no field manager but ours touched spec.
+        .await
+        .unwrap();
+    assert_eq!(created.metadata.generation, Some(1));
+    // Every field manager that owns part of spec is the test itself, at every stage: a spec
+    // write by anyone else (the operator, the verifier, under any manager name) shows up here.
+    let spec_managers = |token: &access_token_operator::api::AccessToken| {
+        token
+            .metadata
+            .managed_fields
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|entry| {
+                serde_json::to_string(&entry.fields_v1)
+                    .unwrap()
+                    .contains("\"f:spec\"")
+            })
+            .map(|entry| entry.manager.unwrap_or_default())
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let only_ours = std::collections::BTreeSet::from([TEST_MANAGER.to_string()]);
+    assert_eq!(spec_managers(&created), only_ours);
+
+    let active = tenant.wait_for_phase("t", Phase::Active).await;
     assert_eq!(
-        token_after.metadata.generation,
-        token.metadata.generation.map(|g| g + 1)
+        active.metadata.generation,
+        Some(1),
+        "issuing did not touch the spec"
     );
-    for entry in token_after.metadata.managed_fields.unwrap_or_default() {
-        if entry.manager.as_deref() == Some("access-token-operator") {
+    assert_eq!(spec_managers(&active), only_ours);
+    assert_eq!(active.status.as_ref().unwrap().observed_generation, Some(1));
+
+    tenant
+        .tokens()
+        .patch(
+            "t",
+            &PatchParams {
+                field_manager: Some(TEST_MANAGER.into()),
+                ..Default::default()
+            },
+            &Patch::Merge(json!({"spec": {"revoked": true}})),
+        )
+        .await
+        .unwrap();
+    tenant.wait_for_phase("t", Phase::Revoked).await;
+    let revoked = eventually("status to observe the edit", || async {
+        let token = tenant.tokens().get("t").await.ok()?;
+        (token.status.as_ref()?.observed_generation == Some(2)).then_some(token)
+    })
+    .await;
+    assert_eq!(
+        revoked.metadata.generation,
+        Some(2),
+        "only the test's own edit bumped the generation"
+    );
+    assert_eq!(spec_managers(&revoked), only_ours);
+    // The operator's own entries touch status (and metadata such as its finalizer) only.
+    for entry in revoked.metadata.managed_fields.unwrap_or_default() {
+        if entry.manager.as_deref() != Some(TEST_MANAGER) {
             let fields = serde_json::to_string(&entry.fields_v1).unwrap();
             assert!(
-                !fields.contains("f:spec"),
-                "the operator owns no spec field: {fields}"
+                !fields.contains("\"f:spec\""),
+                "{:?} owns a spec field: {fields}",
+                entry.manager
             );
         }
     }
@@ -615,4 +676,63 @@ async fn a_lost_secret_whose_name_is_taken_removes_the_issued_credential() {
         foreign.resource_version(),
         "the foreign Secret is untouched"
     );
+}
+
+/// `token` with its random secret replaced by `secret_part` and a matching checksum: a
+/// well-formed token with the same public id, which only the argon2 check can tell apart.
+fn same_id_other_secret(token: &Token, secret_part: &str) -> Token {
+    const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let body = format!("atk_{}_{secret_part}", token.id().as_str());
+    let mut n = crc32fast::hash(body.as_bytes());
+    let mut check = [b'0'; 6];
+    for digit in check.iter_mut().rev() {
+        *digit = BASE62[(n % 62) as usize];
+        n /= 62;
+    }
+    Token::parse(&format!("{body}{}", String::from_utf8_lossy(&check)))
+        .expect("a well-formed token")
+}
+
+#[tokio::test]
+async fn a_tampered_secret_with_the_same_id_gets_a_fresh_token() {
+    let tenant = Tenant::new("tamperid").await;
+    let _operator = Operator::start(&tenant.namespace).await;
+    let issued = tenant
+        .issue("t", json!({"organization": tenant.organization}))
+        .await;
+
+    // Same id, another secret, valid checksum: the id lookup finds the issued credential, so
+    // only the hash comparison shows that this is not the token the operator wrote.
+    let planted = same_id_other_secret(&issued, Token::generate().expose_secret_part());
+    assert_eq!(planted.id(), issued.id());
+    assert_ne!(planted.expose_secret(), issued.expose_secret());
+    let patch = json!({"stringData": {"token": planted.expose_secret()}});
+    tenant
+        .secrets()
+        .patch("t", &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .unwrap();
+
+    let replaced = eventually("the planted token to be replaced", || async {
+        let token = tenant.token_in_secret("t").await;
+        (token.expose_secret() != planted.expose_secret()).then_some(token)
+    })
+    .await;
+    assert_ne!(
+        replaced.id(),
+        issued.id(),
+        "a fresh token, not the issued one written back"
+    );
+    let user = eventually("the TechnicalUser to hold only the replacement", || async {
+        let user = tenant.users().get("t").await.ok()?;
+        (user.spec.credentials.len() == 1 && user.spec.credentials[0].id == replaced.id().as_str())
+            .then_some(user)
+    })
+    .await;
+    assert!(verify_token(&replaced, &user.spec.credentials[0].hash));
+    assert!(
+        !verify_token(&planted, &user.spec.credentials[0].hash),
+        "a planted token is never accepted"
+    );
+    tenant.wait_for_event("t", "TokenReissued").await;
 }

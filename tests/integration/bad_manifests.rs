@@ -270,8 +270,18 @@ async fn scope_and_secret_name_edits_are_refused() {
     ))
     .await;
     assert!(ok, "a valid token applies: {output}");
+    let (ok, output) =
+        kubectl_apply(&token_manifest(ns, "g", &format!("  group: {group}\n"))).await;
+    assert!(ok, "a valid group token applies: {output}");
 
     let edits: Vec<(&str, &str, String, &str)> = vec![
+        (
+            // The group rule's own message: the organization rule says "spec.organization".
+            "another group",
+            "g",
+            "  group: someone-elses-group\n".into(),
+            "spec.group is immutable",
+        ),
         (
             "another organization",
             "t",
@@ -316,6 +326,18 @@ async fn scope_and_secret_name_edits_are_refused() {
         stored.spec.organization.as_deref(),
         Some(org.as_str()),
         "the stored spec is unchanged"
+    );
+    assert_eq!(
+        tenant
+            .tokens()
+            .get("g")
+            .await
+            .unwrap()
+            .spec
+            .group
+            .as_deref(),
+        Some(group.as_str()),
+        "the stored group is unchanged"
     );
 
     // Allowed edits still go through: revoke, admin, expiry.

@@ -29,10 +29,37 @@ async fn user_versions(tenant: &Tenant) -> BTreeMap<String, Option<String>> {
         .collect()
 }
 
+/// Whether some token is mid-issue: its TechnicalUser holds a staged credential that its
+/// Secret (missing, or holding another token) does not, i.e. the operator stopped between
+/// staging the credential and writing the Secret.
+async fn mid_issue(tenant: &Tenant) -> bool {
+    let users = tenant
+        .users()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    for user in users {
+        let secret = tenant.secrets().get_opt(&user.name_any()).await.unwrap();
+        let in_secret = secret.map(|s| secret_text(&s, "token-id"));
+        if user
+            .spec
+            .credentials
+            .iter()
+            .any(|c| in_secret.as_deref() != Some(c.id.as_str()))
+        {
+            return true;
+        }
+    }
+    false
+}
+
 #[tokio::test]
 async fn killing_the_operator_mid_issue_never_makes_a_second_token_or_secret() {
     let tenant = Tenant::new("crash").await;
-    let mut operator = Operator::start(&tenant.namespace).await;
+    // The first run dies right after staging a credential, so at least one kill is known to
+    // land between the TechnicalUser and the Secret write; random kills follow.
+    let mut operator = Operator::start_crashing_at(&tenant.namespace, "credential-staged").await;
     for i in 0..TOKENS {
         tenant
             .create_token(
@@ -41,13 +68,25 @@ async fn killing_the_operator_mid_issue_never_makes_a_second_token_or_secret() {
             )
             .await;
     }
-    // Crash points spread over the issuing work: each restart lands somewhere between
-    // finalizer, TechnicalUser, Secret and status writes of some token.
+    assert!(operator.wait_for_crash().await, "the operator aborted");
+    assert!(
+        mid_issue(&tenant).await,
+        "the crash left a staged credential without its Secret"
+    );
+    operator.start_again().await;
+    // Kills spread over the issuing work: each lands somewhere between finalizer,
+    // TechnicalUser, Secret and status writes of some token.
+    let mut landed_mid_issue = 1;
     for _ in 0..8 {
         let crash_after = Duration::from_millis(rand::random_range(20..250));
         tokio::time::sleep(crash_after).await;
+        operator.kill().await;
+        if mid_issue(&tenant).await {
+            landed_mid_issue += 1;
+        }
         operator.restart().await;
     }
+    eprintln!("{landed_mid_issue} of 9 kills landed between staging and the Secret write");
 
     for i in 0..TOKENS {
         tenant.wait_for_phase(&format!("t{i}"), Phase::Active).await;

@@ -13,7 +13,9 @@ use access_token_operator::{
     token::Token,
 };
 
-use crate::harness::{admin_client, eventually, install_crds, test_namespace, unique_name};
+use crate::harness::{
+    Watchdog, admin_client, eventually, install_crds, test_namespace, unique_name,
+};
 
 /// A namespace with an Organization and a Group that both admit it.
 pub struct Tenant {
@@ -21,11 +23,14 @@ pub struct Tenant {
     pub namespace: String,
     pub organization: String,
     pub group: String,
+    /// The test's timeout, disarmed when the Tenant is dropped.
+    _watchdog: Watchdog,
 }
 
 impl Tenant {
     /// Creates the namespace, Organization and Group, with unique names from `prefix`.
     pub async fn new(prefix: &str) -> Self {
+        let watchdog = Watchdog::arm();
         install_crds().await;
         let client = admin_client().await;
         let namespace = test_namespace(&client, prefix).await;
@@ -63,6 +68,7 @@ impl Tenant {
             namespace,
             organization,
             group,
+            _watchdog: watchdog,
         }
     }
 

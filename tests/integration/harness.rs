@@ -582,3 +582,39 @@ pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("loopback binds");
     listener.local_addr().expect("bound address").port()
 }
+
+/// How long one test may run before the whole test binary is stopped, so that a regression
+/// that hangs (a wait outside `eventually`, a stuck process) fails CI instead of hanging
+/// it. `ATO_TEST_TIMEOUT_SECONDS` overrides it.
+pub const TEST_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// A per-test timeout: started with the test's fixtures, disarmed when they are dropped.
+/// Past the timeout it names the test and exits the process (a thread cannot be cancelled
+/// from outside; the launcher then stops everything the test started).
+pub struct Watchdog {
+    _disarm: std::sync::mpsc::Sender<()>,
+}
+
+impl Watchdog {
+    /// Arms the watchdog for the test running on this thread.
+    pub fn arm() -> Self {
+        let timeout = std::env::var("ATO_TEST_TIMEOUT_SECONDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .map_or(TEST_TIMEOUT, Duration::from_secs);
+        let test = std::thread::current()
+            .name()
+            .unwrap_or("a test")
+            .to_string();
+        let (disarm, disarmed) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            // Dropping the sender (the test's fixtures going away) ends the wait early.
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = disarmed.recv_timeout(timeout)
+            {
+                eprintln!("{test} still running after {timeout:?}: stopping the test binary");
+                std::process::exit(124);
+            }
+        });
+        Self { _disarm: disarm }
+    }
+}

@@ -11,6 +11,7 @@ mod access_tokens;
 mod bad_manifests;
 mod control_plane;
 mod crash_safety;
+mod edge_cases;
 mod fixtures;
 mod harness;
 mod hostile_authz;

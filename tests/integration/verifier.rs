@@ -212,11 +212,11 @@ async fn kube_apiserver_authenticates_tokens_through_the_verifier() {
 #[tokio::test]
 async fn revoke_unrevoke_delete_and_expiry_take_effect_at_the_apiserver() {
     let tenant = Tenant::new("effect").await;
-    let _operator = Operator::start(&tenant.namespace).await;
+    let mut operator = Operator::start(&tenant.namespace).await;
     let _verifier = VerifierProcess::start(&tenant.namespace).await;
     let org = &tenant.organization;
     tenant.create_token("t", json!({"organization": org})).await;
-    let expires = (Timestamp::now() + SignedDuration::from_secs(8))
+    let expires = (Timestamp::now() + SignedDuration::from_secs(20))
         .round(Unit::Second)
         .unwrap();
     tenant
@@ -250,11 +250,23 @@ async fn revoke_unrevoke_delete_and_expiry_take_effect_at_the_apiserver() {
     })
     .await;
 
+    // With the operator down, nothing disables the expired token's TechnicalUser: only the
+    // verifier's own clock against spec.expiresAt can refuse it.
+    operator.kill().await;
+    assert!(
+        !tenant.users().get("short").await.unwrap().spec.disabled,
+        "the expiry window was still open when the operator stopped"
+    );
     eventually("an expired token to be refused", || async {
         whoami(short.expose_secret()).await.is_none().then_some(())
     })
     .await;
     assert!(Timestamp::now() >= expires, "refused only once expired");
+    assert!(
+        !tenant.users().get("short").await.unwrap().spec.disabled,
+        "refused by the verifier, not by a disabled TechnicalUser"
+    );
+    operator.restart().await;
 
     tenant
         .tokens()

@@ -1,0 +1,220 @@
+//! Behaviours of DESIGN.md that no other test reaches: `secretTemplate` edits, the finalizer
+//! when the Secret is already gone, a Group that disappears and returns, `InvalidSpec` and
+//! `TechnicalUserConflict`.
+
+use kube::{
+    Api, ResourceExt,
+    api::{DeleteParams, PostParams},
+};
+use serde_json::json;
+
+use access_token_operator::api::{Group, Phase, TechnicalUser};
+
+use crate::{
+    fixtures::Tenant,
+    harness::{Operator, client_as, delete_and_wait_gone, eventually},
+};
+
+#[tokio::test]
+async fn secret_template_keys_are_added_changed_and_removed() {
+    let tenant = Tenant::new("template").await;
+    let _operator = Operator::start(&tenant.namespace).await;
+    let issued = tenant
+        .issue(
+            "t",
+            json!({"organization": tenant.organization, "secretTemplate": {
+                "labels": {"team": "a", "gone": "soon"},
+                "annotations": {"example.com/note": "first"},
+            }}),
+        )
+        .await;
+    let secret = tenant.secrets().get("t").await.unwrap();
+    assert_eq!(secret.labels()["team"], "a");
+    assert_eq!(secret.labels()["gone"], "soon");
+    assert_eq!(secret.annotations()["example.com/note"], "first");
+
+    // A merge patch: `null` removes a key from the template.
+    tenant
+        .patch_spec(
+            "t",
+            json!({"secretTemplate": {
+                "labels": {"team": "b", "gone": null},
+                "annotations": {"example.com/note": null},
+            }}),
+        )
+        .await;
+    let secret = eventually("the Secret to follow the template", || async {
+        let secret = tenant.secrets().get("t").await.ok()?;
+        let labels = secret.labels();
+        (labels.get("team").map(String::as_str) == Some("b")
+            && !labels.contains_key("gone")
+            && !secret.annotations().contains_key("example.com/note"))
+        .then_some(secret)
+    })
+    .await;
+    assert_eq!(
+        secret.labels()["app.kubernetes.io/managed-by"],
+        "access-token-operator",
+        "the operator's own labels stay"
+    );
+    assert_eq!(
+        tenant.token_in_secret("t").await.expose_secret(),
+        issued.expose_secret(),
+        "template edits keep the token"
+    );
+}
+
+#[tokio::test]
+async fn the_finalizer_completes_when_the_secret_is_already_gone() {
+    let tenant = Tenant::new("nosecret").await;
+    let mut operator = Operator::start(&tenant.namespace).await;
+    tenant
+        .issue("t", json!({"organization": tenant.organization}))
+        .await;
+
+    // While the operator is down the Secret goes, then the AccessToken is deleted: the
+    // finalizer meets a token whose Secret no longer exists.
+    operator.kill().await;
+    delete_and_wait_gone(&tenant.secrets(), "t").await;
+    tenant
+        .tokens()
+        .delete("t", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert!(
+        tenant
+            .tokens()
+            .get("t")
+            .await
+            .unwrap()
+            .metadata
+            .deletion_timestamp
+            .is_some(),
+        "the finalizer holds the AccessToken"
+    );
+    operator.restart().await;
+    eventually(
+        "the AccessToken and its TechnicalUser to be gone",
+        || async {
+            let token = tenant.tokens().get_opt("t").await.ok()?;
+            let user = tenant.users().get_opt("t").await.ok()?;
+            (token.is_none() && user.is_none()).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        tenant.secrets().get_opt("t").await.unwrap().is_none(),
+        "no Secret is written for a token being deleted"
+    );
+    tenant.wait_for_event("t", "TokenDeleted").await;
+}
+
+#[tokio::test]
+async fn a_group_that_disappears_disables_its_tokens_and_its_return_restores_them() {
+    let tenant = Tenant::new("groupgone").await;
+    let _operator = Operator::start(&tenant.namespace).await;
+    let issued = tenant.issue("t", json!({"group": tenant.group})).await;
+
+    let groups: Api<Group> = Api::all(tenant.client.clone());
+    let group = groups.get(&tenant.group).await.unwrap();
+    delete_and_wait_gone(&groups, &tenant.group).await;
+    let token = tenant.wait_for_reason("t", "GroupNotFound").await;
+    assert_eq!(token.status.unwrap().phase, Some(Phase::Failed));
+    eventually("the TechnicalUser to be disabled", || async {
+        tenant
+            .users()
+            .get("t")
+            .await
+            .ok()?
+            .spec
+            .disabled
+            .then_some(())
+    })
+    .await;
+
+    // The group returns: the same token works again, without an edit.
+    let returned = Group::new(&tenant.group, group.spec.clone());
+    groups
+        .create(&PostParams::default(), &returned)
+        .await
+        .unwrap();
+    tenant.wait_for_phase("t", Phase::Active).await;
+    let user = eventually("the TechnicalUser to be enabled", || async {
+        let user = tenant.users().get("t").await.ok()?;
+        (!user.spec.disabled).then_some(user)
+    })
+    .await;
+    assert_eq!(user.spec.credentials.len(), 1);
+    assert_eq!(user.spec.credentials[0].id, issued.id().as_str());
+    assert_eq!(
+        tenant.token_in_secret("t").await.expose_secret(),
+        issued.expose_secret(),
+        "the same token, not a new one"
+    );
+}
+
+#[tokio::test]
+async fn an_expiry_past_the_last_representable_date_is_an_invalid_spec() {
+    let tenant = Tenant::new("invalid").await;
+    let _operator = Operator::start(&tenant.namespace).await;
+    // The schema admits up to six digits; 999999 weeks from now is past the year 9999.
+    tenant
+        .create_token(
+            "t",
+            json!({"organization": tenant.organization, "lifetime": "999999w"}),
+        )
+        .await;
+    let token = tenant.wait_for_reason("t", "InvalidSpec").await;
+    let status = token.status.as_ref().unwrap();
+    assert_eq!(status.phase, Some(Phase::Pending));
+    assert!(status.token_id.is_none());
+    tenant.wait_for_event("t", "InvalidSpec").await;
+    assert!(tenant.secrets().get_opt("t").await.unwrap().is_none());
+    assert!(tenant.users().get_opt("t").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_technical_user_no_access_token_controls_is_a_conflict() {
+    let tenant = Tenant::new("userconflict").await;
+    // Only the operator's ServiceAccount may create TechnicalUsers (admission policy): act as
+    // it to plant one that no AccessToken controls.
+    let operator_identity = format!(
+        "system:serviceaccount:{}:{}",
+        crate::harness::OPERATOR_ACCOUNT.0,
+        crate::harness::OPERATOR_ACCOUNT.1
+    );
+    let planted: TechnicalUser = serde_json::from_value(json!({
+        "apiVersion": "iam.accesstoken.io/v1alpha1", "kind": "TechnicalUser",
+        "metadata": {"name": "t", "namespace": tenant.namespace},
+        "spec": {
+            "scope": {"kind": "Organization", "name": tenant.organization, "organization": tenant.organization},
+            "role": "OrganizationAdmin", "disabled": false, "expiresAt": "2099-01-01T00:00:00Z",
+            "credentials": [],
+        },
+    }))
+    .unwrap();
+    let planted =
+        Api::<TechnicalUser>::namespaced(client_as(&operator_identity).await, &tenant.namespace)
+            .create(&PostParams::default(), &planted)
+            .await
+            .expect("the operator's identity may create a TechnicalUser");
+
+    let _operator = Operator::start(&tenant.namespace).await;
+    tenant
+        .create_token("t", json!({"organization": tenant.organization}))
+        .await;
+    let token = tenant.wait_for_reason("t", "TechnicalUserConflict").await;
+    assert_eq!(token.status.as_ref().unwrap().phase, Some(Phase::Failed));
+    tenant.wait_for_event("t", "TechnicalUserConflict").await;
+    let after = tenant.users().get("t").await.unwrap();
+    assert_eq!(
+        after.resource_version(),
+        planted.resource_version(),
+        "the planted TechnicalUser is left untouched"
+    );
+    assert!(after.owner_references().is_empty());
+    assert!(
+        tenant.secrets().get_opt("t").await.unwrap().is_none(),
+        "no token is issued into a Secret"
+    );
+}
