@@ -611,7 +611,12 @@ impl Watchdog {
             // Dropping the sender (the test's fixtures going away) ends the wait early.
             if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = disarmed.recv_timeout(timeout)
             {
-                eprintln!("{test} still running after {timeout:?}: stopping the test binary");
+                // Straight to stderr: libtest captures eprintln! of threads a test spawns.
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "{test} still running after {timeout:?}: stopping the test binary"
+                );
                 std::process::exit(124);
             }
         });
