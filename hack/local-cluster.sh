@@ -68,7 +68,7 @@ cleanup() {
   # The command first (it may need the apiserver to shut down cleanly), then the cluster.
   # COMMAND runs in a process group of its own, so this also stops what it started
   # (test binaries, operator processes).
-  [ -n "$reaper_pid" ] && { kill -KILL "$reaper_pid" 2>/dev/null || true; }
+  [ -n "$reaper_pid" ] && { kill -KILL "$reaper_pid" 2>/dev/null; wait "$reaper_pid" 2>/dev/null || true; }
   [ -n "$command_pid" ] && stop "-$command_pid"
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do stop "$pid"; done

@@ -1,7 +1,7 @@
 //! Tenants and tokens for tests: an Organization and a Group admitting a fresh namespace,
 //! AccessTokens from JSON, and readers for their children.
 
-use k8s_openapi::api::core::v1::{Event, Secret};
+use k8s_openapi::api::core::v1::{Event, Namespace, Secret};
 use kube::{
     Api, Client, ResourceExt,
     api::{ListParams, Patch, PatchParams, PostParams},
@@ -179,6 +179,59 @@ impl Tenant {
                 .then_some(())
         })
         .await
+    }
+}
+
+impl Drop for Tenant {
+    /// Removes the tenant's namespace, Organization and Group, so nothing a test leaves
+    /// behind is reconciled later by the cluster-wide operator of `tests/cluster_wide`.
+    /// The test's operator is gone by now (declared after the Tenant), so the AccessTokens'
+    /// finalizers are stripped first; their children go with the namespace. Best effort and
+    /// bounded: a failing cleanup never hides the test's own result.
+    fn drop(&mut self) {
+        let (namespace, organization, group) = (
+            self.namespace.clone(),
+            self.organization.clone(),
+            self.group.clone(),
+        );
+        // Own thread and runtime: Drop cannot await, and the test's runtime may be unwinding.
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for cleanup");
+            runtime.block_on(async {
+                let work = async {
+                    let client = admin_client().await;
+                    let tokens: Api<AccessToken> = Api::namespaced(client.clone(), &namespace);
+                    let strip = Patch::Merge(json!({"metadata": {"finalizers": null}}));
+                    for token in tokens.list(&ListParams::default()).await.ok()?.items {
+                        let _ = tokens
+                            .patch(&token.name_any(), &PatchParams::default(), &strip)
+                            .await;
+                    }
+                    let delete = kube::api::DeleteParams::default();
+                    let _ = Api::<Namespace>::all(client.clone())
+                        .delete(&namespace, &delete)
+                        .await;
+                    let _ = Api::<Group>::all(client.clone())
+                        .delete(&group, &delete)
+                        .await;
+                    let _ = Api::<Organization>::all(client.clone())
+                        .delete(&organization, &delete)
+                        .await;
+                    // Gone, not just Terminating: a token still listed there could meet the
+                    // next cluster-wide operator, which would put its finalizer back.
+                    let namespaces: Api<Namespace> = Api::all(client);
+                    while namespaces.get_opt(&namespace).await.ok()?.is_some() {
+                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    }
+                    Some(())
+                };
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(30), work).await;
+            });
+        });
+        let _ = cleanup.join();
     }
 }
 
