@@ -25,6 +25,9 @@
 #                             certificate and nothing else but the test client's below
 #   ATO_VERIFIER_TEST_CLIENT_CERT/_KEY  a client certificate from ATO_VERIFIER_CLIENT_CA, for
 #                             tests (and people) that talk to the verifier directly
+#
+# COMMAND may restart etcd or kube-apiserver under whatever it runs: see "Restarts on
+# request" at the end of this script.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -104,10 +107,12 @@ free_port() {
 }
 
 # Run a control-plane process in the background; it gets SIGKILL if this script dies.
+declare -A pid_of
 start() { # name binary args...
   local name=$1; shift
-  setpriv --pdeathsig KILL -- "$@" >"$dir/logs/$name.log" 2>&1 &
+  setpriv --pdeathsig KILL -- "$@" >>"$dir/logs/$name.log" 2>&1 &
   pids+=("$!")
+  pid_of[$name]=$!
 }
 
 wait_for() { # description seconds command...
@@ -177,28 +182,34 @@ contexts:
 current-context: webhook
 EOF
 
-start etcd "$bin_dir/etcd" \
-  --name=default --data-dir="$dir/etcd" --unsafe-no-fsync --log-level=warn \
-  --listen-client-urls="http://127.0.0.1:$etcd_port" --advertise-client-urls="http://127.0.0.1:$etcd_port" \
-  --listen-peer-urls="http://127.0.0.1:$etcd_peer_port" --initial-advertise-peer-urls="http://127.0.0.1:$etcd_peer_port" \
-  --initial-cluster="default=http://127.0.0.1:$etcd_peer_port"
+start_etcd() {
+  start etcd "$bin_dir/etcd" \
+    --name=default --data-dir="$dir/etcd" --unsafe-no-fsync --log-level=warn \
+    --listen-client-urls="http://127.0.0.1:$etcd_port" --advertise-client-urls="http://127.0.0.1:$etcd_port" \
+    --listen-peer-urls="http://127.0.0.1:$etcd_peer_port" --initial-advertise-peer-urls="http://127.0.0.1:$etcd_peer_port" \
+    --initial-cluster="default=http://127.0.0.1:$etcd_peer_port"
+}
+start_etcd
 wait_for etcd 30 curl -fsS "http://127.0.0.1:$etcd_port/health"
 
-start kube-apiserver "$bin_dir/kube-apiserver" \
-  --etcd-servers="http://127.0.0.1:$etcd_port" \
-  --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$api_port" \
-  --endpoint-reconciler-type=none \
-  --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
-  --client-ca-file="$pki/ca.crt" \
-  --token-auth-file="$pki/tokens.csv" \
-  --authorization-mode=RBAC \
-  --authentication-token-webhook-config-file="$dir/verifier-webhook.kubeconfig" \
-  --authentication-token-webhook-version=v1 \
-  --authentication-token-webhook-cache-ttl=1s \
-  --service-account-issuer=https://kubernetes.default.svc.cluster.local \
-  --service-account-key-file="$pki/sa.key" --service-account-signing-key-file="$pki/sa.key" \
-  --service-cluster-ip-range=10.0.0.0/24 --allow-privileged=true \
-  --enable-priority-and-fairness=false
+start_kube_apiserver() {
+  start kube-apiserver "$bin_dir/kube-apiserver" \
+    --etcd-servers="http://127.0.0.1:$etcd_port" \
+    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$api_port" \
+    --endpoint-reconciler-type=none \
+    --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
+    --client-ca-file="$pki/ca.crt" \
+    --token-auth-file="$pki/tokens.csv" \
+    --authorization-mode=RBAC \
+    --authentication-token-webhook-config-file="$dir/verifier-webhook.kubeconfig" \
+    --authentication-token-webhook-version=v1 \
+    --authentication-token-webhook-cache-ttl=1s \
+    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file="$pki/sa.key" --service-account-signing-key-file="$pki/sa.key" \
+    --service-cluster-ip-range=10.0.0.0/24 --allow-privileged=true \
+    --enable-priority-and-fairness=false
+}
+start_kube_apiserver
 curl_api() { curl -fsS --cacert "$pki/ca.crt" -H "Authorization: Bearer $admin_token" "https://127.0.0.1:$api_port$1"; }
 wait_for kube-apiserver 60 curl_api /readyz
 
@@ -259,8 +270,44 @@ setpriv --pdeathsig TERM -- bash -c '
   trap "kill -KILL -- -$1 2>/dev/null; rm -rf -- \"$2\"; exit 0" TERM
   while :; do sleep 1; done' reaper "$command_pid" "$dir" &
 reaper_pid=$!
+# Restarts on request, for tests of faults under a running operator: write
+# "<etcd|kube-apiserver> <seconds down>" to $ATO_CLUSTER_DIR/restart-request and send this
+# script SIGUSR1 (its pid is in $ATO_CLUSTER_DIR/launcher.pid). The process is stopped, kept
+# down that long, started again on the same port and data, and once it is ready its name is
+# appended to $ATO_CLUSTER_DIR/restarts.
+restart_requested=""
+trap 'restart_requested=1' USR1
+restart() { # name seconds-down
+  local name=$1 down=$2
+  case "$name" in
+    etcd|kube-apiserver) ;;
+    *) echo "cannot restart $name" >&2; return 1 ;;
+  esac
+  echo "restarting $name (down ${down}s)" >&2
+  stop "${pid_of[$name]}"
+  sleep "$down"
+  case "$name" in
+    etcd) start_etcd; wait_for etcd 30 curl -fsS "http://127.0.0.1:$etcd_port/health" ;;
+    kube-apiserver) start_kube_apiserver; wait_for kube-apiserver 60 curl_api /readyz ;;
+  esac
+  wait_for kube-apiserver 60 curl_api /readyz
+  echo "$name" >>"$dir/restarts"
+}
 set +e
-wait "$command_pid"
-status=$?
+while :; do
+  wait "$command_pid"
+  status=$?
+  if [ -n "$restart_requested" ]; then
+    restart_requested=""
+    if kill -0 "$command_pid" 2>/dev/null; then
+      # shellcheck disable=SC2046 # two words: name and seconds
+      restart $(cat "$dir/restart-request")
+      continue
+    fi
+    wait "$command_pid"
+    status=$?
+  fi
+  break
+done
 set -e
 exit "$status"

@@ -1,0 +1,202 @@
+//! kube-apiserver and etcd restarted under a running operator and verifier: nothing is
+//! duplicated or lost, the operator resumes on its own, and the verifier answers "could
+//! not check" while it cannot know and is ready again after. A test binary of its own:
+//! cargo runs test binaries one at a time, so no other test sees the outage.
+
+#[allow(dead_code)]
+#[path = "../integration/fixtures.rs"]
+mod fixtures;
+#[allow(dead_code)]
+#[path = "../integration/harness.rs"]
+mod harness;
+
+use std::time::Duration;
+
+use kube::api::ListParams;
+use serde_json::{Value, json};
+
+use access_token_operator::{api::Phase, token::verify_token};
+
+use fixtures::Tenant;
+use harness::{
+    DEADLINE, Operator, cluster_env, eventually, free_port, operator_kubeconfig, within,
+};
+
+/// Asks the launcher (hack/local-cluster.sh) to stop `component` for `down` and start it
+/// again, and waits until it reports the component ready.
+async fn restart(component: &str, down: Duration) {
+    let dir = std::path::PathBuf::from(cluster_env("ATO_CLUSTER_DIR"));
+    let done = || {
+        std::fs::read_to_string(dir.join("restarts"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let before = done();
+    std::fs::write(
+        dir.join("restart-request"),
+        format!("{component} {}", down.as_secs()),
+    )
+    .expect("the request is written");
+    let launcher = std::fs::read_to_string(dir.join("launcher.pid")).expect("launcher pid");
+    let sent = tokio::process::Command::new("kill")
+        .args(["-USR1", launcher.trim()])
+        .status()
+        .await
+        .expect("kill runs");
+    assert!(sent.success(), "the launcher got the request");
+    within(DEADLINE * 2, async {
+        while done() == before {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn restarts_of_kube_apiserver_and_etcd_lose_and_duplicate_nothing() {
+    let tenant = Tenant::new("restarts").await;
+    let _operator = Operator::start(&tenant.namespace).await;
+    let issued = tenant
+        .issue("before", json!({"organization": tenant.organization}))
+        .await;
+
+    // A verifier of its own on a private port, with a short staleness bound.
+    let port = free_port();
+    let log_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
+        "target/test-logs/{}-verifier.log",
+        tenant.namespace
+    ));
+    let log = std::fs::File::create(&log_path).expect("log file opens");
+    let _verifier = tokio::process::Command::new(env!("CARGO_BIN_EXE_access-token-operator"))
+        .args([
+            "verifier",
+            "--verifier-bind",
+            &format!("127.0.0.1:{port}"),
+            "--insecure-http",
+            "--max-staleness-seconds",
+            "2",
+        ])
+        .env("KUBECONFIG", operator_kubeconfig().await)
+        .env("RUST_LOG", "warn,access_token_operator=debug")
+        .stdout(log.try_clone().expect("log file clones"))
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("verifier starts");
+    let http = reqwest::Client::new();
+    let ready = || async {
+        http.get(format!("http://127.0.0.1:{port}/readyz"))
+            .send()
+            .await
+            .ok()
+            .map(|response| response.status().as_u16())
+    };
+    let review = |token: String| {
+        let http = http.clone();
+        async move {
+            let body = json!({
+                "apiVersion": "authentication.k8s.io/v1",
+                "kind": "TokenReview",
+                "spec": {"token": token},
+            });
+            let answer: Value = http
+                .post(format!("http://127.0.0.1:{port}/tokenreviews"))
+                .json(&body)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            answer.get("status").cloned()
+        }
+    };
+    let secret = issued.expose_secret().to_string();
+    eventually("the verifier to authenticate the token", || async {
+        (review(secret.clone()).await?["authenticated"] == true).then_some(())
+    })
+    .await;
+
+    // kube-apiserver down for 6 s: past the staleness bound, the verifier cannot know.
+    let restarting = tokio::spawn(restart("kube-apiserver", Duration::from_secs(6)));
+    eventually("the verifier to stop being ready", || async {
+        (ready().await == Some(503)).then_some(())
+    })
+    .await;
+    let status = review(secret.clone()).await.expect("the verifier answers");
+    assert_ne!(status["authenticated"], true, "no answer from stale state");
+    assert!(
+        status["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "could not check, not a denial: {status}"
+    );
+    restarting.await.expect("the restart completes");
+    eventually("the verifier to be ready again", || async {
+        (ready().await == Some(200)).then_some(())
+    })
+    .await;
+    eventually("the verifier to authenticate again", || async {
+        (review(secret.clone()).await?["authenticated"] == true).then_some(())
+    })
+    .await;
+    // The operator resumes on its own: a token created after the restart is issued.
+    tenant
+        .create_token(
+            "after-apiserver",
+            json!({"organization": tenant.organization}),
+        )
+        .await;
+    tenant
+        .wait_for_phase("after-apiserver", Phase::Active)
+        .await;
+
+    // etcd down for 4 s under the same processes.
+    restart("etcd", Duration::from_secs(4)).await;
+    tenant
+        .create_token("after-etcd", json!({"organization": tenant.organization}))
+        .await;
+    tenant.wait_for_phase("after-etcd", Phase::Active).await;
+    eventually("the verifier to be ready after etcd returns", || async {
+        (ready().await == Some(200)).then_some(())
+    })
+    .await;
+    eventually(
+        "the verifier to authenticate after etcd returns",
+        || async { (review(secret.clone()).await?["authenticated"] == true).then_some(()) },
+    )
+    .await;
+
+    // Nothing duplicated or lost: one Secret and one credential per token, the first token
+    // unchanged, no reissue.
+    let managed =
+        ListParams::default().labels("app.kubernetes.io/managed-by=access-token-operator");
+    assert_eq!(
+        tenant.secrets().list(&managed).await.unwrap().items.len(),
+        3
+    );
+    assert_eq!(
+        tenant.token_in_secret("before").await.expose_secret(),
+        issued.expose_secret(),
+        "the token issued before the restarts is unchanged"
+    );
+    for name in ["before", "after-apiserver", "after-etcd"] {
+        let value = tenant.token_in_secret(name).await;
+        let user = eventually("one credential", || async {
+            let user = tenant.users().get(name).await.ok()?;
+            (user.spec.credentials.len() == 1).then_some(user)
+        })
+        .await;
+        assert!(
+            verify_token(&value, &user.spec.credentials[0].hash),
+            "{name}"
+        );
+        assert!(
+            !tenant
+                .event_reasons(name)
+                .await
+                .iter()
+                .any(|r| r == "TokenReissued"),
+            "{name}: no reissue"
+        );
+    }
+}
