@@ -2,7 +2,7 @@
 CARGO ?= cargo
 LOCAL_CLUSTER := hack/local-cluster.sh
 
-.PHONY: run test check crds control-plane bench-verify
+.PHONY: run test check crds control-plane bench-verify fuzz
 
 ## run: start a local control plane, install the CRDs, run the operator, apply examples/ (Ctrl-C stops all)
 run: control-plane
@@ -19,10 +19,11 @@ bench-verify: control-plane
 	$(CARGO) bench --bench verify --no-run
 	$(LOCAL_CLUSTER) -- $(CARGO) bench --bench verify
 
-## check: formatting, lints, and CRD drift
+## check: formatting, lints, and the dependency policy of deny.toml (licenses, bans, sources; needs cargo-deny)
 check:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) deny --log-level error check licenses bans sources
 
 ## crds: regenerate crds/ from the Rust types
 crds:
