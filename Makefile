@@ -25,6 +25,15 @@ check:
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) deny --log-level error check licenses bans sources
 
+## fuzz: bounded coverage-guided run of each fuzz target in fuzz/ (nightly toolchain + cargo-fuzz; FUZZ_RUNS executions each)
+FUZZ_RUNS ?= 5000000
+fuzz:
+	mkdir -p fuzz/corpus/token_parse fuzz/corpus/token_review_body
+	$(CARGO) +nightly fuzz run token_parse fuzz/corpus/token_parse fuzz/seeds/token_parse -- \
+		-runs=$(FUZZ_RUNS) -max_len=128 -print_final_stats=1
+	$(CARGO) +nightly fuzz run token_review_body fuzz/corpus/token_review_body fuzz/seeds/token_review_body -- \
+		-runs=$(FUZZ_RUNS) -max_len=4096 -dict=fuzz/token_review.dict -print_final_stats=1
+
 ## crds: regenerate crds/ from the Rust types
 crds:
 	$(CARGO) run --quiet -- crd > crds/access-token-operator.yaml
