@@ -2,7 +2,7 @@
 CARGO ?= cargo
 LOCAL_CLUSTER := hack/local-cluster.sh
 
-.PHONY: run test check crds control-plane bench-verify
+.PHONY: run test check crds control-plane bench-verify fuzz
 
 ## run: start a local control plane, install the CRDs, run the operator, apply examples/ (Ctrl-C stops all)
 run: control-plane
@@ -19,10 +19,20 @@ bench-verify: control-plane
 	$(CARGO) bench --bench verify --no-run
 	$(LOCAL_CLUSTER) -- $(CARGO) bench --bench verify
 
-## check: formatting, lints, and CRD drift
+## check: formatting, lints, and the dependency policy of deny.toml (licenses, bans, sources; needs cargo-deny)
 check:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) deny --log-level error check licenses bans sources
+
+## fuzz: bounded coverage-guided run of each fuzz target in fuzz/ (nightly toolchain + cargo-fuzz; FUZZ_RUNS executions each)
+FUZZ_RUNS ?= 5000000
+fuzz:
+	mkdir -p fuzz/corpus/token_parse fuzz/corpus/token_review_body
+	$(CARGO) +nightly fuzz run token_parse fuzz/corpus/token_parse fuzz/seeds/token_parse -- \
+		-runs=$(FUZZ_RUNS) -max_len=128 -print_final_stats=1
+	$(CARGO) +nightly fuzz run token_review_body fuzz/corpus/token_review_body fuzz/seeds/token_review_body -- \
+		-runs=$(FUZZ_RUNS) -max_len=4096 -dict=fuzz/token_review.dict -print_final_stats=1
 
 ## crds: regenerate crds/ from the Rust types
 crds:

@@ -141,7 +141,7 @@ async fn main() {
             .unwrap()
             .token
             .unwrap();
-        let kubeconfig: Value = serde_yaml::from_str(
+        let kubeconfig: Value = serde_saphyr::from_str(
             &std::fs::read_to_string(std::env::var("KUBECONFIG").unwrap()).unwrap(),
         )
         .unwrap();

@@ -31,7 +31,7 @@ pub enum Error {
     Serialization(#[from] serde_json::Error),
     /// Rendering YAML failed.
     #[error("YAML error: {0}")]
-    Yaml(#[from] serde_yaml::Error),
+    Yaml(#[from] serde_saphyr::SerializeError),
     /// Leader election failed or the Lease was lost.
     #[error("leader election: {0}")]
     LeaderElection(String),

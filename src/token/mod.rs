@@ -13,8 +13,8 @@
 use std::fmt;
 use std::str::FromStr;
 
-use rand::TryRngCore;
-use rand::rngs::OsRng;
+use rand::TryRng;
+use rand::rngs::SysRng;
 use serde::{Deserialize, Serialize};
 
 mod hash;
@@ -82,7 +82,7 @@ pub enum ParseError {
 /// The OS random generator failed, so no token could be generated.
 #[derive(Debug, thiserror::Error)]
 #[error("failed to generate a token: OS random generator failed")]
-pub struct GenerateError(#[source] rand::rand_core::OsError);
+pub struct GenerateError(#[source] rand::rngs::SysError);
 
 /// Public, unique part of a token, used to look up its stored hash.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -180,11 +180,11 @@ impl Token {
 
     /// Generates a new random token, reporting a failing OS random generator as an error.
     pub fn try_generate() -> Result<Token, GenerateError> {
-        Self::generate_from(&mut OsRng).map_err(GenerateError)
+        Self::generate_from(&mut SysRng).map_err(GenerateError)
     }
 
     /// Generation with an injectable generator, so tests can be deterministic.
-    fn generate_from<R: TryRngCore + ?Sized>(rng: &mut R) -> Result<Token, R::Error> {
+    fn generate_from<R: TryRng + ?Sized>(rng: &mut R) -> Result<Token, R::Error> {
         let mut value = String::with_capacity(TOKEN_LEN);
         value.push_str(TOKEN_PREFIX);
         push_random(rng, ID_ALPHABET, ID_LEN, &mut value)?;
@@ -281,7 +281,7 @@ fn accept(byte: u8, alphabet_len: usize) -> Option<usize> {
 }
 
 /// Appends `n` characters drawn uniformly from `alphabet` to `out`.
-fn push_random<R: TryRngCore + ?Sized>(
+fn push_random<R: TryRng + ?Sized>(
     rng: &mut R,
     alphabet: &[u8],
     n: usize,

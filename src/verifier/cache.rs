@@ -8,8 +8,8 @@
 
 use std::time::Duration;
 
-use hmac::{Hmac, Mac};
-use rand::{TryRngCore, rngs::OsRng};
+use hmac::{Hmac, KeyInit, Mac};
+use rand::{TryRng, rngs::SysRng};
 use sha2::Sha256;
 
 use crate::token::Token;
@@ -33,9 +33,9 @@ impl std::fmt::Debug for HashResultCache {
 impl HashResultCache {
     /// At most `capacity` credentials, each forgotten after `idle` without a request: a token
     /// in use stays known, so a flood for its id cannot bring back the argon2 path for it.
-    pub fn new(capacity: u64, idle: Duration) -> Result<Self, rand::rand_core::OsError> {
+    pub fn new(capacity: u64, idle: Duration) -> Result<Self, rand::rngs::SysError> {
         let mut key = [0u8; 32];
-        OsRng.try_fill_bytes(&mut key)?;
+        SysRng.try_fill_bytes(&mut key)?;
         Ok(Self {
             key,
             verified: (capacity > 0).then(|| {
@@ -49,7 +49,7 @@ impl HashResultCache {
 
     fn mac(&self, domain: u8) -> Hmac<Sha256> {
         let mut mac =
-            <Hmac<Sha256> as Mac>::new_from_slice(&self.key).expect("any key length works");
+            <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key).expect("any key length works");
         mac.update(&[domain]);
         mac
     }

@@ -423,14 +423,48 @@ async fn ready(State(verifier): State<Arc<Verifier>>) -> Response {
     }
 }
 
-async fn token_review(State(verifier): State<Arc<Verifier>>, body: Bytes) -> Response {
-    // The parse error is not echoed: it could quote the body, and the body holds a token.
-    let Ok(review) = serde_json::from_slice::<TokenReview>(&body) else {
-        return bad_request("the body is not an authentication.k8s.io/v1 TokenReview");
-    };
+/// Why a TokenReview request body was refused before any token check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyError {
+    /// The body is not JSON of an `authentication.k8s.io/v1` TokenReview.
+    NotATokenReview,
+    /// The TokenReview has no `spec.token`, or an empty one.
+    NoToken,
+}
+
+impl BodyError {
+    /// The fixed text answered with 400: never the parse error, which could quote the
+    /// body, and the body holds a token.
+    pub fn message(self) -> &'static str {
+        match self {
+            BodyError::NotATokenReview => "the body is not an authentication.k8s.io/v1 TokenReview",
+            BodyError::NoToken => "spec.token is required",
+        }
+    }
+}
+
+/// The presented token of a TokenReview request body. Pure (no I/O, no verifier), so the
+/// decoder can be fuzzed on its own (`make fuzz`).
+///
+/// The whole body must be valid JSON: decoding straight into `TokenReview` would skip
+/// unknown fields without checking their UTF-8 or escapes (found by the fuzz target), and
+/// a body that is not JSON is refused rather than half read.
+pub fn presented_token(body: &[u8]) -> Result<String, BodyError> {
+    let document = serde_json::from_slice::<serde_json::Value>(body)
+        .map_err(|_| BodyError::NotATokenReview)?;
+    let review =
+        serde_json::from_value::<TokenReview>(document).map_err(|_| BodyError::NotATokenReview)?;
     let token = review.spec.token;
     if token.is_empty() {
-        return bad_request("spec.token is required");
+        return Err(BodyError::NoToken);
+    }
+    Ok(token)
+}
+
+async fn token_review(State(verifier): State<Arc<Verifier>>, body: Bytes) -> Response {
+    let token = match presented_token(&body) {
+        Ok(token) => token,
+        Err(refused) => return bad_request(refused.message()),
     };
     let status = match verifier.review(&token).await {
         Verdict::Authenticated(identity) => {
@@ -469,4 +503,36 @@ async fn token_review(State(verifier): State<Arc<Verifier>>, body: Bytes) -> Res
 
 fn bad_request(message: &'static str) -> Response {
     (StatusCode::BAD_REQUEST, message).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{BodyError, presented_token};
+
+    #[test]
+    fn the_decoder_takes_the_token_from_a_token_review() {
+        let body = br#"{"apiVersion":"authentication.k8s.io/v1","kind":"TokenReview","spec":{"token":"atk_x"}}"#;
+        assert_eq!(presented_token(body), Ok("atk_x".to_owned()));
+    }
+
+    #[test]
+    fn the_decoder_refuses_bodies_without_a_token_and_never_quotes_them() {
+        let no_token =
+            br#"{"apiVersion":"authentication.k8s.io/v1","kind":"TokenReview","spec":{}}"#;
+        assert_eq!(presented_token(no_token), Err(BodyError::NoToken));
+        let empty = br#"{"spec":{"token":""}}"#;
+        assert_eq!(presented_token(empty), Err(BodyError::NoToken));
+        let not_json = b"atk_secretvalue_in_a_broken_body";
+        let refused = presented_token(not_json).unwrap_err();
+        assert_eq!(refused, BodyError::NotATokenReview);
+        assert!(!refused.message().contains("secretvalue"));
+        // Not JSON, though the token field itself is fine: invalid UTF-8 and a lone
+        // surrogate escape in fields a TokenReview does not have.
+        let bad_utf8 = b"{\"spec\":{\"token\":\"atk_x\",\"other\":\"\xff\"}}";
+        assert_eq!(presented_token(bad_utf8), Err(BodyError::NotATokenReview));
+        let bad_escape = br#"{"spec":{"token":"atk_x"},"extra":"\ud800"}"#;
+        assert_eq!(presented_token(bad_escape), Err(BodyError::NotATokenReview));
+        let wrong_type = br#"{"spec":{"token":42}}"#;
+        assert_eq!(presented_token(wrong_type), Err(BodyError::NotATokenReview));
+    }
 }

@@ -89,9 +89,9 @@ pub async fn install_crds() {
                 "/crds/access-token-operator.yaml"
             ))
             .expect("crds/ is readable");
-            for document in serde_yaml::Deserializer::from_str(&yaml) {
-                let crd: CustomResourceDefinition =
-                    serde::Deserialize::deserialize(document).expect("crds/ holds CRDs");
+            let crds: Vec<CustomResourceDefinition> =
+                serde_saphyr::from_multiple(&yaml).expect("crds/ holds CRDs");
+            for crd in crds {
                 let name = crd.name_any();
                 api.patch(
                     &name,
@@ -122,9 +122,9 @@ pub async fn apply_manifests(client: &Client, path: &str) {
         .run()
         .await
         .expect("discovery works");
-    for document in serde_yaml::Deserializer::from_str(&yaml) {
-        let object: kube::api::DynamicObject =
-            serde::Deserialize::deserialize(document).expect("a manifest");
+    let objects: Vec<kube::api::DynamicObject> = serde_saphyr::from_multiple(&yaml)
+        .unwrap_or_else(|e| panic!("{path} holds manifests: {e}"));
+    for object in objects {
         let types = object.types.as_ref().expect("manifests name their kind");
         let gvk = kube::api::GroupVersionKind::try_from(types).expect("a valid apiVersion");
         let (resource, capabilities) = discovery
@@ -256,7 +256,7 @@ pub fn kubeconfig_with_token(name: &str, bearer_token: &str) -> std::path::PathB
     let path = dir.join(format!("{name}.kubeconfig"));
     std::fs::write(
         &path,
-        serde_yaml::to_string(&kubeconfig).expect("kubeconfig serializes"),
+        serde_saphyr::to_string(&kubeconfig).expect("kubeconfig serializes"),
     )
     .expect("kubeconfig is written");
     path

@@ -84,7 +84,7 @@ impl Proxy {
         let path = dir.join(format!("{name}.kubeconfig"));
         std::fs::write(
             &path,
-            serde_yaml::to_string(&config).expect("kubeconfig serializes"),
+            serde_saphyr::to_string(&config).expect("kubeconfig serializes"),
         )
         .expect("kubeconfig is written");
         path
