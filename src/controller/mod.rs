@@ -5,8 +5,8 @@ mod access_token;
 pub mod build;
 mod crash_point;
 pub mod group_index;
+mod plan;
 mod scope_status;
-pub mod validate;
 
 use std::{
     collections::HashMap,
