@@ -18,14 +18,12 @@ use kube::{
         controller::Action,
         events::EventType,
         finalizer::{Event as Finalizer, finalizer},
-        reflector::ObjectRef,
     },
 };
-use serde_json::json;
 use tracing::{info, instrument, warn};
 
 use super::{
-    Context, backoff,
+    Context,
     build::{self, FINALIZER, MANAGER, Outcome, keys},
     crash_point,
     plan::{self, Decision, Refusal, SecretSeen, UserSeen, Wait, World},
@@ -40,15 +38,24 @@ use crate::{
         expiry,
         scope::{ResolvedScope, resolve_scope},
     },
+    error::{AtStep, Step},
     token::Token,
 };
 
+/// An AccessToken as watched: one that no longer deserializes (stored under an older schema,
+/// say) arrives as an error for that object alone instead of stopping the watch for all.
+pub type Watched = kube::core::DeserializeGuard<AccessToken>;
+
 /// Entry point from the controller: routes to reconcile or cleanup through the finalizer.
-pub async fn reconcile(token: Arc<AccessToken>, ctx: Arc<Context>) -> Result<Action> {
+pub async fn reconcile(watched: Arc<Watched>, ctx: Arc<Context>) -> Result<Action> {
+    let token = match &watched.0 {
+        Ok(token) => Arc::new(token.clone()),
+        Err(invalid) => return Ok(undecodable(&watched, invalid, &ctx).await),
+    };
     tracing::debug!(name = %token.name_any(), version = token.resource_version(), "reconciling");
     let namespace = token.namespace().ok_or(Error::MissingNamespace)?;
     let api: Api<AccessToken> = Api::namespaced(ctx.client.clone(), &namespace);
-    let action = finalizer(&api, FINALIZER, token.clone(), |event| async {
+    let action = finalizer(&api, FINALIZER, token, |event| async {
         match event {
             Finalizer::Apply(token) => token.reconcile(&ctx).await,
             Finalizer::Cleanup(token) => token.cleanup(&ctx).await,
@@ -56,39 +63,46 @@ pub async fn reconcile(token: Arc<AccessToken>, ctx: Arc<Context>) -> Result<Act
     })
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)))?;
-    ctx.failures
-        .lock()
-        .expect("lock")
-        .remove(&ObjectRef::from_obj(&*token));
+    ctx.failures.succeeded(&*watched);
     Ok(action)
 }
 
+/// An AccessToken that does not deserialize: nothing is written for it (its TechnicalUser,
+/// if any, keeps its state), a Warning says why, and it waits for its next change.
+async fn undecodable(
+    watched: &Watched,
+    invalid: &kube::core::error_boundary::InvalidObject,
+    ctx: &Context,
+) -> Action {
+    warn!(name = %watched.name_any(), namespace = watched.namespace(), error = %invalid.error, "AccessToken does not deserialize");
+    let note = "The AccessToken could not be read (it does not match the operator's schema); nothing is changed until it is fixed".to_string();
+    ctx.publish(
+        watched,
+        EventType::Warning,
+        Reason::InvalidSpec,
+        "Validate",
+        note,
+    )
+    .await;
+    Action::await_change()
+}
+
 /// Transient failures back off exponentially per object and become Warning Events.
-pub fn error_policy(token: Arc<AccessToken>, error: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy(token: Arc<Watched>, error: &Error, ctx: Arc<Context>) -> Action {
     if error.is_write_conflict() {
         // Our cached copy was stale; the watch brings the fresh one in a moment.
         tracing::debug!(name = %token.name_any(), %error, "write conflict; retrying");
         return Action::requeue(Duration::from_millis(500));
     }
-    let failures = {
-        let mut failures = ctx.failures.lock().expect("lock");
-        let count = failures.entry(ObjectRef::from_obj(&*token)).or_insert(0);
-        *count += 1;
-        *count
-    };
+    let (failures, wait) = ctx.failures.failed(&*token);
     warn!(name = %token.name_any(), namespace = token.namespace(), %error, failures, "reconcile failed");
-    let note = error.event_note();
+    // The reason names the step that failed; the note never carries the API's message text.
+    let (reason, note) = (error.step().reason(), error.event_note());
     tokio::spawn(async move {
-        ctx.publish(
-            &*token,
-            EventType::Warning,
-            Reason::ReconcileError,
-            "Reconcile",
-            note,
-        )
-        .await;
+        ctx.publish_reason(&*token, EventType::Warning, reason, "Reconcile", note)
+            .await;
     });
-    Action::requeue(backoff(failures - 1))
+    Action::requeue(wait)
 }
 
 /// The Organization and Group a token names, read from the API server (not a watch cache):
@@ -112,7 +126,10 @@ impl FetchedScope {
 async fn fetch_scope(ctx: &Context, spec: &AccessTokenSpec) -> Result<FetchedScope> {
     let organizations: Api<Organization> = Api::all(ctx.client.clone());
     let group = match &spec.group {
-        Some(name) => Api::<Group>::all(ctx.client.clone()).get_opt(name).await?,
+        Some(name) => Api::<Group>::all(ctx.client.clone())
+            .get_opt(name)
+            .await
+            .at(Step::ReadScope)?,
         None => None,
     };
     // For a group token, the organization that matters is the group's.
@@ -121,7 +138,7 @@ async fn fetch_scope(ctx: &Context, spec: &AccessTokenSpec) -> Result<FetchedSco
         .as_ref()
         .or(group.as_ref().map(|g| &g.spec.organization));
     let organization = match org_name {
-        Some(name) => organizations.get_opt(name).await?,
+        Some(name) => organizations.get_opt(name).await.at(Step::ReadScope)?,
         None => None,
     };
     Ok(FetchedScope {
@@ -147,9 +164,9 @@ enum Minted {
 /// The Secret by `name`, as the plan sees it. Metadata first: the data of a Secret this
 /// token does not own is never read.
 async fn read_secret(secrets: &Api<Secret>, name: &str, uid: &str) -> Result<Option<Secret>> {
-    match secrets.get_metadata_opt(name).await? {
+    match secrets.get_metadata_opt(name).await.at(Step::ReadSecret)? {
         Some(meta) if build::is_controlled_by(&meta.metadata, uid) => {
-            Ok(secrets.get_opt(name).await?)
+            secrets.get_opt(name).await.at(Step::ReadSecret)
         }
         Some(_) => Ok(Some(Secret::default())), // foreign: only its presence matters
         None => Ok(None),
@@ -222,7 +239,12 @@ impl AccessToken {
             |n| fetched.organization(n),
             |n| fetched.group(n),
         );
-        let user = match children.users.get_opt(&self.name_any()).await? {
+        let user = match children
+            .users
+            .get_opt(&self.name_any())
+            .await
+            .at(Step::ReadTechnicalUser)?
+        {
             None => UserSeen::Missing,
             Some(user) if !build::is_controlled_by(&user.metadata, &uid) => UserSeen::Foreign,
             Some(user) => UserSeen::Ours(Box::new(user)),
@@ -410,7 +432,7 @@ impl AccessToken {
             .await
         {
             Ok(_) => Ok(None),
-            Err(error) if is_conflict(&error) => Err(error.into()),
+            Err(error) if is_conflict(&error) => Err(error).at(Step::WriteSecret),
             Err(error) => {
                 let token_id = Some(token.id().to_string());
                 let phase = settled.outcome.phase;
@@ -497,7 +519,7 @@ impl AccessToken {
         let written = match written {
             Ok(written) => written,
             // A race (the name was just taken, or the Secret changed): look again soon.
-            Err(error) if is_conflict(&error) => return Err(error.into()),
+            Err(error) if is_conflict(&error) => return Err(error).at(Step::WriteSecret),
             Err(error) => return Ok(Minted::SecretWriteFailed(error)),
         };
         crash_point::reached("secret-written");
@@ -631,18 +653,7 @@ impl AccessToken {
         }
         let api: Api<AccessToken> =
             Api::namespaced(ctx.client.clone(), &self.namespace().unwrap_or_default());
-        let patch = json!({
-            "apiVersion": "iam.accesstoken.io/v1alpha1",
-            "kind": "AccessToken",
-            "status": status,
-        });
-        api.patch_status(
-            &self.name_any(),
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(patch),
-        )
-        .await?;
-        Ok(())
+        super::apply_status(&api, &self.name_any(), &status).await
     }
 
     /// Deletes the TechnicalUser and the Secret (only if they are this AccessToken's children,
@@ -653,10 +664,18 @@ impl AccessToken {
         let uid = self.uid().ok_or(Error::MissingUid)?;
         let users: Api<TechnicalUser> = Api::namespaced(ctx.client.clone(), &namespace);
         let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-        if let Some(user) = users.get_opt(&self.name_any()).await? {
+        if let Some(user) = users
+            .get_opt(&self.name_any())
+            .await
+            .at(Step::ReadTechnicalUser)?
+        {
             delete_if_controlled(&users, &user.metadata, &uid).await?;
         }
-        if let Some(secret) = secrets.get_metadata_opt(&build::secret_name(self)).await? {
+        if let Some(secret) = secrets
+            .get_metadata_opt(&build::secret_name(self))
+            .await
+            .at(Step::ReadSecret)?
+        {
             delete_if_controlled(&secrets, &secret.metadata, &uid).await?;
             if let Some(secret_uid) = &secret.metadata.uid {
                 ctx.verified_secrets
@@ -722,7 +741,8 @@ async fn apply_user(
             &PatchParams::apply(MANAGER).force(),
             &Patch::Apply(patch),
         )
-        .await?;
+        .await
+        .at(Step::WriteTechnicalUser)?;
     Ok(())
 }
 
@@ -752,6 +772,6 @@ where
     {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(error) => Err(error.into()),
+        Err(error) => Err(error).at(Step::DeleteChild),
     }
 }
