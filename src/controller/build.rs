@@ -255,26 +255,17 @@ pub struct Outcome {
 pub fn status(token: &AccessToken, outcome: &Outcome, now: Timestamp) -> AccessTokenStatus {
     let previous = token.status.clone().unwrap_or_default();
     let generation = token.meta().generation;
-    let mut conditions = vec![condition(
+    let conditions = conditions(
         &previous.conditions,
-        ConditionType::Ready,
-        outcome.ready,
-        outcome.reason,
-        &outcome.message,
+        Readiness {
+            ready: outcome.ready,
+            stalled: outcome.stalled,
+            reason: outcome.reason,
+            message: &outcome.message,
+        },
         generation,
         now,
-    )];
-    if outcome.stalled {
-        conditions.push(condition(
-            &previous.conditions,
-            ConditionType::Stalled,
-            true,
-            outcome.reason,
-            &outcome.message,
-            generation,
-            now,
-        ));
-    }
+    );
     let namespace = token.namespace().unwrap_or_default();
     AccessTokenStatus {
         phase: Some(outcome.phase),
@@ -290,6 +281,55 @@ pub fn status(token: &AccessToken, outcome: &Outcome, now: Timestamp) -> AccessT
         observed_generation: generation,
         conditions,
     }
+}
+
+/// What the conditions of any of the three kinds say.
+pub struct Readiness<'a> {
+    /// Whether Ready is True.
+    pub ready: bool,
+    /// Whether the object waits for an outside change (kstatus Stalled, present only while true).
+    pub stalled: bool,
+    /// The reason of both conditions.
+    pub reason: Reason,
+    /// The message of both conditions.
+    pub message: &'a str,
+}
+
+/// The one conditions builder of AccessToken, Organization and Group: `Ready` always,
+/// `Stalled` only while true, transition times kept for conditions that did not change.
+pub fn conditions(
+    previous: &[Condition],
+    readiness: Readiness<'_>,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Vec<Condition> {
+    let Readiness {
+        ready,
+        stalled,
+        reason,
+        message,
+    } = readiness;
+    let mut conditions = vec![condition(
+        previous,
+        ConditionType::Ready,
+        ready,
+        reason,
+        message,
+        generation,
+        now,
+    )];
+    if stalled {
+        conditions.push(condition(
+            previous,
+            ConditionType::Stalled,
+            true,
+            reason,
+            message,
+            generation,
+            now,
+        ));
+    }
+    conditions
 }
 
 /// A condition that keeps its previous `lastTransitionTime` unless its status changed.

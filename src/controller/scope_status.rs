@@ -6,12 +6,10 @@ use k8s_openapi::jiff::Timestamp;
 use kube::{Api, Client, Resource, ResourceExt, api::ListParams, runtime::controller::Action};
 use tracing::warn;
 
-use super::build::condition;
+use super::build::{Readiness, conditions};
 use crate::{
     Result,
-    api::{
-        AccessToken, ConditionType, Group, Organization, Phase, Reason, ScopeStatus, TokenCounts,
-    },
+    api::{AccessToken, Group, Organization, Phase, Reason, ScopeStatus, TokenCounts},
     error::{AtStep, Step},
 };
 
@@ -129,27 +127,14 @@ fn scope_status(
     let previous_conditions = previous
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
-    let now = Timestamp::now();
-    let mut conditions = vec![condition(
-        previous_conditions,
-        ConditionType::Ready,
+    let readiness = Readiness {
         ready,
+        // Not ready means a missing organization: only an outside change fixes it.
+        stalled: !ready,
         reason,
-        &message,
-        generation,
-        now,
-    )];
-    if !ready {
-        conditions.push(condition(
-            previous_conditions,
-            ConditionType::Stalled,
-            true,
-            reason,
-            &message,
-            generation,
-            now,
-        ));
-    }
+        message: &message,
+    };
+    let conditions = conditions(previous_conditions, readiness, generation, Timestamp::now());
     ScopeStatus {
         observed_generation: generation,
         conditions,
