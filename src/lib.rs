@@ -7,8 +7,8 @@
 
 pub mod api;
 pub mod controller;
+pub mod domain;
 pub mod error;
-pub mod expiry;
 pub mod hasher;
 pub mod leader;
 pub mod metrics;

@@ -91,6 +91,15 @@ pub struct ReconcileLabels {
     pub result: ReconcileResult,
 }
 
+/// Labels of the reconcile failure counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailureLabels {
+    /// Which controller.
+    pub controller: ControllerKind,
+    /// The step that failed.
+    pub step: crate::error::Step,
+}
+
 /// Whether changed TLS files were loaded.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 pub enum ReloadResult {
@@ -122,6 +131,8 @@ pub struct Metrics {
     pub argon2_budget_refusals: Counter,
     /// Reconciles, by controller and result.
     pub reconciles: Family<ReconcileLabels, Counter>,
+    /// Failed reconciles, by controller and the step that failed.
+    pub reconcile_failures: Family<FailureLabels, Counter>,
     /// Connections the verifier's server holds open (bounded by its connection cap).
     pub verifier_connections: Gauge,
     /// Reloads of the verifier's TLS files after they changed, by result.
@@ -171,6 +182,12 @@ impl Metrics {
             "Reconciles, by controller and result",
             reconciles.clone(),
         );
+        let reconcile_failures = Family::<FailureLabels, Counter>::default();
+        registry.register(
+            "reconcile_failures",
+            "Failed reconciles, by controller and the step that failed",
+            reconcile_failures.clone(),
+        );
         let verifier_connections = Gauge::default();
         registry.register(
             "verifier_connections",
@@ -191,6 +208,7 @@ impl Metrics {
             argon2_verifications,
             argon2_budget_refusals,
             reconciles,
+            reconcile_failures,
             verifier_connections,
             tls_reloads,
         })
@@ -205,6 +223,13 @@ impl Metrics {
         };
         self.reconciles
             .get_or_create(&ReconcileLabels { controller, result })
+            .inc();
+    }
+
+    /// Counts a failed reconcile by the step that failed.
+    pub fn failed(&self, controller: ControllerKind, step: crate::error::Step) {
+        self.reconcile_failures
+            .get_or_create(&FailureLabels { controller, step })
             .inc();
     }
 

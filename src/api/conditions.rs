@@ -45,6 +45,9 @@ pub enum Reason {
     GroupOrganizationNotFound,
     /// The token's namespace is not in the scope's `tokenNamespaces`.
     NamespaceNotAllowed,
+    /// The token's group now belongs to another organization than the one the token was
+    /// issued for (deleted and re-created elsewhere): the token stays disabled.
+    ScopeChanged,
     /// A Secret with the target name exists and is not owned by this AccessToken.
     SecretConflict,
     /// Writing the token's Secret keeps failing (admission, quota, ...); retried with backoff.
@@ -77,6 +80,7 @@ impl Reason {
             Self::GroupNotFound => "GroupNotFound",
             Self::GroupOrganizationNotFound => "GroupOrganizationNotFound",
             Self::NamespaceNotAllowed => "NamespaceNotAllowed",
+            Self::ScopeChanged => "ScopeChanged",
             Self::SecretConflict => "SecretConflict",
             Self::SecretWriteFailed => "SecretWriteFailed",
             Self::TechnicalUserConflict => "TechnicalUserConflict",

@@ -8,6 +8,7 @@ use std::{
 
 use k8s_openapi::{
     api::core::v1::Secret,
+    apimachinery::pkg::apis::meta::v1::Time,
     jiff::{self, Timestamp},
 };
 use kube::{
@@ -17,17 +18,15 @@ use kube::{
         controller::Action,
         events::EventType,
         finalizer::{Event as Finalizer, finalizer},
-        reflector::ObjectRef,
     },
 };
-use serde_json::json;
 use tracing::{info, instrument, warn};
 
 use super::{
-    Context, backoff,
+    Context,
     build::{self, FINALIZER, MANAGER, Outcome, keys},
     crash_point,
-    validate::{ResolvedScope, resolve_scope},
+    plan::{self, Decision, Refusal, SecretSeen, UserSeen, Wait, World},
 };
 use crate::{
     Error, Result,
@@ -35,21 +34,28 @@ use crate::{
         AccessToken, AccessTokenSpec, AccessTokenStatus, Credential, Group, Organization, Phase,
         Reason, TechnicalUser,
     },
-    expiry,
+    domain::{
+        expiry,
+        scope::{ResolvedScope, resolve_scope},
+    },
+    error::{AtStep, Step},
     token::Token,
 };
 
-/// How often an object waiting on something the operator cannot watch is looked at again.
-const RECHECK: Duration = Duration::from_secs(60);
-/// Longest wait between reconciles of a healthy token (expiry is also requeued exactly).
-const RESYNC: Duration = Duration::from_secs(3600);
+/// An AccessToken as watched: one that no longer deserializes (stored under an older schema,
+/// say) arrives as an error for that object alone instead of stopping the watch for all.
+pub type Watched = kube::core::DeserializeGuard<AccessToken>;
 
 /// Entry point from the controller: routes to reconcile or cleanup through the finalizer.
-pub async fn reconcile(token: Arc<AccessToken>, ctx: Arc<Context>) -> Result<Action> {
+pub async fn reconcile(watched: Arc<Watched>, ctx: Arc<Context>) -> Result<Action> {
+    let token = match &watched.0 {
+        Ok(token) => Arc::new(token.clone()),
+        Err(invalid) => return Ok(undecodable(&watched, invalid, &ctx).await),
+    };
     tracing::debug!(name = %token.name_any(), version = token.resource_version(), "reconciling");
     let namespace = token.namespace().ok_or(Error::MissingNamespace)?;
     let api: Api<AccessToken> = Api::namespaced(ctx.client.clone(), &namespace);
-    let action = finalizer(&api, FINALIZER, token.clone(), |event| async {
+    let action = finalizer(&api, FINALIZER, token, |event| async {
         match event {
             Finalizer::Apply(token) => token.reconcile(&ctx).await,
             Finalizer::Cleanup(token) => token.cleanup(&ctx).await,
@@ -57,39 +63,46 @@ pub async fn reconcile(token: Arc<AccessToken>, ctx: Arc<Context>) -> Result<Act
     })
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)))?;
-    ctx.failures
-        .lock()
-        .expect("lock")
-        .remove(&ObjectRef::from_obj(&*token));
+    ctx.failures.succeeded(&*watched);
     Ok(action)
 }
 
+/// An AccessToken that does not deserialize: nothing is written for it (its TechnicalUser,
+/// if any, keeps its state), a Warning says why, and it waits for its next change.
+async fn undecodable(
+    watched: &Watched,
+    invalid: &kube::core::error_boundary::InvalidObject,
+    ctx: &Context,
+) -> Action {
+    warn!(name = %watched.name_any(), namespace = watched.namespace(), error = %invalid.error, "AccessToken does not deserialize");
+    let note = "The AccessToken could not be read (it does not match the operator's schema); nothing is changed until it is fixed".to_string();
+    ctx.publish(
+        watched,
+        EventType::Warning,
+        Reason::InvalidSpec,
+        "Validate",
+        note,
+    )
+    .await;
+    Action::await_change()
+}
+
 /// Transient failures back off exponentially per object and become Warning Events.
-pub fn error_policy(token: Arc<AccessToken>, error: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy(token: Arc<Watched>, error: &Error, ctx: Arc<Context>) -> Action {
     if error.is_write_conflict() {
         // Our cached copy was stale; the watch brings the fresh one in a moment.
         tracing::debug!(name = %token.name_any(), %error, "write conflict; retrying");
         return Action::requeue(Duration::from_millis(500));
     }
-    let failures = {
-        let mut failures = ctx.failures.lock().expect("lock");
-        let count = failures.entry(ObjectRef::from_obj(&*token)).or_insert(0);
-        *count += 1;
-        *count
-    };
+    let (failures, wait) = ctx.failures.failed(&*token);
     warn!(name = %token.name_any(), namespace = token.namespace(), %error, failures, "reconcile failed");
-    let note = error.event_note();
+    // The reason names the step that failed; the note never carries the API's message text.
+    let (reason, note) = (error.step().reason(), error.event_note());
     tokio::spawn(async move {
-        ctx.publish(
-            &*token,
-            EventType::Warning,
-            Reason::ReconcileError,
-            "Reconcile",
-            note,
-        )
-        .await;
+        ctx.publish_reason(&*token, EventType::Warning, reason, "Reconcile", note)
+            .await;
     });
-    Action::requeue(backoff(failures - 1))
+    Action::requeue(wait)
 }
 
 /// The Organization and Group a token names, read from the API server (not a watch cache):
@@ -113,7 +126,10 @@ impl FetchedScope {
 async fn fetch_scope(ctx: &Context, spec: &AccessTokenSpec) -> Result<FetchedScope> {
     let organizations: Api<Organization> = Api::all(ctx.client.clone());
     let group = match &spec.group {
-        Some(name) => Api::<Group>::all(ctx.client.clone()).get_opt(name).await?,
+        Some(name) => Api::<Group>::all(ctx.client.clone())
+            .get_opt(name)
+            .await
+            .at(Step::ReadScope)?,
         None => None,
     };
     // For a group token, the organization that matters is the group's.
@@ -122,7 +138,7 @@ async fn fetch_scope(ctx: &Context, spec: &AccessTokenSpec) -> Result<FetchedSco
         .as_ref()
         .or(group.as_ref().map(|g| &g.spec.organization));
     let organization = match org_name {
-        Some(name) => organizations.get_opt(name).await?,
+        Some(name) => organizations.get_opt(name).await.at(Step::ReadScope)?,
         None => None,
     };
     Ok(FetchedScope {
@@ -131,24 +147,10 @@ async fn fetch_scope(ctx: &Context, spec: &AccessTokenSpec) -> Result<FetchedSco
     })
 }
 
-/// The children of one AccessToken and what they are built from.
-struct Children<'a> {
-    users: &'a Api<TechnicalUser>,
-    secrets: &'a Api<Secret>,
-    resolved: &'a ResolvedScope,
-    credentials: &'a [Credential],
-    expires_at: Timestamp,
-}
-
-/// What to do about the Secret's token.
-enum Plan {
-    /// The Secret holds the issued token, which verified against this credential.
-    Keep(Token, Secret, Credential),
-    /// Mint a token into the Secret (`existing`, or a new one); `why` a reissue, if it is one.
-    Mint {
-        existing: Option<Secret>,
-        why: Option<&'static str>,
-    },
+/// The APIs of one AccessToken's children.
+struct Children {
+    users: Api<TechnicalUser>,
+    secrets: Api<Secret>,
 }
 
 /// What a mint attempt came to.
@@ -159,289 +161,286 @@ enum Minted {
     SecretWriteFailed(kube::Error),
 }
 
-/// The state of the Secret that should hold the token.
-enum SecretState {
-    /// No Secret by that name.
-    Missing,
-    /// A Secret by that name that this AccessToken does not control: never touched.
-    Foreign,
-    /// Our Secret, holding a well-formed token whose id matches its `token-id` key.
-    Holding(Secret, Token),
-    /// Our Secret, but its token is missing or unreadable.
-    Damaged(Secret),
+/// The Secret by `name`, as the plan sees it. Metadata first: the data of a Secret this
+/// token does not own is never read.
+async fn read_secret(secrets: &Api<Secret>, name: &str, uid: &str) -> Result<Option<Secret>> {
+    match secrets.get_metadata_opt(name).await.at(Step::ReadSecret)? {
+        Some(meta) if build::is_controlled_by(&meta.metadata, uid) => {
+            secrets.get_opt(name).await.at(Step::ReadSecret)
+        }
+        Some(_) => Ok(Some(Secret::default())), // foreign: only its presence matters
+        None => Ok(None),
+    }
 }
 
-fn inspect_secret(secret: Option<Secret>, uid: &str) -> SecretState {
-    let Some(secret) = secret else {
-        return SecretState::Missing;
-    };
-    if !build::is_controlled_by(&secret.metadata, uid) {
-        return SecretState::Foreign;
-    }
+/// The token a Secret of ours holds, if it is well formed and matches its `token-id` key.
+fn held_token(secret: &Secret) -> Option<Token> {
     let data = secret.data.as_ref();
     let text = |key: &str| {
         data.and_then(|d| d.get(key))
             .and_then(|v| std::str::from_utf8(&v.0).ok())
     };
-    match (text(keys::TOKEN).map(Token::parse), text(keys::TOKEN_ID)) {
-        (Some(Ok(token)), Some(id)) if token.id().as_str() == id => {
-            SecretState::Holding(secret, token)
-        }
-        _ => SecretState::Damaged(secret),
-    }
+    let token = Token::parse(text(keys::TOKEN)?).ok()?;
+    (text(keys::TOKEN_ID)? == token.id().as_str()).then_some(token)
 }
 
 impl AccessToken {
     #[instrument(skip_all, fields(namespace = self.namespace(), name = %self.name_any()))]
     async fn reconcile(&self, ctx: &Context) -> Result<Action> {
         let namespace = self.namespace().ok_or(Error::MissingNamespace)?;
-        let name = self.name_any();
-        let uid = self.uid().ok_or(Error::MissingUid)?;
-        let now = Timestamp::now();
-        let users: Api<TechnicalUser> = Api::namespaced(ctx.client.clone(), &namespace);
-        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-        let previous = self.status.clone().unwrap_or_default();
+        let children = Children {
+            users: Api::namespaced(ctx.client.clone(), &namespace),
+            secrets: Api::namespaced(ctx.client.clone(), &namespace),
+        };
+        let world = self.observe(ctx, &children).await?;
+        let applied = match &world.user {
+            UserSeen::Ours(user) => Some(user.clone()),
+            _ => None,
+        };
+        match plan::decide(world) {
+            Decision::Refuse(refusal) => self.refuse(ctx, &children, *refusal).await,
+            Decision::Keep {
+                scope,
+                expires_at,
+                token,
+                secret,
+                credential,
+            } => {
+                let credential = Credential {
+                    not_after: Time(expires_at),
+                    ..credential
+                };
+                let issued = (token, Some(*secret), credential);
+                self.settle(ctx, &children, &scope, expires_at, issued, applied)
+                    .await
+            }
+            Decision::Mint {
+                scope,
+                expires_at,
+                existing,
+                why,
+            } => {
+                self.mint_and_settle(ctx, &children, &scope, expires_at, existing, why, applied)
+                    .await
+            }
+        }
+    }
 
-        // Fetch what the token refers to, then validate: scope and expiry.
-        let scope = fetch_scope(ctx, &self.spec).await?;
-        let resolved = resolve_scope(
+    /// Reads the token's world: its scope (from the API server, not a watch cache: a
+    /// reconcile triggered by a scope change must see that change), expiry, TechnicalUser
+    /// and Secret, verifying the Secret's token against the TechnicalUser's credentials.
+    async fn observe(&self, ctx: &Context, children: &Children) -> Result<World> {
+        let namespace = self.namespace().ok_or(Error::MissingNamespace)?;
+        let uid = self.uid().ok_or(Error::MissingUid)?;
+        let fetched = fetch_scope(ctx, &self.spec).await?;
+        let scope = resolve_scope(
             &namespace,
             &self.spec,
-            |n| scope.organization(n),
-            |n| scope.group(n),
+            |n| fetched.organization(n),
+            |n| fetched.group(n),
         );
-        let expiry = expiry::of_token(self, now);
-
-        let user = users.get_opt(&name).await?;
-        if let Some(user) = &user
-            && !build::is_controlled_by(&user.metadata, &uid)
+        let user = match children
+            .users
+            .get_opt(&self.name_any())
+            .await
+            .at(Step::ReadTechnicalUser)?
         {
-            let message = format!(
-                "TechnicalUser {name:?} exists and is not controlled by this AccessToken; it is left untouched"
+            None => UserSeen::Missing,
+            Some(user) if !build::is_controlled_by(&user.metadata, &uid) => UserSeen::Foreign,
+            Some(user) => UserSeen::Ours(Box::new(user)),
+        };
+        let secret_name = build::secret_name(self);
+        let secret = match read_secret(&children.secrets, &secret_name, &uid).await? {
+            None => SecretSeen::Missing,
+            Some(secret) if !build::is_controlled_by(&secret.metadata, &uid) => SecretSeen::Foreign,
+            Some(secret) => self.inspect_secret(ctx, secret, &user).await,
+        };
+        let status = self.status.clone().unwrap_or_default();
+        let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
+        Ok(World {
+            secret_name,
+            name: self.name_any(),
+            previous: (status.phase, ready.map(|c| c.reason.clone())),
+            issued: status.token_id,
+            scope,
+            expiry: expiry::of_token(self, Timestamp::now()),
+            user,
+            secret,
+        })
+    }
+
+    async fn inspect_secret(&self, ctx: &Context, secret: Secret, user: &UserSeen) -> SecretSeen {
+        let Some(token) = held_token(&secret) else {
+            return SecretSeen::Damaged(Box::new(secret));
+        };
+        let credentials = match user {
+            UserSeen::Ours(user) => user.spec.credentials.as_slice(),
+            _ => &[],
+        };
+        let credential = self.credential_for(ctx, &secret, &token, credentials).await;
+        SecretSeen::Holding {
+            secret: Box::new(secret),
+            token,
+            credential,
+        }
+    }
+
+    /// Applies a refusal: the TechnicalUser first (disabled, or without a lost token's
+    /// credential: fail closed), then the Event and the status.
+    async fn refuse(&self, ctx: &Context, children: &Children, refusal: Refusal) -> Result<Action> {
+        let Refusal {
+            user,
+            outcome,
+            announce,
+            wait,
+        } = refusal;
+        if let Some(user) = user {
+            apply_user(&children.users, &user, self).await?;
+            warn!(
+                reason = outcome.reason.as_str(),
+                "token disabled or its lost credential removed"
             );
-            return self
-                .fail(
-                    ctx,
-                    Reason::TechnicalUserConflict,
-                    message,
-                    previous.token_id,
-                )
+        }
+        if announce {
+            warn!(reason = outcome.reason.as_str(), message = %outcome.message, "token not usable");
+            let note = outcome.message.clone();
+            ctx.publish(self, EventType::Warning, outcome.reason, "Validate", note)
                 .await;
         }
+        self.write_status(ctx, &outcome).await?;
+        Ok(match wait {
+            Wait::ForChange => Action::await_change(),
+            Wait::Recheck => Action::requeue(plan::RECHECK),
+        })
+    }
 
-        let (resolved, expires_at) = match (resolved, expiry) {
-            (Ok(resolved), Ok(expires_at)) => (resolved, expires_at),
-            (Err(problem), _) => {
-                // Fail closed: an issued token whose scope is gone stops working now.
-                if let Some(user) = user.filter(|u| !u.spec.disabled) {
-                    let mut disabled = user.clone();
-                    disabled.spec.disabled = true;
-                    apply_user(&users, &disabled, self).await?;
-                    warn!(
-                        reason = problem.reason.as_str(),
-                        "scope no longer valid: token disabled"
-                    );
-                }
-                return self
-                    .fail(ctx, problem.reason, problem.message, previous.token_id)
-                    .await;
-            }
-            (Ok(_), Err(invalid)) => {
-                return self
-                    .fail(
-                        ctx,
-                        Reason::InvalidSpec,
-                        invalid.to_string(),
-                        previous.token_id,
-                    )
-                    .await;
-            }
-        };
-
-        // The Secret is the source of truth for the token: minted only when it is missing or
-        // unusable, created with POST (never overwriting), replaced only at the resourceVersion read.
-        let secret_name = build::secret_name(self);
-        let credentials = user
-            .as_ref()
-            .map(|u| u.spec.credentials.clone())
-            .unwrap_or_default();
-        // Metadata first: the data of a Secret this token does not own is never read.
-        let state = match secrets.get_metadata_opt(&secret_name).await? {
-            None => SecretState::Missing,
-            Some(meta) if !build::is_controlled_by(&meta.metadata, &uid) => SecretState::Foreign,
-            Some(_) => inspect_secret(secrets.get_opt(&secret_name).await?, &uid),
-        };
-        let children = Children {
-            users: &users,
-            secrets: &secrets,
-            resolved: &resolved,
-            credentials: &credentials,
-            expires_at,
-        };
-        let plan = match state {
-            SecretState::Foreign => {
-                // Our Secret is gone and its name taken: the issued token was lost with it, so
-                // its credential goes too (the token must not outlive the only copy we wrote).
-                if let Some(user) = user.as_ref().filter(|u| !u.spec.credentials.is_empty()) {
-                    let mut emptied = user.clone();
-                    emptied.spec.credentials.clear();
-                    apply_user(&users, &emptied, self).await?;
-                    warn!("Secret name taken by a foreign Secret: issued credential removed");
-                }
-                let message = format!(
-                    "Secret {secret_name:?} already exists and is not owned by this AccessToken; it is left untouched. Delete it or set spec.secretName on a new AccessToken"
-                );
-                return self
-                    .fail(ctx, Reason::SecretConflict, message, previous.token_id)
-                    .await;
-            }
-            SecretState::Holding(secret, value) => {
-                match self
-                    .credential_for(ctx, &secret, &value, &credentials, expires_at)
-                    .await
-                {
-                    Some(credential) => Plan::Keep(value, secret, credential),
-                    None => Plan::Mint {
-                        existing: Some(secret),
-                        why: Some("the token in its Secret is not the one issued (tampered)"),
-                    },
-                }
-            }
-            SecretState::Damaged(secret) => Plan::Mint {
-                existing: Some(secret),
-                why: Some("its Secret no longer holds a readable token (lost or tampered)"),
-            },
-            // Never reported as issued: this is the first issue (or a retry of one that crashed).
-            SecretState::Missing if previous.token_id.is_none() => Plan::Mint {
-                existing: None,
-                why: None,
-            },
-            SecretState::Missing => Plan::Mint {
-                existing: None,
-                why: Some("its Secret was deleted"),
-            },
-        };
-        let (value, secret, credential) = match plan {
-            Plan::Keep(value, secret, credential) => (value, Some(secret), credential),
-            Plan::Mint { existing, why } => {
-                if let Some(waiting) = self.secret_write_waiting(ctx) {
-                    return self.keep_waiting(ctx, waiting).await;
-                }
-                // No token the Secret holds verified (or there is none): nothing to keep.
-                match self.mint(ctx, &children, existing, None).await? {
-                    Minted::Written(value, secret, credential) => {
-                        self.announce_mint(ctx, &value, &secret_name, why).await;
-                        (value, Some(*secret), credential)
-                    }
-                    Minted::SecretWriteFailed(error) => {
-                        return self
-                            .secret_write_failed(
-                                ctx,
-                                &error,
-                                Phase::Failed,
-                                previous.token_id,
-                                None,
-                            )
-                            .await;
-                    }
-                }
-            }
-        };
-
-        let phase = if now >= expires_at {
-            Phase::Expired
-        } else if self.spec.revoked {
-            Phase::Revoked
-        } else {
-            Phase::Active
-        };
-        let desired = build::technical_user(
-            self,
-            &resolved,
-            self.spec.revoked,
-            expires_at,
-            vec![credential],
-        );
-        if user
-            .as_ref()
-            .map(|u| (&u.spec, &u.metadata.owner_references))
-            != Some((&desired.spec, &desired.metadata.owner_references))
+    /// Mints a token unless a Secret write backoff is still running, then settles it.
+    #[allow(clippy::too_many_arguments)]
+    async fn mint_and_settle(
+        &self,
+        ctx: &Context,
+        children: &Children,
+        scope: &ResolvedScope,
+        expires_at: Timestamp,
+        existing: Option<Box<Secret>>,
+        why: Option<&'static str>,
+        applied: Option<Box<TechnicalUser>>,
+    ) -> Result<Action> {
+        if let Some(waiting) = self.secret_write_waiting(ctx) {
+            return self.keep_waiting(ctx, waiting).await;
+        }
+        // No token the Secret holds verified (or there is none): nothing to keep.
+        let existing = existing.map(|s| *s);
+        match self
+            .mint(ctx, children, scope, expires_at, existing)
+            .await?
         {
-            apply_user(&users, &desired, self).await?;
+            Minted::Written(token, secret, credential) => {
+                let secret_name = build::secret_name(self);
+                self.announce_mint(ctx, &token, &secret_name, why).await;
+                let issued = (token, Some(*secret), credential);
+                self.settle(ctx, children, scope, expires_at, issued, applied)
+                    .await
+            }
+            Minted::SecretWriteFailed(error) => {
+                let token_id = self.status.as_ref().and_then(|s| s.token_id.clone());
+                self.secret_write_failed(ctx, &error, Phase::Failed, token_id, None)
+                    .await
+            }
+        }
+    }
+
+    /// With the token in its Secret: applies the TechnicalUser (role, disabled, expiry, the
+    /// one credential), announces a change of state, keeps the Secret's descriptive keys
+    /// current, and reports the status.
+    async fn settle(
+        &self,
+        ctx: &Context,
+        children: &Children,
+        scope: &ResolvedScope,
+        expires_at: Timestamp,
+        (token, secret, credential): (Token, Option<Secret>, Credential),
+        applied: Option<Box<TechnicalUser>>,
+    ) -> Result<Action> {
+        let previous = self.status.as_ref().and_then(|s| s.phase);
+        let settled = plan::settle(
+            previous,
+            self.spec.revoked,
+            token.id().as_str(),
+            expires_at,
+            Timestamp::now(),
+        );
+        let desired =
+            build::technical_user(self, scope, self.spec.revoked, expires_at, vec![credential]);
+        if applied
+            .as_ref()
+            .map(|u| (&u.spec, &u.metadata.owner_references, &u.metadata.labels))
+            != Some((
+                &desired.spec,
+                &desired.metadata.owner_references,
+                &desired.metadata.labels,
+            ))
+        {
+            apply_user(&children.users, &desired, self).await?;
         }
         crash_point::reached("user-applied");
         // The token's state changed with the TechnicalUser: say so even if the Secret's
         // update below fails (the status written then already carries the new phase).
-        self.announce_transition(ctx, previous.phase, phase, &value)
-            .await;
-
-        // Keep the Secret's descriptive keys (role, expiry, ...) current; the token never
-        // changes here. After the TechnicalUser, so that a Secret that cannot be written
-        // never holds up a revocation or a disable.
-        if let Some(secret) = &secret {
-            let data = build::secret_data(self, &resolved, &value, expires_at);
-            if let Some(updated) = build::updated_secret(self, secret, data) {
-                if let Some(waiting) = self.secret_write_waiting(ctx) {
-                    return self.keep_waiting(ctx, waiting).await;
-                }
-                if let Err(error) = secrets
-                    .replace(&secret_name, &PostParams::default(), &updated)
-                    .await
-                {
-                    if is_conflict(&error) {
-                        return Err(error.into());
-                    }
-                    let token_id = Some(value.id().to_string());
-                    return self
-                        .secret_write_failed(ctx, &error, phase, token_id, Some(expires_at))
-                        .await;
-                }
-            }
+        if let Some((reason, note)) = settled.transition.clone() {
+            info!(token_id = %token.id(), reason = reason.as_str(), "token state changed");
+            ctx.publish(self, EventType::Normal, reason, "Update", note)
+                .await;
+        }
+        if let Some(secret) = &secret
+            && let Some(action) = self
+                .refresh_secret(ctx, children, scope, &token, secret, &settled)
+                .await?
+        {
+            return Ok(action);
         }
         if let Some(uid) = self.uid() {
             ctx.secret_writes.lock().expect("lock").clear(&uid);
         }
+        self.write_status(ctx, &settled.outcome).await?;
+        Ok(Action::requeue(settled.requeue))
+    }
 
-        let (ready, reason, message) = match phase {
-            Phase::Active => (
-                true,
-                Reason::TokenActive,
-                format!("Token {} is active until {expires_at}", value.id()),
-            ),
-            Phase::Revoked => (
-                false,
-                Reason::TokenRevoked,
-                "spec.revoked is true: the token is disabled; set it to false to re-enable it"
-                    .to_string(),
-            ),
-            _ => (
-                false,
-                Reason::TokenExpired,
-                format!("The token expired at {expires_at}"),
-            ),
+    /// Keeps the Secret's descriptive keys (role, expiry, ...) current; the token never
+    /// changes here. After the TechnicalUser, so that a Secret that cannot be written never
+    /// holds up a revocation or a disable. `Some` action if the reconcile ends here.
+    async fn refresh_secret(
+        &self,
+        ctx: &Context,
+        children: &Children,
+        scope: &ResolvedScope,
+        token: &Token,
+        secret: &Secret,
+        settled: &plan::Settled,
+    ) -> Result<Option<Action>> {
+        let expires_at = settled.outcome.expires_at.unwrap_or_else(Timestamp::now);
+        let data = build::secret_data(self, scope, token, expires_at);
+        let Some(updated) = build::updated_secret(self, secret, data) else {
+            return Ok(None);
         };
-        self.write_status(
-            ctx,
-            &Outcome {
-                phase,
-                ready,
-                reason,
-                message,
-                stalled: false,
-                token_id: Some(value.id().to_string()),
-                expires_at: Some(expires_at),
-            },
-        )
-        .await?;
-
-        // Wake up exactly at expiry, so the phase flips on time (the verifier never waits for this).
-        let until_expiry = expires_at.duration_since(now);
-        Ok(match Duration::try_from(until_expiry) {
-            Ok(wait) if !wait.is_zero() => {
-                Action::requeue(wait.min(RESYNC) + Duration::from_millis(100))
+        if let Some(waiting) = self.secret_write_waiting(ctx) {
+            return self.keep_waiting(ctx, waiting).await.map(Some);
+        }
+        let name = build::secret_name(self);
+        match children
+            .secrets
+            .replace(&name, &PostParams::default(), &updated)
+            .await
+        {
+            Ok(_) => Ok(None),
+            Err(error) if is_conflict(&error) => Err(error).at(Step::WriteSecret),
+            Err(error) => {
+                let token_id = Some(token.id().to_string());
+                let phase = settled.outcome.phase;
+                self.secret_write_failed(ctx, &error, phase, token_id, Some(expires_at))
+                    .await
+                    .map(Some)
             }
-            _ => Action::requeue(RESYNC),
-        })
+        }
     }
 
     /// The credential matching the Secret's token, or `None` if the token is not one this
@@ -453,7 +452,6 @@ impl AccessToken {
         secret: &Secret,
         value: &Token,
         credentials: &[Credential],
-        expires_at: Timestamp,
     ) -> Option<Credential> {
         let existing = credentials.iter().find(|c| c.id == value.id().as_str())?;
         let (uid, version) = (
@@ -466,7 +464,7 @@ impl AccessToken {
                 .lock()
                 .expect("lock")
                 .insert(uid, version);
-            Some(credential(value, existing.hash.clone(), expires_at))
+            Some(existing.clone())
         } else {
             None
         }
@@ -481,24 +479,27 @@ impl AccessToken {
     async fn mint(
         &self,
         ctx: &Context,
-        children: &Children<'_>,
+        children: &Children,
+        scope: &ResolvedScope,
+        expires_at: Timestamp,
         existing: Option<Secret>,
-        held: Option<&str>,
     ) -> Result<Minted> {
         let value = Token::try_generate().map_err(|_| Error::Randomness)?;
         let hash = ctx.hasher.hash(&value).await?;
-        let credential = credential(&value, hash, children.expires_at);
+        let credential = credential(&value, hash, expires_at);
+        // Only the new credential: ones staged by earlier attempts whose Secret write failed
+        // belong to tokens nobody holds, so retries never accumulate.
         let staged = build::technical_user(
             self,
-            children.resolved,
+            scope,
             self.spec.revoked,
-            children.expires_at,
-            build::staged_credentials(children.credentials, held, credential.clone()),
+            expires_at,
+            vec![credential.clone()],
         );
-        apply_user(children.users, &staged, self).await?;
+        apply_user(&children.users, &staged, self).await?;
         crash_point::reached("credential-staged");
 
-        let data = build::secret_data(self, children.resolved, &value, children.expires_at);
+        let data = build::secret_data(self, scope, &value, expires_at);
         let written = match existing {
             None => {
                 children
@@ -518,7 +519,7 @@ impl AccessToken {
         let written = match written {
             Ok(written) => written,
             // A race (the name was just taken, or the Secret changed): look again soon.
-            Err(error) if is_conflict(&error) => return Err(error.into()),
+            Err(error) if is_conflict(&error) => return Err(error).at(Step::WriteSecret),
             Err(error) => return Ok(Minted::SecretWriteFailed(error)),
         };
         crash_point::reached("secret-written");
@@ -637,87 +638,6 @@ impl AccessToken {
         Ok(Action::requeue(delay))
     }
 
-    async fn announce_transition(
-        &self,
-        ctx: &Context,
-        from: Option<Phase>,
-        to: Phase,
-        value: &Token,
-    ) {
-        let (reason, note) = match (from, to) {
-            (Some(Phase::Revoked), Phase::Revoked) | (Some(Phase::Expired), Phase::Expired) => {
-                return;
-            }
-            (_, Phase::Revoked) => (
-                Reason::TokenRevoked,
-                format!("Token {} revoked", value.id()),
-            ),
-            (_, Phase::Expired) => (
-                Reason::TokenExpired,
-                format!("Token {} expired", value.id()),
-            ),
-            (Some(Phase::Revoked), Phase::Active) => (
-                Reason::TokenReenabled,
-                format!("Token {} re-enabled", value.id()),
-            ),
-            _ => return,
-        };
-        info!(token_id = %value.id(), reason = reason.as_str(), "token state changed");
-        ctx.publish(self, EventType::Normal, reason, "Update", note)
-            .await;
-    }
-
-    /// Records a failure that waits for a change (scope, conflict, invalid spec) without hot-looping.
-    async fn fail(
-        &self,
-        ctx: &Context,
-        reason: Reason,
-        message: String,
-        token_id: Option<String>,
-    ) -> Result<Action> {
-        let previous_reason = self
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
-            .map(|c| c.reason.clone());
-        if previous_reason.as_deref() != Some(reason.as_str()) {
-            warn!(reason = reason.as_str(), %message, "token not usable");
-            ctx.publish(
-                self,
-                EventType::Warning,
-                reason,
-                "Validate",
-                message.clone(),
-            )
-            .await;
-        }
-        let issued = token_id.is_some();
-        self.write_status(
-            ctx,
-            &Outcome {
-                // Never issued: waiting for a valid scope. Issued: disabled until it is valid again.
-                phase: if issued
-                    || matches!(
-                        reason,
-                        Reason::SecretConflict | Reason::TechnicalUserConflict
-                    ) {
-                    Phase::Failed
-                } else {
-                    Phase::Pending
-                },
-                ready: false,
-                reason,
-                message,
-                stalled: true,
-                token_id,
-                expires_at: None,
-            },
-        )
-        .await?;
-        // Scope changes arrive through watches; a foreign Secret's removal does not, so look again.
-        Ok(Action::requeue(RECHECK))
-    }
-
     async fn write_status(&self, ctx: &Context, outcome: &Outcome) -> Result<()> {
         let now = Timestamp::now();
         let status = build::status(self, outcome, now);
@@ -733,31 +653,29 @@ impl AccessToken {
         }
         let api: Api<AccessToken> =
             Api::namespaced(ctx.client.clone(), &self.namespace().unwrap_or_default());
-        let patch = json!({
-            "apiVersion": "iam.accesstoken.io/v1alpha1",
-            "kind": "AccessToken",
-            "status": status,
-        });
-        api.patch_status(
-            &self.name_any(),
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(patch),
-        )
-        .await?;
-        Ok(())
+        super::apply_status(&api, &self.name_any(), &status).await
     }
 
-    /// Deletes the TechnicalUser and the Secret (only if this AccessToken controls them).
+    /// Deletes the TechnicalUser and the Secret (only if they are this AccessToken's children,
+    /// also after an `Orphan` delete stripped their owner references).
     #[instrument(skip_all, fields(namespace = self.namespace(), name = %self.name_any()))]
     async fn cleanup(&self, ctx: &Context) -> Result<Action> {
         let namespace = self.namespace().ok_or(Error::MissingNamespace)?;
         let uid = self.uid().ok_or(Error::MissingUid)?;
         let users: Api<TechnicalUser> = Api::namespaced(ctx.client.clone(), &namespace);
         let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-        if let Some(user) = users.get_opt(&self.name_any()).await? {
+        if let Some(user) = users
+            .get_opt(&self.name_any())
+            .await
+            .at(Step::ReadTechnicalUser)?
+        {
             delete_if_controlled(&users, &user.metadata, &uid).await?;
         }
-        if let Some(secret) = secrets.get_metadata_opt(&build::secret_name(self)).await? {
+        if let Some(secret) = secrets
+            .get_metadata_opt(&build::secret_name(self))
+            .await
+            .at(Step::ReadSecret)?
+        {
             delete_if_controlled(&secrets, &secret.metadata, &uid).await?;
             if let Some(secret_uid) = &secret.metadata.uid {
                 ctx.verified_secrets
@@ -823,11 +741,12 @@ async fn apply_user(
             &PatchParams::apply(MANAGER).force(),
             &Patch::Apply(patch),
         )
-        .await?;
+        .await
+        .at(Step::WriteTechnicalUser)?;
     Ok(())
 }
 
-/// Deletes an object only if `uid` controls it, and only that very object (uid precondition);
+/// Deletes an object only if it is a child of `uid` (see `build::is_child_of`), and only that very object (uid precondition);
 /// already gone counts as done.
 async fn delete_if_controlled<K>(
     api: &Api<K>,
@@ -837,7 +756,7 @@ async fn delete_if_controlled<K>(
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    if !build::is_controlled_by(meta, uid) {
+    if !build::is_child_of(meta, uid) {
         return Ok(());
     }
     let params = DeleteParams {
@@ -853,6 +772,6 @@ where
     {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(error) => Err(error.into()),
+        Err(error) => Err(error).at(Step::DeleteChild),
     }
 }

@@ -11,23 +11,20 @@ use k8s_openapi::{
 };
 use kube::{Resource, ResourceExt};
 
+pub use crate::domain::{
+    ACCESS_TOKEN_LABEL, ACCESS_TOKEN_UID_LABEL, MANAGED_BY_LABEL, MANAGER, username,
+};
 use crate::{
     api::{
         AccessToken, AccessTokenStatus, ConditionType, Credential, Phase, Reason, Role, ScopeKind,
         TechnicalUser, TechnicalUserSpec,
     },
-    controller::validate::ResolvedScope,
+    domain::scope::ResolvedScope,
     token::Token,
 };
 
-/// Field manager and Event reporter name.
-pub const MANAGER: &str = "access-token-operator";
 /// Finalizer that removes the TechnicalUser and Secret before an AccessToken goes away.
 pub const FINALIZER: &str = "iam.accesstoken.io/cleanup";
-/// Label on every Secret the operator writes; the operator's Secret watch selects on it.
-pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
-/// Label naming the AccessToken a Secret belongs to.
-pub const ACCESS_TOKEN_LABEL: &str = "iam.accesstoken.io/access-token";
 /// The type of token Secrets.
 pub const SECRET_TYPE: &str = "iam.accesstoken.io/token";
 
@@ -47,11 +44,6 @@ pub mod keys {
     pub const ROLE: &str = "role";
     /// The effective expiry, RFC 3339.
     pub const EXPIRES_AT: &str = "expires-at";
-}
-
-/// The username a token authenticates as.
-pub fn username(namespace: &str, name: &str) -> String {
-    format!("accesstoken:{namespace}:{name}")
 }
 
 /// The Secret's name: `spec.secretName`, defaulting to the AccessToken's name.
@@ -96,6 +88,25 @@ pub fn is_controlled_by(meta: &ObjectMeta, uid: &str) -> bool {
         .any(|o| o.controller == Some(true) && o.uid == uid)
 }
 
+/// Whether the AccessToken with `uid` may delete the child described by `meta`: it controls
+/// it, or the child was orphaned (no controller left, as after a delete with
+/// `propagationPolicy: Orphan`, whose garbage collector strips owner references before our
+/// finalizer runs) and still carries the operator's labels naming this very AccessToken.
+/// A child controlled by anything else is never ours.
+pub fn is_child_of(meta: &ObjectMeta, uid: &str) -> bool {
+    let labels = meta.labels.as_ref();
+    let label = |key: &str| labels.and_then(|l| l.get(key)).map(String::as_str);
+    let orphaned = !meta
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true));
+    is_controlled_by(meta, uid)
+        || (orphaned
+            && label(MANAGED_BY_LABEL) == Some(MANAGER)
+            && label(ACCESS_TOKEN_UID_LABEL) == Some(uid))
+}
+
 /// The TechnicalUser the operator applies for a token.
 pub fn technical_user(
     token: &AccessToken,
@@ -137,6 +148,10 @@ fn managed_labels(token: &AccessToken) -> BTreeMap<String, String> {
     BTreeMap::from([
         (MANAGED_BY_LABEL.to_string(), MANAGER.to_string()),
         (ACCESS_TOKEN_LABEL.to_string(), token.name_any()),
+        (
+            ACCESS_TOKEN_UID_LABEL.to_string(),
+            token.uid().unwrap_or_default(),
+        ),
     ])
 }
 
@@ -282,26 +297,17 @@ pub struct Outcome {
 pub fn status(token: &AccessToken, outcome: &Outcome, now: Timestamp) -> AccessTokenStatus {
     let previous = token.status.clone().unwrap_or_default();
     let generation = token.meta().generation;
-    let mut conditions = vec![condition(
+    let conditions = conditions(
         &previous.conditions,
-        ConditionType::Ready,
-        outcome.ready,
-        outcome.reason,
-        &outcome.message,
+        Readiness {
+            ready: outcome.ready,
+            stalled: outcome.stalled,
+            reason: outcome.reason,
+            message: &outcome.message,
+        },
         generation,
         now,
-    )];
-    if outcome.stalled {
-        conditions.push(condition(
-            &previous.conditions,
-            ConditionType::Stalled,
-            true,
-            outcome.reason,
-            &outcome.message,
-            generation,
-            now,
-        ));
-    }
+    );
     let namespace = token.namespace().unwrap_or_default();
     AccessTokenStatus {
         phase: Some(outcome.phase),
@@ -317,6 +323,55 @@ pub fn status(token: &AccessToken, outcome: &Outcome, now: Timestamp) -> AccessT
         observed_generation: generation,
         conditions,
     }
+}
+
+/// What the conditions of any of the three kinds say.
+pub struct Readiness<'a> {
+    /// Whether Ready is True.
+    pub ready: bool,
+    /// Whether the object waits for an outside change (kstatus Stalled, present only while true).
+    pub stalled: bool,
+    /// The reason of both conditions.
+    pub reason: Reason,
+    /// The message of both conditions.
+    pub message: &'a str,
+}
+
+/// The one conditions builder of AccessToken, Organization and Group: `Ready` always,
+/// `Stalled` only while true, transition times kept for conditions that did not change.
+pub fn conditions(
+    previous: &[Condition],
+    readiness: Readiness<'_>,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Vec<Condition> {
+    let Readiness {
+        ready,
+        stalled,
+        reason,
+        message,
+    } = readiness;
+    let mut conditions = vec![condition(
+        previous,
+        ConditionType::Ready,
+        ready,
+        reason,
+        message,
+        generation,
+        now,
+    )];
+    if stalled {
+        conditions.push(condition(
+            previous,
+            ConditionType::Stalled,
+            true,
+            reason,
+            message,
+            generation,
+            now,
+        ));
+    }
+    conditions
 }
 
 /// A condition that keeps its previous `lastTransitionTime` unless its status changed.
@@ -406,6 +461,30 @@ mod tests {
         assert_eq!(secret.metadata.annotations.as_ref().unwrap()["note"], "hi");
         assert!(is_controlled_by(&secret.metadata, "uid-1"));
         assert!(!is_controlled_by(&secret.metadata, "uid-2"));
+        assert_eq!(labels[ACCESS_TOKEN_UID_LABEL], "uid-1");
+    }
+
+    #[test]
+    fn an_orphaned_child_is_ours_only_by_our_labels_and_uid() {
+        let secret = new_secret(&access_token(), BTreeMap::new());
+        assert!(is_child_of(&secret.metadata, "uid-1"));
+        assert!(!is_child_of(&secret.metadata, "uid-2"));
+        // Owner references stripped, as the garbage collector does for `Orphan`.
+        let mut orphaned = secret.metadata.clone();
+        orphaned.owner_references = None;
+        assert!(is_child_of(&orphaned, "uid-1"));
+        assert!(!is_child_of(&orphaned, "uid-2"));
+        // Someone else's controller, or labels of another manager: never ours.
+        let mut foreign = secret.metadata.clone();
+        foreign.owner_references.as_mut().unwrap()[0].uid = "other".into();
+        assert!(!is_child_of(&foreign, "uid-1"));
+        let mut relabelled = orphaned.clone();
+        relabelled
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert(MANAGED_BY_LABEL.into(), "someone-else".into());
+        assert!(!is_child_of(&relabelled, "uid-1"));
     }
 
     #[test]

@@ -5,8 +5,8 @@ mod access_token;
 pub mod build;
 mod crash_point;
 pub mod group_index;
+mod plan;
 mod scope_status;
-pub mod validate;
 
 use std::{
     collections::HashMap,
@@ -26,6 +26,8 @@ use kube::{
     },
 };
 use tracing::{info, warn};
+
+use access_token::Watched;
 
 use crate::{
     api::{AccessToken, Group, Organization, Reason, TechnicalUser},
@@ -58,10 +60,41 @@ pub struct Context {
     /// Secrets whose token was verified against its credential, by uid, at this resourceVersion:
     /// avoids re-running argon2 on every reconcile of an unchanged Secret.
     pub verified_secrets: Mutex<HashMap<String, String>>,
-    /// Consecutive failures per object, for exponential backoff.
-    failures: Mutex<HashMap<ObjectRef<AccessToken>, u32>>,
+    /// Consecutive failures per AccessToken, for exponential backoff.
+    failures: Failures,
     /// AccessTokens whose Secret write failed, by uid: when the next write may be tried.
     secret_writes: Mutex<SecretWriteBackoff>,
+}
+
+/// The one backoff policy of every controller: consecutive failures per object (by kind,
+/// namespace and name), each retry waiting [`backoff`] of the count; a success forgets them.
+#[derive(Debug, Default)]
+pub(crate) struct Failures(Mutex<HashMap<String, u32>>);
+
+impl Failures {
+    fn key<K: Resource<DynamicType = ()>>(object: &K) -> String {
+        let meta = object.meta();
+        let (namespace, name) = (meta.namespace.as_deref(), meta.name.as_deref());
+        format!(
+            "{}/{}/{}",
+            K::kind(&()),
+            namespace.unwrap_or_default(),
+            name.unwrap_or_default()
+        )
+    }
+
+    /// Records one more failure of `object`: (failures so far, wait before the retry).
+    pub fn failed<K: Resource<DynamicType = ()>>(&self, object: &K) -> (u32, Duration) {
+        let mut counts = self.0.lock().expect("lock");
+        let count = counts.entry(Self::key(object)).or_insert(0);
+        *count = count.saturating_add(1);
+        (*count, backoff(*count - 1))
+    }
+
+    /// Forgets `object`'s failures after a successful reconcile.
+    pub fn succeeded<K: Resource<DynamicType = ()>>(&self, object: &K) {
+        self.0.lock().expect("lock").remove(&Self::key(object));
+    }
 }
 
 /// Backoff for Secret writes that fail, per AccessToken (by uid) and generation.
@@ -149,15 +182,29 @@ impl Context {
         action: &str,
         note: String,
     ) {
+        self.publish_reason(object, type_, reason.as_str(), action, note)
+            .await;
+    }
+
+    /// Publishes an Event with a reason outside [`Reason`] (a failed step's, see
+    /// `Step::reason`); failing to publish is logged, never fatal.
+    pub async fn publish_reason<K: Resource<DynamicType = ()>>(
+        &self,
+        object: &K,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
         let event = Event {
             type_,
-            reason: reason.as_str().to_string(),
+            reason: reason.to_string(),
             note: Some(note),
             action: action.to_string(),
             secondary: None,
         };
         if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
-            warn!(%error, reason = reason.as_str(), "could not publish Event");
+            warn!(%error, reason, "could not publish Event");
         }
     }
 }
@@ -169,55 +216,10 @@ pub async fn run(
     hasher: Hasher,
     metrics: Arc<Metrics>,
 ) -> crate::Result<()> {
-    let tokens: Api<AccessToken> = match &config.namespace {
+    let tokens: Api<Watched> = match &config.namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    let (users, secrets): (Api<TechnicalUser>, Api<Secret>) = match &config.namespace {
-        Some(ns) => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-        ),
-        None => (Api::all(client.clone()), Api::all(client.clone())),
-    };
-    let organizations: Api<Organization> = Api::all(client.clone());
-    let groups: Api<Group> = Api::all(client.clone());
-
-    // Only Secrets this operator labelled, and only their metadata (`owns` watches metadata):
-    // memory does not grow with unrelated Secrets, and no foreign Secret's data is cached.
-    let managed = watcher::Config::default().labels(&format!(
-        "{}={}",
-        build::MANAGED_BY_LABEL,
-        build::MANAGER
-    ));
-
-    let token_controller = Controller::new(tokens.clone(), watcher::Config::default())
-        .owns(users, managed.clone())
-        .owns(secrets, managed);
-    let token_store = token_controller.store();
-    let token_controller = {
-        let (by_org, by_group) = (token_store.clone(), token_store.clone());
-        token_controller
-            .watches(
-                organizations.clone(),
-                watcher::Config::default(),
-                move |org| {
-                    // Group tokens too: the organization of their group may be this one. Scope
-                    // changes are rare, and a reconcile with nothing to do writes nothing.
-                    let name = org.name_any();
-                    tokens_where(&by_org, |t| {
-                        t.spec.organization.as_deref() == Some(name.as_str())
-                            || t.spec.group.is_some()
-                    })
-                },
-            )
-            .watches(groups.clone(), watcher::Config::default(), move |group| {
-                tokens_where(&by_group, |t| {
-                    t.spec.group.as_deref() == Some(&group.name_any())
-                })
-            })
-    };
-
     let ctx = Arc::new(Context {
         recorder: Recorder::new(
             client.clone(),
@@ -229,10 +231,9 @@ pub async fn run(
         client: client.clone(),
         hasher,
         verified_secrets: Mutex::default(),
-        failures: Mutex::default(),
+        failures: Failures::default(),
         secret_writes: Mutex::default(),
     });
-
     let group_index_task = {
         let (client, namespace) = (client.clone(), config.group_index_namespace.clone());
         async move {
@@ -242,13 +243,9 @@ pub async fn run(
             }
         }
     };
-    let token_task = token_controller
+    let token_task = token_controller(&client, &config, tokens.clone())
         .shutdown_on_signal()
-        .run(
-            access_token::reconcile,
-            access_token::error_policy,
-            ctx.clone(),
-        )
+        .run(access_token::reconcile, access_token::error_policy, ctx)
         .for_each(|result| {
             log_result(&metrics, ControllerKind::AccessToken, result);
             future::ready(())
@@ -263,52 +260,117 @@ pub async fn run(
         future::select(Box::pin(token_task), Box::pin(group_index_task)).await;
         return Ok(());
     }
+    info!("watching AccessTokens in all namespaces");
+    let controllers = future::join3(
+        token_task,
+        organization_task(&client, tokens.clone(), &metrics),
+        group_task(&client, tokens, &metrics),
+    );
+    future::select(Box::pin(controllers), Box::pin(group_index_task)).await;
+    Ok(())
+}
 
-    let org_controller = Controller::new(organizations.clone(), watcher::Config::default());
-    let group_controller = Controller::new(groups.clone(), watcher::Config::default());
-    let group_store = group_controller.store();
-
-    let scope_ctx = Arc::new(scope_status::Context {
-        client: client.clone(),
-    });
-    let org_task = {
-        let by_token = tokens.clone();
-        org_controller
-            .watches(
-                by_token,
-                watcher::Config::default(),
-                |token: AccessToken| {
-                    token
-                        .spec
-                        .organization
-                        .map(|org| ObjectRef::<Organization>::new(&org))
-                },
-            )
-            .shutdown_on_signal()
-            .run(
-                scope_status::reconcile_organization,
-                scope_status::error_policy,
-                scope_ctx.clone(),
-            )
-            .for_each(|result| {
-                log_result(&metrics, ControllerKind::Organization, result);
-                future::ready(())
-            })
+/// The AccessToken controller: its own watch, its children (only Secrets this operator
+/// labelled, and only their metadata: memory does not grow with unrelated Secrets, and no
+/// foreign Secret's data is cached), and the Organizations and Groups tokens name.
+fn token_controller(client: &Client, config: &Config, tokens: Api<Watched>) -> Controller<Watched> {
+    let (users, secrets): (Api<TechnicalUser>, Api<Secret>) = match &config.namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
     };
-    let group_task = {
-        let group_store = group_store.clone();
-        group_controller
-            .watches(
-                tokens.clone(),
-                watcher::Config::default(),
-                |token: AccessToken| {
-                    token
-                        .spec
-                        .group
-                        .map(|group| ObjectRef::<Group>::new(&group))
-                },
-            )
-            .watches(organizations, watcher::Config::default(), move |org| {
+    let managed = watcher::Config::default().labels(&format!(
+        "{}={}",
+        build::MANAGED_BY_LABEL,
+        build::MANAGER
+    ));
+    let controller = Controller::new(tokens, watcher::Config::default())
+        .owns(users, managed.clone())
+        .owns(secrets, managed);
+    let (by_org, by_group) = (controller.store(), controller.store());
+    controller
+        .watches(
+            Api::<Organization>::all(client.clone()),
+            watcher::Config::default(),
+            move |org| {
+                // Group tokens too: the organization of their group may be this one. Scope
+                // changes are rare, and a reconcile with nothing to do writes nothing.
+                let name = org.name_any();
+                tokens_where(&by_org, |t| {
+                    t.spec.organization.as_deref() == Some(name.as_str()) || t.spec.group.is_some()
+                })
+            },
+        )
+        .watches(
+            Api::<Group>::all(client.clone()),
+            watcher::Config::default(),
+            move |group| {
+                tokens_where(&by_group, |t| {
+                    t.spec.group.as_deref() == Some(&group.name_any())
+                })
+            },
+        )
+}
+
+/// The Organization status controller, woken by the tokens naming each organization.
+fn organization_task(
+    client: &Client,
+    tokens: Api<Watched>,
+    metrics: &Arc<Metrics>,
+) -> impl Future<Output = ()> {
+    let metrics = metrics.clone();
+    let ctx = Arc::new(scope_status::Context {
+        client: client.clone(),
+        failures: Failures::default(),
+    });
+    Controller::new(
+        Api::<Organization>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .watches(tokens, watcher::Config::default(), |token: Watched| {
+        let org = token.0.ok()?.spec.organization?;
+        Some(ObjectRef::<Organization>::new(&org))
+    })
+    .shutdown_on_signal()
+    .run(
+        scope_status::reconcile_organization,
+        scope_status::error_policy,
+        ctx,
+    )
+    .for_each(move |result| {
+        log_result(&metrics, ControllerKind::Organization, result);
+        future::ready(())
+    })
+}
+
+/// The Group status controller, woken by the tokens naming each group and by changes of
+/// its organization.
+fn group_task(
+    client: &Client,
+    tokens: Api<Watched>,
+    metrics: &Arc<Metrics>,
+) -> impl Future<Output = ()> {
+    let metrics = metrics.clone();
+    let ctx = Arc::new(scope_status::Context {
+        client: client.clone(),
+        failures: Failures::default(),
+    });
+    let controller = Controller::new(
+        Api::<Group>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let group_store = controller.store();
+    controller
+        .watches(tokens, watcher::Config::default(), |token: Watched| {
+            let group = token.0.ok()?.spec.group?;
+            Some(ObjectRef::<Group>::new(&group))
+        })
+        .watches(
+            Api::<Organization>::all(client.clone()),
+            watcher::Config::default(),
+            move |org| {
                 let name = org.name_any();
                 group_store
                     .state()
@@ -316,32 +378,51 @@ pub async fn run(
                     .filter(|g| g.spec.organization == name)
                     .map(|g| ObjectRef::from_obj(&*g))
                     .collect::<Vec<_>>()
-            })
-            .shutdown_on_signal()
-            .run(
-                scope_status::reconcile_group,
-                scope_status::error_policy,
-                scope_ctx,
-            )
-            .for_each(|result| {
-                log_result(&metrics, ControllerKind::Group, result);
-                future::ready(())
-            })
-    };
-    info!("watching AccessTokens in all namespaces");
-    let controllers = future::join3(token_task, org_task, group_task);
-    future::select(Box::pin(controllers), Box::pin(group_index_task)).await;
+            },
+        )
+        .shutdown_on_signal()
+        .run(
+            scope_status::reconcile_group,
+            scope_status::error_policy,
+            ctx,
+        )
+        .for_each(move |result| {
+            log_result(&metrics, ControllerKind::Group, result);
+            future::ready(())
+        })
+}
+
+/// The one status writer of the three kinds: a forced server-side apply of `status` alone,
+/// under the operator's field manager (so the verifier's `lastUsedAt` keeps its own owner).
+async fn apply_status<K, S>(api: &Api<K>, name: &str, status: &S) -> crate::Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    S: serde::Serialize,
+{
+    use crate::error::{AtStep, Step};
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &kube::api::PatchParams::apply(build::MANAGER).force(),
+        &kube::api::Patch::Apply(patch),
+    )
+    .await
+    .at(Step::WriteStatus)?;
     Ok(())
 }
 
 fn tokens_where(
-    store: &Store<AccessToken>,
+    store: &Store<Watched>,
     matches: impl Fn(&AccessToken) -> bool,
-) -> Vec<ObjectRef<AccessToken>> {
+) -> Vec<ObjectRef<Watched>> {
     store
         .state()
         .into_iter()
-        .filter(|t| matches(t))
+        .filter(|t| t.0.as_ref().is_ok_and(&matches))
         .map(|t| ObjectRef::from_obj(&*t))
         .collect()
 }
@@ -358,6 +439,9 @@ fn log_result<T, Q>(
 {
     use kube::runtime::controller::Error as E;
     metrics.reconciled(controller, result.is_ok());
+    if let Err(E::ReconcilerFailed(error, _)) = &result {
+        metrics.failed(controller, error.step());
+    }
     let kind = format!("{controller:?}");
     let kind = kind.as_str();
     match result {
@@ -370,6 +454,7 @@ fn log_result<T, Q>(
 }
 
 /// Exponential backoff for an object's consecutive failures: 1s, 2s, 4s ... capped at 256 s.
+/// Used by every error policy (through [`Failures`]) and by the Secret write backoff.
 fn backoff(failures: u32) -> Duration {
     Duration::from_secs(1u64 << failures.min(8)).min(Duration::from_secs(300))
 }
@@ -416,6 +501,20 @@ mod tests {
 
         writes.clear("u");
         assert!(writes.waiting("u", Some(2), at(3.6)).is_none());
+    }
+
+    #[test]
+    fn failures_grow_the_wait_per_object_until_a_success() {
+        let failures = Failures::default();
+        let (a, b) = (
+            Organization::new("a", Default::default()),
+            Organization::new("b", Default::default()),
+        );
+        assert_eq!(failures.failed(&a), (1, Duration::from_secs(1)));
+        assert_eq!(failures.failed(&a), (2, Duration::from_secs(2)));
+        assert_eq!(failures.failed(&b), (1, Duration::from_secs(1)));
+        failures.succeeded(&a);
+        assert_eq!(failures.failed(&a), (1, Duration::from_secs(1)));
     }
 
     #[test]

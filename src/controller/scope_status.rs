@@ -3,26 +3,22 @@
 use std::sync::Arc;
 
 use k8s_openapi::jiff::Timestamp;
-use kube::{
-    Api, Client, Resource, ResourceExt,
-    api::{ListParams, Patch, PatchParams},
-    runtime::controller::Action,
-};
-use serde_json::json;
+use kube::{Api, Client, Resource, ResourceExt, api::ListParams, runtime::controller::Action};
 use tracing::warn;
 
-use super::build::{MANAGER, condition};
+use super::build::{Readiness, conditions};
 use crate::{
     Result,
-    api::{
-        AccessToken, ConditionType, Group, Organization, Phase, Reason, ScopeStatus, TokenCounts,
-    },
+    api::{AccessToken, Group, Organization, Phase, Reason, ScopeStatus, TokenCounts},
+    error::{AtStep, Step},
 };
 
 /// What the scope reconcilers need.
 pub struct Context {
     /// Client for the API server.
     pub client: Client,
+    /// Consecutive failures per Organization or Group, for the shared backoff.
+    pub failures: super::Failures,
 }
 
 /// Tokens naming a scope, listed from the API server with a field selector on
@@ -33,7 +29,8 @@ async fn tokens_naming(client: &Client, field: &str, name: &str) -> Result<Vec<A
     let selector = ListParams::default().fields(&format!("{field}={name}"));
     Ok(Api::<AccessToken>::all(client.clone())
         .list(&selector)
-        .await?
+        .await
+        .at(Step::ListTokens)?
         .items)
 }
 
@@ -69,13 +66,15 @@ pub async fn reconcile_organization(org: Arc<Organization>, ctx: Arc<Context>) -
         "Organization is ready for tokens".into(),
         counts,
     );
-    write_status(
+    let action = write_status(
         &Api::<Organization>::all(ctx.client.clone()),
         &*org,
         org.status.as_ref(),
         status,
     )
-    .await
+    .await?;
+    ctx.failures.succeeded(&*org);
+    Ok(action)
 }
 
 /// Reconciles a Group's status; not Ready while its organization is missing.
@@ -85,7 +84,8 @@ pub async fn reconcile_group(group: Arc<Group>, ctx: Arc<Context>) -> Result<Act
     let org = &group.spec.organization;
     let org_exists = Api::<Organization>::all(ctx.client.clone())
         .get_opt(org)
-        .await?
+        .await
+        .at(Step::ReadScope)?
         .is_some_and(|o| o.meta().deletion_timestamp.is_none());
     let (reason, message) = if org_exists {
         (Reason::ScopeValid, "Group is ready for tokens".to_string())
@@ -105,13 +105,15 @@ pub async fn reconcile_group(group: Arc<Group>, ctx: Arc<Context>) -> Result<Act
         message,
         counts,
     );
-    write_status(
+    let action = write_status(
         &Api::<Group>::all(ctx.client.clone()),
         &*group,
         group.status.as_ref(),
         status,
     )
-    .await
+    .await?;
+    ctx.failures.succeeded(&*group);
+    Ok(action)
 }
 
 fn scope_status(
@@ -125,27 +127,14 @@ fn scope_status(
     let previous_conditions = previous
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
-    let now = Timestamp::now();
-    let mut conditions = vec![condition(
-        previous_conditions,
-        ConditionType::Ready,
+    let readiness = Readiness {
         ready,
+        // Not ready means a missing organization: only an outside change fixes it.
+        stalled: !ready,
         reason,
-        &message,
-        generation,
-        now,
-    )];
-    if !ready {
-        conditions.push(condition(
-            previous_conditions,
-            ConditionType::Stalled,
-            true,
-            reason,
-            &message,
-            generation,
-            now,
-        ));
-    }
+        message: &message,
+    };
+    let conditions = conditions(previous_conditions, readiness, generation, Timestamp::now());
     ScopeStatus {
         observed_generation: generation,
         conditions,
@@ -163,28 +152,19 @@ where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     if previous != Some(&status) {
-        let patch = json!({
-            "apiVersion": K::api_version(&()),
-            "kind": K::kind(&()),
-            "status": status,
-        });
-        api.patch_status(
-            &object.name_any(),
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(patch),
-        )
-        .await?;
+        super::apply_status(api, &object.name_any(), &status).await?;
     }
     Ok(Action::await_change())
 }
 
-/// Retries a failed scope status write after a short pause.
-pub fn error_policy<K>(object: Arc<K>, error: &crate::Error, _ctx: Arc<Context>) -> Action
+/// Retries a failed scope status write with the shared exponential backoff.
+pub fn error_policy<K>(object: Arc<K>, error: &crate::Error, ctx: Arc<Context>) -> Action
 where
     K: Resource<DynamicType = ()>,
 {
-    warn!(kind = %K::kind(&()), name = %object.meta().name.clone().unwrap_or_default(), %error, "status update failed");
-    Action::requeue(std::time::Duration::from_secs(5))
+    let (failures, wait) = ctx.failures.failed(&*object);
+    warn!(kind = %K::kind(&()), name = %object.meta().name.clone().unwrap_or_default(), %error, failures, "status update failed");
+    Action::requeue(wait)
 }
 
 #[cfg(test)]

@@ -8,11 +8,9 @@ use kube::{Resource, ResourceExt};
 
 use crate::{
     api::{AccessToken, Credential, Group, Organization, ScopeKind, TechnicalUser},
-    controller::{
-        build::{ACCESS_TOKEN_LABEL, MANAGED_BY_LABEL, MANAGER, username},
-        validate::resolve_scope,
+    domain::{
+        ACCESS_TOKEN_LABEL, MANAGED_BY_LABEL, MANAGER, expiry, scope::resolve_scope, username,
     },
-    expiry,
     token::{HashLimits, phc_params},
 };
 
@@ -430,7 +428,7 @@ mod tests {
     #[test]
     fn the_operator_built_technical_user_is_trusted() {
         let w = world(false);
-        let resolved = crate::controller::validate::ResolvedScope {
+        let resolved = crate::domain::scope::ResolvedScope {
             scope: w.user.spec.scope.clone(),
             role: w.user.spec.role,
         };

@@ -12,7 +12,8 @@ use kube::runtime::{reflector, watcher};
 use super::*;
 use crate::{
     api::{AccessTokenSpec, OrganizationSpec, Role, Scope, ScopeKind},
-    controller::{build, validate::ResolvedScope},
+    controller::build,
+    domain::scope::ResolvedScope,
     token::{HashParams, hash_token},
 };
 

@@ -11,6 +11,7 @@ use kube::{
     api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
 };
 use serde_json::json;
+use std::time::Duration;
 
 use access_token_operator::{
     api::{Group, Phase, Role},
@@ -19,7 +20,7 @@ use access_token_operator::{
 
 use crate::{
     fixtures::{Tenant, ready_condition, secret_text},
-    harness::{Operator, delete_and_wait_gone, eventually},
+    harness::{Operator, VerifierProcess, VerifierSetup, delete_and_wait_gone, eventually, within},
 };
 
 #[tokio::test]
@@ -198,6 +199,94 @@ async fn delete_removes_the_technical_user_and_the_secret() {
         },
     )
     .await;
+}
+
+/// Whether a verifier answers `authenticated: true` for `token`.
+async fn verifier_accepts(verifier: &VerifierProcess, token: &str) -> bool {
+    let review = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}});
+    let answer: serde_json::Value = verifier
+        .http()
+        .post(format!("{}/tokenreviews", verifier.url))
+        .json(&review)
+        .send()
+        .await
+        .expect("the verifier answers")
+        .json()
+        .await
+        .expect("a TokenReview");
+    answer["status"]["authenticated"] == true
+}
+
+#[tokio::test]
+async fn delete_with_orphan_propagation_still_removes_both_children() {
+    let tenant = Tenant::new("orphan").await;
+    let mut operator = Operator::start(&tenant.namespace).await;
+    let verifier = VerifierProcess::start_with(
+        "orphan-verifier",
+        VerifierSetup {
+            private_port: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let issued = tenant
+        .issue("t", json!({"organization": tenant.organization}))
+        .await;
+    eventually("the verifier to accept the token", || async {
+        verifier_accepts(&verifier, issued.expose_secret())
+            .await
+            .then_some(())
+    })
+    .await;
+
+    // With the operator down, the garbage collector's orphan handling strips the children's
+    // owner references before the operator's finalizer gets a chance to run: the cleanup must
+    // still recognise them as its own.
+    operator.kill().await;
+    tenant
+        .tokens()
+        .delete("t", &DeleteParams::orphan())
+        .await
+        .unwrap();
+    // Wait for the garbage collector to finish orphaning (its `orphan` finalizer gone): the
+    // Secret holding the token then carries no owner reference. (The TechnicalUser is
+    // stripped too once the collector monitors the CRD, which a fresh control plane may not
+    // yet do.) Polled for longer than `eventually`'s deadline: the collector backs off.
+    within(Duration::from_secs(180), async {
+        loop {
+            let token = tenant.tokens().get("t").await.unwrap();
+            let secret = tenant.secrets().get("t").await.unwrap();
+            if !token.finalizers().iter().any(|f| f == "orphan")
+                && secret
+                    .metadata
+                    .owner_references
+                    .unwrap_or_default()
+                    .is_empty()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    let deleting = tenant.tokens().get("t").await.unwrap();
+    assert!(deleting.metadata.deletion_timestamp.is_some());
+    // The verifier denies from the moment deletion starts, without waiting for the operator.
+    assert!(!verifier_accepts(&verifier, issued.expose_secret()).await);
+
+    operator.restart().await;
+    eventually(
+        "the AccessToken, its TechnicalUser and Secret to be gone",
+        || async {
+            let token = tenant.tokens().get_opt("t").await.unwrap();
+            let user = tenant.users().get_opt("t").await.unwrap();
+            let secret = tenant.secrets().get_opt("t").await.unwrap();
+            (token.is_none() && user.is_none() && secret.is_none()).then_some(())
+        },
+    )
+    .await;
+    tenant.wait_for_event("t", "TokenDeleted").await;
+    assert!(!verifier_accepts(&verifier, issued.expose_secret()).await);
 }
 
 #[tokio::test]
@@ -735,4 +824,68 @@ async fn a_tampered_secret_with_the_same_id_gets_a_fresh_token() {
         "a planted token is never accepted"
     );
     tenant.wait_for_event("t", "TokenReissued").await;
+}
+
+#[tokio::test]
+async fn a_group_recreated_under_another_organization_keeps_its_token_disabled() {
+    let tenant = Tenant::new("rescope").await;
+    let _operator = Operator::start(&tenant.namespace).await;
+    let verifier = VerifierProcess::start_with(
+        "rescope-verifier",
+        VerifierSetup {
+            private_port: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let issued = tenant.issue("t", json!({"group": tenant.group})).await;
+    eventually("the verifier to accept the token", || async {
+        verifier_accepts(&verifier, issued.expose_secret())
+            .await
+            .then_some(())
+    })
+    .await;
+
+    // Another organization that admits the namespace takes over the group's name.
+    let other = format!("{}-other", tenant.organization);
+    tenant
+        .organizations()
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "iam.accesstoken.io/v1alpha1", "kind": "Organization",
+                "metadata": {"name": other}, "spec": {"tokenNamespaces": [tenant.namespace]}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let groups: Api<Group> = Api::all(tenant.client.clone());
+    delete_and_wait_gone(&groups, &tenant.group).await;
+    groups
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "iam.accesstoken.io/v1alpha1", "kind": "Group",
+                "metadata": {"name": tenant.group},
+                "spec": {"organization": other, "tokenNamespaces": [tenant.namespace]}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+
+    let token = tenant.wait_for_reason("t", "ScopeChanged").await;
+    assert_eq!(token.status.unwrap().phase, Some(Phase::Failed));
+    tenant.wait_for_event("t", "ScopeChanged").await;
+    let user = tenant.users().get("t").await.unwrap();
+    assert!(user.spec.disabled, "fail closed");
+    assert_eq!(
+        user.spec.scope.organization, tenant.organization,
+        "the token is never moved to the other organization"
+    );
+    eventually("the verifier to deny the token", || async {
+        (!verifier_accepts(&verifier, issued.expose_secret()).await).then_some(())
+    })
+    .await;
 }

@@ -1,5 +1,5 @@
-//! Validation of an AccessToken against the Organizations and Groups it names. Pure: the
-//! caller passes lookups, so this is tested without an API server.
+//! Resolution of an AccessToken's scope against the Organizations and Groups it names. Pure:
+//! the caller passes lookups, so this is tested without an API server.
 
 use kube::{Resource, ResourceExt};
 

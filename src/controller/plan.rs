@@ -1,0 +1,593 @@
+//! The AccessToken reconciler's decisions, pure: from what `observe` read ([`World`]) to what
+//! `apply` must write ([`Decision`]), and, once the token is in place, the phase, status,
+//! Event and requeue that follow ([`settle`]). No API calls, so every row of DESIGN.md's
+//! behaviour list is a table test here.
+
+use std::time::Duration;
+
+use k8s_openapi::{api::core::v1::Secret, jiff::Timestamp};
+
+use super::build::Outcome;
+use crate::{
+    api::{Credential, Phase, Reason, TechnicalUser},
+    domain::{
+        expiry::InvalidLifetime,
+        scope::{ResolvedScope, ScopeProblem},
+    },
+    token::Token,
+};
+
+/// How often an object waiting on something the operator cannot watch is looked at again.
+pub const RECHECK: Duration = Duration::from_secs(60);
+/// Longest wait between reconciles of a healthy token (expiry is also requeued exactly).
+pub const RESYNC: Duration = Duration::from_secs(3600);
+
+/// Everything one reconcile of an AccessToken reads, in one plain value.
+pub struct World {
+    /// The Secret's name.
+    pub secret_name: String,
+    /// The TechnicalUser's name (the AccessToken's).
+    pub name: String,
+    /// The phase and Ready reason reported so far.
+    pub previous: (Option<Phase>, Option<String>),
+    /// The token id reported so far: set once a token was issued.
+    pub issued: Option<String>,
+    /// The scope, resolved against the Organization and Group read.
+    pub scope: Result<ResolvedScope, ScopeProblem>,
+    /// The effective expiry.
+    pub expiry: Result<Timestamp, InvalidLifetime>,
+    /// The TechnicalUser by the token's name.
+    pub user: UserSeen,
+    /// The Secret by `secret_name`.
+    pub secret: SecretSeen,
+}
+
+/// The TechnicalUser by the token's name.
+pub enum UserSeen {
+    /// None yet.
+    Missing,
+    /// One this AccessToken does not control: never touched.
+    Foreign,
+    /// Ours.
+    Ours(Box<TechnicalUser>),
+}
+
+/// The Secret that should hold the token.
+pub enum SecretSeen {
+    /// No Secret by that name.
+    Missing,
+    /// A Secret by that name that this AccessToken does not control: never touched.
+    Foreign,
+    /// Ours, holding a well-formed token; `credential` is the TechnicalUser's credential it
+    /// verified against, `None` if it verified against none (not the token issued: tampered).
+    Holding {
+        /// The Secret as read.
+        secret: Box<Secret>,
+        /// Its token.
+        token: Token,
+        /// The credential the token verified against.
+        credential: Option<Credential>,
+    },
+    /// Ours, but its token is missing or unreadable.
+    Damaged(Box<Secret>),
+}
+
+/// What the reconcile does.
+pub enum Decision {
+    /// The token cannot be (or stay) usable until something outside changes.
+    Refuse(Box<Refusal>),
+    /// The Secret holds the issued token: bring the TechnicalUser and Secret up to date.
+    Keep {
+        /// The token's scope and role.
+        scope: ResolvedScope,
+        /// The effective expiry.
+        expires_at: Timestamp,
+        /// The token in the Secret.
+        token: Token,
+        /// The Secret as read.
+        secret: Box<Secret>,
+        /// The credential the token verified against.
+        credential: Credential,
+    },
+    /// Mint a token into the Secret: staged credential, then Secret, then TechnicalUser.
+    Mint {
+        /// The token's scope and role.
+        scope: ResolvedScope,
+        /// The effective expiry.
+        expires_at: Timestamp,
+        /// Our Secret to replace (at the resourceVersion read), or `None` to create one.
+        existing: Option<Box<Secret>>,
+        /// Why this is a reissue; `None` for the first issue.
+        why: Option<&'static str>,
+    },
+}
+
+/// A refusal: what to write, what to report, when to look again.
+pub struct Refusal {
+    /// The TechnicalUser to apply first (disabled, or without the lost token's credential).
+    pub user: Option<TechnicalUser>,
+    /// The status to report.
+    pub outcome: Outcome,
+    /// Whether to publish a Warning Event (only when the reason is new).
+    pub announce: bool,
+    /// When to look again.
+    pub wait: Wait,
+}
+
+/// When a refused AccessToken is looked at again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// When a watched object changes (the spec, the Organization or Group).
+    ForChange,
+    /// After [`RECHECK`]: what must change is not watched (a foreign object's removal).
+    Recheck,
+}
+
+/// Decides what one reconcile does with `world`.
+pub fn decide(world: World) -> Decision {
+    let World {
+        secret_name,
+        name,
+        previous,
+        issued,
+        scope,
+        expiry,
+        user,
+        secret,
+    } = world;
+    let refuse = |user, reason, message, wait| {
+        let refusal = refusal(&previous, issued.clone(), user, reason, message, wait);
+        Decision::Refuse(Box::new(refusal))
+    };
+    let ours = match user {
+        UserSeen::Foreign => {
+            let message = format!(
+                "TechnicalUser {name:?} exists and is not controlled by this AccessToken; it is left untouched"
+            );
+            return refuse(None, Reason::TechnicalUserConflict, message, Wait::Recheck);
+        }
+        UserSeen::Missing => None,
+        UserSeen::Ours(user) => Some(*user),
+    };
+    let scope = match (scope, expiry) {
+        // Fail closed: an issued token whose scope is gone stops working now.
+        (Err(problem), _) => {
+            let disabled = ours.and_then(disabled);
+            return refuse(disabled, problem.reason, problem.message, Wait::ForChange);
+        }
+        (Ok(_), Err(invalid)) => {
+            return refuse(
+                None,
+                Reason::InvalidSpec,
+                invalid.to_string(),
+                Wait::ForChange,
+            );
+        }
+        (Ok(scope), Ok(expires_at)) => (scope, expires_at),
+    };
+    if let Some(message) = scope_changed(ours.as_ref(), &scope.0) {
+        let disabled = ours.and_then(disabled);
+        return refuse(disabled, Reason::ScopeChanged, message, Wait::ForChange);
+    }
+    issue(secret, scope, issued.is_some()).unwrap_or_else(|| {
+        let emptied = ours.and_then(without_credentials);
+        let message = format!(
+            "Secret {secret_name:?} already exists and is not owned by this AccessToken; it is left untouched. Delete it or set spec.secretName on a new AccessToken"
+        );
+        refuse(emptied, Reason::SecretConflict, message, Wait::Recheck)
+    })
+}
+
+/// Keep or mint, for a Secret that is ours or missing; `None` for a foreign one.
+fn issue(
+    secret: SecretSeen,
+    (scope, expires_at): (ResolvedScope, Timestamp),
+    issued: bool,
+) -> Option<Decision> {
+    let mint = |existing, why| Decision::Mint {
+        scope: scope.clone(),
+        expires_at,
+        existing,
+        why,
+    };
+    Some(match secret {
+        SecretSeen::Holding {
+            secret,
+            token,
+            credential: Some(credential),
+        } => Decision::Keep {
+            scope,
+            expires_at,
+            token,
+            secret,
+            credential,
+        },
+        SecretSeen::Holding {
+            secret,
+            token: _,
+            credential: None,
+        } => mint(
+            Some(secret),
+            Some("the token in its Secret is not the one issued (tampered)"),
+        ),
+        SecretSeen::Damaged(secret) => mint(
+            Some(secret),
+            Some("its Secret no longer holds a readable token (lost or tampered)"),
+        ),
+        // Never reported as issued: this is the first issue (or a retry of one that crashed).
+        SecretSeen::Missing if !issued => mint(None, None),
+        SecretSeen::Missing => mint(None, Some("its Secret was deleted")),
+        SecretSeen::Foreign => return None,
+    })
+}
+
+/// Why an issued token's TechnicalUser names another organization than its scope now does
+/// (a group deleted and re-created elsewhere), if it does.
+fn scope_changed(user: Option<&TechnicalUser>, scope: &ResolvedScope) -> Option<String> {
+    let issued = user.filter(|u| !u.spec.credentials.is_empty() && u.spec.scope != scope.scope)?;
+    Some(format!(
+        "Group {:?} now belongs to Organization {:?}, but this token was issued for Organization {:?}; it stays disabled. Create a new AccessToken to act in the new organization",
+        scope.scope.name, scope.scope.organization, issued.spec.scope.organization
+    ))
+}
+
+fn disabled(mut user: TechnicalUser) -> Option<TechnicalUser> {
+    (!user.spec.disabled).then(|| {
+        user.spec.disabled = true;
+        user
+    })
+}
+
+/// Our Secret is gone and its name taken: the issued token was lost with it, so its
+/// credential goes too (the token must not outlive the only copy we wrote).
+fn without_credentials(mut user: TechnicalUser) -> Option<TechnicalUser> {
+    (!user.spec.credentials.is_empty()).then(|| {
+        user.spec.credentials.clear();
+        user
+    })
+}
+
+fn refusal(
+    (_, previous_reason): &(Option<Phase>, Option<String>),
+    token_id: Option<String>,
+    user: Option<TechnicalUser>,
+    reason: Reason,
+    message: String,
+    wait: Wait,
+) -> Refusal {
+    let conflict = matches!(
+        reason,
+        Reason::SecretConflict | Reason::TechnicalUserConflict
+    );
+    Refusal {
+        user,
+        announce: previous_reason.as_deref() != Some(reason.as_str()),
+        outcome: Outcome {
+            // Never issued: waiting for a valid scope. Issued: disabled until it is valid again.
+            phase: if token_id.is_some() || conflict {
+                Phase::Failed
+            } else {
+                Phase::Pending
+            },
+            ready: false,
+            reason,
+            message,
+            stalled: true,
+            token_id,
+            expires_at: None,
+        },
+        wait,
+    }
+}
+
+/// What follows once the token is in its Secret and its TechnicalUser is applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settled {
+    /// The status to report.
+    pub outcome: Outcome,
+    /// A Normal Event for a change of state (revoked, expired, re-enabled), if there is one.
+    pub transition: Option<(Reason, String)>,
+    /// When to look again: just after expiry, at most [`RESYNC`].
+    pub requeue: Duration,
+}
+
+/// The phase, status, transition Event and requeue of a token in place.
+pub fn settle(
+    previous: Option<Phase>,
+    revoked: bool,
+    token_id: &str,
+    expires_at: Timestamp,
+    now: Timestamp,
+) -> Settled {
+    let (phase, ready, reason, message) = if now >= expires_at {
+        let message = format!("The token expired at {expires_at}");
+        (Phase::Expired, false, Reason::TokenExpired, message)
+    } else if revoked {
+        let message =
+            "spec.revoked is true: the token is disabled; set it to false to re-enable it";
+        (Phase::Revoked, false, Reason::TokenRevoked, message.into())
+    } else {
+        let message = format!("Token {token_id} is active until {expires_at}");
+        (Phase::Active, true, Reason::TokenActive, message)
+    };
+    let transition = match (previous, phase) {
+        (Some(Phase::Revoked), Phase::Revoked) | (Some(Phase::Expired), Phase::Expired) => None,
+        (_, Phase::Revoked) => Some((Reason::TokenRevoked, format!("Token {token_id} revoked"))),
+        (_, Phase::Expired) => Some((Reason::TokenExpired, format!("Token {token_id} expired"))),
+        (Some(Phase::Revoked), Phase::Active) => Some((
+            Reason::TokenReenabled,
+            format!("Token {token_id} re-enabled"),
+        )),
+        _ => None,
+    };
+    // Wake up exactly at expiry, so the phase flips on time (the verifier never waits for this).
+    let requeue = match Duration::try_from(expires_at.duration_since(now)) {
+        Ok(wait) if !wait.is_zero() => wait.min(RESYNC) + Duration::from_millis(100),
+        _ => RESYNC,
+    };
+    Settled {
+        outcome: Outcome {
+            phase,
+            ready,
+            reason,
+            message,
+            stalled: false,
+            token_id: Some(token_id.to_string()),
+            expires_at: Some(expires_at),
+        },
+        transition,
+        requeue,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    use super::*;
+    use crate::api::{Role, Scope, ScopeKind, TechnicalUserSpec};
+
+    fn now() -> Timestamp {
+        "2026-06-01T00:00:00Z".parse().unwrap()
+    }
+
+    fn group_scope(organization: &str) -> ResolvedScope {
+        ResolvedScope {
+            scope: Scope {
+                kind: ScopeKind::Group,
+                name: "platform".into(),
+                organization: organization.into(),
+            },
+            role: Role::GroupUser,
+        }
+    }
+
+    fn credential(id: &str) -> Credential {
+        Credential {
+            id: id.into(),
+            hash: "$argon2id$...".into(),
+            not_after: Time(now()),
+        }
+    }
+
+    /// A TechnicalUser of ours, issued (one credential) for `organization`.
+    fn user(organization: &str, disabled: bool) -> UserSeen {
+        UserSeen::Ours(Box::new(TechnicalUser::new(
+            "t",
+            TechnicalUserSpec {
+                scope: group_scope(organization).scope,
+                role: Role::GroupUser,
+                disabled,
+                expires_at: Time(now()),
+                credentials: vec![credential("id1")],
+            },
+        )))
+    }
+
+    fn holding(verified: bool) -> SecretSeen {
+        let token = Token::try_generate().unwrap();
+        let credential = verified.then(|| credential(token.id().as_str()));
+        SecretSeen::Holding {
+            secret: Box::default(),
+            token,
+            credential,
+        }
+    }
+
+    /// An issued, healthy token: scope valid, ours everywhere, Secret verified.
+    fn world() -> World {
+        World {
+            secret_name: "t".into(),
+            name: "t".into(),
+            previous: (Some(Phase::Active), Some("TokenActive".into())),
+            issued: Some("id1".into()),
+            scope: Ok(group_scope("acme")),
+            expiry: Ok(now()),
+            user: user("acme", false),
+            secret: holding(true),
+        }
+    }
+
+    fn refused(world: World) -> Refusal {
+        match decide(world) {
+            Decision::Refuse(refusal) => *refusal,
+            _ => panic!("expected a refusal"),
+        }
+    }
+
+    fn minted(world: World) -> (bool, Option<&'static str>) {
+        match decide(world) {
+            Decision::Mint { existing, why, .. } => (existing.is_some(), why),
+            _ => panic!("expected a mint"),
+        }
+    }
+
+    #[test]
+    fn create_mints_into_a_new_secret_without_calling_it_a_reissue() {
+        let w = World {
+            previous: (None, None),
+            issued: None,
+            user: UserSeen::Missing,
+            secret: SecretSeen::Missing,
+            ..world()
+        };
+        assert_eq!(minted(w), (false, None));
+    }
+
+    #[test]
+    fn a_healthy_token_is_kept() {
+        assert!(matches!(decide(world()), Decision::Keep { .. }));
+    }
+
+    #[test]
+    fn a_lost_deleted_or_tampered_secret_gets_a_reissue() {
+        let deleted = World {
+            secret: SecretSeen::Missing,
+            ..world()
+        };
+        assert_eq!(minted(deleted), (false, Some("its Secret was deleted")));
+        let (reuses, why) = minted(World {
+            secret: holding(false),
+            ..world()
+        });
+        assert!(reuses && why.unwrap().contains("tampered"));
+        let (reuses, why) = minted(World {
+            secret: SecretSeen::Damaged(Box::default()),
+            ..world()
+        });
+        assert!(reuses && why.unwrap().contains("lost"));
+    }
+
+    #[test]
+    fn every_invalid_scope_disables_an_issued_token_and_waits_for_a_change() {
+        for reason in [
+            Reason::OrganizationNotFound,
+            Reason::GroupNotFound,
+            Reason::GroupOrganizationNotFound,
+            Reason::NamespaceNotAllowed,
+            Reason::InvalidSpec,
+        ] {
+            let problem = ScopeProblem {
+                reason,
+                message: "gone".into(),
+            };
+            let r = refused(World {
+                scope: Err(problem),
+                ..world()
+            });
+            assert!(r.user.expect("user written").spec.disabled, "{reason}");
+            assert_eq!(
+                (r.outcome.reason, r.outcome.phase, r.wait, r.announce),
+                (reason, Phase::Failed, Wait::ForChange, true)
+            );
+            assert!(r.outcome.stalled);
+        }
+    }
+
+    #[test]
+    fn a_token_never_issued_waits_pending_and_an_already_disabled_user_is_not_rewritten() {
+        let problem = ScopeProblem {
+            reason: Reason::GroupNotFound,
+            message: "gone".into(),
+        };
+        let r = refused(World {
+            issued: None,
+            scope: Err(problem.clone()),
+            user: UserSeen::Missing,
+            ..world()
+        });
+        assert_eq!((r.outcome.phase, r.user.is_none()), (Phase::Pending, true));
+        // Same reason as reported already: no second Event, no write of a disabled user.
+        let r = refused(World {
+            previous: (Some(Phase::Failed), Some("GroupNotFound".into())),
+            scope: Err(problem),
+            user: user("acme", true),
+            ..world()
+        });
+        assert!(!r.announce && r.user.is_none());
+    }
+
+    #[test]
+    fn an_unrepresentable_expiry_is_an_invalid_spec() {
+        let r = refused(World {
+            expiry: Err(InvalidLifetime::TooLong("999999w".into())),
+            ..world()
+        });
+        assert_eq!(
+            (r.outcome.reason, r.wait),
+            (Reason::InvalidSpec, Wait::ForChange)
+        );
+    }
+
+    #[test]
+    fn a_group_recreated_under_another_organization_disables_the_token() {
+        let r = refused(World {
+            scope: Ok(group_scope("other")),
+            ..world()
+        });
+        let user = r.user.expect("disabled");
+        assert!(user.spec.disabled);
+        assert_eq!(user.spec.scope.organization, "acme", "never moved");
+        assert_eq!(r.outcome.reason, Reason::ScopeChanged);
+        assert_eq!(r.outcome.phase, Phase::Failed);
+    }
+
+    #[test]
+    fn conflicts_never_touch_the_foreign_object_and_look_again_later() {
+        let r = refused(World {
+            user: UserSeen::Foreign,
+            ..world()
+        });
+        assert_eq!(
+            (r.outcome.reason, r.wait, r.user.is_none()),
+            (Reason::TechnicalUserConflict, Wait::Recheck, true)
+        );
+        // A foreign Secret: the lost token's credential is removed from our TechnicalUser.
+        let r = refused(World {
+            secret: SecretSeen::Foreign,
+            ..world()
+        });
+        assert_eq!(
+            (r.outcome.reason, r.wait),
+            (Reason::SecretConflict, Wait::Recheck)
+        );
+        assert!(r.user.expect("emptied").spec.credentials.is_empty());
+        assert_eq!(r.outcome.phase, Phase::Failed);
+    }
+
+    #[test]
+    fn settle_reports_active_revoked_expired_and_their_transitions() {
+        let later = now() + k8s_openapi::jiff::SignedDuration::from_secs(60);
+        let active = settle(Some(Phase::Active), false, "id1", later, now());
+        assert_eq!(
+            (
+                active.outcome.phase,
+                active.outcome.ready,
+                active.transition
+            ),
+            (Phase::Active, true, None)
+        );
+        assert_eq!(
+            active.requeue,
+            Duration::from_millis(60_100),
+            "just after expiry"
+        );
+
+        let revoked = settle(Some(Phase::Active), true, "id1", later, now());
+        assert_eq!(revoked.outcome.phase, Phase::Revoked);
+        assert_eq!(revoked.transition.unwrap().0, Reason::TokenRevoked);
+        let still = settle(Some(Phase::Revoked), true, "id1", later, now());
+        assert_eq!(still.transition, None, "announced once");
+
+        let reenabled = settle(Some(Phase::Revoked), false, "id1", later, now());
+        assert_eq!(reenabled.transition.unwrap().0, Reason::TokenReenabled);
+
+        let expired = settle(Some(Phase::Active), false, "id1", now(), now());
+        assert_eq!(expired.outcome.phase, Phase::Expired);
+        assert_eq!(expired.transition.unwrap().0, Reason::TokenExpired);
+        assert_eq!(expired.requeue, RESYNC);
+        let revoked_after_expiry = settle(Some(Phase::Expired), true, "id1", now(), now());
+        assert_eq!(revoked_after_expiry.outcome.phase, Phase::Expired);
+        assert_eq!(revoked_after_expiry.transition, None);
+    }
+}
