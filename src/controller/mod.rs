@@ -287,6 +287,7 @@ fn token_controller(client: &Client, config: &Config, tokens: Api<Watched>) -> C
         build::MANAGER
     ));
     let controller = Controller::new(tokens, watcher::Config::default())
+        .trigger_backoff(WatchBackoff::default())
         .owns(users, managed.clone())
         .owns(secrets, managed);
     let (by_org, by_group) = (controller.store(), controller.store());
@@ -329,6 +330,7 @@ fn organization_task(
         Api::<Organization>::all(client.clone()),
         watcher::Config::default(),
     )
+    .trigger_backoff(WatchBackoff::default())
     .watches(tokens, watcher::Config::default(), |token: Watched| {
         let org = token.0.ok()?.spec.organization?;
         Some(ObjectRef::<Organization>::new(&org))
@@ -360,7 +362,8 @@ fn group_task(
     let controller = Controller::new(
         Api::<Group>::all(client.clone()),
         watcher::Config::default(),
-    );
+    )
+    .trigger_backoff(WatchBackoff::default());
     let group_store = controller.store();
     controller
         .watches(tokens, watcher::Config::default(), |token: Watched| {
@@ -453,6 +456,42 @@ fn log_result<T, Q>(
     }
 }
 
+/// Backoff of a controller's watches after an error: 0.5 s doubling to at most 5 s, reset by
+/// the next delivery. A controller's watches share one backoff (kube-runtime merges them),
+/// so with kube's default (up to 30 s plus jitter, and a 410 after an API server restart
+/// counting as one more error) a controller could sit out a minute after a short outage.
+#[derive(Clone, Copy, Debug)]
+struct WatchBackoff {
+    next: Duration,
+}
+
+impl WatchBackoff {
+    const FIRST: Duration = Duration::from_millis(500);
+    const MAX: Duration = Duration::from_secs(5);
+}
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        Self { next: Self::FIRST }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let wait = self.next;
+        self.next = (wait * 2).min(Self::MAX);
+        Some(wait)
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+}
+
 /// Exponential backoff for an object's consecutive failures: 1s, 2s, 4s ... capped at 256 s.
 /// Used by every error policy (through [`Failures`]) and by the Secret write backoff.
 fn backoff(failures: u32) -> Duration {
@@ -515,6 +554,18 @@ mod tests {
         assert_eq!(failures.failed(&b), (1, Duration::from_secs(1)));
         failures.succeeded(&a);
         assert_eq!(failures.failed(&a), (1, Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn watch_backoff_doubles_to_five_seconds_and_resets() {
+        use kube::runtime::utils::Backoff;
+        let mut backoff = WatchBackoff::default();
+        let waits: Vec<_> = backoff.by_ref().take(6).collect();
+        assert_eq!(waits[0], Duration::from_millis(500));
+        assert_eq!(waits[1], Duration::from_secs(1));
+        assert_eq!(waits[5], Duration::from_secs(5));
+        backoff.reset();
+        assert_eq!(backoff.next(), Some(Duration::from_millis(500)));
     }
 
     #[test]
