@@ -433,6 +433,69 @@ impl Operator {
     }
 }
 
+/// A verifier process serving plain HTTP on a free loopback port, for tests that talk to it
+/// directly (no TLS, and not kube-apiserver's webhook port). Killed when dropped.
+pub struct LoopbackVerifier {
+    _child: tokio::process::Child,
+    port: u16,
+    http: reqwest::Client,
+    log_path: std::path::PathBuf,
+}
+
+impl LoopbackVerifier {
+    /// Starts `verifier --insecure-http` with `kubeconfig` and `args`, logging to
+    /// `target/test-logs/<log_name>-verifier.log`.
+    pub fn start(log_name: &str, kubeconfig: &std::path::Path, args: &[&str]) -> Self {
+        let port = free_port();
+        let log_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-logs");
+        std::fs::create_dir_all(&log_dir).expect("log dir is writable");
+        let log_path = log_dir.join(format!("{log_name}-verifier.log"));
+        let log = std::fs::File::create(&log_path).expect("log file opens");
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_access-token-operator"))
+            .args(["verifier", "--verifier-bind", &format!("127.0.0.1:{port}")])
+            .arg("--insecure-http")
+            .args(args)
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "warn,access_token_operator=debug")
+            .stdout(log.try_clone().expect("log file clones"))
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("verifier starts");
+        Self {
+            _child: child,
+            port,
+            http: reqwest::Client::new(),
+            log_path,
+        }
+    }
+
+    /// What the verifier has logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// The status code of `/readyz`, if the verifier answers at all.
+    pub async fn ready_status(&self) -> Option<u16> {
+        let url = format!("http://127.0.0.1:{}/readyz", self.port);
+        let response = self.http.get(url).send().await.ok()?;
+        Some(response.status().as_u16())
+    }
+
+    /// The `status` of a TokenReview of `token`, if the verifier answers.
+    pub async fn review(&self, token: &str) -> Option<serde_json::Value> {
+        let body = serde_json::json!({
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenReview",
+            "spec": {"token": token},
+        });
+        let url = format!("http://127.0.0.1:{}/tokenreviews", self.port);
+        let response = self.http.post(url).json(&body).send().await.ok()?;
+        let answer: serde_json::Value = response.json().await.ok()?;
+        answer.get("status").cloned()
+    }
+}
+
 /// kube-apiserver asks the verifier on one fixed port, so one test at a time may serve it.
 static WEBHOOK_PORT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 

@@ -12,7 +12,8 @@ use access_token_operator::api::Phase;
 use crate::{
     fixtures::Tenant,
     harness::{
-        OPERATOR_ACCOUNT, Operator, admin_client, eventually, operator_kubeconfig, unique_name,
+        LoopbackVerifier, OPERATOR_ACCOUNT, Operator, admin_client, eventually,
+        operator_kubeconfig, unique_name,
     },
     proxy::Proxy,
 };
@@ -125,51 +126,9 @@ async fn a_verifier_cut_off_from_the_api_server_stops_answering_from_stale_state
 
     let proxy = Proxy::to_api_server().await;
     let through_proxy = proxy.kubeconfig(&operator_kubeconfig().await, &format!("{ns}-verifier"));
-    let port = crate::harness::free_port();
-    let log_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(format!("target/test-logs/{ns}-verifier.log"));
-    let log = std::fs::File::create(&log_path).expect("log file opens");
-    let _verifier = tokio::process::Command::new(env!("CARGO_BIN_EXE_access-token-operator"))
-        .args([
-            "verifier",
-            "--verifier-bind",
-            &format!("127.0.0.1:{port}"),
-            "--insecure-http",
-            "--max-staleness-seconds",
-            "2",
-        ])
-        .env("KUBECONFIG", &through_proxy)
-        .env("RUST_LOG", "warn,access_token_operator=debug")
-        .stdout(log.try_clone().expect("log file clones"))
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("verifier starts");
-    let http = reqwest::Client::new();
-    let ready = || async {
-        http.get(format!("http://127.0.0.1:{port}/readyz"))
-            .send()
-            .await
-            .ok()
-            .map(|response| response.status().as_u16())
-    };
-    let review = || async {
-        let body = json!({
-            "apiVersion": "authentication.k8s.io/v1",
-            "kind": "TokenReview",
-            "spec": {"token": token.expose_secret()},
-        });
-        let answer: Value = http
-            .post(format!("http://127.0.0.1:{port}/tokenreviews"))
-            .json(&body)
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        answer.get("status").cloned()
-    };
+    let verifier = LoopbackVerifier::start(&ns, &through_proxy, &["--max-staleness-seconds", "2"]);
+    let ready = || verifier.ready_status();
+    let review = || verifier.review(token.expose_secret());
     let authenticated = |status: &Value| status["authenticated"] == true;
     eventually("the verifier to authenticate the token", || async {
         let status = review().await?;
@@ -203,7 +162,7 @@ async fn a_verifier_cut_off_from_the_api_server_stops_answering_from_stale_state
     .await;
     let status = review().await.expect("the verifier answers");
     assert!(authenticated(&status), "authenticates again: {status}");
-    let logs = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let logs = verifier.logs();
     assert!(logs.contains("watch healthy again"), "{logs}");
     assert!(
         !logs.contains(token.expose_secret()),

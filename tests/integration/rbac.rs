@@ -8,8 +8,8 @@ use access_token_operator::api::Phase;
 use crate::{
     fixtures::Tenant,
     harness::{
-        OPERATOR_ACCOUNT, Operator, eventually, operator_kubeconfig, service_account_token,
-        unique_name,
+        LoopbackVerifier, OPERATOR_ACCOUNT, Operator, eventually, operator_kubeconfig,
+        service_account_token, unique_name,
     },
 };
 
@@ -55,36 +55,13 @@ async fn the_operator_works_with_exactly_the_shipped_cluster_role() {
 
     // The verifier under the same identity: its watches, and its lastUsedAt status writes.
     let kubeconfig = operator_kubeconfig().await;
-    let port = crate::harness::free_port();
-    let _verifier = tokio::process::Command::new(env!("CARGO_BIN_EXE_access-token-operator"))
-        .args([
-            "verifier",
-            "--verifier-bind",
-            &format!("127.0.0.1:{port}"),
-            "--insecure-http",
-        ])
-        .env("KUBECONFIG", &kubeconfig)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let verifier = LoopbackVerifier::start(&tenant.namespace, &kubeconfig, &[]);
     let value = tenant.token_in_secret("t").await;
-    let review = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": value.expose_secret()}});
-    let url = format!("http://127.0.0.1:{port}/tokenreviews");
     eventually(
         "the verifier, as the operator's ServiceAccount, to accept the token",
         || async {
-            let answer: serde_json::Value = reqwest::Client::new()
-                .post(&url)
-                .json(&review)
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            (answer["status"]["authenticated"] == true).then_some(())
+            let status = verifier.review(value.expose_secret()).await?;
+            (status["authenticated"] == true).then_some(())
         },
     )
     .await;

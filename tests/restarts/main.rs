@@ -13,13 +13,13 @@ mod harness;
 use std::time::Duration;
 
 use kube::api::ListParams;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use access_token_operator::{api::Phase, token::verify_token};
 
 use fixtures::Tenant;
 use harness::{
-    DEADLINE, Operator, cluster_env, eventually, free_port, operator_kubeconfig, within,
+    DEADLINE, LoopbackVerifier, Operator, cluster_env, eventually, operator_kubeconfig, within,
 };
 
 /// Asks the launcher (hack/local-cluster.sh) to stop `component` for `down` and start it
@@ -62,59 +62,16 @@ async fn restarts_of_kube_apiserver_and_etcd_lose_and_duplicate_nothing() {
         .await;
 
     // A verifier of its own on a private port, with a short staleness bound.
-    let port = free_port();
-    let log_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
-        "target/test-logs/{}-verifier.log",
-        tenant.namespace
-    ));
-    let log = std::fs::File::create(&log_path).expect("log file opens");
-    let _verifier = tokio::process::Command::new(env!("CARGO_BIN_EXE_access-token-operator"))
-        .args([
-            "verifier",
-            "--verifier-bind",
-            &format!("127.0.0.1:{port}"),
-            "--insecure-http",
-            "--max-staleness-seconds",
-            "2",
-        ])
-        .env("KUBECONFIG", operator_kubeconfig().await)
-        .env("RUST_LOG", "warn,access_token_operator=debug")
-        .stdout(log.try_clone().expect("log file clones"))
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("verifier starts");
-    let http = reqwest::Client::new();
-    let ready = || async {
-        http.get(format!("http://127.0.0.1:{port}/readyz"))
-            .send()
-            .await
-            .ok()
-            .map(|response| response.status().as_u16())
-    };
-    let review = |token: String| {
-        let http = http.clone();
-        async move {
-            let body = json!({
-                "apiVersion": "authentication.k8s.io/v1",
-                "kind": "TokenReview",
-                "spec": {"token": token},
-            });
-            let answer: Value = http
-                .post(format!("http://127.0.0.1:{port}/tokenreviews"))
-                .json(&body)
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            answer.get("status").cloned()
-        }
-    };
+    let kubeconfig = operator_kubeconfig().await;
+    let verifier = LoopbackVerifier::start(
+        &tenant.namespace,
+        &kubeconfig,
+        &["--max-staleness-seconds", "2"],
+    );
+    let ready = || verifier.ready_status();
     let secret = issued.expose_secret().to_string();
     eventually("the verifier to authenticate the token", || async {
-        (review(secret.clone()).await?["authenticated"] == true).then_some(())
+        (verifier.review(&secret).await?["authenticated"] == true).then_some(())
     })
     .await;
 
@@ -124,7 +81,10 @@ async fn restarts_of_kube_apiserver_and_etcd_lose_and_duplicate_nothing() {
         (ready().await == Some(503)).then_some(())
     })
     .await;
-    let status = review(secret.clone()).await.expect("the verifier answers");
+    let status = verifier
+        .review(&secret)
+        .await
+        .expect("the verifier answers");
     assert_ne!(status["authenticated"], true, "no answer from stale state");
     assert!(
         status["error"].as_str().is_some_and(|e| !e.is_empty()),
@@ -136,7 +96,7 @@ async fn restarts_of_kube_apiserver_and_etcd_lose_and_duplicate_nothing() {
     })
     .await;
     eventually("the verifier to authenticate again", || async {
-        (review(secret.clone()).await?["authenticated"] == true).then_some(())
+        (verifier.review(&secret).await?["authenticated"] == true).then_some(())
     })
     .await;
     // The operator resumes on its own: a token created after the restart is issued.
@@ -162,7 +122,7 @@ async fn restarts_of_kube_apiserver_and_etcd_lose_and_duplicate_nothing() {
     .await;
     eventually(
         "the verifier to authenticate after etcd returns",
-        || async { (review(secret.clone()).await?["authenticated"] == true).then_some(()) },
+        || async { (verifier.review(&secret).await?["authenticated"] == true).then_some(()) },
     )
     .await;
 
