@@ -432,7 +432,7 @@ impl AccessToken {
             .await
         {
             Ok(_) => Ok(None),
-            Err(error) if is_conflict(&error) => Err(error).at(Step::WriteSecret),
+            Err(error) if is_conflict(&error) => Err(redacted(error)).at(Step::WriteSecret),
             Err(error) => {
                 let token_id = Some(token.id().to_string());
                 let phase = settled.outcome.phase;
@@ -470,10 +470,9 @@ impl AccessToken {
         }
     }
 
-    /// Mints a token: records its credential in the TechnicalUser first (beside the credential
-    /// of the token the Secret holds now, if `held` names one that verified; see
-    /// `build::staged_credentials`), then writes it into the Secret, created if `existing` is
-    /// `None`, else replaced at the resourceVersion that was read (a concurrent change fails,
+    /// Mints a token: records its credential (alone: a mint only happens when the Secret holds
+    /// no token that verifies) in the TechnicalUser first, then writes it into the Secret,
+    /// created if `existing` is `None`, else replaced at the resourceVersion that was read (a concurrent change fails,
     /// and is retried). A crash or a failed Secret write between the two steps leaves an
     /// unused credential that the next attempt replaces.
     async fn mint(
@@ -519,7 +518,7 @@ impl AccessToken {
         let written = match written {
             Ok(written) => written,
             // A race (the name was just taken, or the Secret changed): look again soon.
-            Err(error) if is_conflict(&error) => return Err(error).at(Step::WriteSecret),
+            Err(error) if is_conflict(&error) => return Err(redacted(error)).at(Step::WriteSecret),
             Err(error) => return Ok(Minted::SecretWriteFailed(error)),
         };
         crash_point::reached("secret-written");
@@ -705,6 +704,19 @@ fn is_conflict(error: &kube::Error) -> bool {
 }
 
 /// What went wrong with an API call, without the server's message text.
+/// A Secret write's error without the API server's message and details, which could quote
+/// the request, and so the token, back into a log line.
+fn redacted(error: kube::Error) -> kube::Error {
+    match error {
+        kube::Error::Api(mut status) => {
+            status.message = String::new();
+            status.details = None;
+            kube::Error::Api(status)
+        }
+        other => other,
+    }
+}
+
 fn api_failure(error: &kube::Error) -> String {
     match error {
         kube::Error::Api(status) => format!("HTTP {} {}", status.code, status.reason),
@@ -773,5 +785,27 @@ where
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
         Err(error) => Err(error).at(Step::DeleteChild),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_redacted_secret_write_error_keeps_code_and_reason_but_not_the_message() {
+        let token = Token::generate();
+        let status: kube::core::Status = serde_json::from_value(serde_json::json!({
+            "status": "Failure",
+            "code": 409,
+            "reason": "Conflict",
+            "message": format!("a webhook quoting the request: {}", token.expose_secret()),
+        }))
+        .unwrap();
+        let error = redacted(kube::Error::Api(status.into()));
+        assert!(is_conflict(&error), "still a conflict: {error:?}");
+        for text in [error.to_string(), format!("{error:?}")] {
+            assert!(!text.contains(token.expose_secret()), "{text}");
+        }
     }
 }

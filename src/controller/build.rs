@@ -131,19 +131,6 @@ pub fn technical_user(
     user
 }
 
-/// The credentials to stage in the TechnicalUser before a freshly minted token is written
-/// to the Secret: the credential of the token the Secret holds now, if `held` names one
-/// that verified, then the new one. Nothing else: credentials staged by earlier attempts
-/// whose Secret write failed belong to tokens nobody holds, so retries never accumulate.
-pub fn staged_credentials(
-    current: &[Credential],
-    held: Option<&str>,
-    new: Credential,
-) -> Vec<Credential> {
-    let held = held.and_then(|id| current.iter().find(|c| c.id == id && c.id != new.id));
-    held.cloned().into_iter().chain([new]).collect()
-}
-
 fn managed_labels(token: &AccessToken) -> BTreeMap<String, String> {
     BTreeMap::from([
         (MANAGED_BY_LABEL.to_string(), MANAGER.to_string()),
@@ -543,43 +530,6 @@ mod tests {
             updated.metadata.annotations, None,
             "no template, no annotations"
         );
-    }
-
-    #[test]
-    fn staging_keeps_only_the_held_credential_and_the_new_one() {
-        let expiry: Timestamp = "2027-06-30T00:00:00Z".parse().unwrap();
-        let credential = |id: &str| Credential {
-            id: id.into(),
-            hash: format!("hash-of-{id}"),
-            not_after: Time(expiry),
-        };
-        // Leftovers of failed attempts around the credential of the token in the Secret.
-        let current = vec![
-            credential("stale1"),
-            credential("held"),
-            credential("stale2"),
-        ];
-        assert_eq!(
-            staged_credentials(&current, Some("held"), credential("new")),
-            vec![credential("held"), credential("new")]
-        );
-        assert_eq!(
-            staged_credentials(&current, None, credential("new")),
-            vec![credential("new")],
-            "no token in the Secret (or one that did not verify): only the new credential"
-        );
-        assert_eq!(
-            staged_credentials(&current, Some("gone"), credential("new")),
-            vec![credential("new")],
-            "a held id without a credential keeps nothing"
-        );
-        // Attempt after failed attempt, the staged list never grows.
-        let mut user = current;
-        for attempt in 0..10 {
-            user = staged_credentials(&user, Some("held"), credential(&format!("try{attempt}")));
-            assert_eq!(user.len(), 2);
-            assert_eq!(user[0], credential("held"));
-        }
     }
 
     #[test]

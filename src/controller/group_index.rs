@@ -46,26 +46,31 @@ pub async fn run(client: Client, namespace: String) {
     );
     let mut events = std::pin::pin!(events);
     // A failed write is retried on the next Group event, or after this at the latest.
-    let mut retry = tokio::time::interval(std::time::Duration::from_secs(10));
+    let mut retry = tokio::time::interval(std::time::Duration::from_secs(30));
     let mut synced = false;
     let mut written: Option<BTreeMap<String, String>> = None;
     loop {
-        tokio::select! {
-            event = events.next() => match event {
-                None => return,
-                Some(Ok(watcher::Event::InitDone)) => synced = true,
-                Some(Ok(_)) => {}
-                Some(Err(error)) => {
-                    warn!(%error, "Group watch error (group index); retrying with backoff");
+        // The tick re-applies even an unchanged index: a ConfigMap someone deleted comes back
+        // (without it the group-token policy refuses every AccessToken write).
+        let tick = tokio::select! {
+            event = events.next() => {
+                match event {
+                    None => return,
+                    Some(Ok(watcher::Event::InitDone)) => synced = true,
+                    Some(Ok(_)) => {}
+                    Some(Err(error)) => {
+                        warn!(%error, "Group watch error (group index); retrying with backoff");
+                    }
                 }
-            },
-            _ = retry.tick() => {}
-        }
+                false
+            }
+            _ = retry.tick() => true,
+        };
         if !synced {
             continue;
         }
         let index = index_of(reader.state().iter().map(|g| g.as_ref()));
-        if written.as_ref() == Some(&index) {
+        if !tick && written.as_ref() == Some(&index) {
             continue;
         }
         let patch = json!({

@@ -36,6 +36,7 @@ use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
 use kube::{
     Api, Client, ResourceExt,
+    core::DeserializeGuard,
     runtime::{
         reflector::{self, ObjectRef, Store},
         watcher,
@@ -105,7 +106,9 @@ pub struct Verifier {
     index: Arc<CredentialIndex>,
     /// One per watch: TechnicalUsers, AccessTokens, Organizations, Groups.
     watches: [Arc<WatchHealth>; 4],
-    tokens: Store<AccessToken>,
+    /// AccessTokens as written by tenants: one that no longer deserializes is kept as such
+    /// (and treated as absent) instead of failing the whole watch for every token.
+    tokens: Store<DeserializeGuard<AccessToken>>,
     organizations: Store<Organization>,
     groups: Store<Group>,
     hasher: Hasher,
@@ -135,7 +138,7 @@ impl Verifier {
         ));
         let (tokens, tokens_health) = spawn_reflector(
             "AccessToken",
-            Api::<AccessToken>::all(client.clone()),
+            Api::<DeserializeGuard<AccessToken>>::all(client.clone()),
             watch_config.clone(),
         );
         let (organizations, organizations_health) = spawn_reflector(
@@ -287,7 +290,7 @@ impl Verifier {
                 &candidate.uid,
                 &candidate.credential,
                 &self.index.lookup(id),
-                |ns, name| self.tokens.get(&ObjectRef::new(name).within(ns)),
+                |ns, name| self.access_token(ns, name),
                 |name| self.organizations.get(&ObjectRef::new(name)),
                 |name| self.groups.get(&ObjectRef::new(name)),
                 now,
@@ -301,6 +304,13 @@ impl Verifier {
         self.last_used
             .record(&identity.namespace, &identity.name, now);
         Verdict::Authenticated(Box::new(identity))
+    }
+
+    /// The AccessToken `namespace/name` from the watch; `None` if absent or undecodable (its
+    /// TechnicalUser then has no trusted owner, so only that token is denied).
+    fn access_token(&self, namespace: &str, name: &str) -> Option<Arc<AccessToken>> {
+        let guarded = self.tokens.get(&ObjectRef::new(name).within(namespace))?;
+        guarded.0.as_ref().ok().cloned().map(Arc::new)
     }
 
     /// Everything but the secret, for one user holding the token id.
@@ -319,7 +329,7 @@ impl Verifier {
         let identity = decide::check_state(
             user,
             credential,
-            |ns, name| self.tokens.get(&ObjectRef::new(name).within(ns)),
+            |ns, name| self.access_token(ns, name),
             |name| self.organizations.get(&ObjectRef::new(name)),
             |name| self.groups.get(&ObjectRef::new(name)),
             now,

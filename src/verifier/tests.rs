@@ -31,7 +31,7 @@ fn token_with_id(id: &str) -> Token {
 
 struct World {
     verifier: Verifier,
-    tokens: reflector::store::Writer<AccessToken>,
+    tokens: reflector::store::Writer<kube::core::DeserializeGuard<AccessToken>>,
 }
 
 fn access_token(name: &str) -> AccessToken {
@@ -77,7 +77,9 @@ fn technical_user(token: &AccessToken, credentials: &[(&str, &Token)]) -> Techni
 fn world(users: Vec<TechnicalUser>, tokens: Vec<AccessToken>, budget: MissBudget) -> World {
     let (token_store, mut token_writer) = reflector::store();
     for token in tokens {
-        token_writer.apply_watcher_event(&watcher::Event::Apply(token));
+        token_writer.apply_watcher_event(&watcher::Event::Apply(kube::core::DeserializeGuard(Ok(
+            token,
+        ))));
     }
     let (organizations, mut org_writer) = reflector::store();
     let mut org = Organization::new(
@@ -240,7 +242,9 @@ async fn colliding_ids_are_resolved_by_checking_each_candidate() {
     let mut revoked = a;
     revoked.spec.revoked = true;
     w.tokens
-        .apply_watcher_event(&watcher::Event::Apply(revoked));
+        .apply_watcher_event(&watcher::Event::Apply(kube::core::DeserializeGuard(Ok(
+            revoked,
+        ))));
     let verdict = w.verifier.review(second.expose_secret()).await;
     assert_eq!(username(&verdict), Some("accesstoken:acme-ci:b"));
     assert_eq!(
