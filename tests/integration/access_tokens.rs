@@ -312,16 +312,9 @@ async fn namespace_not_in_token_namespaces_gets_no_secret_until_it_is_listed() {
     // An organization that admits some other namespace only.
     let orgs = tenant.organizations();
     let other = crate::harness::unique_name("other-org");
-    orgs.create(
-        &PostParams::default(),
-        &serde_json::from_value(json!({
-            "apiVersion": "iam.accesstoken.io/v1alpha1", "kind": "Organization",
-            "metadata": {"name": other}, "spec": {"tokenNamespaces": ["somewhere-else"]}
-        }))
-        .unwrap(),
-    )
-    .await
-    .unwrap();
+    tenant
+        .create_organization(&other, &["somewhere-else"])
+        .await;
     tenant
         .create_token("t", json!({"organization": other}))
         .await;
@@ -409,17 +402,8 @@ async fn unknown_scopes_wait_and_are_issued_once_they_exist() {
     assert!(tenant.secrets().get_opt("grp-t").await.unwrap().is_none());
 
     tenant
-        .organizations()
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "apiVersion": "iam.accesstoken.io/v1alpha1", "kind": "Organization",
-                "metadata": {"name": missing_org}, "spec": {"tokenNamespaces": [tenant.namespace]}
-            }))
-            .unwrap(),
-        )
-        .await
-        .unwrap();
+        .create_organization(&missing_org, &[&tenant.namespace])
+        .await;
     tenant.wait_for_phase("org-t", Phase::Active).await;
     tenant.wait_for_phase("grp-t", Phase::Active).await;
 }
@@ -443,17 +427,7 @@ async fn a_scope_that_disappears_disables_the_token_and_its_return_restores_it()
     .unwrap();
     let token = tenant.wait_for_reason("t", "NamespaceNotAllowed").await;
     assert_eq!(token.status.unwrap().phase, Some(Phase::Failed));
-    eventually("the TechnicalUser to be disabled", || async {
-        tenant
-            .users()
-            .get("t")
-            .await
-            .ok()?
-            .spec
-            .disabled
-            .then_some(())
-    })
-    .await;
+    tenant.wait_for_user_disabled("t").await;
 
     // Deleting the organization outright keeps it closed.
     orgs.delete(&tenant.organization, &DeleteParams::default())
@@ -463,16 +437,9 @@ async fn a_scope_that_disappears_disables_the_token_and_its_return_restores_it()
     assert!(tenant.users().get("t").await.unwrap().spec.disabled);
 
     // The organization returns: the same token works again, without an edit.
-    orgs.create(
-        &PostParams::default(),
-        &serde_json::from_value(json!({
-            "apiVersion": "iam.accesstoken.io/v1alpha1", "kind": "Organization",
-            "metadata": {"name": tenant.organization}, "spec": {"tokenNamespaces": [tenant.namespace]}
-        }))
-        .unwrap(),
-    )
-    .await
-    .unwrap();
+    tenant
+        .create_organization(&tenant.organization, &[&tenant.namespace])
+        .await;
     tenant.wait_for_phase("t", Phase::Active).await;
     let user = tenant.users().get("t").await.unwrap();
     assert!(!user.spec.disabled);
@@ -849,17 +816,8 @@ async fn a_group_recreated_under_another_organization_keeps_its_token_disabled()
     // Another organization that admits the namespace takes over the group's name.
     let other = format!("{}-other", tenant.organization);
     tenant
-        .organizations()
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "apiVersion": "iam.accesstoken.io/v1alpha1", "kind": "Organization",
-                "metadata": {"name": other}, "spec": {"tokenNamespaces": [tenant.namespace]}
-            }))
-            .unwrap(),
-        )
-        .await
-        .unwrap();
+        .create_organization(&other, &[&tenant.namespace])
+        .await;
     let groups: Api<Group> = Api::all(tenant.client.clone());
     delete_and_wait_gone(&groups, &tenant.group).await;
     groups

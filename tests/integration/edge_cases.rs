@@ -120,17 +120,7 @@ async fn a_group_that_disappears_disables_its_tokens_and_its_return_restores_the
     delete_and_wait_gone(&groups, &tenant.group).await;
     let token = tenant.wait_for_reason("t", "GroupNotFound").await;
     assert_eq!(token.status.unwrap().phase, Some(Phase::Failed));
-    eventually("the TechnicalUser to be disabled", || async {
-        tenant
-            .users()
-            .get("t")
-            .await
-            .ok()?
-            .spec
-            .disabled
-            .then_some(())
-    })
-    .await;
+    tenant.wait_for_user_disabled("t").await;
 
     // The group returns: the same token works again, without an edit.
     let returned = Group::new(&tenant.group, group.spec.clone());

@@ -88,6 +88,33 @@ impl Tenant {
         Api::all(self.client.clone())
     }
 
+    /// Creates an Organization admitting `token_namespaces`, as a platform admin would.
+    pub async fn create_organization(&self, name: &str, token_namespaces: &[&str]) {
+        let organization: Organization = serde_json::from_value(json!({
+            "apiVersion": "iam.accesstoken.io/v1alpha1", "kind": "Organization",
+            "metadata": {"name": name}, "spec": {"tokenNamespaces": token_namespaces}
+        }))
+        .expect("a valid Organization");
+        self.organizations()
+            .create(&PostParams::default(), &organization)
+            .await
+            .expect("Organization is created");
+    }
+
+    /// Waits until the TechnicalUser `name` is disabled (the token stops working).
+    pub async fn wait_for_user_disabled(&self, name: &str) {
+        eventually(&format!("TechnicalUser {name} to be disabled"), || async {
+            self.users()
+                .get(name)
+                .await
+                .ok()?
+                .spec
+                .disabled
+                .then_some(())
+        })
+        .await;
+    }
+
     /// Creates an AccessToken with this spec (JSON, as a user would write it).
     pub async fn create_token(&self, name: &str, spec: Value) -> AccessToken {
         let token: AccessToken = serde_json::from_value(json!({

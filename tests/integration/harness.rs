@@ -241,6 +241,13 @@ where
     }
 }
 
+/// `target/test-logs/`, created if missing: logs, kubeconfigs and scratch files of a run.
+pub fn test_logs_dir() -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-logs");
+    std::fs::create_dir_all(&dir).expect("log dir is writable");
+    dir
+}
+
 /// Writes a kubeconfig for the local control plane that authenticates with `bearer_token`,
 /// to `target/test-logs/<name>.kubeconfig`, and returns its path.
 pub fn kubeconfig_with_token(name: &str, bearer_token: &str) -> std::path::PathBuf {
@@ -251,9 +258,7 @@ pub fn kubeconfig_with_token(name: &str, bearer_token: &str) -> std::path::PathB
             ..Default::default()
         });
     }
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-logs");
-    std::fs::create_dir_all(&dir).expect("log dir is writable");
-    let path = dir.join(format!("{name}.kubeconfig"));
+    let path = test_logs_dir().join(format!("{name}.kubeconfig"));
     std::fs::write(
         &path,
         serde_saphyr::to_string(&kubeconfig).expect("kubeconfig serializes"),
@@ -288,8 +293,7 @@ impl Operator {
 
     /// Every operator runs as the operator's ServiceAccount, under the shipped RBAC.
     async fn start_with(namespace: Option<String>, log_name: &str, crash_at: Option<&str>) -> Self {
-        let log_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-logs");
-        std::fs::create_dir_all(&log_dir).expect("log dir is writable");
+        let log_dir = test_logs_dir();
         let mut operator = Self {
             namespace,
             extra_args: Vec::new(),
@@ -351,8 +355,7 @@ impl Operator {
         args: &[&str],
         kubeconfig: std::path::PathBuf,
     ) -> Self {
-        let log_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-logs");
-        std::fs::create_dir_all(&log_dir).expect("log dir is writable");
+        let log_dir = test_logs_dir();
         let mut operator = Self {
             namespace: Some(namespace.to_string()),
             extra_args: args.iter().map(|a| a.to_string()).collect(),
@@ -447,8 +450,7 @@ impl LoopbackVerifier {
     /// `target/test-logs/<log_name>-verifier.log`.
     pub fn start(log_name: &str, kubeconfig: &std::path::Path, args: &[&str]) -> Self {
         let port = free_port();
-        let log_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-logs");
-        std::fs::create_dir_all(&log_dir).expect("log dir is writable");
+        let log_dir = test_logs_dir();
         let log_path = log_dir.join(format!("{log_name}-verifier.log"));
         let log = std::fs::File::create(&log_path).expect("log file opens");
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_access-token-operator"))
@@ -544,8 +546,7 @@ impl VerifierProcess {
                 cluster_env("ATO_VERIFIER_KEY").into(),
             )
         });
-        let log_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-logs");
-        std::fs::create_dir_all(&log_dir).expect("log dir is writable");
+        let log_dir = test_logs_dir();
         let log_path = log_dir.join(format!("{log_name}-verifier.log"));
         let log = std::fs::File::create(&log_path).expect("log file opens");
         let kubeconfig = operator_kubeconfig().await;

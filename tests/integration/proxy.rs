@@ -79,9 +79,7 @@ impl Proxy {
                 cluster.server = Some(format!("https://{}", self.address));
             }
         }
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-logs");
-        std::fs::create_dir_all(&dir).expect("log dir is writable");
-        let path = dir.join(format!("{name}.kubeconfig"));
+        let path = crate::harness::test_logs_dir().join(format!("{name}.kubeconfig"));
         std::fs::write(
             &path,
             serde_saphyr::to_string(&config).expect("kubeconfig serializes"),
