@@ -545,6 +545,8 @@ fn spawn(binary: &str, args: &[&str]) -> tokio::process::Child {
     tokio::process::Command::new(binary)
         .args(args)
         .env("RUST_LOG", "warn")
+        // Probes on any free port: several processes of the bench run side by side.
+        .env("PROBE_BIND", "127.0.0.1:0")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)

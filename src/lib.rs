@@ -12,8 +12,12 @@ pub mod error;
 pub mod hasher;
 pub mod leader;
 pub mod metrics;
+pub mod plugin;
+pub mod probes;
+pub mod process_metrics;
 pub mod telemetry;
 pub mod token;
+pub mod token_metrics;
 pub mod verifier;
 
 pub use error::{Error, Result};

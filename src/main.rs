@@ -8,6 +8,7 @@ use access_token_operator::{
     hasher::Hasher,
     leader,
     metrics::Metrics,
+    plugin, probes,
     telemetry::{self, LogFormat},
     token::{HashLimits, HashParams},
     verifier::{self, Verifier, server},
@@ -30,6 +31,21 @@ enum Command {
     Verifier(VerifierArgs),
     /// Print the CustomResourceDefinitions as YAML (what crds/ holds).
     Crd,
+    /// The kubectl plugin (`kubectl atk`); a link to this binary named `kubectl-atk` runs it directly.
+    Atk(plugin::Cli),
+}
+
+/// Flags of the probe and metrics server.
+#[derive(Args)]
+struct ProbeArgs {
+    /// Serve /metrics, /healthz and /readyz over plain HTTP on this address (port 0: any free port).
+    #[arg(long, env = "PROBE_BIND", default_value = "0.0.0.0:8080")]
+    probe_bind: std::net::SocketAddr,
+    /// Seconds the controllers may go without progress (their watches failing throughout,
+    /// or one reconcile running) before /healthz fails and the kubelet restarts the process.
+    #[arg(long, env = "LIVENESS_STALL_SECONDS", default_value_t = probes::DEFAULT_STALL_LIMIT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    liveness_stall_seconds: u64,
 }
 
 /// Flags of the verifier server.
@@ -106,6 +122,8 @@ struct VerifyCostArgs {
 struct VerifierArgs {
     #[command(flatten)]
     listen: ListenArgs,
+    #[command(flatten)]
+    probe: ProbeArgs,
     /// Log line format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -152,6 +170,8 @@ struct RunArgs {
     hash: HashArgs,
     #[command(flatten)]
     listen: ListenArgs,
+    #[command(flatten)]
+    probe: ProbeArgs,
 }
 
 /// argon2id cost parameters for new credentials (existing ones keep theirs).
@@ -172,6 +192,10 @@ struct HashArgs {
 }
 
 fn main() -> ExitCode {
+    // Reached as `kubectl-atk` (kubectl finds plugins by that name on PATH): the plugin alone.
+    if plugin::invoked_as_plugin(std::env::args_os().next()) {
+        return plugin::main(<plugin::Cli as clap::Parser>::parse());
+    }
     let cli = Cli::parse();
     // One TLS crypto provider for the process (kube's client and the verifier's server).
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -181,6 +205,7 @@ fn main() -> ExitCode {
             .map_err(Into::into),
         Command::Run(args) => run(args),
         Command::Verifier(args) => verifier_only(args),
+        Command::Atk(cli) => return plugin::main(cli),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -225,12 +250,21 @@ fn run(args: RunArgs) -> access_token_operator::Result<()> {
             "access-token-operator starting"
         );
         let metrics = Metrics::new();
+        let verifier = match &listen {
+            Some(_) => Some(start_verifier(
+                client.clone(),
+                &args.listen,
+                metrics.clone(),
+            )?),
+            None => None,
+        };
+        let probes = serve_probes(&args.probe, &metrics, verifier.clone()).await?;
         let verifier = async {
-            match listen {
-                Some(listen) => {
-                    serve_verifier(client.clone(), &args.listen, listen, metrics.clone()).await
+            match (listen, verifier) {
+                (Some(listen), Some(verifier)) => {
+                    Ok(server::serve(verifier, listen, shutdown_signal()).await?)
                 }
-                None => Ok(()),
+                _ => Ok(()),
             }
         };
         let controllers = async {
@@ -244,10 +278,12 @@ fn run(args: RunArgs) -> access_token_operator::Result<()> {
         };
         // Either half failing ends the process; on a clean shutdown both finish draining.
         tokio::pin!(controllers, verifier);
-        tokio::select! {
+        let served = tokio::select! {
             result = &mut controllers => { result?; verifier.await }
             result = &mut verifier => { result?; controllers.await }
-        }
+        };
+        probes.abort();
+        served
     })
 }
 
@@ -262,7 +298,12 @@ fn verifier_only(args: VerifierArgs) -> access_token_operator::Result<()> {
             version = env!("CARGO_PKG_VERSION"),
             "access-token-operator verifier starting"
         );
-        serve_verifier(client, &args.listen, listen, Metrics::new()).await
+        let metrics = Metrics::new();
+        let verifier = start_verifier(client, &args.listen, metrics.clone())?;
+        let probes = serve_probes(&args.probe, &metrics, Some(verifier.clone())).await?;
+        let served = server::serve(verifier, listen, shutdown_signal()).await;
+        probes.abort();
+        Ok(served?)
     })
 }
 
@@ -302,12 +343,32 @@ fn listen_config(args: &ListenArgs) -> access_token_operator::Result<Option<serv
     Ok(Some(server::Listen { bind, tls, limits }))
 }
 
-async fn serve_verifier(
+/// Starts the probe server in a task of its own; it stops when the process does.
+async fn serve_probes(
+    args: &ProbeArgs,
+    metrics: &std::sync::Arc<Metrics>,
+    verifier: Option<std::sync::Arc<Verifier>>,
+) -> access_token_operator::Result<tokio::task::JoinHandle<()>> {
+    metrics
+        .progress
+        .set_stall_limit(std::time::Duration::from_secs(args.liveness_stall_seconds));
+    let probes = probes::Probes::new(metrics.clone(), verifier);
+    let server = probes::serve(args.probe_bind, probes, shutdown_signal())
+        .await
+        .map_err(|e| usage(&format!("cannot serve probes on {}: {e}", args.probe_bind)))?;
+    Ok(tokio::spawn(async move {
+        if let Err(error) = server.await {
+            tracing::error!(%error, "probe server failed");
+        }
+    }))
+}
+
+/// Starts the verifier's caches (it serves once `server::serve` runs).
+fn start_verifier(
     client: kube::Client,
     args: &ListenArgs,
-    listen: server::Listen,
     metrics: std::sync::Arc<Metrics>,
-) -> access_token_operator::Result<()> {
+) -> access_token_operator::Result<std::sync::Arc<Verifier>> {
     // Verification takes its parameters from each PHC string, within `hash_limits`; these
     // params are never used to hash here.
     let hasher = Hasher::new(HashParams::default(), args.verify_concurrency)?;
@@ -326,8 +387,7 @@ async fn serve_verifier(
         },
         ..verifier::Config::default()
     };
-    let verifier = Verifier::start(client, hasher, config, metrics)?;
-    Ok(server::serve(verifier, listen, shutdown_signal()).await?)
+    Verifier::start(client, hasher, config, metrics)
 }
 
 /// Completes on SIGTERM or SIGINT.

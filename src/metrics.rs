@@ -1,5 +1,7 @@
-//! Prometheus metrics, served at `/metrics` by the verifier's server. Every label comes from
-//! a fixed set (enums, or `Denial::as_str`), so the number of series is fixed: no object names, no error text, no tokens.
+//! Prometheus metrics, served at `/metrics` by the probe server (see `probes`) and by the
+//! verifier's server. Every label here comes from a fixed set (enums, or `Denial::as_str`), so
+//! the number of these series is fixed: no object names, no error text, no tokens. The
+//! per-token series (`token_metrics`) are labelled by namespace and name only, one per token.
 
 use std::sync::Arc;
 
@@ -116,9 +118,31 @@ pub struct ReloadLabels {
     pub result: ReloadResult,
 }
 
+/// Labels of the per-controller families.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabels {
+    /// Which controller.
+    pub controller: ControllerKind,
+}
+
+/// Labels of the build info gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    /// The crate version.
+    pub version: &'static str,
+}
+
 /// All metrics of the process.
 pub struct Metrics {
     registry: Registry,
+    /// Whether the controllers make progress (read by `/healthz`).
+    pub progress: Arc<crate::probes::Progress>,
+    /// The AccessTokens the token metrics are computed from.
+    pub tokens: crate::token_metrics::TokenInventory,
+    /// Time to run one reconcile, by controller.
+    pub reconcile_seconds: Family<ControllerLabels, Histogram>,
+    /// Failed list or watch requests of the controllers' watches, by controller.
+    pub watch_errors: Family<ControllerLabels, Counter>,
     /// TokenReviews answered, by outcome.
     pub reviews: Family<ReviewLabels, Counter>,
     /// Time to answer a TokenReview.
@@ -142,7 +166,40 @@ pub struct Metrics {
 impl Metrics {
     /// A fresh registry with every family registered.
     pub fn new() -> Arc<Self> {
-        let mut registry = Registry::with_prefix("access_token_operator");
+        let mut root = Registry::default();
+        root.register_collector(Box::new(crate::process_metrics::ProcessCollector));
+        let registry = root.sub_registry_with_prefix("access_token_operator");
+        let tokens = crate::token_metrics::TokenInventory::default();
+        registry.register_collector(Box::new(tokens.clone()));
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        registry.register(
+            "build_info",
+            "The running version (always 1)",
+            build_info.clone(),
+        );
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        // 1 ms to ~60 s: a reconcile without hashing takes milliseconds, one that mints
+        // waits for argon2 (tens of milliseconds to seconds under load).
+        let reconcile_seconds = Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                0.001, 3.0, 11,
+            ))
+        });
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time to run one reconcile, by controller",
+            reconcile_seconds.clone(),
+        );
+        let watch_errors = Family::<ControllerLabels, Counter>::default();
+        registry.register(
+            "watch_errors",
+            "Failed list or watch requests of the controllers' watches, by controller",
+            watch_errors.clone(),
+        );
         let reviews = Family::<ReviewLabels, Counter>::default();
         registry.register(
             "tokenreviews",
@@ -201,7 +258,11 @@ impl Metrics {
             tls_reloads.clone(),
         );
         Arc::new(Self {
-            registry,
+            registry: root,
+            progress: Arc::default(),
+            tokens,
+            reconcile_seconds,
+            watch_errors,
             reviews,
             review_seconds,
             cache,
@@ -224,6 +285,26 @@ impl Metrics {
         self.reconciles
             .get_or_create(&ReconcileLabels { controller, result })
             .inc();
+    }
+
+    /// Records how long one reconcile of `controller` took.
+    pub fn observe_reconcile_duration(
+        &self,
+        controller: ControllerKind,
+        took: std::time::Duration,
+    ) {
+        self.reconcile_seconds
+            .get_or_create(&ControllerLabels { controller })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Counts a failed list or watch of `controller` (it counts against liveness).
+    pub fn watch_failed(&self, controller: ControllerKind) {
+        self.watch_errors
+            .get_or_create(&ControllerLabels { controller })
+            .inc();
+        self.progress
+            .watch_failed(controller, std::time::Instant::now());
     }
 
     /// Counts a failed reconcile by the step that failed.

@@ -3,13 +3,17 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use schemars::{Schema, SchemaGenerator, json_schema};
 
-/// The condition types this operator sets, following kstatus: `Ready` always, `Stalled` only while true. (Status is written once a reconcile has finished, so `Reconciling` would never be seen true and is not used.)
+/// The condition types this operator sets, following kstatus: `Ready` always, `Stalled`
+/// only while true, and `Reconciling` only while an AccessToken's first reconcile runs (so
+/// that a Flux or kstatus wait cannot pass before the first status is written).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConditionType {
     /// The object is fully reconciled and usable.
     Ready,
     /// The operator cannot make progress until something changes.
     Stalled,
+    /// The operator has seen the object and is working on its first status.
+    Reconciling,
 }
 
 impl ConditionType {
@@ -18,6 +22,7 @@ impl ConditionType {
         match self {
             Self::Ready => "Ready",
             Self::Stalled => "Stalled",
+            Self::Reconciling => "Reconciling",
         }
     }
 }
@@ -64,6 +69,8 @@ pub enum Reason {
     ScopeValid,
     /// A Group names an organization that does not exist.
     OrganizationMissing,
+    /// The operator has seen the AccessToken and is issuing it (first reconcile).
+    FirstReconcile,
 }
 
 impl Reason {
@@ -89,6 +96,7 @@ impl Reason {
             Self::ReconcileError => "ReconcileError",
             Self::ScopeValid => "ScopeValid",
             Self::OrganizationMissing => "OrganizationMissing",
+            Self::FirstReconcile => "FirstReconcile",
         }
     }
 }
@@ -104,7 +112,7 @@ pub(crate) fn conditions_schema(generator: &mut SchemaGenerator) -> Schema {
     let item = generator.subschema_for::<Condition>();
     json_schema!({
         "type": "array",
-        "description": "Current state as kstatus conditions: Ready always; Stalled only while true.",
+        "description": "Current state as kstatus conditions: Ready always; Stalled only while true; Reconciling while the first reconcile runs.",
         "items": item,
         "x-kubernetes-list-type": "map",
         "x-kubernetes-list-map-keys": ["type"],

@@ -55,6 +55,9 @@ pub async fn reconcile(watched: Arc<Watched>, ctx: Arc<Context>) -> Result<Actio
     tracing::debug!(name = %token.name_any(), version = token.resource_version(), "reconciling");
     let namespace = token.namespace().ok_or(Error::MissingNamespace)?;
     let api: Api<AccessToken> = Api::namespaced(ctx.client.clone(), &namespace);
+    if super::first_status::needed(&token) {
+        super::first_status::write(&api, &token).await?;
+    }
     let action = finalizer(&api, FINALIZER, token, |event| async {
         match event {
             Finalizer::Apply(token) => token.reconcile(&ctx).await,

@@ -4,6 +4,7 @@
 mod access_token;
 pub mod build;
 mod crash_point;
+mod first_status;
 pub mod group_index;
 mod plan;
 mod scope_status;
@@ -33,6 +34,7 @@ use crate::{
     api::{AccessToken, Group, Organization, Reason, TechnicalUser},
     hasher::Hasher,
     metrics::{ControllerKind, Metrics},
+    probes::observe_reconcile,
 };
 
 /// How the controllers run.
@@ -243,9 +245,19 @@ pub async fn run(
             }
         }
     };
-    let token_task = token_controller(&client, &config, tokens.clone())
+    let token_controller = token_controller(&client, &config, tokens.clone());
+    metrics.tokens.attach(token_controller.store());
+    let token_task = token_controller
         .shutdown_on_signal()
-        .run(access_token::reconcile, access_token::error_policy, ctx)
+        .run(
+            timed(
+                metrics.clone(),
+                ControllerKind::AccessToken,
+                access_token::reconcile,
+            ),
+            access_token::error_policy,
+            ctx,
+        )
         .for_each(|result| {
             log_result(&metrics, ControllerKind::AccessToken, result);
             future::ready(())
@@ -337,7 +349,11 @@ fn organization_task(
     })
     .shutdown_on_signal()
     .run(
-        scope_status::reconcile_organization,
+        timed(
+            metrics.clone(),
+            ControllerKind::Organization,
+            scope_status::reconcile_organization,
+        ),
         scope_status::error_policy,
         ctx,
     )
@@ -385,7 +401,11 @@ fn group_task(
         )
         .shutdown_on_signal()
         .run(
-            scope_status::reconcile_group,
+            timed(
+                metrics.clone(),
+                ControllerKind::Group,
+                scope_status::reconcile_group,
+            ),
             scope_status::error_policy,
             ctx,
         )
@@ -430,6 +450,24 @@ fn tokens_where(
         .collect()
 }
 
+/// `reconcile`, timed and tracked for liveness (see `probes::observe_reconcile`).
+fn timed<K, C, Fut>(
+    metrics: Arc<Metrics>,
+    controller: ControllerKind,
+    reconcile: impl Fn(Arc<K>, Arc<C>) -> Fut,
+) -> impl FnMut(Arc<K>, Arc<C>) -> futures::future::BoxFuture<'static, Fut::Output>
+where
+    Fut: Future + Send + 'static,
+{
+    move |object, ctx| {
+        Box::pin(observe_reconcile(
+            metrics.clone(),
+            controller,
+            reconcile(object, ctx),
+        ))
+    }
+}
+
 /// Reconcile failures are logged (with backoff state) by the error policies; what reaches
 /// here otherwise is a watch or queue problem.
 fn log_result<T, Q>(
@@ -442,6 +480,12 @@ fn log_result<T, Q>(
 {
     use kube::runtime::controller::Error as E;
     metrics.reconciled(controller, result.is_ok());
+    // Liveness: a finished reconcile (even a failed one) is progress; a failed watch is not.
+    match &result {
+        Ok(_) | Err(E::ReconcilerFailed(..)) => metrics.progress.progressed(controller),
+        Err(E::QueueError(_)) => metrics.watch_failed(controller),
+        Err(_) => {}
+    }
     if let Err(E::ReconcilerFailed(error, _)) = &result {
         metrics.failed(controller, error.step());
     }

@@ -321,6 +321,9 @@ impl Operator {
         }
         command.args(&self.extra_args);
         command.env("KUBECONFIG", &self.kubeconfig);
+        // Probes on any free port (many operators run at once); a test that scrapes them
+        // passes --probe-bind with a port of its own.
+        command.env("PROBE_BIND", "127.0.0.1:0");
         if let Some(point) = &self.crash_at {
             command.env("ATO_CRASH_AT", point);
         }
@@ -458,6 +461,7 @@ impl LoopbackVerifier {
             .arg("--insecure-http")
             .args(args)
             .env("KUBECONFIG", kubeconfig)
+            .env("PROBE_BIND", "127.0.0.1:0")
             .env("RUST_LOG", "warn,access_token_operator=debug")
             .stdout(log.try_clone().expect("log file clones"))
             .stderr(log)
@@ -552,6 +556,7 @@ impl VerifierProcess {
         let kubeconfig = operator_kubeconfig().await;
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_access-token-operator"))
             .env("KUBECONFIG", kubeconfig)
+            .env("PROBE_BIND", "127.0.0.1:0")
             .args(["verifier", "--verifier-bind", &format!("127.0.0.1:{port}")])
             .arg("--tls-cert-file")
             .arg(cert)

@@ -398,6 +398,7 @@ async fn the_verifier_speaks_the_token_review_protocol() {
 #[tokio::test]
 async fn plain_http_is_served_on_loopback_only() {
     let refused = tokio::process::Command::new(env!("CARGO_BIN_EXE_access-token-operator"))
+        .env("PROBE_BIND", "127.0.0.1:0")
         .args([
             "verifier",
             "--verifier-bind",
@@ -416,6 +417,7 @@ async fn plain_http_is_served_on_loopback_only() {
 
     let port = crate::harness::free_port();
     let _child = tokio::process::Command::new(env!("CARGO_BIN_EXE_access-token-operator"))
+        .env("PROBE_BIND", "127.0.0.1:0")
         .args([
             "verifier",
             "--verifier-bind",

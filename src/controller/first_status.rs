@@ -1,0 +1,81 @@
+//! The status an AccessToken gets the moment its first reconcile starts: `Reconciling=True`
+//! and `Ready=False` (reason `FirstReconcile`). Without it, a new AccessToken has no status
+//! until the token is issued, and kstatus (Flux, `kubectl wait`-style tools) reads an object
+//! with no conditions as already current. The reconcile's own status write, later, leaves
+//! `Reconciling` out and so removes it (server-side apply by the same field manager).
+
+use k8s_openapi::jiff::Timestamp;
+use kube::{Api, Resource, ResourceExt};
+
+use super::build;
+use crate::{
+    Result,
+    api::{AccessToken, AccessTokenStatus, ConditionType, Reason},
+};
+
+const MESSAGE: &str = "The operator is issuing the token";
+
+/// Whether `token` has never had a status written (and is not being deleted).
+pub fn needed(token: &AccessToken) -> bool {
+    token.status.is_none() && token.meta().deletion_timestamp.is_none()
+}
+
+/// The first status: conditions only, no phase (the reconcile decides it).
+pub fn status(token: &AccessToken, now: Timestamp) -> AccessTokenStatus {
+    let generation = token.meta().generation;
+    let condition = |type_, value| {
+        build::condition(
+            &[],
+            type_,
+            value,
+            Reason::FirstReconcile,
+            MESSAGE,
+            generation,
+            now,
+        )
+    };
+    AccessTokenStatus {
+        observed_generation: generation,
+        conditions: vec![
+            condition(ConditionType::Ready, false),
+            condition(ConditionType::Reconciling, true),
+        ],
+        ..AccessTokenStatus::default()
+    }
+}
+
+/// Writes the first status of `token`.
+pub async fn write(api: &Api<AccessToken>, token: &AccessToken) -> Result<()> {
+    let status = status(token, Timestamp::now());
+    super::apply_status(api, &token.name_any(), &status).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_token_gets_reconciling_true_and_no_phase() {
+        let mut token: AccessToken = serde_json::from_value(serde_json::json!({
+            "apiVersion": "iam.accesstoken.io/v1alpha1", "kind": "AccessToken",
+            "metadata": {"name": "ci", "namespace": "acme", "generation": 1},
+            "spec": {"organization": "acme"},
+        }))
+        .expect("valid");
+        assert!(needed(&token));
+        let status = status(&token, Timestamp::UNIX_EPOCH);
+        assert_eq!(status.phase, None);
+        assert_eq!(status.observed_generation, Some(1));
+        let reconciling = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Reconciling")
+            .expect("Reconciling");
+        assert_eq!(
+            (reconciling.status.as_str(), reconciling.reason.as_str()),
+            ("True", "FirstReconcile")
+        );
+        token.status = Some(status);
+        assert!(!needed(&token), "written once");
+    }
+}

@@ -1,0 +1,296 @@
+//! `/metrics`, `/healthz` and `/readyz` on a plain HTTP port of their own, served by every
+//! process (`run` with or without the verifier, and `verifier`), and the liveness rule.
+//!
+//! Liveness: a controller is wedged when its watches keep failing (it cannot list or watch,
+//! e.g. its RBAC was taken away) with no successful reconcile in between, for longer than
+//! the stall limit; or when one reconcile has been running for longer than that. A
+//! restart is then the kubelet's remedy. A controller that is merely idle is live.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use axum::{
+    Router,
+    extract::State,
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use tracing::{info, warn};
+
+use crate::metrics::{ControllerKind, Metrics};
+
+/// Default for how long a controller may fail to make progress before `/healthz` fails.
+pub const DEFAULT_STALL_LIMIT: Duration = Duration::from_secs(120);
+
+/// Failed watch attempts further apart than this are not one unbroken failure: the
+/// controllers' watch backoff retries at least every 5 s, so a longer gap means a list or
+/// watch went through in between.
+const FAILURE_GAP: Duration = Duration::from_secs(30);
+
+/// A run of failed watch attempts with no progress in between.
+#[derive(Clone, Copy, Debug)]
+struct Streak {
+    since: Instant,
+    last: Instant,
+}
+
+/// Whether the controllers of this process are making progress.
+#[derive(Debug)]
+pub struct Progress {
+    stall_limit: Mutex<Duration>,
+    failing: Mutex<HashMap<ControllerKind, Streak>>,
+    running: Mutex<HashMap<u64, (ControllerKind, Instant)>>,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self {
+            stall_limit: Mutex::new(DEFAULT_STALL_LIMIT),
+            failing: Mutex::default(),
+            running: Mutex::default(),
+            next_id: Default::default(),
+        }
+    }
+}
+
+impl Progress {
+    /// Sets how long a controller may go without progress before it counts as stalled.
+    pub fn set_stall_limit(&self, limit: Duration) {
+        *self.stall_limit.lock().expect("lock") = limit;
+    }
+
+    /// A watch (list or watch request) of `controller` failed at `now`.
+    pub fn watch_failed(&self, controller: ControllerKind, now: Instant) {
+        let mut failing = self.failing.lock().expect("lock");
+        let streak = failing.entry(controller).or_insert(Streak {
+            since: now,
+            last: now,
+        });
+        if now.saturating_duration_since(streak.last) > FAILURE_GAP {
+            streak.since = now;
+        }
+        streak.last = now;
+    }
+
+    /// `controller` finished a reconcile (successful or not: it could read its objects).
+    pub fn progressed(&self, controller: ControllerKind) {
+        self.failing.lock().expect("lock").remove(&controller);
+    }
+
+    /// Marks a reconcile of `controller` as running until the returned guard is dropped.
+    pub fn reconcile_started(self: &Arc<Self>, controller: ControllerKind) -> Running {
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.running
+            .lock()
+            .expect("lock")
+            .insert(id, (controller, Instant::now()));
+        Running {
+            progress: self.clone(),
+            id,
+        }
+    }
+
+    /// Why the controllers count as stalled at `now`, if they do.
+    pub fn stalled(&self, now: Instant) -> Option<String> {
+        let limit = *self.stall_limit.lock().expect("lock");
+        let failing = self.failing.lock().expect("lock");
+        for (controller, streak) in failing.iter() {
+            let unbroken = now.saturating_duration_since(streak.last) <= FAILURE_GAP;
+            let failing_for = now.saturating_duration_since(streak.since);
+            if unbroken && failing_for > limit {
+                return Some(format!(
+                    "the {controller:?} controller's watches have failed for {}s without progress",
+                    failing_for.as_secs()
+                ));
+            }
+        }
+        drop(failing);
+        let running = self.running.lock().expect("lock");
+        running.values().find_map(|(controller, started)| {
+            let running_for = now.saturating_duration_since(*started);
+            (running_for > limit).then(|| {
+                format!(
+                    "a {controller:?} reconcile has been running for {}s",
+                    running_for.as_secs()
+                )
+            })
+        })
+    }
+}
+
+/// A reconcile in progress (see [`Progress::reconcile_started`]).
+pub struct Running {
+    progress: Arc<Progress>,
+    id: u64,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.progress.running.lock().expect("lock").remove(&self.id);
+    }
+}
+
+/// Runs one reconcile of `controller`, timing it and tracking it for liveness.
+pub async fn observe_reconcile<T>(
+    metrics: Arc<Metrics>,
+    controller: ControllerKind,
+    reconcile: impl Future<Output = T>,
+) -> T {
+    let _running = metrics.progress.reconcile_started(controller);
+    let started = Instant::now();
+    let result = reconcile.await;
+    metrics.observe_reconcile_duration(controller, started.elapsed());
+    result
+}
+
+/// What the probe server reports on.
+#[derive(Clone)]
+pub struct Probes {
+    metrics: Arc<Metrics>,
+    /// Readiness of the verifier, when this process serves one.
+    verifier: Option<Arc<crate::verifier::Verifier>>,
+}
+
+impl Probes {
+    /// Probes over this process's metrics and, if it serves one, its verifier.
+    pub fn new(metrics: Arc<Metrics>, verifier: Option<Arc<crate::verifier::Verifier>>) -> Self {
+        Self { metrics, verifier }
+    }
+
+    fn live(&self) -> Result<(), String> {
+        match self.metrics.progress.stalled(Instant::now()) {
+            Some(why) => Err(why),
+            None => Ok(()),
+        }
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        self.live()?;
+        match &self.verifier {
+            Some(verifier) if !verifier.is_ready() => Err(
+                "verifier caches not synced, or a watch failing for longer than the maximum staleness"
+                    .to_string(),
+            ),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The probe server's routes.
+pub fn router(probes: Probes) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/livez", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(probes)
+}
+
+fn answer(result: Result<(), String>) -> Response {
+    match result {
+        Ok(()) => "ok".into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
+    }
+}
+
+async fn healthz(State(probes): State<Probes>) -> Response {
+    let live = probes.live();
+    if let Err(why) = &live {
+        warn!(reason = %why, "liveness probe failing");
+    }
+    answer(live)
+}
+
+async fn readyz(State(probes): State<Probes>) -> Response {
+    answer(probes.ready())
+}
+
+async fn metrics(State(probes): State<Probes>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        probes.metrics.encode(),
+    )
+        .into_response()
+}
+
+/// Binds `address` now (so a port in use fails the start), then serves until `shutdown`.
+pub async fn serve(
+    address: SocketAddr,
+    probes: Probes,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<impl Future<Output = std::io::Result<()>>> {
+    let listener = tokio::net::TcpListener::bind(address).await?;
+    info!(address = %listener.local_addr()?, "probes and metrics listening (plain HTTP)");
+    Ok(async move {
+        axum::serve(listener, router(probes))
+            .with_graceful_shutdown(shutdown)
+            .await
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unbroken_run_of_watch_failures_longer_than_the_limit_stalls() {
+        let progress = Progress::default();
+        progress.set_stall_limit(Duration::from_secs(10));
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert!(progress.stalled(t0).is_none(), "idle is live");
+        for s in (0..=12).step_by(4) {
+            progress.watch_failed(ControllerKind::AccessToken, at(s));
+        }
+        let why = progress.stalled(at(12)).expect("failing for 12 s");
+        assert!(why.contains("AccessToken"), "{why}");
+        // A reconcile that finishes proves the controller can read again.
+        progress.progressed(ControllerKind::AccessToken);
+        assert!(progress.stalled(at(12)).is_none());
+    }
+
+    #[test]
+    fn failures_far_apart_or_long_ago_do_not_stall() {
+        let progress = Progress::default();
+        progress.set_stall_limit(Duration::from_secs(10));
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        // One failure every 40 s: the watch went through in between each time.
+        for s in [0, 40, 80] {
+            progress.watch_failed(ControllerKind::Group, at(s));
+        }
+        assert!(progress.stalled(at(80)).is_none());
+        // A long streak that stopped failing more than FAILURE_GAP ago: recovered.
+        for s in (100..=130).step_by(5) {
+            progress.watch_failed(ControllerKind::Group, at(s));
+        }
+        assert!(progress.stalled(at(130)).is_some());
+        assert!(progress.stalled(at(161)).is_none());
+    }
+
+    #[test]
+    fn a_reconcile_running_past_the_limit_stalls_until_it_ends() {
+        let progress = Arc::new(Progress::default());
+        progress.set_stall_limit(Duration::from_secs(10));
+        let running = progress.reconcile_started(ControllerKind::Organization);
+        let now = Instant::now();
+        assert!(progress.stalled(now).is_none());
+        let why = progress
+            .stalled(now + Duration::from_secs(11))
+            .expect("stuck");
+        assert!(why.contains("Organization"), "{why}");
+        drop(running);
+        assert!(progress.stalled(now + Duration::from_secs(11)).is_none());
+    }
+}
