@@ -481,6 +481,12 @@ impl LoopbackVerifier {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// `http://127.0.0.1:<port>`.
+    #[allow(dead_code)] // not every test binary asks
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
     /// The status code of `/readyz`, if the verifier answers at all.
     pub async fn ready_status(&self) -> Option<u16> {
         let url = format!("http://127.0.0.1:{}/readyz", self.port);

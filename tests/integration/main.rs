@@ -8,6 +8,7 @@
 //! operator live in `tests/cluster_wide`; cargo runs test binaries one at a time.
 
 mod access_tokens;
+mod argocd_health;
 mod bad_manifests;
 mod control_plane;
 mod crash_safety;
@@ -20,6 +21,8 @@ mod hostile_partition;
 mod hostile_verifier;
 mod leader;
 mod leaks;
+mod observability;
+mod plugin;
 mod proxy;
 mod rbac;
 mod verifier;

@@ -1,0 +1,287 @@
+//! The probe server of a controller-only process: metrics of tokens and reconciles (and no
+//! token value in them), liveness that fails while the controller cannot list, and the
+//! first status a new AccessToken gets (Reconciling=True) before it is issued.
+
+use futures::StreamExt;
+use k8s_openapi::api::{
+    core::v1::ServiceAccount,
+    rbac::v1::{ClusterRoleBinding, RoleRef, Subject},
+};
+use kube::{
+    Api,
+    api::{DeleteParams, ListParams, ObjectMeta, PostParams, WatchEvent, WatchParams},
+};
+use serde_json::json;
+
+use access_token_operator::api::{AccessToken, Phase};
+
+use crate::{
+    fixtures::Tenant,
+    harness::{
+        DEADLINE, Operator, delete_and_wait_gone, eventually, free_port, kubeconfig_with_token,
+        service_account_token, within,
+    },
+};
+
+/// `GET http://<address><path>`: (status code, body), if the server answers.
+async fn get(address: &str, path: &str) -> Option<(u16, String)> {
+    let response = reqwest::get(format!("http://{address}{path}")).await.ok()?;
+    let status = response.status().as_u16();
+    Some((status, response.text().await.ok()?))
+}
+
+/// Polls `path` until it answers `code`; returns the body.
+async fn wait_for_code(address: &str, path: &str, code: u16) -> String {
+    eventually(&format!("{path} to answer {code}"), || async {
+        let (status, body) = get(address, path).await?;
+        (status == code).then_some(body)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_controller_only_process_serves_probes_and_metrics_without_token_values() {
+    let tenant = Tenant::new("obs-metrics").await;
+    let address = format!("127.0.0.1:{}", free_port());
+    let _operator = Operator::start_with_args(
+        &tenant.namespace,
+        &tenant.namespace,
+        &["--probe-bind", &address],
+    )
+    .await;
+    let spec = json!({"organization": tenant.organization, "expiresAt": "2031-01-01T00:00:00Z"});
+    let token = tenant.issue("live", spec.clone()).await;
+    tenant
+        .create_token(
+            "revoked",
+            json!({"organization": tenant.organization, "revoked": true}),
+        )
+        .await;
+    tenant.wait_for_phase("revoked", Phase::Revoked).await;
+
+    assert_eq!(wait_for_code(&address, "/healthz", 200).await, "ok");
+    assert_eq!(wait_for_code(&address, "/readyz", 200).await, "ok");
+    let ns = &tenant.namespace;
+    let expected = [
+        format!(
+            r#"access_token_operator_token_phase{{namespace="{ns}",name="live",phase="Active"}} 1"#
+        ),
+        format!(
+            r#"access_token_operator_token_phase{{namespace="{ns}",name="revoked",phase="Revoked"}} 1"#
+        ),
+        // 2031-01-01T00:00:00Z
+        format!(
+            r#"access_token_operator_token_expiration_timestamp_seconds{{namespace="{ns}",name="live"}} 1924992000"#
+        ),
+        r#"access_token_operator_tokens{phase="Active"} 1"#.to_string(),
+        r#"access_token_operator_tokens{phase="Revoked"} 1"#.to_string(),
+        r#"access_token_operator_reconciles_total{controller="AccessToken",result="Success"}"#
+            .to_string(),
+        r#"access_token_operator_reconcile_duration_seconds_count{controller="AccessToken"}"#
+            .to_string(),
+        "process_cpu_seconds_total ".to_string(),
+        "process_resident_memory_bytes ".to_string(),
+        "process_open_fds ".to_string(),
+        "access_token_operator_build_info{version=".to_string(),
+    ];
+    let text = eventually("every expected series", || async {
+        let (_, text) = get(&address, "/metrics").await?;
+        expected
+            .iter()
+            .all(|line| text.contains(line.as_str()))
+            .then_some(text)
+    })
+    .await;
+    // The token, its secret part and its id's secret-bearing form appear nowhere.
+    assert!(
+        !text.contains(token.expose_secret()),
+        "token value in metrics"
+    );
+    assert!(
+        !text.contains(token.expose_secret_part()),
+        "secret part in metrics"
+    );
+    assert!(
+        !text.contains("atk_"),
+        "something token-shaped in metrics:\n{text}"
+    );
+
+    // A deleted token's series go with it.
+    delete_and_wait_gone(&tenant.tokens(), "live").await;
+    let gone = r#"name="live""#;
+    eventually("the deleted token's series to go", || async {
+        let (_, text) = get(&address, "/metrics").await?;
+        (!text.contains(gone) && text.contains(r#"access_token_operator_tokens{phase="Active"} 0"#))
+            .then_some(())
+    })
+    .await;
+}
+
+/// A ServiceAccount bound to the operator's shipped ClusterRole.
+struct Binding {
+    name: String,
+    api: Api<ClusterRoleBinding>,
+}
+
+impl Binding {
+    async fn grant(tenant: &Tenant, account: &str) -> Self {
+        let api: Api<ClusterRoleBinding> = Api::all(tenant.client.clone());
+        let name = format!("{}-{account}", tenant.namespace);
+        let binding = ClusterRoleBinding {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                ..Default::default()
+            },
+            role_ref: RoleRef {
+                api_group: Some("rbac.authorization.k8s.io".to_string()),
+                kind: "ClusterRole".into(),
+                name: "access-token-operator".into(),
+            },
+            subjects: Some(vec![Subject {
+                kind: "ServiceAccount".into(),
+                name: account.into(),
+                namespace: Some(tenant.namespace.clone()),
+                ..Default::default()
+            }]),
+        };
+        api.create(&PostParams::default(), &binding)
+            .await
+            .expect("ClusterRoleBinding is created");
+        Self { name, api }
+    }
+
+    async fn delete(self) {
+        self.api
+            .delete(&self.name, &DeleteParams::default())
+            .await
+            .expect("ClusterRoleBinding is deleted");
+    }
+}
+
+#[tokio::test]
+async fn liveness_fails_while_the_controller_cannot_list_and_recovers_with_its_rbac() {
+    let tenant = Tenant::new("obs-wedged").await;
+    // An operator identity with none of the operator's RBAC yet: every list is forbidden.
+    let account = "wedged-operator";
+    let accounts: Api<ServiceAccount> = Api::namespaced(tenant.client.clone(), &tenant.namespace);
+    accounts
+        .create(
+            &PostParams::default(),
+            &ServiceAccount {
+                metadata: ObjectMeta {
+                    name: Some(account.into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("ServiceAccount is created");
+    let bearer = service_account_token(&tenant.namespace, account).await;
+    let kubeconfig = kubeconfig_with_token(&format!("{}-wedged", tenant.namespace), &bearer);
+    tenant
+        .create_token("waiting", json!({"organization": tenant.organization}))
+        .await;
+    let address = format!("127.0.0.1:{}", free_port());
+    let operator = Operator::start_through(
+        &tenant.namespace,
+        &format!("{}-wedged", tenant.namespace),
+        &[
+            "--probe-bind",
+            &address,
+            "--liveness-stall-seconds",
+            "2",
+            "--group-index-namespace",
+            "",
+        ],
+        kubeconfig,
+    )
+    .await;
+
+    let why = wait_for_code(&address, "/healthz", 503).await;
+    assert!(why.contains("watches have failed"), "{why}");
+    let (ready, _) = get(&address, "/readyz").await.expect("answers");
+    assert_eq!(ready, 503, "not ready while not live");
+    let (_, metrics) = get(&address, "/metrics").await.expect("answers");
+    assert!(
+        metrics.contains(r#"access_token_operator_watch_errors_total{controller="AccessToken"}"#),
+        "{metrics}"
+    );
+
+    // Given the operator's ClusterRole, the controller lists and reconciles again (the token
+    // itself stays unissued: the admission policies let only the operator's own
+    // ServiceAccount write AccessTokens), and a finished reconcile is progress: live again.
+    let binding = Binding::grant(&tenant, account).await;
+    assert_eq!(wait_for_code(&address, "/healthz", 200).await, "ok");
+    let (_, metrics) = get(&address, "/metrics").await.expect("answers");
+    assert!(
+        metrics.contains(
+            r#"access_token_operator_reconcile_duration_seconds_count{controller="AccessToken"}"#
+        ),
+        "a reconcile ran: {metrics}"
+    );
+    drop(operator);
+    binding.delete().await;
+}
+
+#[tokio::test]
+async fn a_new_token_reads_reconciling_until_its_first_status_is_written() {
+    let tenant = Tenant::new("obs-reconciling").await;
+    let tokens = tenant.tokens();
+    let version = tokens
+        .list_metadata(&ListParams::default())
+        .await
+        .expect("list works")
+        .metadata
+        .resource_version
+        .expect("a list has a resourceVersion");
+    let params = WatchParams::default().fields("metadata.name=fresh");
+    let mut events = tokens
+        .watch(&params, &version)
+        .await
+        .expect("watch starts")
+        .boxed();
+    let _operator = Operator::start(&tenant.namespace).await;
+    tenant
+        .create_token("fresh", json!({"organization": tenant.organization}))
+        .await;
+
+    // Every state the API server stored, in order, until the token is Active.
+    let mut statuses = Vec::new();
+    within(DEADLINE, async {
+        while let Some(event) = events.next().await {
+            let token: AccessToken = match event.expect("watch event") {
+                WatchEvent::Added(t) | WatchEvent::Modified(t) => t,
+                _ => continue,
+            };
+            let status = token.status.clone();
+            let done = status.as_ref().and_then(|s| s.phase) == Some(Phase::Active);
+            statuses.push(status);
+            if done {
+                break;
+            }
+        }
+    })
+    .await;
+    let has = |status: &access_token_operator::api::AccessTokenStatus, type_: &str| {
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == type_ && c.status == "True")
+    };
+    let first = statuses
+        .iter()
+        .flatten()
+        .next()
+        .expect("a status was written");
+    assert!(has(first, "Reconciling"), "first status: {first:?}");
+    assert_eq!(first.phase, None, "the first status decides nothing");
+    for status in statuses.iter().flatten().filter(|s| s.phase.is_some()) {
+        assert!(
+            !has(status, "Reconciling"),
+            "Reconciling stays only until the first real status: {status:?}"
+        );
+    }
+    let last = statuses.last().cloned().flatten().expect("Active");
+    assert!(has(&last, "Ready"), "{last:?}");
+}

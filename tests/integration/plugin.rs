@@ -1,0 +1,223 @@
+//! `kubectl atk`, found by kubectl itself as `kubectl-atk` on PATH (a link to the operator's
+//! binary), run against the local control plane as a user would. Also runs the Argo CD
+//! health check on the live objects the commands produce.
+
+use std::process::Output;
+
+use k8s_openapi::jiff::{SignedDuration, Timestamp, Unit};
+use serde_json::json;
+
+use access_token_operator::api::{AccessToken, Phase};
+
+use crate::{
+    argocd_health::health,
+    fixtures::Tenant,
+    harness::{LoopbackVerifier, Operator, VerifierProcess, operator_kubeconfig, test_logs_dir},
+};
+
+/// A directory holding `kubectl-atk`, a link to the operator binary.
+fn plugin_dir() -> std::path::PathBuf {
+    let dir = test_logs_dir().join("plugin-bin");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let link = dir.join("kubectl-atk");
+    if std::fs::symlink_metadata(&link).is_err() {
+        // Another test may create it at the same moment; either link is the same.
+        let _ = std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_access-token-operator"), &link);
+    }
+    dir
+}
+
+/// Runs `kubectl atk <args>` with `stdin`, as the admin of the local cluster.
+async fn kubectl_atk(args: &[&str], stdin: Option<&str>) -> Output {
+    use tokio::io::AsyncWriteExt as _;
+    let path = format!(
+        "{}:{}",
+        plugin_dir().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut child = tokio::process::Command::new("kubectl")
+        .arg("atk")
+        .args(args)
+        .env("PATH", path)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl runs");
+    let mut input = child.stdin.take().expect("stdin");
+    if let Some(text) = stdin {
+        input
+            .write_all(text.as_bytes())
+            .await
+            .expect("stdin writes");
+    }
+    drop(input);
+    child.wait_with_output().await.expect("kubectl ends")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Runs the command and returns stdout; fails the test (with stderr) unless it succeeded.
+async fn ok(args: &[&str]) -> (String, String) {
+    let output = kubectl_atk(args, None).await;
+    let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+    assert!(output.status.success(), "kubectl atk {args:?}: {stderr}");
+    (stdout, stderr)
+}
+
+#[tokio::test]
+async fn help_lists_every_command() {
+    let (help, _) = ok(&["--help"]).await;
+    for command in ["status", "reveal", "revoke", "unrevoke", "rotate", "whoami"] {
+        assert!(help.contains(command), "{command} missing:\n{help}");
+    }
+}
+
+#[tokio::test]
+async fn each_command_works_against_the_cluster() {
+    let tenant = Tenant::new("plugin").await;
+    let _operator = Operator::start(&tenant.namespace).await;
+    let ns = tenant.namespace.as_str();
+    let token = tenant
+        .issue("ci", json!({"organization": tenant.organization}))
+        .await;
+    let value = token.expose_secret();
+
+    // status: the table names the token, its phase and its public id.
+    let (table, _) = ok(&["status", "-n", ns]).await;
+    let row = table.lines().find(|l| l.starts_with("ci ")).expect("a row");
+    assert!(
+        row.contains("Active") && row.contains(token.id().as_str()),
+        "{table}"
+    );
+    let (all, _) = ok(&["status", "-A"]).await;
+    assert!(all.lines().any(|l| l.starts_with(ns)), "{all}");
+    assert!(!table.contains(value) && !all.contains(value));
+
+    // reveal: the value on stdout once, a warning on stderr (which never carries it).
+    let (revealed, warning) = ok(&["reveal", "ci", "-n", ns]).await;
+    assert_eq!(revealed, format!("{value}\n"));
+    assert!(
+        warning.contains("warning") && !warning.contains(value),
+        "{warning}"
+    );
+
+    // whoami through kube-apiserver (its webhook asks the verifier) and straight to a verifier.
+    let webhook = VerifierProcess::start(&format!("{ns}-webhook")).await;
+    let username = format!("username: accesstoken:{ns}:ci");
+    let (who, _) = ok(&["whoami", value]).await;
+    assert!(
+        who.contains("authenticated: true") && who.contains(&username),
+        "{who}"
+    );
+    assert!(!who.contains(value), "{who}");
+    drop(webhook);
+    let kubeconfig = operator_kubeconfig().await;
+    let direct = LoopbackVerifier::start(&format!("{ns}-plugin"), &kubeconfig, &[]);
+    let url = direct.url();
+    let whoami_direct =
+        || async { kubectl_atk(&["whoami", "-", "--verifier", &url], Some(value)).await };
+    let answer = crate::harness::eventually("the verifier to answer", || async {
+        let output = whoami_direct().await;
+        output.status.success().then_some(output)
+    })
+    .await;
+    assert!(
+        text(&answer.stdout).contains(&username),
+        "{}",
+        text(&answer.stdout)
+    );
+
+    // revoke / unrevoke: a spec patch the operator acts on; the verifier follows.
+    ok(&["revoke", "ci", "-n", ns]).await;
+    let revoked = tenant.wait_for_phase("ci", Phase::Revoked).await;
+    assert!(revoked.spec.revoked);
+    let denied = crate::harness::eventually("the verifier to deny", || async {
+        let output = whoami_direct().await;
+        (output.status.code() == Some(1)).then_some(output)
+    })
+    .await;
+    assert!(text(&denied.stdout).contains("authenticated: false"));
+    check_health(&revoked, "Suspended");
+    ok(&["unrevoke", "ci", "-n", ns]).await;
+    let active = tenant.wait_for_phase("ci", Phase::Active).await;
+    check_health(&active, "Healthy");
+
+    // rotate: sets spec.rotation.trigger where the CRD has rotation; refuses clearly where not.
+    let rotated = kubectl_atk(&["rotate", "ci", "-n", ns], None).await;
+    let resource = kube::api::ApiResource::erase::<AccessToken>(&());
+    let raw: kube::Api<kube::api::DynamicObject> =
+        kube::Api::namespaced_with(tenant.client.clone(), ns, &resource);
+    let raw = raw.get("ci").await.expect("exists").data;
+    if rotated.status.success() {
+        assert!(raw["spec"]["rotation"]["trigger"].is_string(), "{raw}");
+    } else {
+        let stderr = text(&rotated.stderr);
+        assert!(stderr.contains("no spec.rotation.trigger"), "{stderr}");
+        assert_eq!(raw["spec"].get("rotation"), None, "nothing written: {raw}");
+    }
+
+    // A token that waits for its organization, or whose Secret name is taken, is Degraded;
+    // an expired one is not.
+    tenant
+        .create_token(
+            "elsewhere",
+            json!({"organization": format!("{}-missing", tenant.organization)}),
+        )
+        .await;
+    let pending = tenant
+        .wait_for_reason("elsewhere", "OrganizationNotFound")
+        .await;
+    check_health(&pending, "Degraded");
+    let foreign: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "taken"}, "stringData": {"note": "not the operator's"}
+    }))
+    .expect("a Secret");
+    tenant
+        .secrets()
+        .create(&Default::default(), &foreign)
+        .await
+        .expect("Secret is created");
+    tenant
+        .create_token(
+            "conflict",
+            json!({"organization": tenant.organization, "secretName": "taken"}),
+        )
+        .await;
+    let failed = tenant.wait_for_reason("conflict", "SecretConflict").await;
+    check_health(&failed, "Degraded");
+    let soon = Timestamp::now() + SignedDuration::from_secs(5);
+    let soon = soon.round(Unit::Second).expect("rounds").to_string();
+    tenant
+        .create_token(
+            "short",
+            json!({"organization": tenant.organization, "expiresAt": soon}),
+        )
+        .await;
+    let expired = tenant.wait_for_phase("short", Phase::Expired).await;
+    check_health(&expired, "Suspended");
+}
+
+/// The Argo CD health check on a live object says `status`; the object is kept under
+/// target/test-logs/argocd-recorded/ for reference.
+fn check_health(token: &AccessToken, status: &str) {
+    let mut object = serde_json::to_value(token).expect("serializes");
+    object["metadata"]
+        .as_object_mut()
+        .map(|m| m.remove("managedFields"));
+    let dir = test_logs_dir().join("argocd-recorded");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let phase = object["status"]["phase"]
+        .as_str()
+        .unwrap_or("none")
+        .to_string();
+    std::fs::write(
+        dir.join(format!("{}.json", phase.to_lowercase())),
+        serde_json::to_string_pretty(&object).expect("json"),
+    )
+    .expect("written");
+    let got = health(&object);
+    assert_eq!(got.status, status, "{got:?} for {object}");
+}
