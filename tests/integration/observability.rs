@@ -106,6 +106,22 @@ async fn a_controller_only_process_serves_probes_and_metrics_without_token_value
         "something token-shaped in metrics:\n{text}"
     );
 
+    // Every metric the README and the Grafana dashboard name is one this process serves.
+    let docs = [
+        include_str!("../../README.md"),
+        include_str!("../../deploy/grafana/access-token-operator.json"),
+    ];
+    for name in docs.iter().flat_map(|doc| metric_names(doc)) {
+        let family = ["_total", "_bucket", "_count", "_sum"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .unwrap_or(&name);
+        assert!(
+            text.contains(&format!("# TYPE {family} ")),
+            "{name} is documented but not served:\n{text}"
+        );
+    }
+
     // A deleted token's series go with it.
     delete_and_wait_gone(&tenant.tokens(), "live").await;
     let gone = r#"name="live""#;
@@ -115,6 +131,27 @@ async fn a_controller_only_process_serves_probes_and_metrics_without_token_value
             .then_some(())
     })
     .await;
+}
+
+/// The metric names `text` mentions: words starting with the operator's prefix or
+/// `process_`, except file names (`src/process_metrics.rs`).
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let is_word = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_';
+    let mut names = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(start) = rest.find(is_word) {
+        let tail = &rest[start..];
+        let end = tail.find(|c: char| !is_word(c)).unwrap_or(tail.len());
+        let (word, after) = tail.split_at(end);
+        let metric = ["access_token_operator_", "process_"]
+            .iter()
+            .any(|prefix| word.starts_with(prefix) && word.len() > prefix.len());
+        if metric && !after.starts_with('.') {
+            names.insert(word.to_string());
+        }
+        rest = after;
+    }
+    names
 }
 
 /// A ServiceAccount bound to the operator's shipped ClusterRole.
