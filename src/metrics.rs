@@ -257,6 +257,31 @@ impl Metrics {
             "Reloads of the verifier's TLS files after they changed, by result",
             tls_reloads.clone(),
         );
+        // Series of the fixed label sets exist from the start, at 0: a rate over a counter
+        // that appears with its first increment would miss that increment.
+        for controller in [
+            ControllerKind::AccessToken,
+            ControllerKind::Organization,
+            ControllerKind::Group,
+        ] {
+            for result in [ReconcileResult::Success, ReconcileResult::Failure] {
+                reconciles.get_or_create(&ReconcileLabels { controller, result });
+            }
+            watch_errors.get_or_create(&ControllerLabels { controller });
+            reconcile_seconds.get_or_create(&ControllerLabels { controller });
+        }
+        for outcome in ["authenticated", "unavailable"] {
+            reviews.get_or_create(&ReviewLabels { outcome });
+        }
+        for result in [CacheResult::Hit, CacheResult::Miss] {
+            cache.get_or_create(&CacheLabels { result });
+        }
+        for result in [Argon2Result::Match, Argon2Result::Mismatch] {
+            argon2_verifications.get_or_create(&Argon2Labels { result });
+        }
+        for result in [ReloadResult::Success, ReloadResult::Failure] {
+            tls_reloads.get_or_create(&ReloadLabels { result });
+        }
         Arc::new(Self {
             registry: root,
             progress: Arc::default(),

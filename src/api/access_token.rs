@@ -198,7 +198,7 @@ pub struct AccessTokenStatus {
     /// The metadata.generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Ready always; Stalled only while true (kstatus).
+    /// Ready always; Stalled only while true; Reconciling only while the first reconcile runs (kstatus).
     #[serde(default)]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,

@@ -112,7 +112,7 @@ pub(crate) fn conditions_schema(generator: &mut SchemaGenerator) -> Schema {
     let item = generator.subschema_for::<Condition>();
     json_schema!({
         "type": "array",
-        "description": "Current state as kstatus conditions: Ready always; Stalled only while true; Reconciling while the first reconcile runs.",
+        "description": "Current state as kstatus conditions: Ready always; Stalled and Reconciling only while true.",
         "items": item,
         "x-kubernetes-list-type": "map",
         "x-kubernetes-list-map-keys": ["type"],

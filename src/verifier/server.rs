@@ -123,7 +123,7 @@ pub fn router(verifier: Arc<Verifier>) -> Router {
     Router::new()
         .route("/tokenreviews", post(token_review))
         .route("/", post(token_review))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -409,6 +409,18 @@ async fn metrics(State(verifier): State<Arc<Verifier>>) -> Response {
         verifier.metrics().encode(),
     )
         .into_response()
+}
+
+/// The same liveness as the probe port's (controllers in this process making progress).
+async fn healthz(State(verifier): State<Arc<Verifier>>) -> Response {
+    match verifier
+        .metrics()
+        .progress
+        .stalled(std::time::Instant::now())
+    {
+        None => "ok".into_response(),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
+    }
 }
 
 async fn ready(State(verifier): State<Arc<Verifier>>) -> Response {

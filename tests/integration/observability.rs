@@ -111,7 +111,12 @@ async fn a_controller_only_process_serves_probes_and_metrics_without_token_value
         include_str!("../../README.md"),
         include_str!("../../deploy/grafana/access-token-operator.json"),
     ];
+    // Labelled by the failing step, reconcile_failures has no series before a first failure.
+    let first_series_on_event = ["access_token_operator_reconcile_failures_total"];
     for name in docs.iter().flat_map(|doc| metric_names(doc)) {
+        if first_series_on_event.contains(&name.as_str()) {
+            continue;
+        }
         let family = ["_total", "_bucket", "_count", "_sum"]
             .iter()
             .find_map(|suffix| name.strip_suffix(suffix))
