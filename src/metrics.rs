@@ -265,22 +265,22 @@ impl Metrics {
             ControllerKind::Group,
         ] {
             for result in [ReconcileResult::Success, ReconcileResult::Failure] {
-                reconciles.get_or_create(&ReconcileLabels { controller, result });
+                let _ = reconciles.get_or_create(&ReconcileLabels { controller, result });
             }
-            watch_errors.get_or_create(&ControllerLabels { controller });
-            reconcile_seconds.get_or_create(&ControllerLabels { controller });
+            let _ = watch_errors.get_or_create(&ControllerLabels { controller });
+            let _ = reconcile_seconds.get_or_create(&ControllerLabels { controller });
         }
         for outcome in ["authenticated", "unavailable"] {
-            reviews.get_or_create(&ReviewLabels { outcome });
+            let _ = reviews.get_or_create(&ReviewLabels { outcome });
         }
         for result in [CacheResult::Hit, CacheResult::Miss] {
-            cache.get_or_create(&CacheLabels { result });
+            let _ = cache.get_or_create(&CacheLabels { result });
         }
         for result in [Argon2Result::Match, Argon2Result::Mismatch] {
-            argon2_verifications.get_or_create(&Argon2Labels { result });
+            let _ = argon2_verifications.get_or_create(&Argon2Labels { result });
         }
         for result in [ReloadResult::Success, ReloadResult::Failure] {
-            tls_reloads.get_or_create(&ReloadLabels { result });
+            let _ = tls_reloads.get_or_create(&ReloadLabels { result });
         }
         Arc::new(Self {
             registry: root,
