@@ -10,7 +10,7 @@ use std::{ffi::OsString, io::Write as _, process::ExitCode};
 use clap::{Parser, Subcommand};
 use k8s_openapi::{
     api::{
-        authentication::v1::{TokenReview, TokenReviewSpec, TokenReviewStatus},
+        authentication::v1::{SelfSubjectReview, TokenReview, TokenReviewSpec, TokenReviewStatus},
         core::v1::Secret,
     },
     jiff::Timestamp,
@@ -134,7 +134,7 @@ async fn run(cli: Cli) -> PluginResult {
         .namespace
         .clone()
         .unwrap_or_else(|| config.default_namespace.clone());
-    let client = Client::try_from(config)?;
+    let client = Client::try_from(config.clone())?;
     let tokens: Api<AccessToken> = Api::namespaced(client.clone(), &namespace);
     match cli.command {
         PluginCommand::Status {
@@ -153,7 +153,7 @@ async fn run(cli: Cli) -> PluginResult {
             let token = read_token(token)?;
             let answer = match verifier {
                 Some(url) => review_at_verifier(&url, certificate_authority, token).await?,
-                None => review_through_apiserver(&client, token).await?,
+                None => review_through_apiserver(&client, &config, token).await?,
             };
             Ok(print_review(answer))
         }
@@ -309,14 +309,53 @@ fn review(token: String) -> TokenReview {
 }
 
 /// A TokenReview through kube-apiserver, which asks its authenticators (the verifier's
-/// webhook among them). Needs `create` on `tokenreviews` (e.g. `system:auth-delegator`).
+/// webhook among them). It needs `create` on `tokenreviews` (e.g. `system:auth-delegator`);
+/// without that right, kube-apiserver is asked who the token is by presenting it (a
+/// SelfSubjectReview, which any authenticated caller may make).
 async fn review_through_apiserver(
     client: &Client,
+    config: &kube::Config,
     token: String,
 ) -> PluginResult<TokenReviewStatus> {
     let api: Api<TokenReview> = Api::all(client.clone());
-    let answer = api.create(&PostParams::default(), &review(token)).await?;
-    Ok(answer.status.unwrap_or_default())
+    match api
+        .create(&PostParams::default(), &review(token.clone()))
+        .await
+    {
+        Ok(answer) => Ok(answer.status.unwrap_or_default()),
+        Err(kube::Error::Api(status)) if status.is_forbidden() => {
+            eprintln!(
+                "note: you may not create TokenReviews; asking kube-apiserver with the token itself (SelfSubjectReview)"
+            );
+            self_review(config, token).await
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Who kube-apiserver says the bearer of `token` is; not authenticated on a 401.
+async fn self_review(config: &kube::Config, token: String) -> PluginResult<TokenReviewStatus> {
+    let mut config = config.clone();
+    config.auth_info = kube::config::AuthInfo {
+        token: Some(token.into()),
+        ..Default::default()
+    };
+    let api: Api<SelfSubjectReview> = Api::all(Client::try_from(config)?);
+    match api
+        .create(&PostParams::default(), &SelfSubjectReview::default())
+        .await
+    {
+        Ok(review) => Ok(TokenReviewStatus {
+            authenticated: Some(true),
+            user: review.status.and_then(|s| s.user_info),
+            ..Default::default()
+        }),
+        Err(kube::Error::Api(status)) if status.code == 401 => Ok(TokenReviewStatus {
+            authenticated: Some(false),
+            ..Default::default()
+        }),
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// A TokenReview posted straight to a verifier's `/tokenreviews`.

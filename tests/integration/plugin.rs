@@ -4,7 +4,10 @@
 
 use std::process::Output;
 
-use k8s_openapi::jiff::{SignedDuration, Timestamp, Unit};
+use k8s_openapi::{
+    api::core::v1::ServiceAccount,
+    jiff::{SignedDuration, Timestamp, Unit},
+};
 use serde_json::json;
 
 use access_token_operator::api::{AccessToken, Phase};
@@ -12,7 +15,10 @@ use access_token_operator::api::{AccessToken, Phase};
 use crate::{
     argocd_health::health,
     fixtures::Tenant,
-    harness::{LoopbackVerifier, Operator, VerifierProcess, operator_kubeconfig, test_logs_dir},
+    harness::{
+        LoopbackVerifier, Operator, VerifierProcess, kubeconfig_with_token, operator_kubeconfig,
+        service_account_token, test_logs_dir,
+    },
 };
 
 /// A directory holding `kubectl-atk`, a link to the operator binary.
@@ -29,13 +35,26 @@ fn plugin_dir() -> std::path::PathBuf {
 
 /// Runs `kubectl atk <args>` with `stdin`, as the admin of the local cluster.
 async fn kubectl_atk(args: &[&str], stdin: Option<&str>) -> Output {
+    kubectl_atk_with(args, stdin, None).await
+}
+
+/// Runs `kubectl atk <args>` with `stdin`, with `kubeconfig` instead of the admin's.
+async fn kubectl_atk_with(
+    args: &[&str],
+    stdin: Option<&str>,
+    kubeconfig: Option<&std::path::Path>,
+) -> Output {
     use tokio::io::AsyncWriteExt as _;
     let path = format!(
         "{}:{}",
         plugin_dir().display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let mut child = tokio::process::Command::new("kubectl")
+    let mut command = tokio::process::Command::new("kubectl");
+    if let Some(kubeconfig) = kubeconfig {
+        command.env("KUBECONFIG", kubeconfig);
+    }
+    let mut child = command
         .arg("atk")
         .args(args)
         .env("PATH", path)
@@ -113,6 +132,24 @@ async fn each_command_works_against_the_cluster() {
         "{who}"
     );
     assert!(!who.contains(value), "{who}");
+    // A user who may not create TokenReviews gets the answer from a SelfSubjectReview.
+    let nobody = format!("{ns}-nobody");
+    let accounts: kube::Api<ServiceAccount> = kube::Api::namespaced(tenant.client.clone(), ns);
+    let account: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "nobody"}})).expect("valid");
+    accounts
+        .create(&Default::default(), &account)
+        .await
+        .expect("ServiceAccount is created");
+    let bearer = service_account_token(ns, "nobody").await;
+    let unprivileged = kubeconfig_with_token(&nobody, &bearer);
+    let output = kubectl_atk_with(&["whoami", value], None, Some(&unprivileged)).await;
+    let (who, note) = (text(&output.stdout), text(&output.stderr));
+    assert!(output.status.success(), "{note}");
+    assert!(
+        who.contains(&username) && note.contains("SelfSubjectReview"),
+        "{who}{note}"
+    );
     drop(webhook);
     let kubeconfig = operator_kubeconfig().await;
     let direct = LoopbackVerifier::start(&format!("{ns}-plugin"), &kubeconfig, &[]);
