@@ -2,9 +2,11 @@
 //! process (`run` with or without the verifier, and `verifier`), and the liveness rule.
 //!
 //! Liveness: a controller is wedged when its watches keep failing (it cannot list or watch,
-//! e.g. its RBAC was taken away) with no successful reconcile in between, for longer than
-//! the stall limit; or when one reconcile has been running for longer than that. A
-//! restart is then the kubelet's remedy. A controller that is merely idle is live.
+//! e.g. its RBAC was taken away) with no finished reconcile in between, for longer than
+//! the stall limit; or when one reconcile has been running for longer than that while no
+//! other reconcile of that controller finished meanwhile (a long queue for the hasher, with
+//! reconciles finishing, is progress). A restart is then the kubelet's remedy. A controller
+//! that is merely idle is live.
 
 use std::{
     collections::HashMap,
@@ -45,6 +47,7 @@ pub struct Progress {
     stall_limit: Mutex<Duration>,
     failing: Mutex<HashMap<ControllerKind, Streak>>,
     running: Mutex<HashMap<u64, (ControllerKind, Instant)>>,
+    finished: Mutex<HashMap<ControllerKind, Instant>>,
     next_id: std::sync::atomic::AtomicU64,
 }
 
@@ -54,6 +57,7 @@ impl Default for Progress {
             stall_limit: Mutex::new(DEFAULT_STALL_LIMIT),
             failing: Mutex::default(),
             running: Mutex::default(),
+            finished: Mutex::default(),
             next_id: Default::default(),
         }
     }
@@ -79,8 +83,9 @@ impl Progress {
     }
 
     /// `controller` finished a reconcile (successful or not: it could read its objects).
-    pub fn progressed(&self, controller: ControllerKind) {
+    pub fn progressed(&self, controller: ControllerKind, now: Instant) {
         self.failing.lock().expect("lock").remove(&controller);
+        self.finished.lock().expect("lock").insert(controller, now);
     }
 
     /// Marks a reconcile of `controller` as running until the returned guard is dropped.
@@ -113,10 +118,14 @@ impl Progress {
             }
         }
         drop(failing);
+        let finished = self.finished.lock().expect("lock");
         let running = self.running.lock().expect("lock");
         running.values().find_map(|(controller, started)| {
             let running_for = now.saturating_duration_since(*started);
-            (running_for > limit).then(|| {
+            let finished_lately = finished
+                .get(controller)
+                .is_some_and(|at| now.saturating_duration_since(*at) <= limit);
+            (running_for > limit && !finished_lately).then(|| {
                 format!(
                     "a {controller:?} reconcile has been running for {}s",
                     running_for.as_secs()
@@ -256,7 +265,7 @@ mod tests {
         let why = progress.stalled(at(12)).expect("failing for 12 s");
         assert!(why.contains("AccessToken"), "{why}");
         // A reconcile that finishes proves the controller can read again.
-        progress.progressed(ControllerKind::AccessToken);
+        progress.progressed(ControllerKind::AccessToken, at(12));
         assert!(progress.stalled(at(12)).is_none());
     }
 
@@ -292,5 +301,18 @@ mod tests {
         assert!(why.contains("Organization"), "{why}");
         drop(running);
         assert!(progress.stalled(now + Duration::from_secs(11)).is_none());
+    }
+
+    #[test]
+    fn a_long_reconcile_is_no_stall_while_others_of_its_controller_finish() {
+        let progress = Arc::new(Progress::default());
+        progress.set_stall_limit(Duration::from_secs(10));
+        let now = Instant::now();
+        let _queued = progress.reconcile_started(ControllerKind::AccessToken);
+        // Others finish (a queue for the hasher drains): progress.
+        progress.progressed(ControllerKind::AccessToken, now + Duration::from_secs(9));
+        assert!(progress.stalled(now + Duration::from_secs(15)).is_none());
+        // Nothing finished for longer than the limit: stalled.
+        assert!(progress.stalled(now + Duration::from_secs(20)).is_some());
     }
 }

@@ -482,7 +482,9 @@ fn log_result<T, Q>(
     metrics.reconciled(controller, result.is_ok());
     // Liveness: a finished reconcile (even a failed one) is progress; a failed watch is not.
     match &result {
-        Ok(_) | Err(E::ReconcilerFailed(..)) => metrics.progress.progressed(controller),
+        Ok(_) | Err(E::ReconcilerFailed(..)) => metrics
+            .progress
+            .progressed(controller, std::time::Instant::now()),
         Err(E::QueueError(_)) => metrics.watch_failed(controller),
         Err(_) => {}
     }
