@@ -27,6 +27,7 @@ use super::{
     build::{self, FINALIZER, MANAGER, Outcome, keys},
     crash_point,
     plan::{self, Decision, Refusal, SecretSeen, UserSeen, Wait, World},
+    verified,
 };
 use crate::{
     Error, Result,
@@ -273,11 +274,11 @@ impl AccessToken {
         let Some(token) = held_token(&secret) else {
             return SecretSeen::Damaged(Box::new(secret));
         };
-        let credentials = match user {
-            UserSeen::Ours(user) => user.spec.credentials.as_slice(),
-            _ => &[],
+        let user = match user {
+            UserSeen::Ours(user) => Some(&**user),
+            _ => None,
         };
-        let credential = self.credential_for(ctx, &secret, &token, credentials).await;
+        let credential = self.credential_for(ctx, &secret, &token, user).await;
         SecretSeen::Holding {
             secret: Box::new(secret),
             token,
@@ -370,17 +371,32 @@ impl AccessToken {
             expires_at,
             Timestamp::now(),
         );
-        let desired =
-            build::technical_user(self, scope, self.spec.revoked, expires_at, vec![credential]);
-        if applied
+        // The Secret as read or just written holds this credential's token: recorded, so
+        // that later reconciles (and a restarted operator) need no argon2 for it.
+        let record = secret
             .as_ref()
-            .map(|u| (&u.spec, &u.metadata.owner_references, &u.metadata.labels))
-            != Some((
-                &desired.spec,
-                &desired.metadata.owner_references,
-                &desired.metadata.labels,
-            ))
-        {
+            .and_then(|s| verified::record(s, &credential.id));
+        let mut desired =
+            build::technical_user(self, scope, self.spec.revoked, expires_at, vec![credential]);
+        verified::set(&mut desired, record);
+        let recorded = |u: &TechnicalUser| {
+            u.annotations()
+                .get(verified::VERIFIED_SECRET_ANNOTATION)
+                .cloned()
+        };
+        if applied.as_ref().map(|u| {
+            (
+                &u.spec,
+                &u.metadata.owner_references,
+                &u.metadata.labels,
+                recorded(u),
+            )
+        }) != Some((
+            &desired.spec,
+            &desired.metadata.owner_references,
+            &desired.metadata.labels,
+            recorded(&desired),
+        )) {
             apply_user(&children.users, &desired, self).await?;
         }
         crash_point::reached("user-applied");
@@ -446,28 +462,27 @@ impl AccessToken {
     /// The credential matching the Secret's token, or `None` if the token is not one this
     /// operator issued (every minted token is recorded in the TechnicalUser before it is
     /// written to the Secret, so a token without a credential was put there by someone else).
+    /// argon2 runs only if the TechnicalUser does not record this very Secret version as
+    /// verified (see `verified`).
     async fn credential_for(
         &self,
         ctx: &Context,
         secret: &Secret,
         value: &Token,
-        credentials: &[Credential],
+        user: Option<&TechnicalUser>,
     ) -> Option<Credential> {
-        let existing = credentials.iter().find(|c| c.id == value.id().as_str())?;
-        let (uid, version) = (
-            secret.uid().unwrap_or_default(),
-            secret.resource_version().unwrap_or_default(),
-        );
-        let known_good = ctx.verified_secrets.lock().expect("lock").get(&uid) == Some(&version);
-        if known_good || ctx.hasher.verify(value, &existing.hash).await {
-            ctx.verified_secrets
-                .lock()
-                .expect("lock")
-                .insert(uid, version);
-            Some(existing.clone())
-        } else {
-            None
+        let user = user?;
+        let existing = user
+            .spec
+            .credentials
+            .iter()
+            .find(|c| c.id == value.id().as_str())?;
+        if verified::is_recorded(user, secret, &existing.id) {
+            return Some(existing.clone());
         }
+        let matches = ctx.hasher.verify(value, &existing.hash).await;
+        tracing::debug!(token_id = %value.id(), matches, "Secret's token checked with argon2id");
+        matches.then(|| existing.clone())
     }
 
     /// Mints a token: records its credential (alone: a mint only happens when the Secret holds
@@ -676,12 +691,6 @@ impl AccessToken {
             .at(Step::ReadSecret)?
         {
             delete_if_controlled(&secrets, &secret.metadata, &uid).await?;
-            if let Some(secret_uid) = &secret.metadata.uid {
-                ctx.verified_secrets
-                    .lock()
-                    .expect("lock")
-                    .remove(secret_uid);
-            }
         }
         ctx.secret_writes.lock().expect("lock").clear(&uid);
         info!("token deleted with its TechnicalUser and Secret");
@@ -743,9 +752,13 @@ async fn apply_user(
         meta.retain(|k, _| {
             matches!(
                 k.as_str(),
-                "name" | "namespace" | "labels" | "ownerReferences"
+                "name" | "namespace" | "labels" | "ownerReferences" | "annotations"
             )
         });
+        // Of the annotations, only the verified-Secret record is ours.
+        if let Some(annotations) = meta.get_mut("annotations").and_then(|a| a.as_object_mut()) {
+            annotations.retain(|k, _| k == verified::VERIFIED_SECRET_ANNOTATION);
+        }
     }
     users
         .patch(
