@@ -9,7 +9,6 @@
 
 use std::{
     collections::BTreeMap,
-    process::Stdio,
     time::{Duration, Instant},
 };
 
@@ -19,10 +18,14 @@ use k8s_openapi::{
     api::core::v1::{Namespace, Secret, ServiceAccount},
 };
 use kube::{
-    Api, Client, ResourceExt,
-    api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams},
+    Api, Client,
+    api::{ListParams, ObjectMeta, PostParams},
 };
 use serde_json::json;
+
+mod support;
+
+use support::{free_port, install_crds, spawn};
 
 use access_token_operator::{
     api::{AccessToken, Organization, Phase, TechnicalUser},
@@ -319,20 +322,8 @@ async fn unrelated_secrets(client: &Client, n: usize) {
 
 /// The verifier's RSS once it is ready (its index of every token loaded).
 async fn verifier_rss(binary: &str) -> Sample {
-    let cert = std::env::var("ATO_VERIFIER_CERT").expect("run inside local-cluster.sh");
-    let key = std::env::var("ATO_VERIFIER_KEY").expect("set with ATO_VERIFIER_CERT");
     let port = free_port();
-    let bind = format!("127.0.0.1:{port}");
-    let args = [
-        "verifier",
-        "--verifier-bind",
-        &bind,
-        "--tls-cert-file",
-        &cert,
-        "--tls-key-file",
-        &key,
-    ];
-    let mut verifier = spawn(binary, &args);
+    let mut verifier = support::start_verifier(binary, port, &[]);
     let pid = verifier.id().expect("verifier runs");
     let ca = std::fs::read(std::env::var("ATO_CLUSTER_CA").expect("cluster CA")).unwrap();
     let http = reqwest::Client::builder()
@@ -422,19 +413,13 @@ async fn quiescent(pid: u32, at_most: Duration) -> Duration {
     started.elapsed()
 }
 
-async fn poll_until<T, F, Fut>(mut check: F) -> T
+/// Polls every 250 ms for up to 15 minutes (10,000 tokens take a while).
+async fn poll_until<T, F, Fut>(check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + Duration::from_secs(900);
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    support::poll_until(Duration::from_secs(900), Duration::from_millis(250), check).await
 }
 
 async fn terminate(child: &mut tokio::process::Child) {
@@ -452,25 +437,6 @@ async fn terminate(child: &mut tokio::process::Child) {
     }
 }
 
-fn spawn(binary: &str, args: &[&str]) -> tokio::process::Child {
-    tokio::process::Command::new(binary)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("starts")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn create_namespace(client: &Client, name: &str) {
     let namespace = Namespace {
         metadata: ObjectMeta {
@@ -483,30 +449,6 @@ async fn create_namespace(client: &Client, name: &str) {
         .create(&PostParams::default(), &namespace)
         .await
         .expect("namespace");
-}
-
-async fn install_crds(client: &Client) {
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-    let api = Api::<CustomResourceDefinition>::all(client.clone());
-    for crd in access_token_operator::api::crds() {
-        let name = crd.name_any();
-        api.patch(
-            &name,
-            &PatchParams::apply("bench").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .unwrap();
-        poll_until(|| async {
-            let crd = api.get(&name).await.ok()?;
-            crd.status?
-                .conditions?
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True")
-                .then_some(())
-        })
-        .await;
-    }
 }
 
 fn first3(loadavg: &str) -> String {
@@ -541,6 +483,10 @@ impl Report {
         let mib = |v: f64| format!("{v:.1} MiB");
         let n = self.n;
         let grew = (self.after_unrelated.rss / self.after_issue.rss - 1.0) * 100.0;
+        let concurrency = match std::env::var("RECONCILE_CONCURRENCY") {
+            Ok(value) => format!("RECONCILE_CONCURRENCY={value}"),
+            Err(_) => "default reconcile concurrency".to_string(),
+        };
         let now = std::process::Command::new("date")
             .args(["-u", "+%Y-%m-%d %H:%M UTC"])
             .output()
@@ -548,8 +494,8 @@ impl Report {
             .unwrap_or_default();
         let mut out = format!(
             "Measured {now} on this project's machine (2 cores, shared; load average {} before, {} after), \
-             debug build with optimised dependencies (as `make run`), operator cluster-wide, {n} AccessTokens \
-             (lifetime 30d) in one namespace of one organization, created by {CLIENTS} parallel clients.\n\n",
+             debug build with optimised dependencies (as `make run`), operator cluster-wide ({concurrency}), \
+             {n} AccessTokens (lifetime 30d) in one namespace of one organization, created by {CLIENTS} parallel clients.\n\n",
             self.load.0, self.load.1
         );
         out += "| figure | value | ratio to the floor |\n|---|---|---|\n";

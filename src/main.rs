@@ -145,6 +145,9 @@ struct RunArgs {
         default_value = "access-token-operator"
     )]
     group_index_namespace: String,
+    /// How many AccessTokens are reconciled at once (0: no bound).
+    #[arg(long, env = "RECONCILE_CONCURRENCY", default_value_t = controller::DEFAULT_RECONCILE_CONCURRENCY)]
+    reconcile_concurrency: u16,
     /// Log line format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -217,6 +220,7 @@ fn run(args: RunArgs) -> access_token_operator::Result<()> {
         instance: args.instance,
         group_index_namespace: Some(args.group_index_namespace.clone())
             .filter(|namespace| !namespace.is_empty()),
+        reconcile_concurrency: args.reconcile_concurrency,
     };
     tokio::runtime::Runtime::new()?.block_on(async {
         let client = kube::Client::try_default().await?;

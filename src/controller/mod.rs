@@ -22,9 +22,10 @@ use kube::{
     Api, Client, Resource, ResourceExt,
     core::PartialObjectMeta,
     runtime::{
-        Controller, WatchStreamExt,
+        Controller, Predicate, WatchStreamExt,
         events::{Event, EventType, Recorder, Reporter},
-        reflector::{ObjectRef, Store},
+        predicates,
+        reflector::{self, ObjectRef, Store, reflector},
         watcher,
     },
 };
@@ -52,7 +53,15 @@ pub struct Config {
     /// Namespace of the group index ConfigMap that the AccessToken admission policy reads
     /// (see `group_index`); `None` writes no index.
     pub group_index_namespace: Option<String>,
+    /// How many AccessTokens are reconciled at once (0: no bound).
+    pub reconcile_concurrency: u16,
 }
+
+/// The default of [`Config::reconcile_concurrency`], chosen by `make bench-scale` (see
+/// BENCHMARKS.md): enough to keep the API server busy on small clusters, few enough that a
+/// burst (a restart, a thousand new tokens) does not hold every reconcile's reads in memory
+/// at once.
+pub const DEFAULT_RECONCILE_CONCURRENCY: u16 = 8;
 
 /// What every reconcile needs.
 pub struct Context {
@@ -275,6 +284,7 @@ pub async fn run(
 /// labelled, and only their metadata: memory does not grow with unrelated Secrets, and no
 /// foreign Secret's data is cached), and the Organizations and Groups tokens name.
 fn token_controller(client: &Client, config: &Config, tokens: Api<Watched>) -> Controller<Watched> {
+    let (reader, writer) = reflector::store();
     // Secrets as metadata only (`PartialObjectMeta`): their data never passes through here.
     let (users, secrets): (Api<TechnicalUser>, Api<PartialObjectMeta<Secret>>) =
         match &config.namespace {
@@ -289,7 +299,10 @@ fn token_controller(client: &Client, config: &Config, tokens: Api<Watched>) -> C
         build::MANAGED_BY_LABEL,
         build::MANAGER
     ));
-    let controller = Controller::new(tokens, watcher::Config::default())
+    let controller = Controller::for_stream(own_changes(tokens, writer), reader)
+        .with_config(
+            kube::runtime::controller::Config::default().concurrency(config.reconcile_concurrency),
+        )
         .trigger_backoff(WatchBackoff::default())
         .owns(users, managed.clone())
         .owns_stream(watcher(secrets, managed).touched_objects());
@@ -313,6 +326,22 @@ fn token_controller(client: &Client, config: &Config, tokens: Api<Watched>) -> C
                     t.spec.group.as_deref() == Some(&group.name_any())
                 })
             },
+        )
+}
+
+/// AccessTokens as their own controller hears of them (its store sees every change): new
+/// ones, spec changes (deletion included: marking an object deleted bumps its generation) and
+/// finalizer changes. Not status-only writes (the operator's own after every reconcile, the
+/// verifier's `lastUsedAt`): no outcome depends on them, and each cost a reconcile's reads.
+fn own_changes(
+    tokens: Api<Watched>,
+    writer: reflector::store::Writer<Watched>,
+) -> impl Stream<Item = Result<Watched, watcher::Error>> + Send + 'static {
+    reflector(writer, watcher(tokens, watcher::Config::default()))
+        .applied_objects()
+        .predicate_filter(
+            predicates::generation.combine(predicates::finalizers),
+            Default::default(),
         )
 }
 

@@ -22,5 +22,6 @@ mod leader;
 mod leaks;
 mod proxy;
 mod rbac;
+mod verified_record;
 mod verifier;
 mod verifier_server;
