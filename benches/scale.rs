@@ -90,6 +90,8 @@ async fn main() {
     eprintln!("operator: {n} AccessTokens");
     let mut operator = spawn(&binary, &["run", "--group-index-namespace", ""]);
     let pid = operator.id().expect("operator runs");
+    let _ = quiescent(pid, Duration::from_secs(30)).await;
+    let idle = Sample::of(pid);
     let issuing_cpu_before = cpu_seconds(pid);
     let issue = issue_tokens(&client, n).await;
     // Let the status writes that follow the last Active settle before reading the figures.
@@ -123,6 +125,7 @@ async fn main() {
         peer,
         issue,
         issuing_cpu,
+        idle,
         after_issue,
         after_unrelated,
         restart_wall,
@@ -466,6 +469,7 @@ struct Report {
     peer: Duration,
     issue: Duration,
     issuing_cpu: f64,
+    idle: Sample,
     after_issue: Sample,
     after_unrelated: Sample,
     restart_wall: Duration,
@@ -520,7 +524,14 @@ impl Report {
         );
         out += "\n| operator process | CPU | RSS | peak RSS |\n|---|---|---|---|\n";
         out += &format!(
-            "| while issuing {n} tokens (CPU of the issue only) | {:.1} s | {} | {} |\n",
+            "| started, idle, no tokens | {:.1} s | {} | {} |\n",
+            self.idle.cpu,
+            mib(self.idle.rss),
+            mib(self.idle.hwm)
+        );
+        out += &format!(
+            "| after issuing {n} tokens (CPU of the issue only; RSS {:.1} KiB per token over idle) | {:.1} s | {} | {} |\n",
+            (self.after_issue.rss - self.idle.rss) * 1024.0 / n as f64,
             self.issuing_cpu,
             mib(self.after_issue.rss),
             mib(self.after_issue.hwm)

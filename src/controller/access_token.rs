@@ -148,10 +148,11 @@ async fn fetch_scope(ctx: &Context, spec: &AccessTokenSpec) -> Result<FetchedSco
     })
 }
 
-/// The APIs of one AccessToken's children.
-struct Children {
+/// The APIs of one AccessToken's children, and where writes of them are noted.
+struct Children<'a> {
     users: Api<TechnicalUser>,
     secrets: Api<Secret>,
+    own_writes: &'a super::OwnWrites,
 }
 
 /// What a mint attempt came to.
@@ -192,6 +193,7 @@ impl AccessToken {
         let children = Children {
             users: Api::namespaced(ctx.client.clone(), &namespace),
             secrets: Api::namespaced(ctx.client.clone(), &namespace),
+            own_writes: &ctx.own_writes,
         };
         let world = self.observe(ctx, &children).await?;
         let applied = match &world.user {
@@ -230,7 +232,7 @@ impl AccessToken {
     /// Reads the token's world: its scope (from the API server, not a watch cache: a
     /// reconcile triggered by a scope change must see that change), expiry, TechnicalUser
     /// and Secret, verifying the Secret's token against the TechnicalUser's credentials.
-    async fn observe(&self, ctx: &Context, children: &Children) -> Result<World> {
+    async fn observe(&self, ctx: &Context, children: &Children<'_>) -> Result<World> {
         let namespace = self.namespace().ok_or(Error::MissingNamespace)?;
         let uid = self.uid().ok_or(Error::MissingUid)?;
         let fetched = fetch_scope(ctx, &self.spec).await?;
@@ -288,7 +290,12 @@ impl AccessToken {
 
     /// Applies a refusal: the TechnicalUser first (disabled, or without a lost token's
     /// credential: fail closed), then the Event and the status.
-    async fn refuse(&self, ctx: &Context, children: &Children, refusal: Refusal) -> Result<Action> {
+    async fn refuse(
+        &self,
+        ctx: &Context,
+        children: &Children<'_>,
+        refusal: Refusal,
+    ) -> Result<Action> {
         let Refusal {
             user,
             outcome,
@@ -296,7 +303,7 @@ impl AccessToken {
             wait,
         } = refusal;
         if let Some(user) = user {
-            apply_user(&children.users, &user, self).await?;
+            apply_user(children, &user, self).await?;
             warn!(
                 reason = outcome.reason.as_str(),
                 "token disabled or its lost credential removed"
@@ -320,7 +327,7 @@ impl AccessToken {
     async fn mint_and_settle(
         &self,
         ctx: &Context,
-        children: &Children,
+        children: &Children<'_>,
         scope: &ResolvedScope,
         expires_at: Timestamp,
         existing: Option<Box<Secret>>,
@@ -357,7 +364,7 @@ impl AccessToken {
     async fn settle(
         &self,
         ctx: &Context,
-        children: &Children,
+        children: &Children<'_>,
         scope: &ResolvedScope,
         expires_at: Timestamp,
         (token, secret, credential): (Token, Option<Secret>, Credential),
@@ -397,7 +404,7 @@ impl AccessToken {
             &desired.metadata.labels,
             recorded(&desired),
         )) {
-            apply_user(&children.users, &desired, self).await?;
+            apply_user(children, &desired, self).await?;
         }
         crash_point::reached("user-applied");
         // The token's state changed with the TechnicalUser: say so even if the Secret's
@@ -427,7 +434,7 @@ impl AccessToken {
     async fn refresh_secret(
         &self,
         ctx: &Context,
-        children: &Children,
+        children: &Children<'_>,
         scope: &ResolvedScope,
         token: &Token,
         secret: &Secret,
@@ -447,7 +454,10 @@ impl AccessToken {
             .replace(&name, &PostParams::default(), &updated)
             .await
         {
-            Ok(_) => Ok(None),
+            Ok(written) => {
+                children.own_writes.wrote(&written.metadata);
+                Ok(None)
+            }
             Err(error) if is_conflict(&error) => Err(redacted(error)).at(Step::WriteSecret),
             Err(error) => {
                 let token_id = Some(token.id().to_string());
@@ -493,7 +503,7 @@ impl AccessToken {
     async fn mint(
         &self,
         ctx: &Context,
-        children: &Children,
+        children: &Children<'_>,
         scope: &ResolvedScope,
         expires_at: Timestamp,
         existing: Option<Secret>,
@@ -510,7 +520,7 @@ impl AccessToken {
             expires_at,
             vec![credential.clone()],
         );
-        apply_user(&children.users, &staged, self).await?;
+        apply_user(children, &staged, self).await?;
         crash_point::reached("credential-staged");
 
         let data = build::secret_data(self, scope, &value, expires_at);
@@ -531,7 +541,10 @@ impl AccessToken {
             }
         };
         let written = match written {
-            Ok(written) => written,
+            Ok(written) => {
+                children.own_writes.wrote(&written.metadata);
+                written
+            }
             // A race (the name was just taken, or the Secret changed): look again soon.
             Err(error) if is_conflict(&error) => return Err(redacted(error)).at(Step::WriteSecret),
             Err(error) => return Ok(Minted::SecretWriteFailed(error)),
@@ -742,7 +755,7 @@ fn credential(value: &Token, hash: String, expires_at: Timestamp) -> Credential 
 }
 
 async fn apply_user(
-    users: &Api<TechnicalUser>,
+    children: &Children<'_>,
     user: &TechnicalUser,
     token: &AccessToken,
 ) -> Result<()> {
@@ -760,7 +773,8 @@ async fn apply_user(
             annotations.retain(|k, _| k == verified::VERIFIED_SECRET_ANNOTATION);
         }
     }
-    users
+    let applied = children
+        .users
         .patch(
             &token.name_any(),
             &PatchParams::apply(MANAGER).force(),
@@ -768,6 +782,7 @@ async fn apply_user(
         )
         .await
         .at(Step::WriteTechnicalUser)?;
+    children.own_writes.wrote(&applied.metadata);
     Ok(())
 }
 

@@ -5,6 +5,7 @@ mod access_token;
 pub mod build;
 mod crash_point;
 pub mod group_index;
+mod own_writes;
 mod phase_index;
 mod plan;
 mod scope_status;
@@ -33,6 +34,7 @@ use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
 use access_token::Watched;
+use own_writes::OwnWrites;
 use phase_index::PhaseIndex;
 
 use crate::{
@@ -75,6 +77,8 @@ pub struct Context {
     failures: Failures,
     /// AccessTokens whose Secret write failed, by uid: when the next write may be tried.
     secret_writes: Mutex<SecretWriteBackoff>,
+    /// The operator's own child writes, whose watch events start no reconcile.
+    own_writes: Arc<OwnWrites>,
 }
 
 /// The one backoff policy of every controller: consecutive failures per object (by kind,
@@ -231,6 +235,7 @@ pub async fn run(
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
+    let own_writes = Arc::new(OwnWrites::default());
     let ctx = Arc::new(Context {
         recorder: Recorder::new(
             client.clone(),
@@ -243,6 +248,7 @@ pub async fn run(
         hasher,
         failures: Failures::default(),
         secret_writes: Mutex::default(),
+        own_writes: own_writes.clone(),
     });
     let group_index_task = {
         let (client, namespace) = (client.clone(), config.group_index_namespace.clone());
@@ -253,7 +259,7 @@ pub async fn run(
             }
         }
     };
-    let token_task = token_controller(&client, &config, tokens.clone())
+    let token_task = token_controller(&client, &config, tokens.clone(), own_writes)
         .shutdown_on_signal()
         .run(access_token::reconcile, access_token::error_policy, ctx)
         .for_each(|result| {
@@ -283,7 +289,12 @@ pub async fn run(
 /// The AccessToken controller: its own watch, its children (only Secrets this operator
 /// labelled, and only their metadata: memory does not grow with unrelated Secrets, and no
 /// foreign Secret's data is cached), and the Organizations and Groups tokens name.
-fn token_controller(client: &Client, config: &Config, tokens: Api<Watched>) -> Controller<Watched> {
+fn token_controller(
+    client: &Client,
+    config: &Config,
+    tokens: Api<Watched>,
+    own_writes: Arc<OwnWrites>,
+) -> Controller<Watched> {
     let (reader, writer) = reflector::store();
     // Secrets as metadata only (`PartialObjectMeta`): their data never passes through here.
     let (users, secrets): (Api<TechnicalUser>, Api<PartialObjectMeta<Secret>>) =
@@ -304,8 +315,13 @@ fn token_controller(client: &Client, config: &Config, tokens: Api<Watched>) -> C
             kube::runtime::controller::Config::default().concurrency(config.reconcile_concurrency),
         )
         .trigger_backoff(WatchBackoff::default())
-        .owns(users, managed.clone())
-        .owns_stream(watcher(secrets, managed).touched_objects());
+        .owns_stream(filtered_watch(users, managed.clone(), {
+            let own_writes = own_writes.clone();
+            move |event| own_writes.triggers(event)
+        }))
+        .owns_stream(filtered_watch(secrets, managed, move |event| {
+            own_writes.triggers(event)
+        }));
     let (by_org, by_group) = (controller.store(), controller.store());
     controller
         .watches_stream(
@@ -351,19 +367,22 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
     let mut changes = SpecChanges::default();
-    filtered_watch(api, move |event| changes.on(event))
+    filtered_watch(api, watcher::Config::default(), move |event| {
+        changes.on(event)
+    })
 }
 
 /// A watch of `api` whose events go through `filter`, which returns the objects that go on
 /// to trigger reconciles; errors pass (the controller's watch backoff handles them).
 fn filtered_watch<K>(
     api: Api<K>,
+    config: watcher::Config,
     mut filter: impl FnMut(watcher::Event<K>) -> Vec<K> + Send + 'static,
 ) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
-    watcher(api, watcher::Config::default()).flat_map(move |event| {
+    watcher(api, config).flat_map(move |event| {
         let passed: Vec<_> = match event {
             Ok(event) => filter(event).into_iter().map(Ok).collect(),
             Err(error) => vec![Err(error)],
@@ -454,7 +473,9 @@ fn organization_task(
     )
     .trigger_backoff(WatchBackoff::default())
     .watches_stream(
-        filtered_watch(tokens, move |event| index.on(event)),
+        filtered_watch(tokens, watcher::Config::default(), move |event| {
+            index.on(event)
+        }),
         |token: Watched| {
             let org = token.0.ok()?.spec.organization?;
             Some(ObjectRef::<Organization>::new(&org))
@@ -494,7 +515,9 @@ fn group_task(
     let group_store = controller.store();
     controller
         .watches_stream(
-            filtered_watch(tokens, move |event| index.on(event)),
+            filtered_watch(tokens, watcher::Config::default(), move |event| {
+                index.on(event)
+            }),
             |token: Watched| {
                 let group = token.0.ok()?.spec.group?;
                 Some(ObjectRef::<Group>::new(&group))
