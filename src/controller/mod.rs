@@ -353,7 +353,11 @@ fn own_changes(
     tokens: Api<Watched>,
     writer: reflector::store::Writer<Watched>,
 ) -> impl Stream<Item = Result<Watched, watcher::Error>> + Send + 'static {
-    reflector(writer, watcher(tokens, watcher::Config::default()))
+    // The store keeps every AccessToken: without their managedFields (no reconcile reads
+    // them; status and Secret writes are server-side applies), a third of each object.
+    let watched = watcher(tokens, watcher::Config::default())
+        .modify(|token: &mut Watched| token.managed_fields_mut().clear());
+    reflector(writer, watched)
         .applied_objects()
         .predicate_filter(
             predicates::generation.combine(predicates::finalizers),
