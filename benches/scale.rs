@@ -106,7 +106,17 @@ async fn main() {
 
     eprintln!("operator: restart");
     terminate(&mut operator).await;
-    let mut operator = spawn(&binary, &["run", "--group-index-namespace", ""]);
+    // BENCH_SCALE_RESTART_WRAPPER (e.g. "heaptrack -o /tmp/heap") runs the restarted operator
+    // under a profiler; its CPU and RSS figures are then the wrapper's, for diagnosis only.
+    let mut operator = match std::env::var("BENCH_SCALE_RESTART_WRAPPER") {
+        Ok(wrapper) => {
+            let mut words: Vec<&str> = wrapper.split_whitespace().collect();
+            let program = words.remove(0);
+            words.extend([binary.as_str(), "run", "--group-index-namespace", ""]);
+            spawn(program, &words)
+        }
+        Err(_) => spawn(&binary, &["run", "--group-index-namespace", ""]),
+    };
     let pid = operator.id().expect("operator runs");
     let restart_wall = quiescent(pid, Duration::from_secs(120)).await;
     let after_restart = Sample::of(pid);
