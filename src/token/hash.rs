@@ -137,6 +137,9 @@ pub enum HashError {
     /// Hashing itself failed (salt generation, out of memory, ...).
     #[error("argon2 hashing failed: {0}")]
     Hashing(argon2::password_hash::Error),
+    /// A hashing thread could not be started.
+    #[error("could not start a hashing thread: {0}")]
+    Thread(std::io::Error),
 }
 
 fn check_limits(memory_kib: u32, iterations: u32) -> Result<(), HashError> {
