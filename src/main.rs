@@ -68,7 +68,7 @@ struct ListenArgs {
     #[arg(long, default_value_t = server::Limits::default().idle_timeout.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..))]
     verifier_idle_timeout_seconds: u64,
-    /// How many argon2 verifications may run at once.
+    /// How many argon2 verifications may run at once (on as many threads of their own).
     #[arg(long, env = "VERIFY_CONCURRENCY", default_value_t = 2)]
     verify_concurrency: usize,
     /// How many argon2 results the verifier caches (0 disables the cache).
@@ -169,7 +169,7 @@ struct HashArgs {
     /// argon2id lanes.
     #[arg(long, env = "HASH_PARALLELISM", default_value_t = HashParams::default().parallelism)]
     hash_parallelism: u32,
-    /// How many hashes may run at once (each takes about memory-kib of memory).
+    /// How many hashes may run at once, on as many threads of their own (each holds about memory-kib of memory).
     #[arg(long, env = "HASH_CONCURRENCY", default_value_t = 2)]
     hash_concurrency: usize,
 }
