@@ -4,22 +4,21 @@
 //! strings may carry costlier ones (up to the verifier's limits: tens of milliseconds and
 //! ~19 MiB): run inline on the async runtime they would stall every other task, and
 //! unbounded they would let a burst of work exhaust memory. They run on `concurrency`
-//! long-lived threads rather than tokio's blocking pool: each thread allocates argon2's
-//! working memory from its own allocator arena and gets the same memory back for the next
-//! hash, where blocking-pool threads come and go and left each arena holding a block. With
-//! 19 MiB hashes, issuing 1,000 tokens took the operator to 1,080 MiB of RSS on the blocking
-//! pool (BENCHMARKS.md).
+//! long-lived threads rather than tokio's blocking pool, each keeping one argon2 working
+//! memory ([`Workspace`]) for every hash it runs: memory is `concurrency` blocks at the
+//! largest cost seen, not an allocation per hash. With 19 MiB hashes, issuing 1,000 tokens
+//! took the operator to 1,080 MiB of RSS on the blocking pool (BENCHMARKS.md).
 
 use std::sync::{Arc, Mutex, mpsc};
 
 use tokio::sync::{Semaphore, oneshot};
 
 use crate::token::{
-    HashError, HashLimits, HashParams, Token, hash_token, verify_token, verify_token_within,
+    HashError, HashLimits, HashParams, Token, Workspace, hash_token_in, verify_token_within_in,
 };
 
-/// Work for a hashing thread.
-type Job = Box<dyn FnOnce() + Send>;
+/// Work for a hashing thread, in that thread's argon2 memory.
+type Job = Box<dyn FnOnce(&mut Workspace) + Send>;
 
 /// A bounded pool for argon2id hashing and verification.
 #[derive(Clone)]
@@ -43,11 +42,12 @@ impl Hasher {
             std::thread::Builder::new()
                 .name(format!("argon2-{n}"))
                 .spawn(move || {
+                    let mut workspace = Workspace::default();
                     loop {
                         // The lock is held only while waiting for the next job, not during it.
                         let job = queue.lock().expect("lock").recv();
                         match job {
-                            Ok(job) => job(),
+                            Ok(job) => job(&mut workspace),
                             Err(_) => return, // every Hasher is gone
                         }
                     }
@@ -69,14 +69,15 @@ impl Hasher {
     /// Hashes a token into a PHC string.
     pub async fn hash(&self, token: &Token) -> Result<String, HashError> {
         let (token, params) = (token.clone(), self.params);
-        self.run(move || hash_token(&token, &params)).await
+        self.run(move |ws| hash_token_in(&token, &params, ws)).await
     }
 
     /// Checks a token against a PHC string the operator itself wrote (within the crate's
     /// hard bounds); false for a mismatch or a malformed string.
     pub async fn verify(&self, token: &Token, phc: &str) -> bool {
         let (token, phc) = (token.clone(), phc.to_string());
-        self.run(move || verify_token(&token, &phc)).await
+        self.run(move |ws| verify_token_within_in(&token, &phc, &HashLimits::HARD, ws))
+            .await
     }
 
     /// Checks a token against a PHC string; false for a mismatch, a malformed string, or
@@ -86,14 +87,17 @@ impl Hasher {
             return false;
         }
         let (token, phc, limits) = (token.clone(), phc.to_string(), *limits);
-        self.run(move || verify_token_within(&token, &phc, &limits))
+        self.run(move |ws| verify_token_within_in(&token, &phc, &limits, ws))
             .await
     }
 
     /// Runs `work` on a hashing thread once a slot is free. The slot travels with the work,
     /// so a caller that stops waiting (a timeout) does not free it while argon2 still runs,
     /// and no more jobs wait in the queue than there are threads.
-    async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> T {
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Workspace) -> T + Send + 'static,
+    ) -> T {
         let permit = self
             .permits
             .clone()
@@ -101,10 +105,10 @@ impl Hasher {
             .await
             .expect("semaphore is never closed");
         let (done, result) = oneshot::channel();
-        let job: Job = Box::new(move || {
+        let job: Job = Box::new(move |workspace| {
             let _permit = permit;
             // The caller may have stopped waiting: nobody to tell then.
-            let _ = done.send(work());
+            let _ = done.send(work(workspace));
         });
         self.jobs
             .send(job)
@@ -127,7 +131,7 @@ mod tests {
     async fn hashes_run_on_the_hashers_own_threads_and_all_complete() {
         let hasher = Hasher::new(FAST, 2).unwrap();
         let names: Vec<String> = futures::future::join_all((0..16).map(|_| {
-            hasher.run(|| {
+            hasher.run(|_| {
                 std::thread::current()
                     .name()
                     .unwrap_or_default()
@@ -152,7 +156,7 @@ mod tests {
         let (release, wait) = std::sync::mpsc::channel::<()>();
         let abandoned = tokio::time::timeout(
             std::time::Duration::from_millis(50),
-            hasher.run(move || wait.recv().ok()),
+            hasher.run(move |_| wait.recv().ok()),
         )
         .await;
         assert!(abandoned.is_err(), "the first job is still running");
@@ -163,7 +167,7 @@ mod tests {
         );
         release.send(()).unwrap();
         assert_eq!(
-            hasher.run(|| 7).await,
+            hasher.run(|_| 7).await,
             7,
             "the slot comes back when the work ends"
         );
