@@ -2,7 +2,7 @@
 CARGO ?= cargo
 LOCAL_CLUSTER := hack/local-cluster.sh
 
-.PHONY: run test check crds control-plane bench-verify fuzz
+.PHONY: run test check crds control-plane bench-verify bench-scale fuzz
 
 ## run: start a local control plane, install the CRDs, run the operator, apply examples/ (Ctrl-C stops all)
 run: control-plane
@@ -18,6 +18,12 @@ test: control-plane
 bench-verify: control-plane
 	$(CARGO) bench --bench verify --no-run
 	$(LOCAL_CLUSTER) -- $(CARGO) bench --bench verify
+
+## bench-scale: N AccessTokens (BENCH_SCALE_TOKENS, default 1000) to Active vs. a floor and KCM's legacy SA token controller; RSS, restart CPU; writes BENCHMARKS.md
+## (debug build with optimised dependencies, as `make run`: issue 8's figures were taken on it)
+bench-scale: control-plane
+	$(CARGO) bench --profile dev --bench scale --no-run
+	$(LOCAL_CLUSTER) -- $(CARGO) bench --profile dev --bench scale
 
 ## check: formatting, lints, and the dependency policy of deny.toml (licenses, bans, sources; needs cargo-deny)
 check:

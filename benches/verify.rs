@@ -6,7 +6,6 @@
 //! control plane (the make target starts it) and writes its results into BENCHMARKS.md.
 
 use std::{
-    process::Stdio,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -16,10 +15,14 @@ use k8s_openapi::api::{
     core::v1::{Namespace, Secret, ServiceAccount},
 };
 use kube::{
-    Api, Client, ResourceExt,
+    Api, Client,
     api::{ObjectMeta, Patch, PatchParams, PostParams},
 };
 use serde_json::{Value, json};
+
+mod support;
+
+use support::{free_port, install_crds, poll_until, spawn};
 
 use access_token_operator::{
     api::{AccessToken, Organization},
@@ -493,19 +496,12 @@ async fn wait_ready(http: &reqwest::Client, port: u16) {
     .await;
 }
 
-async fn wait_for<T, F, Fut>(mut check: F) -> T
+async fn wait_for<T, F, Fut>(check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    poll_until(Duration::from_secs(120), Duration::from_millis(20), check).await
 }
 
 fn cluster_ca() -> reqwest::Certificate {
@@ -522,68 +518,9 @@ fn https_client() -> reqwest::Client {
         .unwrap()
 }
 
-/// The verifier (release build) over TLS on `port`, with extra flags.
+/// The verifier over TLS on `port`, with extra flags.
 fn start_verifier(port: u16, extra: &[&str]) -> tokio::process::Child {
-    let cert =
-        std::env::var("ATO_VERIFIER_CERT").expect("make bench-verify runs inside local-cluster.sh");
-    let key = std::env::var("ATO_VERIFIER_KEY").expect("set with ATO_VERIFIER_CERT");
-    let bind = format!("127.0.0.1:{port}");
-    let mut args = vec![
-        "verifier",
-        "--verifier-bind",
-        &bind,
-        "--tls-cert-file",
-        &cert,
-        "--tls-key-file",
-        &key,
-    ];
-    args.extend_from_slice(extra);
-    spawn(env!("CARGO_BIN_EXE_access-token-operator"), &args)
-}
-
-fn spawn(binary: &str, args: &[&str]) -> tokio::process::Child {
-    tokio::process::Command::new(binary)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        // Probes on any free port: several processes of the bench run side by side.
-        .env("PROBE_BIND", "127.0.0.1:0")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("starts")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn install_crds(client: &Client) {
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-    let api = Api::<CustomResourceDefinition>::all(client.clone());
-    for crd in access_token_operator::api::crds() {
-        let name = crd.name_any();
-        api.patch(
-            &name,
-            &PatchParams::apply("bench").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .unwrap();
-        wait_for(|| async {
-            let crd = api.get(&name).await.ok()?;
-            crd.status?
-                .conditions?
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True")
-                .then_some(())
-        })
-        .await;
-    }
+    support::start_verifier(env!("CARGO_BIN_EXE_access-token-operator"), port, extra)
 }
 
 fn render(

@@ -84,7 +84,7 @@ struct ListenArgs {
     #[arg(long, default_value_t = server::Limits::default().idle_timeout.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..))]
     verifier_idle_timeout_seconds: u64,
-    /// How many argon2 verifications may run at once.
+    /// How many argon2 verifications may run at once (on as many threads of their own).
     #[arg(long, env = "VERIFY_CONCURRENCY", default_value_t = 2)]
     verify_concurrency: usize,
     /// How many argon2 results the verifier caches (0 disables the cache).
@@ -163,6 +163,9 @@ struct RunArgs {
         default_value = "access-token-operator"
     )]
     group_index_namespace: String,
+    /// How many AccessTokens are reconciled at once (0: no bound).
+    #[arg(long, env = "RECONCILE_CONCURRENCY", default_value_t = controller::DEFAULT_RECONCILE_CONCURRENCY)]
+    reconcile_concurrency: u16,
     /// Log line format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -186,7 +189,7 @@ struct HashArgs {
     /// argon2id lanes.
     #[arg(long, env = "HASH_PARALLELISM", default_value_t = HashParams::default().parallelism)]
     hash_parallelism: u32,
-    /// How many hashes may run at once (each takes about memory-kib of memory).
+    /// How many hashes may run at once, on as many threads of their own (each holds about memory-kib of memory).
     #[arg(long, env = "HASH_CONCURRENCY", default_value_t = 2)]
     hash_concurrency: usize,
 }
@@ -242,6 +245,7 @@ fn run(args: RunArgs) -> access_token_operator::Result<()> {
         instance: args.instance,
         group_index_namespace: Some(args.group_index_namespace.clone())
             .filter(|namespace| !namespace.is_empty()),
+        reconcile_concurrency: args.reconcile_concurrency,
     };
     tokio::runtime::Runtime::new()?.block_on(async {
         let client = kube::Client::try_default().await?;

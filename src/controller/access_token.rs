@@ -27,6 +27,7 @@ use super::{
     build::{self, FINALIZER, MANAGER, Outcome, keys},
     crash_point,
     plan::{self, Decision, Refusal, SecretSeen, UserSeen, Wait, World},
+    verified,
 };
 use crate::{
     Error, Result,
@@ -150,10 +151,11 @@ async fn fetch_scope(ctx: &Context, spec: &AccessTokenSpec) -> Result<FetchedSco
     })
 }
 
-/// The APIs of one AccessToken's children.
-struct Children {
+/// The APIs of one AccessToken's children, and where writes of them are noted.
+struct Children<'a> {
     users: Api<TechnicalUser>,
     secrets: Api<Secret>,
+    own_writes: &'a super::OwnWrites,
 }
 
 /// What a mint attempt came to.
@@ -194,6 +196,7 @@ impl AccessToken {
         let children = Children {
             users: Api::namespaced(ctx.client.clone(), &namespace),
             secrets: Api::namespaced(ctx.client.clone(), &namespace),
+            own_writes: &ctx.own_writes,
         };
         let world = self.observe(ctx, &children).await?;
         let applied = match &world.user {
@@ -232,7 +235,7 @@ impl AccessToken {
     /// Reads the token's world: its scope (from the API server, not a watch cache: a
     /// reconcile triggered by a scope change must see that change), expiry, TechnicalUser
     /// and Secret, verifying the Secret's token against the TechnicalUser's credentials.
-    async fn observe(&self, ctx: &Context, children: &Children) -> Result<World> {
+    async fn observe(&self, ctx: &Context, children: &Children<'_>) -> Result<World> {
         let namespace = self.namespace().ok_or(Error::MissingNamespace)?;
         let uid = self.uid().ok_or(Error::MissingUid)?;
         let fetched = fetch_scope(ctx, &self.spec).await?;
@@ -276,11 +279,11 @@ impl AccessToken {
         let Some(token) = held_token(&secret) else {
             return SecretSeen::Damaged(Box::new(secret));
         };
-        let credentials = match user {
-            UserSeen::Ours(user) => user.spec.credentials.as_slice(),
-            _ => &[],
+        let user = match user {
+            UserSeen::Ours(user) => Some(&**user),
+            _ => None,
         };
-        let credential = self.credential_for(ctx, &secret, &token, credentials).await;
+        let credential = self.credential_for(ctx, &secret, &token, user).await;
         SecretSeen::Holding {
             secret: Box::new(secret),
             token,
@@ -290,7 +293,12 @@ impl AccessToken {
 
     /// Applies a refusal: the TechnicalUser first (disabled, or without a lost token's
     /// credential: fail closed), then the Event and the status.
-    async fn refuse(&self, ctx: &Context, children: &Children, refusal: Refusal) -> Result<Action> {
+    async fn refuse(
+        &self,
+        ctx: &Context,
+        children: &Children<'_>,
+        refusal: Refusal,
+    ) -> Result<Action> {
         let Refusal {
             user,
             outcome,
@@ -298,7 +306,7 @@ impl AccessToken {
             wait,
         } = refusal;
         if let Some(user) = user {
-            apply_user(&children.users, &user, self).await?;
+            apply_user(children, &user, self).await?;
             warn!(
                 reason = outcome.reason.as_str(),
                 "token disabled or its lost credential removed"
@@ -322,7 +330,7 @@ impl AccessToken {
     async fn mint_and_settle(
         &self,
         ctx: &Context,
-        children: &Children,
+        children: &Children<'_>,
         scope: &ResolvedScope,
         expires_at: Timestamp,
         existing: Option<Box<Secret>>,
@@ -359,7 +367,7 @@ impl AccessToken {
     async fn settle(
         &self,
         ctx: &Context,
-        children: &Children,
+        children: &Children<'_>,
         scope: &ResolvedScope,
         expires_at: Timestamp,
         (token, secret, credential): (Token, Option<Secret>, Credential),
@@ -373,18 +381,33 @@ impl AccessToken {
             expires_at,
             Timestamp::now(),
         );
-        let desired =
-            build::technical_user(self, scope, self.spec.revoked, expires_at, vec![credential]);
-        if applied
+        // The Secret as read or just written holds this credential's token: recorded, so
+        // that later reconciles (and a restarted operator) need no argon2 for it.
+        let record = secret
             .as_ref()
-            .map(|u| (&u.spec, &u.metadata.owner_references, &u.metadata.labels))
-            != Some((
-                &desired.spec,
-                &desired.metadata.owner_references,
-                &desired.metadata.labels,
-            ))
-        {
-            apply_user(&children.users, &desired, self).await?;
+            .and_then(|s| verified::record(s, &credential.id));
+        let mut desired =
+            build::technical_user(self, scope, self.spec.revoked, expires_at, vec![credential]);
+        verified::set(&mut desired, record);
+        let recorded = |u: &TechnicalUser| {
+            u.annotations()
+                .get(verified::VERIFIED_SECRET_ANNOTATION)
+                .cloned()
+        };
+        if applied.as_ref().map(|u| {
+            (
+                &u.spec,
+                &u.metadata.owner_references,
+                &u.metadata.labels,
+                recorded(u),
+            )
+        }) != Some((
+            &desired.spec,
+            &desired.metadata.owner_references,
+            &desired.metadata.labels,
+            recorded(&desired),
+        )) {
+            apply_user(children, &desired, self).await?;
         }
         crash_point::reached("user-applied");
         // The token's state changed with the TechnicalUser: say so even if the Secret's
@@ -414,7 +437,7 @@ impl AccessToken {
     async fn refresh_secret(
         &self,
         ctx: &Context,
-        children: &Children,
+        children: &Children<'_>,
         scope: &ResolvedScope,
         token: &Token,
         secret: &Secret,
@@ -434,7 +457,10 @@ impl AccessToken {
             .replace(&name, &PostParams::default(), &updated)
             .await
         {
-            Ok(_) => Ok(None),
+            Ok(written) => {
+                children.own_writes.wrote(&written.metadata);
+                Ok(None)
+            }
             Err(error) if is_conflict(&error) => Err(redacted(error)).at(Step::WriteSecret),
             Err(error) => {
                 let token_id = Some(token.id().to_string());
@@ -449,28 +475,27 @@ impl AccessToken {
     /// The credential matching the Secret's token, or `None` if the token is not one this
     /// operator issued (every minted token is recorded in the TechnicalUser before it is
     /// written to the Secret, so a token without a credential was put there by someone else).
+    /// argon2 runs only if the TechnicalUser does not record this very Secret version as
+    /// verified (see `verified`).
     async fn credential_for(
         &self,
         ctx: &Context,
         secret: &Secret,
         value: &Token,
-        credentials: &[Credential],
+        user: Option<&TechnicalUser>,
     ) -> Option<Credential> {
-        let existing = credentials.iter().find(|c| c.id == value.id().as_str())?;
-        let (uid, version) = (
-            secret.uid().unwrap_or_default(),
-            secret.resource_version().unwrap_or_default(),
-        );
-        let known_good = ctx.verified_secrets.lock().expect("lock").get(&uid) == Some(&version);
-        if known_good || ctx.hasher.verify(value, &existing.hash).await {
-            ctx.verified_secrets
-                .lock()
-                .expect("lock")
-                .insert(uid, version);
-            Some(existing.clone())
-        } else {
-            None
+        let user = user?;
+        let existing = user
+            .spec
+            .credentials
+            .iter()
+            .find(|c| c.id == value.id().as_str())?;
+        if verified::is_recorded(user, secret, &existing.id) {
+            return Some(existing.clone());
         }
+        let matches = ctx.hasher.verify(value, &existing.hash).await;
+        tracing::debug!(token_id = %value.id(), matches, "Secret's token checked with argon2id");
+        matches.then(|| existing.clone())
     }
 
     /// Mints a token: records its credential (alone: a mint only happens when the Secret holds
@@ -481,7 +506,7 @@ impl AccessToken {
     async fn mint(
         &self,
         ctx: &Context,
-        children: &Children,
+        children: &Children<'_>,
         scope: &ResolvedScope,
         expires_at: Timestamp,
         existing: Option<Secret>,
@@ -498,7 +523,7 @@ impl AccessToken {
             expires_at,
             vec![credential.clone()],
         );
-        apply_user(&children.users, &staged, self).await?;
+        apply_user(children, &staged, self).await?;
         crash_point::reached("credential-staged");
 
         let data = build::secret_data(self, scope, &value, expires_at);
@@ -519,7 +544,10 @@ impl AccessToken {
             }
         };
         let written = match written {
-            Ok(written) => written,
+            Ok(written) => {
+                children.own_writes.wrote(&written.metadata);
+                written
+            }
             // A race (the name was just taken, or the Secret changed): look again soon.
             Err(error) if is_conflict(&error) => return Err(redacted(error)).at(Step::WriteSecret),
             Err(error) => return Ok(Minted::SecretWriteFailed(error)),
@@ -679,12 +707,6 @@ impl AccessToken {
             .at(Step::ReadSecret)?
         {
             delete_if_controlled(&secrets, &secret.metadata, &uid).await?;
-            if let Some(secret_uid) = &secret.metadata.uid {
-                ctx.verified_secrets
-                    .lock()
-                    .expect("lock")
-                    .remove(secret_uid);
-            }
         }
         ctx.secret_writes.lock().expect("lock").clear(&uid);
         info!("token deleted with its TechnicalUser and Secret");
@@ -736,7 +758,7 @@ fn credential(value: &Token, hash: String, expires_at: Timestamp) -> Credential 
 }
 
 async fn apply_user(
-    users: &Api<TechnicalUser>,
+    children: &Children<'_>,
     user: &TechnicalUser,
     token: &AccessToken,
 ) -> Result<()> {
@@ -746,11 +768,16 @@ async fn apply_user(
         meta.retain(|k, _| {
             matches!(
                 k.as_str(),
-                "name" | "namespace" | "labels" | "ownerReferences"
+                "name" | "namespace" | "labels" | "ownerReferences" | "annotations"
             )
         });
+        // Of the annotations, only the verified-Secret record is ours.
+        if let Some(annotations) = meta.get_mut("annotations").and_then(|a| a.as_object_mut()) {
+            annotations.retain(|k, _| k == verified::VERIFIED_SECRET_ANNOTATION);
+        }
     }
-    users
+    let applied = children
+        .users
         .patch(
             &token.name_any(),
             &PatchParams::apply(MANAGER).force(),
@@ -758,6 +785,7 @@ async fn apply_user(
         )
         .await
         .at(Step::WriteTechnicalUser)?;
+    children.own_writes.wrote(&applied.metadata);
     Ok(())
 }
 

@@ -1,15 +1,18 @@
 //! Status of Organizations and Groups: a Ready condition and token counts by phase.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use k8s_openapi::jiff::Timestamp;
-use kube::{Api, Client, Resource, ResourceExt, api::ListParams, runtime::controller::Action};
+use kube::{Api, Client, Resource, ResourceExt, runtime::controller::Action};
 use tracing::warn;
 
-use super::build::{Readiness, conditions};
+use super::{
+    build::{Readiness, conditions},
+    phase_index::{PhaseIndex, ScopeField},
+};
 use crate::{
     Result,
-    api::{AccessToken, Group, Organization, Phase, Reason, ScopeStatus, TokenCounts},
+    api::{Group, Organization, Reason, ScopeStatus, TokenCounts},
     error::{AtStep, Step},
 };
 
@@ -19,45 +22,18 @@ pub struct Context {
     pub client: Client,
     /// Consecutive failures per Organization or Group, for the shared backoff.
     pub failures: super::Failures,
+    /// Phases of the tokens, from this controller's own AccessToken watch.
+    pub tokens: Arc<PhaseIndex>,
 }
 
-/// Tokens naming a scope, listed from the API server with a field selector on
-/// `spec.organization` / `spec.group` (selectable fields of the CRD). A fresh list, not a
-/// watch cache: the reconcile was triggered by a token change that a cache fed by another
-/// watch might not show yet.
-async fn tokens_naming(client: &Client, field: &str, name: &str) -> Result<Vec<AccessToken>> {
-    let selector = ListParams::default().fields(&format!("{field}={name}"));
-    Ok(Api::<AccessToken>::all(client.clone())
-        .list(&selector)
-        .await
-        .at(Step::ListTokens)?
-        .items)
-}
-
-/// Counts tokens matching `scoped` by phase (no status yet counts as pending).
-pub fn count_tokens<'a>(tokens: impl IntoIterator<Item = &'a AccessToken>) -> TokenCounts {
-    let mut counts = TokenCounts::default();
-    for token in tokens {
-        match token
-            .status
-            .as_ref()
-            .and_then(|s| s.phase)
-            .unwrap_or(Phase::Pending)
-        {
-            Phase::Pending => counts.pending += 1,
-            Phase::Active => counts.active += 1,
-            Phase::Revoked => counts.revoked += 1,
-            Phase::Expired => counts.expired += 1,
-            Phase::Failed => counts.failed += 1,
-        }
-    }
-    counts
-}
+/// How long a status reconcile waits for the token index's first list.
+const INDEX_NOT_READY: Duration = Duration::from_secs(1);
 
 /// Reconciles an Organization's status.
 pub async fn reconcile_organization(org: Arc<Organization>, ctx: Arc<Context>) -> Result<Action> {
-    let tokens = tokens_naming(&ctx.client, "spec.organization", &org.name_any()).await?;
-    let counts = count_tokens(&tokens);
+    let Some(counts) = ctx.tokens.counts(ScopeField::Organization, &org.name_any()) else {
+        return Ok(Action::requeue(INDEX_NOT_READY));
+    };
     let status = scope_status(
         org.status.as_ref(),
         org.meta().generation,
@@ -79,8 +55,9 @@ pub async fn reconcile_organization(org: Arc<Organization>, ctx: Arc<Context>) -
 
 /// Reconciles a Group's status; not Ready while its organization is missing.
 pub async fn reconcile_group(group: Arc<Group>, ctx: Arc<Context>) -> Result<Action> {
-    let tokens = tokens_naming(&ctx.client, "spec.group", &group.name_any()).await?;
-    let counts = count_tokens(&tokens);
+    let Some(counts) = ctx.tokens.counts(ScopeField::Group, &group.name_any()) else {
+        return Ok(Action::requeue(INDEX_NOT_READY));
+    };
     let org = &group.spec.organization;
     let org_exists = Api::<Organization>::all(ctx.client.clone())
         .get_opt(org)
@@ -169,29 +146,24 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::api::{AccessTokenSpec, AccessTokenStatus};
+    use super::super::phase_index::count;
+    use crate::api::{Phase, TokenCounts};
 
     #[test]
     fn counts_tokens_by_phase_and_no_status_as_pending() {
-        let with = |phase: Option<Phase>| {
-            let mut t = AccessToken::new("t", AccessTokenSpec::default());
-            t.status = phase.map(|p| AccessTokenStatus {
-                phase: Some(p),
-                ..Default::default()
-            });
-            t
-        };
-        let tokens = [
-            with(None),
-            with(Some(Phase::Active)),
-            with(Some(Phase::Active)),
-            with(Some(Phase::Revoked)),
-            with(Some(Phase::Expired)),
-            with(Some(Phase::Failed)),
-        ];
+        let mut counts = TokenCounts::default();
+        for phase in [
+            None,
+            Some(Phase::Active),
+            Some(Phase::Active),
+            Some(Phase::Revoked),
+            Some(Phase::Expired),
+            Some(Phase::Failed),
+        ] {
+            count(&mut counts, phase);
+        }
         assert_eq!(
-            count_tokens(&tokens),
+            counts,
             TokenCounts {
                 pending: 1,
                 active: 2,

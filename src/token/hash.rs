@@ -82,6 +82,13 @@ impl Default for HashLimits {
 }
 
 impl HashLimits {
+    /// The crate's hard bounds alone: what a PHC string the operator itself wrote may carry.
+    pub const HARD: HashLimits = HashLimits {
+        memory_kib: MAX_MEMORY_KIB,
+        iterations: MAX_ITERATIONS,
+        parallelism: u32::MAX,
+    };
+
     /// Whether parameters are within these limits (and the crate's own hard bounds).
     pub fn admits(&self, params: &HashParams) -> bool {
         params.memory_kib <= self.memory_kib.min(MAX_MEMORY_KIB)
@@ -137,6 +144,9 @@ pub enum HashError {
     /// Hashing itself failed (salt generation, out of memory, ...).
     #[error("argon2 hashing failed: {0}")]
     Hashing(argon2::password_hash::Error),
+    /// A hashing thread could not be started.
+    #[error("could not start a hashing thread: {0}")]
+    Thread(std::io::Error),
 }
 
 fn check_limits(memory_kib: u32, iterations: u32) -> Result<(), HashError> {
@@ -160,15 +170,7 @@ pub fn hash_token(token: &Token, params: &HashParams) -> Result<String, HashErro
 ///
 /// Anything malformed, unsupported or above the crate's hard bounds yields `false`.
 pub fn verify_token(token: &Token, phc: &str) -> bool {
-    verify_token_within(
-        token,
-        phc,
-        &HashLimits {
-            memory_kib: MAX_MEMORY_KIB,
-            iterations: MAX_ITERATIONS,
-            parallelism: u32::MAX,
-        },
-    )
+    verify_token_within(token, phc, &HashLimits::HARD)
 }
 
 /// Checks a token against a PHC string whose parameters are within `limits`; `false`
@@ -187,6 +189,95 @@ pub fn verify_token_within(token: &Token, phc: &str, limits: &HashLimits) -> boo
         .is_ok()
 }
 
+/// argon2's working memory, kept by one hashing thread and reused by each hash it runs
+/// (see `crate::hasher`): allocated once at the largest cost seen, instead of once per hash.
+#[derive(Default)]
+pub struct Workspace(Vec<argon2::Block>);
+
+impl Workspace {
+    fn blocks(&mut self, params: &Params) -> &mut [argon2::Block] {
+        let count = params.block_count();
+        if self.0.len() < count {
+            self.0.resize(count, argon2::Block::new());
+        }
+        &mut self.0[..count]
+    }
+
+    /// argon2id (v0x13) of `secret` with `salt` and `params` into `out`, in this memory.
+    fn argon2id(
+        &mut self,
+        params: &Params,
+        secret: &[u8],
+        salt: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), argon2::Error> {
+        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+        argon2.hash_password_into_with_memory(secret, salt, out, self.blocks(params))
+    }
+}
+
+/// [`hash_token`] in a reused [`Workspace`].
+pub fn hash_token_in(
+    token: &Token,
+    params: &HashParams,
+    workspace: &mut Workspace,
+) -> Result<String, HashError> {
+    use argon2::password_hash::phc::{Output, ParamsString, Salt};
+    check_limits(params.memory_kib, params.iterations)?;
+    let argon2_params = Params::new(
+        params.memory_kib,
+        params.iterations,
+        params.parallelism,
+        None,
+    )
+    .map_err(HashError::InvalidParams)?;
+    let salt = Salt::generate();
+    let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    let secret = token.expose_secret_part().as_bytes();
+    workspace
+        .argon2id(&argon2_params, secret, salt.as_ref(), &mut out)
+        .map_err(|e| HashError::Hashing(e.into()))?;
+    let phc = PasswordHash {
+        algorithm: argon2::ARGON2ID_IDENT,
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(&argon2_params).map_err(HashError::Hashing)?,
+        salt: Some(salt),
+        hash: Some(Output::new(&out).map_err(|e| HashError::Hashing(e.into()))?),
+    };
+    Ok(phc.to_string())
+}
+
+/// [`verify_token_within`] in a reused [`Workspace`]; the comparison is constant time.
+pub fn verify_token_within_in(
+    token: &Token,
+    phc: &str,
+    limits: &HashLimits,
+    workspace: &mut Workspace,
+) -> bool {
+    use argon2::password_hash::phc::Output;
+    if !phc_params(phc).is_some_and(|params| limits.admits(&params)) {
+        return false;
+    }
+    let Ok(parsed) = PasswordHash::new(phc) else {
+        return false;
+    };
+    let (Some(salt), Some(expected), Ok(params)) =
+        (&parsed.salt, &parsed.hash, Params::try_from(&parsed))
+    else {
+        return false;
+    };
+    let mut out = vec![0u8; expected.len()];
+    let secret = token.expose_secret_part().as_bytes();
+    if workspace
+        .argon2id(&params, secret, salt.as_ref(), &mut out)
+        .is_err()
+    {
+        return false;
+    }
+    // `Output`'s equality is constant time.
+    Output::new(&out).is_ok_and(|computed| &computed == expected)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,6 +287,68 @@ mod tests {
         iterations: 1,
         parallelism: 1,
     };
+
+    #[test]
+    fn a_reused_workspace_hashes_and_verifies_as_the_allocating_path_does() {
+        let mut workspace = Workspace::default();
+        let (a, b) = (Token::generate(), Token::generate());
+        // Larger, then smaller, then larger again: the same memory serves each cost.
+        for params in [FAST, HashParams::default(), FAST] {
+            let reused = hash_token_in(&a, &params, &mut workspace).unwrap();
+            let allocated = hash_token(&a, &params).unwrap();
+            assert_eq!(phc_params(&reused), Some(params));
+            // Each path accepts the other's strings, and refuses another token.
+            assert!(verify_token(&a, &reused));
+            assert!(verify_token_within_in(
+                &a,
+                &allocated,
+                &HashLimits::HARD,
+                &mut workspace
+            ));
+            assert!(verify_token_within_in(
+                &a,
+                &reused,
+                &HashLimits::HARD,
+                &mut workspace
+            ));
+            assert!(!verify_token_within_in(
+                &b,
+                &reused,
+                &HashLimits::HARD,
+                &mut workspace
+            ));
+            assert!(!reused.contains(a.expose_secret_part()));
+        }
+    }
+
+    #[test]
+    fn a_reused_workspace_refuses_what_is_malformed_or_over_the_limits_without_hashing() {
+        let mut workspace = Workspace::default();
+        let t = Token::generate();
+        let phc = hash_token(&t, &FAST).unwrap();
+        let tight = HashLimits {
+            memory_kib: FAST.memory_kib - 1,
+            ..HashLimits::default()
+        };
+        assert!(!verify_token_within_in(&t, &phc, &tight, &mut workspace));
+        assert!(
+            workspace.0.is_empty(),
+            "refused before any memory was taken"
+        );
+        assert!(!verify_token_within_in(
+            &t,
+            "not a phc string",
+            &HashLimits::HARD,
+            &mut workspace
+        ));
+        let cut = &phc[..phc.len() - 4];
+        assert!(!verify_token_within_in(
+            &t,
+            cut,
+            &HashLimits::HARD,
+            &mut workspace
+        ));
+    }
 
     #[test]
     fn hash_then_verify() {

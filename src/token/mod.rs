@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 mod hash;
 
 pub use hash::{
-    HashError, HashLimits, HashParams, MAX_ITERATIONS, MAX_MEMORY_KIB, hash_token, phc_params,
-    verify_token, verify_token_within,
+    HashError, HashLimits, HashParams, MAX_ITERATIONS, MAX_MEMORY_KIB, Workspace, hash_token,
+    hash_token_in, phc_params, verify_token, verify_token_within, verify_token_within_in,
 };
 
 /// Fixed prefix every token starts with.

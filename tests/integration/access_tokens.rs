@@ -749,6 +749,19 @@ fn same_id_other_secret(token: &Token, secret_part: &str) -> Token {
         .expect("a well-formed token")
 }
 
+/// Writes into Secret `secret` a token with `issued`'s id and another secret (see
+/// [`same_id_other_secret`]), as a tenant could; returns it.
+pub(crate) async fn plant_same_id_token(tenant: &Tenant, secret: &str, issued: &Token) -> Token {
+    let planted = same_id_other_secret(issued, Token::generate().expose_secret_part());
+    let patch = json!({"stringData": {"token": planted.expose_secret()}});
+    tenant
+        .secrets()
+        .patch(secret, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .unwrap();
+    planted
+}
+
 #[tokio::test]
 async fn a_tampered_secret_with_the_same_id_gets_a_fresh_token() {
     let tenant = Tenant::new("tamperid").await;
@@ -759,15 +772,9 @@ async fn a_tampered_secret_with_the_same_id_gets_a_fresh_token() {
 
     // Same id, another secret, valid checksum: the id lookup finds the issued credential, so
     // only the hash comparison shows that this is not the token the operator wrote.
-    let planted = same_id_other_secret(&issued, Token::generate().expose_secret_part());
+    let planted = plant_same_id_token(&tenant, "t", &issued).await;
     assert_eq!(planted.id(), issued.id());
     assert_ne!(planted.expose_secret(), issued.expose_secret());
-    let patch = json!({"stringData": {"token": planted.expose_secret()}});
-    tenant
-        .secrets()
-        .patch("t", &PatchParams::default(), &Patch::Merge(patch))
-        .await
-        .unwrap();
 
     let replaced = eventually("the planted token to be replaced", || async {
         let token = tenant.token_in_secret("t").await;

@@ -25,5 +25,6 @@ mod observability;
 mod plugin;
 mod proxy;
 mod rbac;
+mod verified_record;
 mod verifier;
 mod verifier_server;

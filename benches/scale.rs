@@ -1,0 +1,616 @@
+//! `make bench-scale`: N AccessTokens (1,000 by default, `BENCH_SCALE_TOKENS` to change)
+//! to all Active, against a floor measured in the same run (the same Secrets and
+//! TechnicalUsers written raw by the same number of clients, plus N argon2id hashes at the
+//! default cost on 2 threads), and against kube-controller-manager's legacy ServiceAccount
+//! token controller filling N `kubernetes.io/service-account-token` Secrets; then the
+//! operator's CPU time and RSS after N tokens, after 10,000 unrelated Secrets and after a
+//! restart, and the verifier's RSS with N tokens indexed. Needs the local control plane (the
+//! make target starts it) and writes its results into BENCHMARKS.md.
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
+
+use futures::{StreamExt, stream};
+use k8s_openapi::{
+    ByteString,
+    api::core::v1::{Namespace, Secret, ServiceAccount},
+};
+use kube::{
+    Api, Client,
+    api::{ListParams, ObjectMeta, PostParams},
+};
+use serde_json::json;
+
+mod support;
+
+use support::{free_port, install_crds, spawn};
+
+use access_token_operator::{
+    api::{AccessToken, Organization, Phase, TechnicalUser},
+    token::{HashParams, Token, hash_token},
+};
+
+/// Parallel writers, as in issue 8's measurement (4 `kubectl create` clients).
+const CLIENTS: usize = 4;
+/// Unrelated Secrets created to show the operator's memory does not follow them.
+const UNRELATED: usize = 10_000;
+const ORG: &str = "scale";
+const TOKENS_NS: &str = "scale-tokens";
+const FLOOR_NS: &str = "scale-floor";
+const PEER_NS: &str = "scale-peer";
+const UNRELATED_NS: &str = "scale-unrelated";
+
+#[tokio::main]
+async fn main() {
+    // `cargo test --benches` runs this in test mode without `--bench`: nothing to do then.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let n: usize = std::env::var("BENCH_SCALE_TOKENS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000);
+    let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let client = Client::try_default()
+        .await
+        .expect("KUBECONFIG points at the local control plane");
+    install_crds(&client).await;
+    for ns in [TOKENS_NS, FLOOR_NS, PEER_NS, UNRELATED_NS] {
+        create_namespace(&client, ns).await;
+    }
+    let org: Organization = serde_json::from_value(json!({
+        "apiVersion": "iam.accesstoken.io/v1alpha1", "kind": "Organization",
+        "metadata": {"name": ORG}, "spec": {"tokenNamespaces": [TOKENS_NS]}
+    }))
+    .unwrap();
+    Api::<Organization>::all(client.clone())
+        .create(&PostParams::default(), &org)
+        .await
+        .expect("organization");
+
+    // The binary is copied so that a rebuild during the run cannot change what restarts.
+    let binary = std::env::temp_dir().join(format!("ato-bench-scale-{}", std::process::id()));
+    std::fs::copy(env!("CARGO_BIN_EXE_access-token-operator"), &binary).expect("binary copies");
+    let binary = binary.to_string_lossy().into_owned();
+
+    eprintln!("floor: {n} Secrets and TechnicalUsers written raw by {CLIENTS} clients");
+    let raw = raw_writes(&client, n).await;
+    eprintln!("floor: {n} argon2id hashes on 2 threads");
+    let hashes = hashes_on_two_threads(n);
+    // BENCH_SCALE_PEER=0 skips the peer (about 100 s for 1,000 on this machine) while iterating.
+    let peer = if std::env::var("BENCH_SCALE_PEER").as_deref() == Ok("0") {
+        Duration::ZERO
+    } else {
+        eprintln!("peer: {n} legacy ServiceAccount token Secrets");
+        legacy_sa_tokens(&client, n).await
+    };
+
+    eprintln!("operator: {n} AccessTokens");
+    let mut operator = spawn(&binary, &["run", "--group-index-namespace", ""]);
+    let pid = operator.id().expect("operator runs");
+    let _ = quiescent(pid, Duration::from_secs(30)).await;
+    let idle = Sample::of(pid);
+    let issuing_cpu_before = cpu_seconds(pid);
+    let issue = issue_tokens(&client, n).await;
+    // Let the status writes that follow the last Active settle before reading the figures.
+    let _ = quiescent(pid, Duration::from_secs(30)).await;
+    let after_issue = Sample::of(pid);
+    let issuing_cpu = after_issue.cpu - issuing_cpu_before;
+
+    eprintln!("operator: {UNRELATED} unrelated Secrets");
+    unrelated_secrets(&client, UNRELATED).await;
+    let _ = quiescent(pid, Duration::from_secs(30)).await;
+    let after_unrelated = Sample::of(pid);
+
+    eprintln!("operator: restart");
+    terminate(&mut operator).await;
+    // BENCH_SCALE_RESTART_WRAPPER (e.g. "heaptrack -o /tmp/heap") runs the restarted operator
+    // under a profiler; its CPU and RSS figures are then the wrapper's, for diagnosis only.
+    let mut operator = match std::env::var("BENCH_SCALE_RESTART_WRAPPER") {
+        Ok(wrapper) => {
+            let mut words: Vec<&str> = wrapper.split_whitespace().collect();
+            let program = words.remove(0);
+            words.extend([binary.as_str(), "run", "--group-index-namespace", ""]);
+            spawn(program, &words)
+        }
+        Err(_) => spawn(&binary, &["run", "--group-index-namespace", ""]),
+    };
+    let pid = operator.id().expect("operator runs");
+    let restart_wall = quiescent(pid, Duration::from_secs(120)).await;
+    let after_restart = Sample::of(pid);
+    let still_active = count_active(&Api::namespaced(client.clone(), TOKENS_NS)).await;
+    terminate(&mut operator).await;
+
+    eprintln!("verifier: {n} tokens indexed");
+    let verifier = verifier_rss(&binary).await;
+    let _ = std::fs::remove_file(&binary);
+
+    let load_after = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let report = Report {
+        n,
+        raw,
+        hashes,
+        peer,
+        issue,
+        issuing_cpu,
+        idle,
+        after_issue,
+        after_unrelated,
+        restart_wall,
+        after_restart,
+        still_active,
+        verifier,
+        load: (first3(&load_before), first3(&load_after)),
+    }
+    .render();
+    println!("{report}");
+    write_section(&report);
+}
+
+/// The floor's API part: N Secrets and N TechnicalUsers as the operator writes them, created
+/// by CLIENTS parallel writers with nothing else to do.
+async fn raw_writes(client: &Client, n: usize) -> Duration {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), FLOOR_NS);
+    let users: Api<TechnicalUser> = Api::namespaced(client.clone(), FLOOR_NS);
+    let hash = hash_token(&Token::generate(), &HashParams::default()).unwrap();
+    let started = Instant::now();
+    parallel(n, |i| {
+        let (secrets, users, hash) = (secrets.clone(), users.clone(), hash.clone());
+        async move {
+            let name = format!("t{i}");
+            let value = Token::generate();
+            let data = BTreeMap::from(
+                [
+                    ("token", value.expose_secret().to_string()),
+                    ("token-id", value.id().to_string()),
+                    ("username", format!("accesstoken:{FLOOR_NS}:{name}")),
+                    ("organization", ORG.to_string()),
+                    ("role", "OrganizationUser".to_string()),
+                    ("expires-at", "2030-01-01T00:00:00Z".to_string()),
+                ]
+                .map(|(k, v)| (k.to_string(), ByteString(v.into_bytes()))),
+            );
+            let secret = Secret {
+                metadata: ObjectMeta {
+                    name: Some(name.clone()),
+                    ..Default::default()
+                },
+                type_: Some("iam.accesstoken.io/token".into()),
+                data: Some(data),
+                ..Default::default()
+            };
+            secrets
+                .create(&PostParams::default(), &secret)
+                .await
+                .expect("Secret");
+            let user: TechnicalUser = serde_json::from_value(json!({
+                "apiVersion": "iam.accesstoken.io/v1alpha1", "kind": "TechnicalUser",
+                "metadata": {"name": name},
+                "spec": {
+                    "scope": {"kind": "Organization", "name": ORG, "organization": ORG},
+                    "role": "OrganizationUser", "disabled": false,
+                    "expiresAt": "2030-01-01T00:00:00Z",
+                    "credentials": [{"id": value.id().as_str(), "hash": hash, "notAfter": "2030-01-01T00:00:00Z"}]
+                }
+            }))
+            .unwrap();
+            users
+                .create(&PostParams::default(), &user)
+                .await
+                .expect("TechnicalUser");
+        }
+    })
+    .await;
+    started.elapsed()
+}
+
+/// The floor's hashing part: N argon2id hashes at the default cost, on 2 threads (2 cores).
+fn hashes_on_two_threads(n: usize) -> Duration {
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for share in [n / 2, n - n / 2] {
+            scope.spawn(move || {
+                for _ in 0..share {
+                    hash_token(&Token::generate(), &HashParams::default()).unwrap();
+                }
+            });
+        }
+    });
+    started.elapsed()
+}
+
+/// The built-in peer: N ServiceAccounts and N legacy token Secrets, until
+/// kube-controller-manager's token controller has filled every one.
+async fn legacy_sa_tokens(client: &Client, n: usize) -> Duration {
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), PEER_NS);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), PEER_NS);
+    let started = Instant::now();
+    let filled = until_n_match(secrets.clone(), n, |s: &Secret| {
+        s.data.as_ref().is_some_and(|d| d.contains_key("token"))
+    });
+    let create = parallel(n, |i| {
+        let (accounts, secrets) = (accounts.clone(), secrets.clone());
+        async move {
+            let name = format!("sa{i}");
+            let account = ServiceAccount {
+                metadata: ObjectMeta {
+                    name: Some(name.clone()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            accounts
+                .create(&PostParams::default(), &account)
+                .await
+                .expect("ServiceAccount");
+            let secret = Secret {
+                metadata: ObjectMeta {
+                    name: Some(name.clone()),
+                    annotations: Some(BTreeMap::from([(
+                        "kubernetes.io/service-account.name".to_string(),
+                        name,
+                    )])),
+                    ..Default::default()
+                },
+                type_: Some("kubernetes.io/service-account-token".into()),
+                ..Default::default()
+            };
+            secrets
+                .create(&PostParams::default(), &secret)
+                .await
+                .expect("legacy token Secret");
+        }
+    });
+    futures::join!(create, filled);
+    started.elapsed()
+}
+
+/// Watches `api` until `n` of its objects match at once. A watch rather than polling LISTs,
+/// so that measuring adds next to nothing to the API server's load.
+async fn until_n_match<K>(api: Api<K>, n: usize, matches: impl Fn(&K) -> bool)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static,
+{
+    use kube::{
+        ResourceExt,
+        runtime::{WatchStreamExt, watcher},
+    };
+    let mut matching = std::collections::HashSet::new();
+    let mut objects = std::pin::pin!(watcher(api, watcher::Config::default()).touched_objects());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(900);
+    while matching.len() < n {
+        let next = tokio::time::timeout_at(deadline, objects.next()).await;
+        let Ok(Some(Ok(object))) = next else {
+            panic!(
+                "the watch ended or timed out with {} of {n}",
+                matching.len()
+            );
+        };
+        if matches(&object) {
+            matching.insert(object.name_any());
+        } else {
+            matching.remove(&object.name_any());
+        }
+    }
+}
+
+/// Creates N AccessTokens from CLIENTS parallel writers; the time until all are Active.
+async fn issue_tokens(client: &Client, n: usize) -> Duration {
+    let tokens: Api<AccessToken> = Api::namespaced(client.clone(), TOKENS_NS);
+    let started = Instant::now();
+    let active = until_n_match(tokens.clone(), n, |t: &AccessToken| {
+        t.status.as_ref().and_then(|s| s.phase) == Some(Phase::Active)
+    });
+    let create = parallel(n, |i| {
+        let tokens = tokens.clone();
+        async move {
+            let token: AccessToken = serde_json::from_value(json!({
+                "apiVersion": "iam.accesstoken.io/v1alpha1", "kind": "AccessToken",
+                "metadata": {"name": format!("t{i}")},
+                "spec": {"organization": ORG, "lifetime": "30d"}
+            }))
+            .unwrap();
+            tokens
+                .create(&PostParams::default(), &token)
+                .await
+                .expect("AccessToken");
+        }
+    });
+    futures::join!(create, active);
+    started.elapsed()
+}
+
+async fn count_active(tokens: &Api<AccessToken>) -> usize {
+    let Ok(list) = tokens.list(&ListParams::default()).await else {
+        return 0;
+    };
+    list.items
+        .iter()
+        .filter(|t| t.status.as_ref().and_then(|s| s.phase) == Some(Phase::Active))
+        .count()
+}
+
+async fn unrelated_secrets(client: &Client, n: usize) {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), UNRELATED_NS);
+    parallel(n, |i| {
+        let secrets = secrets.clone();
+        async move {
+            let secret = Secret {
+                metadata: ObjectMeta {
+                    name: Some(format!("unrelated-{i}")),
+                    ..Default::default()
+                },
+                data: Some(BTreeMap::from([(
+                    "blob".to_string(),
+                    ByteString(vec![b'x'; 1024]),
+                )])),
+                ..Default::default()
+            };
+            secrets
+                .create(&PostParams::default(), &secret)
+                .await
+                .expect("unrelated Secret");
+        }
+    })
+    .await;
+}
+
+/// The verifier's RSS once it is ready (its index of every token loaded).
+async fn verifier_rss(binary: &str) -> Sample {
+    let port = free_port();
+    let mut verifier = support::start_verifier(binary, port, &[]);
+    let pid = verifier.id().expect("verifier runs");
+    let ca = std::fs::read(std::env::var("ATO_CLUSTER_CA").expect("cluster CA")).unwrap();
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .build()
+        .unwrap();
+    let url = format!("https://127.0.0.1:{port}/readyz");
+    poll_until(|| async {
+        let response = http.get(&url).send().await.ok()?;
+        response.status().is_success().then_some(())
+    })
+    .await;
+    let _ = quiescent(pid, Duration::from_secs(30)).await;
+    let sample = Sample::of(pid);
+    terminate(&mut verifier).await;
+    sample
+}
+
+/// Runs `make(i)` for i in 0..n with CLIENTS of them in flight at a time.
+async fn parallel<F, Fut>(n: usize, make: F)
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    stream::iter(0..n)
+        .map(make)
+        .buffer_unordered(CLIENTS)
+        .collect::<Vec<()>>()
+        .await;
+}
+
+/// CPU time and memory of a process, from /proc.
+#[derive(Clone, Copy, Debug, Default)]
+struct Sample {
+    /// User + system CPU seconds since it started.
+    cpu: f64,
+    /// Resident set, MiB.
+    rss: f64,
+    /// Peak resident set, MiB.
+    hwm: f64,
+}
+
+impl Sample {
+    fn of(pid: u32) -> Self {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let kib = |field: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        Sample {
+            cpu: cpu_seconds(pid),
+            rss: kib("VmRSS:") / 1024.0,
+            hwm: kib("VmHWM:") / 1024.0,
+        }
+    }
+}
+
+/// utime + stime of a process, in seconds (USER_HZ is 100 on Linux).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
+    // Fields 14 and 15 of stat(5); after the name, state is index 0, so utime is 11.
+    (ticks(11).unwrap_or(0.0) + ticks(12).unwrap_or(0.0)) / 100.0
+}
+
+/// Waits until the process has used under 0.05 CPU seconds over 3 seconds (or `at_most`
+/// passed); returns how long that took.
+async fn quiescent(pid: u32, at_most: Duration) -> Duration {
+    let started = Instant::now();
+    let mut window = std::collections::VecDeque::from([cpu_seconds(pid)]);
+    while started.elapsed() < at_most {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        window.push_back(cpu_seconds(pid));
+        if window.len() > 4 {
+            window.pop_front();
+        }
+        if window.len() == 4 && window[3] - window[0] < 0.05 {
+            return started.elapsed().saturating_sub(Duration::from_secs(3));
+        }
+    }
+    started.elapsed()
+}
+
+/// Polls every 250 ms for up to 15 minutes (10,000 tokens take a while).
+async fn poll_until<T, F, Fut>(check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    support::poll_until(Duration::from_secs(900), Duration::from_millis(250), check).await
+}
+
+async fn terminate(child: &mut tokio::process::Child) {
+    if let Some(pid) = child.id() {
+        let _ = tokio::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await;
+    }
+    if tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .is_err()
+    {
+        let _ = child.kill().await;
+    }
+}
+
+async fn create_namespace(client: &Client, name: &str) {
+    let namespace = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .expect("namespace");
+}
+
+fn first3(loadavg: &str) -> String {
+    loadavg
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+struct Report {
+    n: usize,
+    raw: Duration,
+    hashes: Duration,
+    peer: Duration,
+    issue: Duration,
+    issuing_cpu: f64,
+    idle: Sample,
+    after_issue: Sample,
+    after_unrelated: Sample,
+    restart_wall: Duration,
+    after_restart: Sample,
+    still_active: usize,
+    verifier: Sample,
+    load: (String, String),
+}
+
+impl Report {
+    fn render(&self) -> String {
+        let s = |d: Duration| format!("{:.1} s", d.as_secs_f64());
+        let floor = self.raw + self.hashes;
+        let ratio = |d: Duration| d.as_secs_f64() / floor.as_secs_f64();
+        let mib = |v: f64| format!("{v:.1} MiB");
+        let n = self.n;
+        let grew = (self.after_unrelated.rss / self.after_issue.rss - 1.0) * 100.0;
+        let concurrency = match std::env::var("RECONCILE_CONCURRENCY") {
+            Ok(value) => format!("RECONCILE_CONCURRENCY={value}"),
+            Err(_) => "default reconcile concurrency".to_string(),
+        };
+        let now = std::process::Command::new("date")
+            .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default();
+        let mut out = format!(
+            "Measured {now} on this project's machine (2 cores, shared; load average {} before, {} after), \
+             debug build with optimised dependencies (as `make run`), operator cluster-wide ({concurrency}), \
+             {n} AccessTokens (lifetime 30d) in one namespace of one organization, created by {CLIENTS} parallel clients.\n\n",
+            self.load.0, self.load.1
+        );
+        out += "| figure | value | ratio to the floor |\n|---|---|---|\n";
+        out += &format!(
+            "| floor: {n} Secrets + {n} TechnicalUsers written raw by {CLIENTS} clients | {} | |\n",
+            s(self.raw)
+        );
+        out += &format!(
+            "| floor: {n} argon2id hashes at the default cost on 2 threads | {} | |\n",
+            s(self.hashes)
+        );
+        out += &format!("| **floor** | **{}** | 1.00 |\n", s(floor));
+        out += &format!(
+            "| **operator: {n} AccessTokens to all Active** | **{}** | **{:.2}** |\n",
+            s(self.issue),
+            ratio(self.issue)
+        );
+        out += &format!(
+            "| peer: kube-controller-manager fills {n} legacy ServiceAccount token Secrets | {} | {:.2} |\n",
+            s(self.peer),
+            ratio(self.peer)
+        );
+        out += "\n| operator process | CPU | RSS | peak RSS |\n|---|---|---|---|\n";
+        out += &format!(
+            "| started, idle, no tokens | {:.1} s | {} | {} |\n",
+            self.idle.cpu,
+            mib(self.idle.rss),
+            mib(self.idle.hwm)
+        );
+        out += &format!(
+            "| after issuing {n} tokens (CPU of the issue only; RSS {:.1} KiB per token over idle) | {:.1} s | {} | {} |\n",
+            (self.after_issue.rss - self.idle.rss) * 1024.0 / n as f64,
+            self.issuing_cpu,
+            mib(self.after_issue.rss),
+            mib(self.after_issue.hwm)
+        );
+        out += &format!(
+            "| after {UNRELATED} unrelated 1 KiB Secrets (RSS {grew:+.1} %) | {:.1} s in all | {} | {} |\n",
+            self.after_unrelated.cpu,
+            mib(self.after_unrelated.rss),
+            mib(self.after_unrelated.hwm)
+        );
+        out += &format!(
+            "| restarted with {n} tokens (CPU until idle, {} to idle; {} of {n} still Active) | **{:.2} s** | {} | {} |\n",
+            s(self.restart_wall),
+            self.still_active,
+            self.after_restart.cpu,
+            mib(self.after_restart.rss),
+            mib(self.after_restart.hwm)
+        );
+        out += &format!(
+            "| verifier (own process) with {n} tokens indexed | {:.2} s | {} | {} |\n",
+            self.verifier.cpu,
+            mib(self.verifier.rss),
+            mib(self.verifier.hwm)
+        );
+        out
+    }
+}
+
+/// Replaces the text between the bench-scale markers in BENCHMARKS.md (the markers are
+/// added at the end the first time).
+fn write_section(report: &str) {
+    const START: &str = "<!-- bench-scale:start -->";
+    const END: &str = "<!-- bench-scale:end -->";
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/BENCHMARKS.md");
+    let current = std::fs::read_to_string(path).expect("BENCHMARKS.md exists");
+    let updated = match (current.find(START), current.find(END)) {
+        (Some(start), Some(end)) if start < end => {
+            format!("{}{START}\n{report}{}", &current[..start], &current[end..])
+        }
+        _ => format!("{current}\n{START}\n{report}{END}\n"),
+    };
+    std::fs::write(path, updated).expect("BENCHMARKS.md is writable");
+}
