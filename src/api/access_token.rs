@@ -158,6 +158,8 @@ pub enum Phase {
     Active,
     /// Disabled by spec.revoked; re-enabled by setting it back to false.
     Revoked,
+    /// Stopped, reversibly, by its scope's kill switch (reason ScopeSuspended) or for being unused too long (reason TokenIdle).
+    Suspended,
     /// Past its expiry.
     Expired,
     /// Cannot be issued until something changes (see the Ready condition's reason).
@@ -168,7 +170,7 @@ pub enum Phase {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct AccessTokenStatus {
-    /// Lifecycle phase: Pending, Active, Revoked, Expired or Failed.
+    /// Lifecycle phase: Pending, Active, Revoked, Suspended, Expired or Failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
     /// The public part of the token (the id in atk_<id>_...), safe to show; leads from a leaked token to this resource.

@@ -64,6 +64,8 @@ pub enum Reason {
     ScopeValid,
     /// A Group names an organization that does not exist.
     OrganizationMissing,
+    /// The token's Organization or Group has `spec.suspended: true` (the kill switch).
+    ScopeSuspended,
 }
 
 impl Reason {
@@ -89,6 +91,7 @@ impl Reason {
             Self::ReconcileError => "ReconcileError",
             Self::ScopeValid => "ScopeValid",
             Self::OrganizationMissing => "OrganizationMissing",
+            Self::ScopeSuspended => "ScopeSuspended",
         }
     }
 }

@@ -11,7 +11,9 @@ mod technical_user;
 
 pub use access_token::{AccessToken, AccessTokenSpec, AccessTokenStatus, Phase, SecretTemplate};
 pub use conditions::{ConditionType, Reason};
-pub use scope::{Group, GroupSpec, Organization, OrganizationSpec, ScopeStatus, TokenCounts};
+pub use scope::{
+    Group, GroupSpec, Organization, OrganizationSpec, ScopeStatus, TokenCounts, TokenPolicy,
+};
 pub use technical_user::{Credential, Role, Scope, ScopeKind, TechnicalUser, TechnicalUserSpec};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

@@ -36,7 +36,7 @@ use crate::{
     },
     domain::{
         expiry,
-        scope::{ResolvedScope, resolve_scope},
+        scope::{ResolvedScope, ScopeProblem, resolve_scope, suspension},
     },
     error::{AtStep, Step},
     token::Token,
@@ -147,6 +147,13 @@ async fn fetch_scope(ctx: &Context, spec: &AccessTokenSpec) -> Result<FetchedSco
     })
 }
 
+/// What the Organization and Group say about a token beyond where it acts (see
+/// DESIGN.md "Scope policy and the kill switch").
+struct ScopeFacts {
+    /// The kill switch that stops the token, if one is on.
+    suspension: Option<ScopeProblem>,
+}
+
 /// The APIs of one AccessToken's children.
 struct Children {
     users: Api<TechnicalUser>,
@@ -192,7 +199,7 @@ impl AccessToken {
             users: Api::namespaced(ctx.client.clone(), &namespace),
             secrets: Api::namespaced(ctx.client.clone(), &namespace),
         };
-        let world = self.observe(ctx, &children).await?;
+        let (world, facts) = self.observe(ctx, &children).await?;
         let applied = match &world.user {
             UserSeen::Ours(user) => Some(user.clone()),
             _ => None,
@@ -211,7 +218,7 @@ impl AccessToken {
                     ..credential
                 };
                 let issued = (token, Some(*secret), credential);
-                self.settle(ctx, &children, &scope, expires_at, issued, applied)
+                self.settle(ctx, &children, &scope, &facts, expires_at, issued, applied)
                     .await
             }
             Decision::Mint {
@@ -220,7 +227,8 @@ impl AccessToken {
                 existing,
                 why,
             } => {
-                self.mint_and_settle(ctx, &children, &scope, expires_at, existing, why, applied)
+                let minting = (&scope, &facts);
+                self.mint_and_settle(ctx, &children, minting, expires_at, existing, why, applied)
                     .await
             }
         }
@@ -229,7 +237,7 @@ impl AccessToken {
     /// Reads the token's world: its scope (from the API server, not a watch cache: a
     /// reconcile triggered by a scope change must see that change), expiry, TechnicalUser
     /// and Secret, verifying the Secret's token against the TechnicalUser's credentials.
-    async fn observe(&self, ctx: &Context, children: &Children) -> Result<World> {
+    async fn observe(&self, ctx: &Context, children: &Children) -> Result<(World, ScopeFacts)> {
         let namespace = self.namespace().ok_or(Error::MissingNamespace)?;
         let uid = self.uid().ok_or(Error::MissingUid)?;
         let fetched = fetch_scope(ctx, &self.spec).await?;
@@ -255,9 +263,16 @@ impl AccessToken {
             Some(secret) if !build::is_controlled_by(&secret.metadata, &uid) => SecretSeen::Foreign,
             Some(secret) => self.inspect_secret(ctx, secret, &user).await,
         };
+        let facts = ScopeFacts {
+            suspension: suspension(
+                &self.spec,
+                |n| fetched.organization(n),
+                |n| fetched.group(n),
+            ),
+        };
         let status = self.status.clone().unwrap_or_default();
         let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
-        Ok(World {
+        let world = World {
             secret_name,
             name: self.name_any(),
             previous: (status.phase, ready.map(|c| c.reason.clone())),
@@ -266,7 +281,8 @@ impl AccessToken {
             expiry: expiry::of_token(self, Timestamp::now()),
             user,
             secret,
-        })
+        };
+        Ok((world, facts))
     }
 
     async fn inspect_secret(&self, ctx: &Context, secret: Secret, user: &UserSeen) -> SecretSeen {
@@ -320,7 +336,7 @@ impl AccessToken {
         &self,
         ctx: &Context,
         children: &Children,
-        scope: &ResolvedScope,
+        (scope, facts): (&ResolvedScope, &ScopeFacts),
         expires_at: Timestamp,
         existing: Option<Box<Secret>>,
         why: Option<&'static str>,
@@ -331,15 +347,16 @@ impl AccessToken {
         }
         // No token the Secret holds verified (or there is none): nothing to keep.
         let existing = existing.map(|s| *s);
+        let disabled = self.hold(facts).is_some();
         match self
-            .mint(ctx, children, scope, expires_at, existing)
+            .mint(ctx, children, (scope, disabled), expires_at, existing)
             .await?
         {
             Minted::Written(token, secret, credential) => {
                 let secret_name = build::secret_name(self);
                 self.announce_mint(ctx, &token, &secret_name, why).await;
                 let issued = (token, Some(*secret), credential);
-                self.settle(ctx, children, scope, expires_at, issued, applied)
+                self.settle(ctx, children, scope, facts, expires_at, issued, applied)
                     .await
             }
             Minted::SecretWriteFailed(error) => {
@@ -353,25 +370,28 @@ impl AccessToken {
     /// With the token in its Secret: applies the TechnicalUser (role, disabled, expiry, the
     /// one credential), announces a change of state, keeps the Secret's descriptive keys
     /// current, and reports the status.
+    #[allow(clippy::too_many_arguments)]
     async fn settle(
         &self,
         ctx: &Context,
         children: &Children,
         scope: &ResolvedScope,
+        facts: &ScopeFacts,
         expires_at: Timestamp,
         (token, secret, credential): (Token, Option<Secret>, Credential),
         applied: Option<Box<TechnicalUser>>,
     ) -> Result<Action> {
         let previous = self.status.as_ref().and_then(|s| s.phase);
+        let hold = self.hold(facts);
         let settled = plan::settle(
             previous,
-            self.spec.revoked,
+            hold.as_ref(),
             token.id().as_str(),
             expires_at,
             Timestamp::now(),
         );
-        let desired =
-            build::technical_user(self, scope, self.spec.revoked, expires_at, vec![credential]);
+        let disabled = hold.is_some();
+        let desired = build::technical_user(self, scope, disabled, expires_at, vec![credential]);
         if applied
             .as_ref()
             .map(|u| (&u.spec, &u.metadata.owner_references, &u.metadata.labels))
@@ -403,6 +423,11 @@ impl AccessToken {
         }
         self.write_status(ctx, &settled.outcome).await?;
         Ok(Action::requeue(settled.requeue))
+    }
+
+    /// What holds this token disabled: its revoke, or its scope's kill switch.
+    fn hold(&self, facts: &ScopeFacts) -> Option<plan::Hold> {
+        plan::hold(self.spec.revoked, facts.suspension.as_ref())
     }
 
     /// Keeps the Secret's descriptive keys (role, expiry, ...) current; the token never
@@ -479,7 +504,7 @@ impl AccessToken {
         &self,
         ctx: &Context,
         children: &Children,
-        scope: &ResolvedScope,
+        (scope, disabled): (&ResolvedScope, bool),
         expires_at: Timestamp,
         existing: Option<Secret>,
     ) -> Result<Minted> {
@@ -488,13 +513,8 @@ impl AccessToken {
         let credential = credential(&value, hash, expires_at);
         // Only the new credential: ones staged by earlier attempts whose Secret write failed
         // belong to tokens nobody holds, so retries never accumulate.
-        let staged = build::technical_user(
-            self,
-            scope,
-            self.spec.revoked,
-            expires_at,
-            vec![credential.clone()],
-        );
+        let staged =
+            build::technical_user(self, scope, disabled, expires_at, vec![credential.clone()]);
         apply_user(&children.users, &staged, self).await?;
         crash_point::reached("credential-staged");
 

@@ -291,10 +291,36 @@ pub struct Settled {
     pub requeue: Duration,
 }
 
+/// Why an issued, unexpired token is held disabled (its TechnicalUser `disabled`), in order
+/// of precedence: the owner's revoke, then a scope's kill switch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Hold {
+    /// `spec.revoked` is true.
+    Revoked,
+    /// Stopped reversibly, for `reason` (`ScopeSuspended`): phase Suspended.
+    Suspended {
+        /// The condition and Event reason.
+        reason: Reason,
+        /// A sentence for people.
+        message: String,
+    },
+}
+
+/// The hold on a token: revoked first, then its scope's kill switch.
+pub fn hold(revoked: bool, suspension: Option<&ScopeProblem>) -> Option<Hold> {
+    if revoked {
+        return Some(Hold::Revoked);
+    }
+    suspension.map(|problem| Hold::Suspended {
+        reason: problem.reason,
+        message: problem.message.clone(),
+    })
+}
+
 /// The phase, status, transition Event and requeue of a token in place.
 pub fn settle(
     previous: Option<Phase>,
-    revoked: bool,
+    hold: Option<&Hold>,
     token_id: &str,
     expires_at: Timestamp,
     now: Timestamp,
@@ -302,19 +328,30 @@ pub fn settle(
     let (phase, ready, reason, message) = if now >= expires_at {
         let message = format!("The token expired at {expires_at}");
         (Phase::Expired, false, Reason::TokenExpired, message)
-    } else if revoked {
-        let message =
-            "spec.revoked is true: the token is disabled; set it to false to re-enable it";
-        (Phase::Revoked, false, Reason::TokenRevoked, message.into())
     } else {
-        let message = format!("Token {token_id} is active until {expires_at}");
-        (Phase::Active, true, Reason::TokenActive, message)
+        match hold {
+            Some(Hold::Revoked) => {
+                let message =
+                    "spec.revoked is true: the token is disabled; set it to false to re-enable it";
+                (Phase::Revoked, false, Reason::TokenRevoked, message.into())
+            }
+            Some(Hold::Suspended { reason, message }) => {
+                (Phase::Suspended, false, *reason, message.clone())
+            }
+            None => {
+                let message = format!("Token {token_id} is active until {expires_at}");
+                (Phase::Active, true, Reason::TokenActive, message)
+            }
+        }
     };
     let transition = match (previous, phase) {
-        (Some(Phase::Revoked), Phase::Revoked) | (Some(Phase::Expired), Phase::Expired) => None,
+        (Some(Phase::Revoked), Phase::Revoked)
+        | (Some(Phase::Expired), Phase::Expired)
+        | (Some(Phase::Suspended), Phase::Suspended) => None,
         (_, Phase::Revoked) => Some((Reason::TokenRevoked, format!("Token {token_id} revoked"))),
         (_, Phase::Expired) => Some((Reason::TokenExpired, format!("Token {token_id} expired"))),
-        (Some(Phase::Revoked), Phase::Active) => Some((
+        (_, Phase::Suspended) => Some((reason, format!("Token {token_id} suspended: {message}"))),
+        (Some(Phase::Revoked | Phase::Suspended), Phase::Active) => Some((
             Reason::TokenReenabled,
             format!("Token {token_id} re-enabled"),
         )),
@@ -558,7 +595,7 @@ mod tests {
     #[test]
     fn settle_reports_active_revoked_expired_and_their_transitions() {
         let later = now() + k8s_openapi::jiff::SignedDuration::from_secs(60);
-        let active = settle(Some(Phase::Active), false, "id1", later, now());
+        let active = settle(Some(Phase::Active), None, "id1", later, now());
         assert_eq!(
             (
                 active.outcome.phase,
@@ -573,21 +610,68 @@ mod tests {
             "just after expiry"
         );
 
-        let revoked = settle(Some(Phase::Active), true, "id1", later, now());
+        let revoked = settle(
+            Some(Phase::Active),
+            Some(&Hold::Revoked),
+            "id1",
+            later,
+            now(),
+        );
         assert_eq!(revoked.outcome.phase, Phase::Revoked);
         assert_eq!(revoked.transition.unwrap().0, Reason::TokenRevoked);
-        let still = settle(Some(Phase::Revoked), true, "id1", later, now());
+        let still = settle(
+            Some(Phase::Revoked),
+            Some(&Hold::Revoked),
+            "id1",
+            later,
+            now(),
+        );
         assert_eq!(still.transition, None, "announced once");
 
-        let reenabled = settle(Some(Phase::Revoked), false, "id1", later, now());
+        let reenabled = settle(Some(Phase::Revoked), None, "id1", later, now());
         assert_eq!(reenabled.transition.unwrap().0, Reason::TokenReenabled);
 
-        let expired = settle(Some(Phase::Active), false, "id1", now(), now());
+        let expired = settle(Some(Phase::Active), None, "id1", now(), now());
         assert_eq!(expired.outcome.phase, Phase::Expired);
         assert_eq!(expired.transition.unwrap().0, Reason::TokenExpired);
         assert_eq!(expired.requeue, RESYNC);
-        let revoked_after_expiry = settle(Some(Phase::Expired), true, "id1", now(), now());
+        let revoked_after_expiry = settle(
+            Some(Phase::Expired),
+            Some(&Hold::Revoked),
+            "id1",
+            now(),
+            now(),
+        );
         assert_eq!(revoked_after_expiry.outcome.phase, Phase::Expired);
         assert_eq!(revoked_after_expiry.transition, None);
+    }
+
+    #[test]
+    fn a_suspended_scope_holds_the_token_until_it_resumes_and_revoke_wins() {
+        let later = now() + k8s_openapi::jiff::SignedDuration::from_secs(60);
+        let problem = ScopeProblem {
+            reason: Reason::ScopeSuspended,
+            message: "Organization \"acme\" is suspended".into(),
+        };
+        assert_eq!(hold(true, Some(&problem)), Some(Hold::Revoked));
+        assert_eq!(hold(false, None), None);
+        let held = hold(false, Some(&problem));
+        let suspended = settle(Some(Phase::Active), held.as_ref(), "id1", later, now());
+        assert_eq!(
+            (
+                suspended.outcome.phase,
+                suspended.outcome.ready,
+                suspended.outcome.reason
+            ),
+            (Phase::Suspended, false, Reason::ScopeSuspended)
+        );
+        assert_eq!(suspended.transition.unwrap().0, Reason::ScopeSuspended);
+        let still = settle(Some(Phase::Suspended), held.as_ref(), "id1", later, now());
+        assert_eq!(still.transition, None, "announced once");
+        let resumed = settle(Some(Phase::Suspended), None, "id1", later, now());
+        assert_eq!(resumed.outcome.phase, Phase::Active);
+        assert_eq!(resumed.transition.unwrap().0, Reason::TokenReenabled);
+        let expired = settle(Some(Phase::Suspended), held.as_ref(), "id1", now(), now());
+        assert_eq!(expired.outcome.phase, Phase::Expired, "expiry wins");
     }
 }

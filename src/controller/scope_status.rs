@@ -48,6 +48,7 @@ pub fn count_tokens<'a>(tokens: impl IntoIterator<Item = &'a AccessToken>) -> To
             Phase::Active => counts.active += 1,
             Phase::Revoked => counts.revoked += 1,
             Phase::Expired => counts.expired += 1,
+            Phase::Suspended => counts.suspended += 1,
             Phase::Failed => counts.failed += 1,
         }
     }
@@ -189,6 +190,7 @@ mod tests {
             with(Some(Phase::Revoked)),
             with(Some(Phase::Expired)),
             with(Some(Phase::Failed)),
+            with(Some(Phase::Suspended)),
         ];
         assert_eq!(
             count_tokens(&tokens),
@@ -197,7 +199,8 @@ mod tests {
                 active: 2,
                 revoked: 1,
                 expired: 1,
-                failed: 1
+                failed: 1,
+                suspended: 1,
             }
         );
     }

@@ -57,17 +57,22 @@ pub fn effective_expiry(
         .map_err(|_| InvalidLifetime::TooLong(lifetime.unwrap_or_default().to_string()))
 }
 
+/// When an AccessToken was created (not yet known, as before its first write: `now`).
+pub fn created(token: &crate::api::AccessToken, now: Timestamp) -> Timestamp {
+    token
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0)
+        .unwrap_or(now)
+}
+
 /// The effective expiry of an AccessToken (its creation time, if not yet known, counts as `now`).
 pub fn of_token(
     token: &crate::api::AccessToken,
     now: Timestamp,
 ) -> Result<Timestamp, InvalidLifetime> {
-    let created = token
-        .metadata
-        .creation_timestamp
-        .as_ref()
-        .map(|t| t.0)
-        .unwrap_or(now);
+    let created = created(token, now);
     effective_expiry(
         created,
         token.spec.expires_at.as_ref().map(|t| t.0),

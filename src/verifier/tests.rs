@@ -87,6 +87,7 @@ fn world(users: Vec<TechnicalUser>, tokens: Vec<AccessToken>, budget: MissBudget
         OrganizationSpec {
             display_name: None,
             token_namespaces: vec!["acme-ci".into()],
+            ..Default::default()
         },
     );
     org.metadata.uid = Some("org-uid".into());

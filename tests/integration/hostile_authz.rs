@@ -251,6 +251,7 @@ async fn a_group_admin_manages_that_groups_tokens_and_no_others() {
                     organization: tenant.organization.clone(),
                     display_name: None,
                     token_namespaces: vec![tenant.namespace.clone()],
+                    ..Default::default()
                 },
             ),
         )

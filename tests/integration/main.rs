@@ -20,6 +20,7 @@ mod hostile_partition;
 mod hostile_verifier;
 mod leader;
 mod leaks;
+mod lifecycle;
 mod proxy;
 mod rbac;
 mod verifier;
