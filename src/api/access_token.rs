@@ -197,10 +197,13 @@ pub struct AccessTokenStatus {
     /// When the verifier last accepted the token (coarse, about per minute).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_used_at: Option<Time>,
+    /// The token id for which the TokenExpiringSoon Warning Event was published: one Event per issued token, not one per reconcile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiry_warned_token_id: Option<String>,
     /// The metadata.generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Ready always; Stalled only while true (kstatus).
+    /// Ready always; Stalled only while true (kstatus); ExpiringSoon once issued.
     #[serde(default)]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,

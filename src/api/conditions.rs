@@ -10,6 +10,8 @@ pub enum ConditionType {
     Ready,
     /// The operator cannot make progress until something changes.
     Stalled,
+    /// AccessTokens only: True within the scope's `tokenPolicy.expiryWarning` (default 7 days) of the expiry.
+    ExpiringSoon,
 }
 
 impl ConditionType {
@@ -18,6 +20,7 @@ impl ConditionType {
         match self {
             Self::Ready => "Ready",
             Self::Stalled => "Stalled",
+            Self::ExpiringSoon => "ExpiringSoon",
         }
     }
 }
@@ -66,6 +69,14 @@ pub enum Reason {
     OrganizationMissing,
     /// The token's Organization or Group has `spec.suspended: true` (the kill switch).
     ScopeSuspended,
+    /// The token asks for a longer life than its scope's `tokenPolicy.maxLifetime`: not issued.
+    PolicyViolation,
+    /// A tightened `tokenPolicy.maxLifetime` moved an issued token's expiry earlier.
+    TokenExpiryShortened,
+    /// The token expires within the scope's `tokenPolicy.expiryWarning` (ExpiringSoon=True).
+    TokenExpiringSoon,
+    /// The token's expiry is further away than the warning period (ExpiringSoon=False).
+    ExpiryNotNear,
 }
 
 impl Reason {
@@ -92,6 +103,10 @@ impl Reason {
             Self::ScopeValid => "ScopeValid",
             Self::OrganizationMissing => "OrganizationMissing",
             Self::ScopeSuspended => "ScopeSuspended",
+            Self::PolicyViolation => "PolicyViolation",
+            Self::TokenExpiryShortened => "TokenExpiryShortened",
+            Self::TokenExpiringSoon => "TokenExpiringSoon",
+            Self::ExpiryNotNear => "ExpiryNotNear",
         }
     }
 }
@@ -107,7 +122,7 @@ pub(crate) fn conditions_schema(generator: &mut SchemaGenerator) -> Schema {
     let item = generator.subschema_for::<Condition>();
     json_schema!({
         "type": "array",
-        "description": "Current state as kstatus conditions: Ready always; Stalled only while true.",
+        "description": "Current state as kstatus conditions: Ready always; Stalled only while true; on issued AccessTokens, ExpiringSoon (True within the scope's tokenPolicy.expiryWarning of the expiry).",
         "items": item,
         "x-kubernetes-list-type": "map",
         "x-kubernetes-list-map-keys": ["type"],

@@ -35,7 +35,8 @@ use crate::{
         Reason, TechnicalUser,
     },
     domain::{
-        expiry,
+        expiry::InvalidLifetime,
+        policy::{self, PolicyExpiry},
         scope::{ResolvedScope, ScopeProblem, resolve_scope, suspension},
     },
     error::{AtStep, Step},
@@ -152,6 +153,40 @@ async fn fetch_scope(ctx: &Context, spec: &AccessTokenSpec) -> Result<FetchedSco
 struct ScopeFacts {
     /// The kill switch that stops the token, if one is on.
     suspension: Option<ScopeProblem>,
+    /// A tightened `maxLifetime` moved the issued token's expiry earlier: (reported, new).
+    shortened: Option<(Timestamp, Timestamp)>,
+    /// The policy that applies to the token.
+    policy: policy::EffectivePolicy,
+}
+
+/// The expiry to issue or keep: a token never issued that asks for more than the policy
+/// allows is refused (PolicyViolation); an issued one is capped.
+fn within_policy(
+    status: &AccessTokenStatus,
+    expiry: PolicyExpiry,
+) -> Result<Timestamp, InvalidLifetime> {
+    match expiry.capped_from {
+        Some(asked) if status.token_id.is_none() => Err(InvalidLifetime::PolicyViolation {
+            asked,
+            allowed: expiry.expires_at,
+        }),
+        _ => Ok(expiry.expires_at),
+    }
+}
+
+/// (reported, new) when the scope's policy moved an issued token's reported expiry earlier:
+/// its `maxLifetime` caps what the spec asks, or its `defaultLifetime` (itself at most
+/// `maxLifetime`) gives the expiry of a token whose spec asks for none.
+fn shortened(
+    spec: &AccessTokenSpec,
+    status: &AccessTokenStatus,
+    expiry: PolicyExpiry,
+) -> Option<(Timestamp, Timestamp)> {
+    let reported = status.expires_at.as_ref()?.0;
+    let by_policy =
+        expiry.capped_from.is_some() || (spec.expires_at.is_none() && spec.lifetime.is_none());
+    (status.token_id.is_some() && by_policy && expiry.expires_at < reported)
+        .then_some((reported, expiry.expires_at))
 }
 
 /// The APIs of one AccessToken's children.
@@ -263,22 +298,30 @@ impl AccessToken {
             Some(secret) if !build::is_controlled_by(&secret.metadata, &uid) => SecretSeen::Foreign,
             Some(secret) => self.inspect_secret(ctx, secret, &user).await,
         };
-        let facts = ScopeFacts {
-            suspension: suspension(
-                &self.spec,
-                |n| fetched.organization(n),
-                |n| fetched.group(n),
-            ),
-        };
+        let (organization, group) = (
+            |n: &str| fetched.organization(n),
+            |n: &str| fetched.group(n),
+        );
         let status = self.status.clone().unwrap_or_default();
+        let policy = policy::of_scope(&self.spec, organization, group);
+        let expiry = policy::token_expiry(self, &policy, Timestamp::now());
+        let facts = ScopeFacts {
+            suspension: suspension(&self.spec, organization, group),
+            shortened: expiry
+                .as_ref()
+                .ok()
+                .and_then(|e| shortened(&self.spec, &status, *e)),
+            policy,
+        };
         let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
+        let expiry = expiry.and_then(|e| within_policy(&status, e));
         let world = World {
             secret_name,
             name: self.name_any(),
             previous: (status.phase, ready.map(|c| c.reason.clone())),
             issued: status.token_id,
             scope,
-            expiry: expiry::of_token(self, Timestamp::now()),
+            expiry,
             user,
             secret,
         };
@@ -404,6 +447,7 @@ impl AccessToken {
             apply_user(&children.users, &desired, self).await?;
         }
         crash_point::reached("user-applied");
+        self.announce_shortened(ctx, facts).await;
         // The token's state changed with the TechnicalUser: say so even if the Secret's
         // update below fails (the status written then already carries the new phase).
         if let Some((reason, note)) = settled.transition.clone() {
@@ -421,8 +465,56 @@ impl AccessToken {
         if let Some(uid) = self.uid() {
             ctx.secret_writes.lock().expect("lock").clear(&uid);
         }
-        self.write_status(ctx, &settled.outcome).await?;
-        Ok(Action::requeue(settled.requeue))
+        let warning = plan::expiry_warning(
+            token.id().as_str(),
+            expires_at,
+            facts.policy.expiry_warning,
+            self.status
+                .as_ref()
+                .and_then(|s| s.expiry_warned_token_id.as_deref()),
+            Timestamp::now(),
+        );
+        self.write_status_with(ctx, &settled.outcome, |status| {
+            expiring_soon(
+                status,
+                &warning,
+                token.id().as_str(),
+                self.meta().generation,
+            )
+        })
+        .await?;
+        self.announce_expiring_soon(ctx, &warning).await;
+        let requeue = warning.turns_true_in.map_or(settled.requeue, |wait| {
+            settled.requeue.min(wait + Duration::from_millis(100))
+        });
+        Ok(Action::requeue(requeue))
+    }
+
+    /// The one TokenExpiringSoon Warning Event of an issued token (after the status recording
+    /// it was written, so a retry does not repeat it).
+    async fn announce_expiring_soon(&self, ctx: &Context, warning: &plan::ExpiryWarning) {
+        if warning.announce {
+            info!(message = %warning.message, "token expiring soon");
+            let note = warning.message.clone();
+            let reason = Reason::TokenExpiringSoon;
+            ctx.publish(self, EventType::Warning, reason, "Expiry", note)
+                .await;
+        }
+    }
+
+    /// A Warning Event when a tightened scope policy moved the token's expiry earlier (once:
+    /// the status written next reports the new expiry).
+    async fn announce_shortened(&self, ctx: &Context, facts: &ScopeFacts) {
+        let Some((from, to)) = facts.shortened else {
+            return;
+        };
+        warn!(%from, %to, "expiry moved earlier by the scope's tokenPolicy.maxLifetime");
+        let note = format!(
+            "The scope's tokenPolicy (maxLifetime or defaultLifetime) moved this token's expiry from {from} to {to}"
+        );
+        let reason = Reason::TokenExpiryShortened;
+        ctx.publish(self, EventType::Warning, reason, "Policy", note)
+            .await;
     }
 
     /// What holds this token disabled: its revoke, or its scope's kill switch.
@@ -658,8 +750,20 @@ impl AccessToken {
     }
 
     async fn write_status(&self, ctx: &Context, outcome: &Outcome) -> Result<()> {
+        self.write_status_with(ctx, outcome, |_| {}).await
+    }
+
+    /// Writes the status for `outcome`, with what `extend` adds (conditions and fields of
+    /// the lifecycle steps, which other paths carry over unchanged).
+    async fn write_status_with(
+        &self,
+        ctx: &Context,
+        outcome: &Outcome,
+        extend: impl FnOnce(&mut AccessTokenStatus),
+    ) -> Result<()> {
         let now = Timestamp::now();
-        let status = build::status(self, outcome, now);
+        let mut status = build::status(self, outcome, now);
+        extend(&mut status);
         let unchanged = self.status.as_ref().is_some_and(|current| {
             let ours = AccessTokenStatus {
                 last_used_at: None,
@@ -715,6 +819,29 @@ impl AccessToken {
         )
         .await;
         Ok(Action::await_change())
+    }
+}
+
+/// Sets the ExpiringSoon condition, and records the token warned about once the Event is due.
+fn expiring_soon(
+    status: &mut AccessTokenStatus,
+    warning: &plan::ExpiryWarning,
+    token_id: &str,
+    generation: Option<i64>,
+) {
+    let previous = status.conditions.clone();
+    let condition = build::condition(
+        &previous,
+        crate::api::ConditionType::ExpiringSoon,
+        warning.soon,
+        warning.reason,
+        &warning.message,
+        generation,
+        Timestamp::now(),
+    );
+    build::set_condition(&mut status.conditions, condition);
+    if warning.announce {
+        status.expiry_warned_token_id = Some(token_id.to_string());
     }
 }
 

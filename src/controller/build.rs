@@ -295,6 +295,15 @@ pub fn status(token: &AccessToken, outcome: &Outcome, now: Timestamp) -> AccessT
         generation,
         now,
     );
+    // Conditions and fields other steps own are carried over (see `access_token::settle`).
+    let mut conditions = conditions;
+    conditions.extend(
+        previous
+            .conditions
+            .iter()
+            .filter(|c| c.type_ == ConditionType::ExpiringSoon.as_str())
+            .cloned(),
+    );
     let namespace = token.namespace().unwrap_or_default();
     AccessTokenStatus {
         phase: Some(outcome.phase),
@@ -307,6 +316,7 @@ pub fn status(token: &AccessToken, outcome: &Outcome, now: Timestamp) -> AccessT
         expires_at: outcome.expires_at.map(Time),
         // Owned by the verifier's field manager; the controller's apply must not claim it.
         last_used_at: None,
+        expiry_warned_token_id: previous.expiry_warned_token_id,
         observed_generation: generation,
         conditions,
     }
@@ -359,6 +369,12 @@ pub fn conditions(
         ));
     }
     conditions
+}
+
+/// Puts `condition` into `conditions`, replacing one of the same type.
+pub fn set_condition(conditions: &mut Vec<Condition>, condition: Condition) {
+    conditions.retain(|c| c.type_ != condition.type_);
+    conditions.push(condition);
 }
 
 /// A condition that keeps its previous `lastTransitionTime` unless its status changed.

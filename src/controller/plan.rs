@@ -156,12 +156,7 @@ pub fn decide(world: World) -> Decision {
             return refuse(disabled, problem.reason, problem.message, Wait::ForChange);
         }
         (Ok(_), Err(invalid)) => {
-            return refuse(
-                None,
-                Reason::InvalidSpec,
-                invalid.to_string(),
-                Wait::ForChange,
-            );
+            return refuse(None, invalid.reason(), invalid.to_string(), Wait::ForChange);
         }
         (Ok(scope), Ok(expires_at)) => (scope, expires_at),
     };
@@ -377,6 +372,51 @@ pub fn settle(
     }
 }
 
+/// Whether an issued token is ExpiringSoon, and when that next changes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExpiryWarning {
+    /// True within `warning` of the expiry (and before it).
+    pub soon: bool,
+    /// The condition's reason and message.
+    pub reason: Reason,
+    /// A sentence for people.
+    pub message: String,
+    /// When the condition turns True, if that is still ahead: the reconcile wakes up then.
+    pub turns_true_in: Option<Duration>,
+    /// Whether to publish the TokenExpiringSoon Warning Event (once per issued token).
+    pub announce: bool,
+}
+
+/// The ExpiringSoon condition of token `token_id` expiring at `expires_at`, under a warning
+/// period of `warning`, given the token id already warned about.
+pub fn expiry_warning(
+    token_id: &str,
+    expires_at: Timestamp,
+    warning: k8s_openapi::jiff::SignedDuration,
+    warned: Option<&str>,
+    now: Timestamp,
+) -> ExpiryWarning {
+    let from = expires_at.checked_sub(warning).unwrap_or(Timestamp::MIN);
+    let soon = now >= from && now < expires_at;
+    let (reason, message) = if soon {
+        let message = format!("Token {token_id} expires at {expires_at}; renew or replace it");
+        (Reason::TokenExpiringSoon, message)
+    } else {
+        let message = format!("Token {token_id} expires at {expires_at}");
+        (Reason::ExpiryNotNear, message)
+    };
+    let turns_true_in = Duration::try_from(from.duration_since(now))
+        .ok()
+        .filter(|wait| !wait.is_zero());
+    ExpiryWarning {
+        soon,
+        reason,
+        message,
+        turns_true_in,
+        announce: soon && warned != Some(token_id),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -557,6 +597,30 @@ mod tests {
     }
 
     #[test]
+    fn a_token_asking_more_than_the_policy_allows_is_not_issued() {
+        let r = refused(World {
+            issued: None,
+            user: UserSeen::Missing,
+            secret: SecretSeen::Missing,
+            expiry: Err(InvalidLifetime::PolicyViolation {
+                asked: now(),
+                allowed: now(),
+            }),
+            ..world()
+        });
+        assert_eq!(
+            (r.outcome.reason, r.outcome.phase, r.wait, r.outcome.ready),
+            (
+                Reason::PolicyViolation,
+                Phase::Pending,
+                Wait::ForChange,
+                false
+            )
+        );
+        assert!(r.outcome.message.contains("tokenPolicy.maxLifetime"));
+    }
+
+    #[test]
     fn a_group_recreated_under_another_organization_disables_the_token() {
         let r = refused(World {
             scope: Ok(group_scope("other")),
@@ -644,6 +708,29 @@ mod tests {
         );
         assert_eq!(revoked_after_expiry.outcome.phase, Phase::Expired);
         assert_eq!(revoked_after_expiry.transition, None);
+    }
+
+    #[test]
+    fn expiring_soon_turns_true_within_the_warning_and_is_announced_once_per_token() {
+        use k8s_openapi::jiff::SignedDuration;
+        let expires = now() + SignedDuration::from_hours(48);
+        let week = SignedDuration::from_hours(7 * 24);
+        let soon = expiry_warning("id1", expires, week, None, now());
+        assert!(soon.soon && soon.announce);
+        assert_eq!(soon.reason, Reason::TokenExpiringSoon);
+        assert_eq!(soon.turns_true_in, None);
+        let again = expiry_warning("id1", expires, week, Some("id1"), now());
+        assert!(again.soon && !again.announce, "one Event per issued token");
+        let reissued = expiry_warning("id2", expires, week, Some("id1"), now());
+        assert!(reissued.announce, "a new token gets its own warning");
+
+        let day = SignedDuration::from_hours(24);
+        let later = expiry_warning("id1", expires, day, None, now());
+        assert!(!later.soon && !later.announce);
+        assert_eq!(later.reason, Reason::ExpiryNotNear);
+        assert_eq!(later.turns_true_in, Some(Duration::from_secs(24 * 3600)));
+        let expired = expiry_warning("id1", now(), week, None, now());
+        assert!(!expired.soon, "past expiry is Expired, not ExpiringSoon");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use super::build::{Readiness, conditions};
 use crate::{
     Result,
     api::{AccessToken, Group, Organization, Phase, Reason, ScopeStatus, TokenCounts},
+    domain::policy,
     error::{AtStep, Step},
 };
 
@@ -83,13 +84,18 @@ pub async fn reconcile_group(group: Arc<Group>, ctx: Arc<Context>) -> Result<Act
     let tokens = tokens_naming(&ctx.client, "spec.group", &group.name_any()).await?;
     let counts = count_tokens(&tokens);
     let org = &group.spec.organization;
-    let org_exists = Api::<Organization>::all(ctx.client.clone())
+    let organization = Api::<Organization>::all(ctx.client.clone())
         .get_opt(org)
         .await
         .at(Step::ReadScope)?
-        .is_some_and(|o| o.meta().deletion_timestamp.is_none());
-    let (reason, message) = if org_exists {
-        (Reason::ScopeValid, "Group is ready for tokens".to_string())
+        .filter(|o| o.meta().deletion_timestamp.is_none());
+    let org_exists = organization.is_some();
+    let (reason, message) = if let Some(organization) = organization {
+        let looser = policy::looser_fields(
+            organization.spec.token_policy.as_ref(),
+            group.spec.token_policy.as_ref(),
+        );
+        (Reason::ScopeValid, group_ready_message(org, &looser))
     } else {
         (
             Reason::OrganizationMissing,
@@ -115,6 +121,21 @@ pub async fn reconcile_group(group: Arc<Group>, ctx: Arc<Context>) -> Result<Act
     .await?;
     ctx.failures.succeeded(&*group);
     Ok(action)
+}
+
+/// The Ready message of a usable Group, naming the policy fields that have no effect.
+fn group_ready_message(org: &str, looser: &[&str]) -> String {
+    if looser.is_empty() {
+        return "Group is ready for tokens".to_string();
+    }
+    let fields = looser
+        .iter()
+        .map(|f| format!("tokenPolicy.{f}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "Group is ready for tokens; {fields} is looser than Organization {org:?}'s and has no effect (a group can only tighten its organization's policy)"
+    )
 }
 
 fn scope_status(

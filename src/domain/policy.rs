@@ -51,7 +51,7 @@ fn shorter(a: Option<SignedDuration>, b: Option<SignedDuration>) -> Option<Signe
 /// `defaultLifetime` and `idleTimeout`, the longer `expiryWarning` (an earlier warning).
 /// The default lifetime never exceeds the maximum.
 pub fn combine(organization: Option<&TokenPolicy>, group: Option<&TokenPolicy>) -> EffectivePolicy {
-    let field = |get: fn(&TokenPolicy) -> Option<&String>| {
+    let field = |get: Getter| {
         (
             parsed(organization.and_then(get)),
             parsed(group.and_then(get)),
@@ -72,6 +72,42 @@ pub fn combine(organization: Option<&TokenPolicy>, group: Option<&TokenPolicy>) 
         },
         idle_timeout: shorter(org_idle, grp_idle),
     }
+}
+
+/// Reads one duration field of a policy.
+type Getter = fn(&TokenPolicy) -> Option<&String>;
+
+/// The fields of a group's policy that are looser than its organization's and so have no
+/// effect (a group can only tighten): reported in the Group's status.
+pub fn looser_fields(
+    organization: Option<&TokenPolicy>,
+    group: Option<&TokenPolicy>,
+) -> Vec<&'static str> {
+    let (Some(org), Some(grp)) = (organization, group) else {
+        return Vec::new();
+    };
+    let fields: [(&str, Getter, bool); 4] = [
+        ("maxLifetime", |p| p.max_lifetime.as_ref(), true),
+        ("defaultLifetime", |p| p.default_lifetime.as_ref(), true),
+        ("expiryWarning", |p| p.expiry_warning.as_ref(), false),
+        ("idleTimeout", |p| p.idle_timeout.as_ref(), true),
+    ];
+    fields
+        .into_iter()
+        .filter(
+            |(_, get, longer_is_looser)| match (parsed(get(org)), parsed(get(grp))) {
+                (Some(o), Some(g)) => {
+                    if *longer_is_looser {
+                        g > o
+                    } else {
+                        g < o
+                    }
+                }
+                _ => false,
+            },
+        )
+        .map(|(name, _, _)| name)
+        .collect()
 }
 
 /// The effective policy of a token with `spec`, from the scope objects it names (for a
@@ -172,6 +208,11 @@ mod tests {
             "the default never exceeds the max"
         );
         assert_eq!(p.expiry_warning, days(14));
+        assert_eq!(
+            looser_fields(Some(&org), Some(&looser)),
+            ["maxLifetime", "defaultLifetime", "expiryWarning"]
+        );
+        assert!(looser_fields(Some(&org), Some(&tighter)).is_empty());
     }
 
     #[test]

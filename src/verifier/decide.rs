@@ -9,7 +9,7 @@ use kube::{Resource, ResourceExt};
 use crate::{
     api::{AccessToken, Credential, Group, Organization, ScopeKind, TechnicalUser},
     domain::{
-        ACCESS_TOKEN_LABEL, MANAGED_BY_LABEL, MANAGER, expiry,
+        ACCESS_TOKEN_LABEL, MANAGED_BY_LABEL, MANAGER, policy,
         scope::{resolve_scope, suspension},
         username,
     },
@@ -195,8 +195,10 @@ pub fn check_state(
         return Err(Denial::Revoked);
     }
     // The spec may have moved the expiry earlier than the TechnicalUser shows yet.
-    match expiry::of_token(&token, now) {
-        Ok(at) if now < at => {}
+    // So may a tightened scope policy (its maxLifetime caps the expiry at once).
+    let policy = policy::of_scope(&token.spec, &organization, &group);
+    match policy::token_expiry(&token, &policy, now) {
+        Ok(at) if now < at.expires_at => {}
         _ => return Err(Denial::Expired),
     }
     let resolved = resolve_scope(&namespace, &token.spec, &organization, &group)
@@ -427,6 +429,18 @@ mod tests {
         let mut w = world(true);
         w.group.spec.organization = "gone".into();
         assert_eq!(check(&w), Err(Denial::ScopeInvalid));
+
+        let mut w = world(true);
+        w.group.spec.token_policy = Some(crate::api::TokenPolicy {
+            max_lifetime: Some("1m".into()),
+            ..Default::default()
+        });
+        w.token.metadata.creation_timestamp = Some(Time(w.now - SignedDuration::from_mins(1)));
+        assert_eq!(
+            check(&w),
+            Err(Denial::Expired),
+            "a tightened policy caps the expiry at once"
+        );
 
         let mut w = world(true);
         w.group.spec.suspended = true;
