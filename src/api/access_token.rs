@@ -33,6 +33,7 @@ use super::{Role, conditions::conditions_schema};
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     printcolumn(name = "Token ID", type_ = "string", json_path = ".status.tokenId", priority = "1"),
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = "1"),
+    printcolumn(name = "Next Renewal", type_ = "string", json_path = ".status.renewalTime", priority = "1"),
     validation = Rule::new(
         "has(oldSelf.spec.secretName) ? (has(self.spec.secretName) && self.spec.secretName == oldSelf.spec.secretName) : (!has(self.spec.secretName) || self.spec.secretName == self.metadata.name)"
     ).message("spec.secretName is immutable once set (it defaults to metadata.name)").reason(Reason::FieldValueInvalid)
@@ -42,7 +43,8 @@ use super::{Role, conditions::conditions_schema};
     validation = Rule::new("has(self.organization) != has(self.group)").message("exactly one of spec.organization or spec.group must be set").reason(Reason::FieldValueInvalid),
     validation = Rule::new("!(has(self.expiresAt) && has(self.lifetime))").message("spec.expiresAt and spec.lifetime are mutually exclusive: set one of them").reason(Reason::FieldValueForbidden),
     validation = Rule::new("has(self.organization) == has(oldSelf.organization) && (!has(self.organization) || self.organization == oldSelf.organization)").message("spec.organization is immutable: create a new AccessToken for another scope").reason(Reason::FieldValueInvalid),
-    validation = Rule::new("has(self.group) == has(oldSelf.group) && (!has(self.group) || self.group == oldSelf.group)").message("spec.group is immutable: create a new AccessToken for another scope").reason(Reason::FieldValueInvalid)
+    validation = Rule::new("has(self.group) == has(oldSelf.group) && (!has(self.group) || self.group == oldSelf.group)").message("spec.group is immutable: create a new AccessToken for another scope").reason(Reason::FieldValueInvalid),
+    validation = Rule::new(renew_before_within_lifetime()).message("spec.rotation.renewBefore needs spec.lifetime, and must be shorter than it").reason(Reason::FieldValueInvalid)
 )]
 pub struct AccessTokenSpec {
     /// Organization this token is scoped to. Exactly one of organization or group; immutable. The token's namespace must be listed in the Organization's spec.tokenNamespaces.
@@ -79,6 +81,37 @@ pub struct AccessTokenSpec {
     /// Labels and annotations copied onto the Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_template: Option<SecretTemplate>,
+    /// Rotation: a new token into the same Secret, the previous one kept working for an overlap. Manual (rotation.trigger) or automatic (rotation.renewBefore, with lifetime).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<Rotation>,
+}
+
+fn renew_before_within_lifetime() -> String {
+    format!(
+        "!has(self.rotation) || !has(self.rotation.renewBefore) || (has(self.lifetime) && {} < {})",
+        super::cel_seconds("rotation.renewBefore"),
+        super::cel_seconds("lifetime")
+    )
+}
+
+/// How the token is rotated. A rotation mints a new token into the same Secret and keeps the TechnicalUser; the previous token keeps working until rotation.overlap has passed. Nothing else about the token changes (with lifetime, the new token's life counts from the rotation).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Rotation {
+    /// Any change of this value rotates the token now (for example a date, 2026-11-28-1): the GitOps way to ask for a rotation. The first value seen at issue rotates nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    pub trigger: Option<String>,
+    /// Rotate automatically when less than this is left before the expiry, e.g. 7d. Needs spec.lifetime, and must be shorter than it. status.renewalTime shows when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(super::DURATION_RULE).message("spec.rotation.renewBefore must be a whole number followed by m, h, d or w, for example 7d").reason(Reason::FieldValueInvalid))]
+    #[schemars(length(max = 7))]
+    pub renew_before: Option<String>,
+    /// How long the previous token keeps working after a rotation, e.g. 1h (the default). It is never accepted after that, even if the operator is down (the verifier checks on its own clock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(super::DURATION_RULE).message("spec.rotation.overlap must be a whole number followed by m, h, d or w, for example 1h").reason(Reason::FieldValueInvalid))]
+    #[schemars(length(max = 7))]
+    pub overlap: Option<String>,
 }
 
 /// Extra metadata for the token's Secret. Validated by the API server: a key or value the
@@ -200,6 +233,21 @@ pub struct AccessTokenStatus {
     /// The token id for which the TokenExpiringSoon Warning Event was published: one Event per issued token, not one per reconcile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expiry_warned_token_id: Option<String>,
+    /// When the token was last rotated; with spec.lifetime, the current token's life counts from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotated_at: Option<Time>,
+    /// The token replaced by the last rotation, while it still works.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_token_id: Option<String>,
+    /// When the previous token stops working (the end of the overlap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_valid_until: Option<Time>,
+    /// When the next automatic rotation is due (spec.rotation.renewBefore before the expiry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewal_time: Option<Time>,
+    /// The spec.rotation.trigger value last acted on; a different value in the spec rotates the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation_trigger: Option<String>,
     /// The metadata.generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

@@ -77,6 +77,8 @@ pub enum Reason {
     TokenExpiringSoon,
     /// The token's expiry is further away than the warning period (ExpiringSoon=False).
     ExpiryNotNear,
+    /// A rotation wrote a new token into the Secret; the previous one works until the overlap ends.
+    TokenRotated,
 }
 
 impl Reason {
@@ -107,6 +109,7 @@ impl Reason {
             Self::TokenExpiryShortened => "TokenExpiryShortened",
             Self::TokenExpiringSoon => "TokenExpiringSoon",
             Self::ExpiryNotNear => "ExpiryNotNear",
+            Self::TokenRotated => "TokenRotated",
         }
     }
 }

@@ -6,7 +6,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::conditions::conditions_schema;
+use super::{DURATION_RULE, cel_seconds, conditions::conditions_schema};
 
 /// Desired state of an Organization.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -127,14 +127,6 @@ pub struct GroupSpec {
     pub token_policy: Option<TokenPolicy>,
 }
 
-/// A duration field of a token policy in CEL: its length in seconds. The schema has already
-/// checked the format (a number of at most six digits and a unit), so this cannot overflow.
-fn cel_seconds(field: &str) -> String {
-    format!(
-        "int(self.{field}.substring(0, size(self.{field}) - 1)) * (self.{field}.endsWith('m') ? 60 : self.{field}.endsWith('h') ? 3600 : self.{field}.endsWith('d') ? 86400 : 604800)"
-    )
-}
-
 fn default_within_max() -> String {
     format!(
         "!has(self.maxLifetime) || !has(self.defaultLifetime) || {} <= {}",
@@ -169,9 +161,6 @@ pub struct TokenPolicy {
     #[schemars(length(max = 7))]
     pub idle_timeout: Option<String>,
 }
-
-/// The format of every duration in a token policy (and of AccessToken spec.lifetime).
-const DURATION_RULE: &str = "self.matches('^[1-9][0-9]{0,5}[mhdw]$')";
 
 /// Observed state of an Organization or Group.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]

@@ -27,6 +27,7 @@ use super::{
     build::{self, FINALIZER, MANAGER, Outcome, keys},
     crash_point,
     plan::{self, Decision, Refusal, SecretSeen, UserSeen, Wait, World},
+    rotation,
 };
 use crate::{
     Error, Result,
@@ -35,7 +36,7 @@ use crate::{
         Reason, TechnicalUser,
     },
     domain::{
-        expiry::InvalidLifetime,
+        expiry::{self, InvalidLifetime},
         policy::{self, PolicyExpiry},
         scope::{ResolvedScope, ScopeProblem, resolve_scope, suspension},
     },
@@ -157,6 +158,9 @@ struct ScopeFacts {
     shortened: Option<(Timestamp, Timestamp)>,
     /// The policy that applies to the token.
     policy: policy::EffectivePolicy,
+    /// A rotation finished (the Secret moved on) whose status was never written: its trigger
+    /// counts as acted on.
+    recovered_rotation: bool,
 }
 
 /// The expiry to issue or keep: a token never issued that asks for more than the policy
@@ -248,10 +252,20 @@ impl AccessToken {
                 secret,
                 credential,
             } => {
+                // Current, so not retired (a rotation that crashed before its Secret write
+                // did not happen).
                 let credential = Credential {
                     not_after: Time(expires_at),
+                    retired_at: None,
                     ..credential
                 };
+                if let Some(cause) = self.rotation_due(&facts, expires_at) {
+                    let current = (token, *secret, credential);
+                    let rotating = (&scope, &facts, cause);
+                    return self
+                        .rotate_and_settle(ctx, &children, rotating, current, applied)
+                        .await;
+                }
                 let issued = (token, Some(*secret), credential);
                 self.settle(ctx, &children, &scope, &facts, expires_at, issued, applied)
                     .await
@@ -304,7 +318,8 @@ impl AccessToken {
         );
         let status = self.status.clone().unwrap_or_default();
         let policy = policy::of_scope(&self.spec, organization, group);
-        let expiry = policy::token_expiry(self, &policy, Timestamp::now());
+        let (born, recovered_rotation) = self.born(&status, &user, &secret);
+        let expiry = policy::token_expiry_from(self, &policy, born);
         let facts = ScopeFacts {
             suspension: suspension(&self.spec, organization, group),
             shortened: expiry
@@ -312,6 +327,7 @@ impl AccessToken {
                 .ok()
                 .and_then(|e| shortened(&self.spec, &status, *e)),
             policy,
+            recovered_rotation,
         };
         let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
         let expiry = expiry.and_then(|e| within_policy(&status, e));
@@ -326,6 +342,29 @@ impl AccessToken {
             secret,
         };
         Ok((world, facts))
+    }
+
+    /// When the token in the Secret was born: its last rotation (from status, or recovered
+    /// from the TechnicalUser after a crash that lost the status write) or its creation; and
+    /// whether it was recovered.
+    fn born(
+        &self,
+        status: &AccessTokenStatus,
+        user: &UserSeen,
+        secret: &SecretSeen,
+    ) -> (Timestamp, bool) {
+        let reported = status.rotated_at.as_ref().map(|t| t.0);
+        let recovered = match (user, secret) {
+            (UserSeen::Ours(user), SecretSeen::Holding { token, .. }) => {
+                rotation::rotated_at(&user.spec.credentials, token.id().as_str())
+            }
+            _ => None,
+        };
+        let newer = recovered.filter(|r| reported.is_none_or(|at| *r > at));
+        let born = newer
+            .or(reported)
+            .unwrap_or_else(|| expiry::created(self, Timestamp::now()));
+        (born, newer.is_some())
     }
 
     async fn inspect_secret(&self, ctx: &Context, secret: Secret, user: &UserSeen) -> SecretSeen {
@@ -398,8 +437,11 @@ impl AccessToken {
             Minted::Written(token, secret, credential) => {
                 let secret_name = build::secret_name(self);
                 self.announce_mint(ctx, &token, &secret_name, why).await;
+                // The pre-mint TechnicalUser is not what is applied now, and its previous
+                // credentials went with the mint (the Secret lost its token).
+                drop(applied);
                 let issued = (token, Some(*secret), credential);
-                self.settle(ctx, children, scope, facts, expires_at, issued, applied)
+                self.settle(ctx, children, scope, facts, expires_at, issued, None)
                     .await
             }
             Minted::SecretWriteFailed(error) => {
@@ -434,7 +476,14 @@ impl AccessToken {
             Timestamp::now(),
         );
         let disabled = hold.is_some();
-        let desired = build::technical_user(self, scope, disabled, expires_at, vec![credential]);
+        let now = Timestamp::now();
+        let previous = applied
+            .as_ref()
+            .map(|u| rotation::previous(&u.spec.credentials, &credential.id, now))
+            .unwrap_or_default();
+        let mut credentials = previous.clone();
+        credentials.push(credential);
+        let desired = build::technical_user(self, scope, disabled, expires_at, credentials.clone());
         if applied
             .as_ref()
             .map(|u| (&u.spec, &u.metadata.owner_references, &u.metadata.labels))
@@ -474,20 +523,157 @@ impl AccessToken {
                 .and_then(|s| s.expiry_warned_token_id.as_deref()),
             Timestamp::now(),
         );
+        let rotated =
+            self.rotation_status(&credentials, &previous, token.id().as_str(), expires_at);
         self.write_status_with(ctx, &settled.outcome, |status| {
             expiring_soon(
                 status,
                 &warning,
                 token.id().as_str(),
                 self.meta().generation,
-            )
+            );
+            rotated.apply(status);
         })
         .await?;
         self.announce_expiring_soon(ctx, &warning).await;
-        let requeue = warning.turns_true_in.map_or(settled.requeue, |wait| {
-            settled.requeue.min(wait + Duration::from_millis(100))
-        });
+        let wake_ups = [
+            warning.turns_true_in,
+            rotated.renewal_time.and_then(|at| until(at, now)),
+            rotation::next_overlap_end(&previous).and_then(|at| until(at, now)),
+        ];
+        let requeue = wake_ups
+            .into_iter()
+            .flatten()
+            .map(|wait| wait + Duration::from_millis(100))
+            .fold(settled.requeue, Duration::min);
         Ok(Action::requeue(requeue))
+    }
+
+    /// Whether a rotation is due for the token in place, expiring at `expires_at`.
+    fn rotation_due(&self, facts: &ScopeFacts, expires_at: Timestamp) -> Option<rotation::Cause> {
+        let spec = self.spec.rotation.as_ref()?;
+        let acted_on = self
+            .status
+            .as_ref()
+            .and_then(|s| s.rotation_trigger.as_deref());
+        let renewal = rotation::renewal_time(expires_at, spec.renew_before.as_deref());
+        let now = Timestamp::now();
+        let recovered = facts.recovered_rotation;
+        rotation::due(
+            spec.trigger.as_deref(),
+            acted_on,
+            recovered,
+            renewal,
+            expires_at,
+            now,
+        )
+    }
+
+    /// The rotation fields of the status, for the credentials applied (`previous` and then the
+    /// current one, `token_id`).
+    fn rotation_status(
+        &self,
+        credentials: &[Credential],
+        previous: &[Credential],
+        token_id: &str,
+        expires_at: Timestamp,
+    ) -> RotationStatus {
+        let spec = self.spec.rotation.as_ref();
+        let reported = self
+            .status
+            .as_ref()
+            .and_then(|s| s.rotated_at.as_ref())
+            .map(|t| t.0);
+        RotationStatus {
+            rotated_at: rotation::rotated_at(credentials, token_id).max(reported),
+            previous: previous.first().map(|c| (c.id.clone(), c.not_after.0)),
+            renewal_time: spec
+                .and_then(|r| rotation::renewal_time(expires_at, r.renew_before.as_deref())),
+            trigger: spec.and_then(|r| r.trigger.clone()),
+        }
+    }
+
+    /// Rotates the token in place: stages the new credential beside the current one, which
+    /// is retired (bounded by the overlap) in the same TechnicalUser write; then writes the new
+    /// token into the Secret at the resourceVersion read; then settles on the new token. A
+    /// crash after the first step leaves the Secret's token current and drops the staged
+    /// credential (nobody holds it); after the second, the TechnicalUser's retired credential
+    /// says a rotation happened, and when.
+    async fn rotate_and_settle(
+        &self,
+        ctx: &Context,
+        children: &Children,
+        (scope, facts, cause): (&ResolvedScope, &ScopeFacts, rotation::Cause),
+        (old, secret, current): (Token, Secret, Credential),
+        applied: Option<Box<TechnicalUser>>,
+    ) -> Result<Action> {
+        let now = Timestamp::now();
+        let expires_at = policy::token_expiry_from(self, &facts.policy, now)
+            .map(|e| e.expires_at)
+            .unwrap_or(current.not_after.0);
+        let value = Token::try_generate().map_err(|_| Error::Randomness)?;
+        let hash = ctx.hasher.hash(&value).await?;
+        let new = credential(&value, hash, expires_at);
+        let overlap = rotation::overlap(
+            self.spec
+                .rotation
+                .as_ref()
+                .and_then(|r| r.overlap.as_deref()),
+        );
+        let existing = applied.map(|u| u.spec.credentials).unwrap_or_default();
+        let credentials = rotation::staged(&existing, &current, new.clone(), overlap, now);
+        let until = credentials
+            .iter()
+            .find(|c| c.id == current.id)
+            .map(|c| c.not_after.0);
+        let disabled = self.hold(facts).is_some();
+        let staged = build::technical_user(self, scope, disabled, expires_at, credentials);
+        apply_user(&children.users, &staged, self).await?;
+        crash_point::reached("rotation-staged");
+
+        let data = build::secret_data(self, scope, &value, expires_at);
+        let updated = build::updated_secret(self, &secret, data).unwrap_or(secret);
+        let name = build::secret_name(self);
+        let written = children
+            .secrets
+            .replace(&name, &PostParams::default(), &updated)
+            .await
+            .map_err(redacted)
+            .at(Step::WriteSecret)?;
+        crash_point::reached("rotation-secret-written");
+        if let (Some(uid), Some(version)) = (written.uid(), written.resource_version()) {
+            ctx.verified_secrets
+                .lock()
+                .expect("lock")
+                .insert(uid, version);
+        }
+        let until = until.map_or_else(|| "now".to_string(), |t| t.to_string());
+        info!(token_id = %value.id(), previous = %old.id(), cause = cause.describe(), "token rotated");
+        let note = format!(
+            "Rotated: token {} replaces {} because {}; the previous token keeps working until {until}",
+            value.id(),
+            old.id(),
+            cause.describe()
+        );
+        ctx.publish(
+            self,
+            EventType::Normal,
+            Reason::TokenRotated,
+            "Rotate",
+            note,
+        )
+        .await;
+        let issued = (value, Some(written), new);
+        self.settle(
+            ctx,
+            children,
+            scope,
+            facts,
+            expires_at,
+            issued,
+            Some(Box::new(staged)),
+        )
+        .await
     }
 
     /// The one TokenExpiringSoon Warning Event of an issued token (after the status recording
@@ -570,7 +756,13 @@ impl AccessToken {
         value: &Token,
         credentials: &[Credential],
     ) -> Option<Credential> {
-        let existing = credentials.iter().find(|c| c.id == value.id().as_str())?;
+        // A retired credential (a previous token) is current again only while the status
+        // still reports it: a rotation that crashed before its Secret write. Otherwise a Secret
+        // put back to a previous token counts as tampered, and gets a fresh token.
+        let reported = self.status.as_ref().and_then(|s| s.token_id.as_deref());
+        let existing = credentials.iter().find(|c| {
+            c.id == value.id().as_str() && (c.retired_at.is_none() || reported == Some(&c.id))
+        })?;
         let (uid, version) = (
             secret.uid().unwrap_or_default(),
             secret.resource_version().unwrap_or_default(),
@@ -822,6 +1014,30 @@ impl AccessToken {
     }
 }
 
+/// How long from `now` until `at`, if it is ahead.
+fn until(at: Timestamp, now: Timestamp) -> Option<Duration> {
+    Duration::try_from(at.duration_since(now)).ok()
+}
+
+/// The rotation fields of an AccessToken's status.
+struct RotationStatus {
+    rotated_at: Option<Timestamp>,
+    /// The previous token's id and the end of its overlap, while it works.
+    previous: Option<(String, Timestamp)>,
+    renewal_time: Option<Timestamp>,
+    trigger: Option<String>,
+}
+
+impl RotationStatus {
+    fn apply(&self, status: &mut AccessTokenStatus) {
+        status.rotated_at = self.rotated_at.map(Time);
+        status.previous_token_id = self.previous.as_ref().map(|(id, _)| id.clone());
+        status.previous_valid_until = self.previous.as_ref().map(|(_, until)| Time(*until));
+        status.renewal_time = self.renewal_time.map(Time);
+        status.rotation_trigger = self.trigger.clone();
+    }
+}
+
 /// Sets the ExpiringSoon condition, and records the token warned about once the Event is due.
 fn expiring_soon(
     status: &mut AccessTokenStatus,
@@ -876,6 +1092,7 @@ fn credential(value: &Token, hash: String, expires_at: Timestamp) -> Credential 
         id: value.id().to_string(),
         hash,
         not_after: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(expires_at),
+        retired_at: None,
     }
 }
 

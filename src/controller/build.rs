@@ -317,6 +317,11 @@ pub fn status(token: &AccessToken, outcome: &Outcome, now: Timestamp) -> AccessT
         // Owned by the verifier's field manager; the controller's apply must not claim it.
         last_used_at: None,
         expiry_warned_token_id: previous.expiry_warned_token_id,
+        rotated_at: previous.rotated_at,
+        previous_token_id: previous.previous_token_id,
+        previous_valid_until: previous.previous_valid_until,
+        renewal_time: previous.renewal_time,
+        rotation_trigger: previous.rotation_trigger,
         observed_generation: generation,
         conditions,
     }

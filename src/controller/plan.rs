@@ -444,6 +444,7 @@ mod tests {
             id: id.into(),
             hash: "$argon2id$...".into(),
             not_after: Time(now()),
+            retired_at: None,
         }
     }
 

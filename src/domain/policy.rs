@@ -138,15 +138,27 @@ pub struct PolicyExpiry {
     pub capped_from: Option<Timestamp>,
 }
 
-/// The expiry of a token under `policy`: `expiresAt`, else creation plus `lifetime`, else
-/// creation plus the policy's default lifetime; never later than creation plus
-/// `maxLifetime`.
+/// The expiry of a token under `policy`, its life counted from its last rotation
+/// (`status.rotatedAt`) or else its creation: see [`token_expiry_from`].
 pub fn token_expiry(
     token: &AccessToken,
     policy: &EffectivePolicy,
     now: Timestamp,
 ) -> Result<PolicyExpiry, InvalidLifetime> {
-    let created = super::expiry::created(token, now);
+    let rotated = token.status.as_ref().and_then(|s| s.rotated_at.as_ref());
+    let born = rotated.map_or_else(|| super::expiry::created(token, now), |t| t.0);
+    token_expiry_from(token, policy, born)
+}
+
+/// The expiry of a token born (created or last rotated) at `born` under `policy`:
+/// `expiresAt`, else `born` plus `lifetime`, else `born` plus the policy's default lifetime;
+/// never later than `born` plus `maxLifetime`.
+pub fn token_expiry_from(
+    token: &AccessToken,
+    policy: &EffectivePolicy,
+    born: Timestamp,
+) -> Result<PolicyExpiry, InvalidLifetime> {
+    let created = born;
     let asked = match (&token.spec.expires_at, &token.spec.lifetime) {
         (None, None) => created
             .checked_add(policy.default_lifetime)

@@ -306,6 +306,7 @@ mod tests {
                     id: "abc".into(),
                     hash: String::new(),
                     not_after: later,
+                    retired_at: None,
                 }],
             },
         );
@@ -535,6 +536,7 @@ mod tests {
             id: "abc".into(),
             hash: hash.into(),
             not_after: Time(Timestamp::UNIX_EPOCH),
+            retired_at: None,
         };
         let salt_and_hash = "c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaA";
         let old = format!("$argon2id$v=19$m=19456,t=2,p=1${salt_and_hash}");

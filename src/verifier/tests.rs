@@ -64,6 +64,7 @@ fn technical_user(token: &AccessToken, credentials: &[(&str, &Token)]) -> Techni
             id: id.to_string(),
             hash: hash_token(value, &FAST).unwrap(),
             not_after: Time(later),
+            retired_at: None,
         })
         .collect();
     let mut user = build::technical_user(token, &resolved, false, later, credentials);

@@ -397,3 +397,266 @@ async fn expiring_soon_turns_true_on_time_without_any_change() {
     }
     tenant.wait_for_event("t", "TokenExpiringSoon").await;
 }
+
+/// Polls `check` for up to `seconds` (for waits on durations longer than the usual deadline:
+/// the shortest overlap or renewal the API allows is a minute).
+async fn within_seconds<T, Fut>(seconds: u64, what: &str, mut check: impl FnMut() -> Fut) -> T
+where
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {seconds}s waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
+/// Waits until the Secret `name` holds a token other than `old`, and returns it.
+async fn wait_for_new_token(tenant: &Tenant, name: &str, old: &Token, seconds: u64) -> Token {
+    within_seconds(seconds, "a new token in the Secret", || async {
+        let secret = tenant.secrets().get(name).await.ok()?;
+        let value = Token::parse(&crate::fixtures::secret_text(&secret, "token")).ok()?;
+        (value.id() != old.id()).then_some(value)
+    })
+    .await
+}
+
+/// The uid of the TechnicalUser `t`.
+async fn user_uid(tenant: &Tenant) -> Option<String> {
+    tenant.users().get("t").await.unwrap().metadata.uid
+}
+
+/// The TechnicalUser's credentials.
+async fn credentials(tenant: &Tenant, name: &str) -> Vec<access_token_operator::api::Credential> {
+    tenant.users().get(name).await.unwrap().spec.credentials
+}
+
+#[tokio::test]
+async fn a_manual_rotation_keeps_the_previous_token_working_for_the_overlap_and_not_after() {
+    use crate::{harness::VerifierProcess, verifier::whoami};
+    let tenant = Tenant::new("rotate").await;
+    let _operator = Operator::start(&tenant.namespace).await;
+    let _verifier = VerifierProcess::start(&tenant.namespace).await;
+    let spec = json!({"organization": tenant.organization, "lifetime": "1h",
+        "rotation": {"trigger": "2026-11-28-1", "overlap": "1m"}});
+    let old = tenant.issue("t", spec).await;
+    eventually("the first token to authenticate at kube-apiserver", || {
+        whoami(old.expose_secret())
+    })
+    .await;
+    let status = tenant.tokens().get("t").await.unwrap().status.unwrap();
+    assert_eq!(
+        status.rotation_trigger.as_deref(),
+        Some("2026-11-28-1"),
+        "the first value rotates nothing"
+    );
+    assert_eq!(status.rotated_at, None);
+
+    let uid_before = user_uid(&tenant).await;
+    tenant
+        .patch_spec("t", json!({"rotation": {"trigger": "2026-11-28-2"}}))
+        .await;
+    let new = wait_for_new_token(&tenant, "t", &old, 60).await;
+    let token = eventually("the rotation in status", || async {
+        let token = tenant.tokens().get("t").await.ok()?;
+        let status = token.status.as_ref()?;
+        (status.token_id.as_deref() == Some(new.id().as_str())
+            && status.previous_token_id.as_deref() == Some(old.id().as_str()))
+        .then_some(token)
+    })
+    .await;
+    let status = token.status.unwrap();
+    let until = status
+        .previous_valid_until
+        .expect("the end of the overlap")
+        .0;
+    let rotated = status.rotated_at.expect("rotatedAt").0;
+    assert_eq!(
+        until,
+        rotated + k8s_openapi::jiff::SignedDuration::from_mins(1)
+    );
+    assert_eq!(
+        status.expires_at.unwrap().0,
+        rotated + k8s_openapi::jiff::SignedDuration::from_hours(1),
+        "the lifetime counts from the rotation"
+    );
+    assert_eq!(
+        user_uid(&tenant).await,
+        uid_before,
+        "the TechnicalUser is kept"
+    );
+    tenant.wait_for_event("t", "TokenRotated").await;
+
+    // Both work at kube-apiserver during the overlap.
+    let info = eventually("the new token to authenticate", || {
+        whoami(new.expose_secret())
+    })
+    .await;
+    assert_eq!(
+        info["username"],
+        format!("accesstoken:{}:t", tenant.namespace)
+    );
+    assert!(
+        whoami(old.expose_secret()).await.is_some(),
+        "the previous token works during the overlap"
+    );
+
+    // Not after: denied from the end of the overlap, and its credential removed.
+    within_seconds(150, "the previous token to be refused", || async {
+        whoami(old.expose_secret()).await.is_none().then_some(())
+    })
+    .await;
+    assert!(
+        k8s_openapi::jiff::Timestamp::now() >= until,
+        "the previous token never stops working before its overlap ends"
+    );
+    assert!(
+        whoami(new.expose_secret()).await.is_some(),
+        "the new token keeps working"
+    );
+    eventually("the previous credential to be removed", || async {
+        let creds = credentials(&tenant, "t").await;
+        let status = tenant.tokens().get("t").await.ok()?.status?;
+        (creds.len() == 1 && creds[0].id == new.id().as_str() && status.previous_token_id.is_none())
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_automatic_rotation_happens_at_renew_before() {
+    let tenant = Tenant::new("renew").await;
+    let _operator = Operator::start(&tenant.namespace).await;
+    // Renewal 1 minute after creation: 2 of a 3-minute life left.
+    let spec = json!({"organization": tenant.organization, "lifetime": "3m",
+        "rotation": {"renewBefore": "2m", "overlap": "1m"}});
+    let old = tenant.issue("t", spec).await;
+    let token = tenant.tokens().get("t").await.unwrap();
+    let created = token.metadata.creation_timestamp.unwrap().0;
+    let status = token.status.unwrap();
+    assert_eq!(
+        status.renewal_time.expect("renewalTime").0,
+        created + k8s_openapi::jiff::SignedDuration::from_mins(1)
+    );
+    let new = wait_for_new_token(&tenant, "t", &old, 150).await;
+    let status = eventually("the rotation in status", || async {
+        let status = tenant.tokens().get("t").await.ok()?.status?;
+        (status.token_id.as_deref() == Some(new.id().as_str())).then_some(status)
+    })
+    .await;
+    let rotated = status.rotated_at.expect("rotatedAt").0;
+    assert!(
+        rotated >= created + k8s_openapi::jiff::SignedDuration::from_mins(1),
+        "not before renewalTime"
+    );
+    assert_eq!(
+        status.expires_at.unwrap().0,
+        rotated + k8s_openapi::jiff::SignedDuration::from_mins(3)
+    );
+    assert_eq!(
+        status.renewal_time.unwrap().0,
+        rotated + k8s_openapi::jiff::SignedDuration::from_mins(1),
+        "the next renewal follows the new expiry"
+    );
+    assert_eq!(status.previous_token_id.as_deref(), Some(old.id().as_str()));
+    tenant.wait_for_event("t", "TokenRotated").await;
+}
+
+#[tokio::test]
+async fn a_crash_at_each_step_of_a_rotation_leaves_one_new_token_that_works() {
+    use access_token_operator::token::verify_token;
+    for point in ["rotation-staged", "rotation-secret-written"] {
+        let tenant = Tenant::new("rotcrash").await;
+        let mut operator = Operator::start(&tenant.namespace).await;
+        let verifier =
+            LoopbackVerifier::start(&tenant.namespace, &operator_kubeconfig().await, &[]);
+        let spec = json!({"organization": tenant.organization, "lifetime": "1h",
+            "rotation": {"trigger": "a", "overlap": "5m"}});
+        let old = tenant.issue("t", spec).await;
+        operator.kill().await;
+        let mut crashing = Operator::start_crashing_at(&tenant.namespace, point).await;
+        tenant
+            .patch_spec("t", json!({"rotation": {"trigger": "b"}}))
+            .await;
+        assert!(
+            crashing.wait_for_crash().await,
+            "{point}: the operator aborted there"
+        );
+        let after_crash = tenant.token_in_secret("t").await;
+        let staged: Vec<_> = credentials(&tenant, "t").await;
+        match point {
+            "rotation-staged" => {
+                assert_eq!(
+                    after_crash.id(),
+                    old.id(),
+                    "{point}: the Secret was not written"
+                );
+                assert_eq!(staged.len(), 2, "{point}: the new credential was staged");
+            }
+            _ => assert_ne!(
+                after_crash.id(),
+                old.id(),
+                "{point}: the Secret holds the new token"
+            ),
+        }
+
+        crashing.start_again().await;
+        let status = eventually("the rotation to be recorded", || async {
+            let status = tenant.tokens().get("t").await.ok()?.status?;
+            (status.rotation_trigger.as_deref() == Some("b")).then_some(status)
+        })
+        .await;
+        let value = tenant.token_in_secret("t").await;
+        assert_eq!(
+            status.token_id.as_deref(),
+            Some(value.id().as_str()),
+            "{point}"
+        );
+        if point != "rotation-staged" {
+            assert_eq!(
+                value.id(),
+                after_crash.id(),
+                "{point}: a written token is never rotated again"
+            );
+        }
+        let creds = eventually("the TechnicalUser to settle", || async {
+            let creds = credentials(&tenant, "t").await;
+            (creds.len() == 2).then_some(creds)
+        })
+        .await;
+        let current: Vec<_> = creds.iter().filter(|c| c.retired_at.is_none()).collect();
+        assert_eq!(
+            current.len(),
+            1,
+            "{point}: one current credential, never two new tokens"
+        );
+        assert_eq!(current[0].id, value.id().as_str(), "{point}");
+        assert!(
+            verify_token(&value, &current[0].hash),
+            "{point}: the Secret's token authenticates"
+        );
+        let previous = creds
+            .iter()
+            .find(|c| c.retired_at.is_some())
+            .expect("the previous one");
+        assert_eq!(previous.id, old.id().as_str(), "{point}");
+        let retired = previous.retired_at.as_ref().unwrap().0;
+        assert!(
+            previous.not_after.0 <= retired + k8s_openapi::jiff::SignedDuration::from_mins(5),
+            "{point}: the previous token never outlives its overlap"
+        );
+        assert_eq!(
+            status.previous_token_id.as_deref(),
+            Some(old.id().as_str()),
+            "{point}"
+        );
+        wait_for_verdict(&verifier, &value, true).await;
+        wait_for_verdict(&verifier, &old, true).await;
+    }
+}
