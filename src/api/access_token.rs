@@ -81,6 +81,10 @@ pub struct AccessTokenSpec {
     /// Labels and annotations copied onto the Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_template: Option<SecretTemplate>,
+    /// Any change of this value reactivates a token suspended for being idle (phase Suspended, reason TokenIdle) and restarts its idle clock: the one spec change a GitOps repository carries to bring an idle token back, e.g. the date (2026-11-28). The operator never writes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    pub reactivate: Option<String>,
     /// Rotation: a new token into the same Secret, the previous one kept working for an overlap. Manual (rotation.trigger) or automatic (rotation.renewBefore, with lifetime).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotation: Option<Rotation>,
@@ -112,6 +116,32 @@ pub struct Rotation {
     #[x_kube(validation = Rule::new(super::DURATION_RULE).message("spec.rotation.overlap must be a whole number followed by m, h, d or w, for example 1h").reason(Reason::FieldValueInvalid))]
     #[schemars(length(max = 7))]
     pub overlap: Option<String>,
+    /// Workloads in this namespace that read the Secret, restarted the way kubectl rollout restart does it (a pod template annotation) once the Secret holds the new token. The previous token is removed as soon as all of them have rolled out, and at the latest when the overlap ends. A missing or stuck target is reported (condition TargetsRolledOut, Warning Event), never waited on past the overlap.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub restart_targets: Vec<RestartTarget>,
+}
+
+/// A workload restarted after a rotation.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RestartTarget {
+    /// Deployment, StatefulSet or DaemonSet.
+    pub kind: RestartKind,
+    /// Its name, in the AccessToken's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// The kinds of workload a rotation can restart.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RestartKind {
+    /// apps/v1 Deployment.
+    Deployment,
+    /// apps/v1 StatefulSet.
+    StatefulSet,
+    /// apps/v1 DaemonSet.
+    DaemonSet,
 }
 
 /// Extra metadata for the token's Secret. Validated by the API server: a key or value the
@@ -245,6 +275,15 @@ pub struct AccessTokenStatus {
     /// When the next automatic rotation is due (spec.rotation.renewBefore before the expiry).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub renewal_time: Option<Time>,
+    /// The spec.reactivate value last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reactivated_for: Option<String>,
+    /// When spec.reactivate last changed: the idle clock counts from the latest of this, the last use and the issue or rotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reactivated_at: Option<Time>,
+    /// The token id the restart targets were last restarted for (after the rotation that issued it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarted_for: Option<String>,
     /// The spec.rotation.trigger value last acted on; a different value in the spec rotates the token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotation_trigger: Option<String>,

@@ -12,6 +12,8 @@ pub enum ConditionType {
     Stalled,
     /// AccessTokens only: True within the scope's `tokenPolicy.expiryWarning` (default 7 days) of the expiry.
     ExpiringSoon,
+    /// AccessTokens with `spec.rotation.restartTargets`, after a rotation: True once every target rolled out onto the new token.
+    TargetsRolledOut,
 }
 
 impl ConditionType {
@@ -21,6 +23,7 @@ impl ConditionType {
             Self::Ready => "Ready",
             Self::Stalled => "Stalled",
             Self::ExpiringSoon => "ExpiringSoon",
+            Self::TargetsRolledOut => "TargetsRolledOut",
         }
     }
 }
@@ -79,6 +82,16 @@ pub enum Reason {
     ExpiryNotNear,
     /// A rotation wrote a new token into the Secret; the previous one works until the overlap ends.
     TokenRotated,
+    /// Unused for the scope's `tokenPolicy.idleTimeout`: suspended until `spec.reactivate` changes.
+    TokenIdle,
+    /// Every restart target rolled out onto the new token; the previous token was removed.
+    RolloutComplete,
+    /// Restart targets are still rolling out.
+    RolloutInProgress,
+    /// A restart target does not exist.
+    RestartTargetMissing,
+    /// The overlap ended before every restart target finished its rollout.
+    RolloutStuck,
 }
 
 impl Reason {
@@ -110,6 +123,11 @@ impl Reason {
             Self::TokenExpiringSoon => "TokenExpiringSoon",
             Self::ExpiryNotNear => "ExpiryNotNear",
             Self::TokenRotated => "TokenRotated",
+            Self::TokenIdle => "TokenIdle",
+            Self::RolloutComplete => "RolloutComplete",
+            Self::RolloutInProgress => "RolloutInProgress",
+            Self::RestartTargetMissing => "RestartTargetMissing",
+            Self::RolloutStuck => "RolloutStuck",
         }
     }
 }

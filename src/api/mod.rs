@@ -10,7 +10,8 @@ mod scope;
 mod technical_user;
 
 pub use access_token::{
-    AccessToken, AccessTokenSpec, AccessTokenStatus, Phase, Rotation, SecretTemplate,
+    AccessToken, AccessTokenSpec, AccessTokenStatus, Phase, RestartKind, RestartTarget, Rotation,
+    SecretTemplate,
 };
 pub use conditions::{ConditionType, Reason};
 pub use scope::{

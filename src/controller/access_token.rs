@@ -27,7 +27,7 @@ use super::{
     build::{self, FINALIZER, MANAGER, Outcome, keys},
     crash_point,
     plan::{self, Decision, Refusal, SecretSeen, UserSeen, Wait, World},
-    rotation,
+    restart, rotation,
 };
 use crate::{
     Error, Result,
@@ -161,6 +161,10 @@ struct ScopeFacts {
     /// A rotation finished (the Secret moved on) whose status was never written: its trigger
     /// counts as acted on.
     recovered_rotation: bool,
+    /// When the token goes (or went) idle, if the policy has an idleTimeout.
+    idle_at: Option<Timestamp>,
+    /// When `spec.reactivate` last changed (now, if this reconcile sees a new value).
+    reactivated_at: Option<Timestamp>,
 }
 
 /// The expiry to issue or keep: a token never issued that asks for more than the policy
@@ -319,6 +323,7 @@ impl AccessToken {
         let status = self.status.clone().unwrap_or_default();
         let policy = policy::of_scope(&self.spec, organization, group);
         let (born, recovered_rotation) = self.born(&status, &user, &secret);
+        let reactivated_at = self.reactivated_at(&status);
         let expiry = policy::token_expiry_from(self, &policy, born);
         let facts = ScopeFacts {
             suspension: suspension(&self.spec, organization, group),
@@ -328,6 +333,13 @@ impl AccessToken {
                 .and_then(|e| shortened(&self.spec, &status, *e)),
             policy,
             recovered_rotation,
+            idle_at: plan::idle_at(
+                policy.idle_timeout,
+                status.last_used_at.as_ref().map(|t| t.0),
+                born,
+                reactivated_at,
+            ),
+            reactivated_at,
         };
         let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
         let expiry = expiry.and_then(|e| within_policy(&status, e));
@@ -477,10 +489,17 @@ impl AccessToken {
         );
         let disabled = hold.is_some();
         let now = Timestamp::now();
-        let previous = applied
+        let mut previous = applied
             .as_ref()
             .map(|u| rotation::previous(&u.spec.credentials, &credential.id, now))
             .unwrap_or_default();
+        let rotated_at = self.rotated_at(&previous, &credential.id);
+        let restarts = self
+            .restart_targets(ctx, &credential.id, rotated_at, &previous)
+            .await?;
+        if restarts.as_ref().is_some_and(|r| r.drop_previous) {
+            previous.clear(); // every target runs the new token: the previous one goes now
+        }
         let mut credentials = previous.clone();
         credentials.push(credential);
         let desired = build::technical_user(self, scope, disabled, expires_at, credentials.clone());
@@ -523,8 +542,7 @@ impl AccessToken {
                 .and_then(|s| s.expiry_warned_token_id.as_deref()),
             Timestamp::now(),
         );
-        let rotated =
-            self.rotation_status(&credentials, &previous, token.id().as_str(), expires_at);
+        let rotated = self.rotation_status(rotated_at, &previous, expires_at);
         self.write_status_with(ctx, &settled.outcome, |status| {
             expiring_soon(
                 status,
@@ -533,10 +551,24 @@ impl AccessToken {
                 self.meta().generation,
             );
             rotated.apply(status);
+            status.reactivated_for = self.spec.reactivate.clone();
+            status.reactivated_at = facts.reactivated_at.map(Time);
+            if let Some(verdict) = &restarts {
+                targets_rolled_out(status, verdict, token.id().as_str(), self.meta().generation);
+            }
         })
         .await?;
         self.announce_expiring_soon(ctx, &warning).await;
+        let polling = restarts.as_ref().filter(|r| r.poll).map(|_| RESTART_POLL);
+        if let Some(verdict) = restarts {
+            self.announce_restarts(ctx, verdict).await;
+        }
         let wake_ups = [
+            polling,
+            facts
+                .idle_at
+                .filter(|_| hold.is_none())
+                .and_then(|at| until(at, now)),
             warning.turns_true_in,
             rotated.renewal_time.and_then(|at| until(at, now)),
             rotation::next_overlap_end(&previous).and_then(|at| until(at, now)),
@@ -573,24 +605,110 @@ impl AccessToken {
     /// current one, `token_id`).
     fn rotation_status(
         &self,
-        credentials: &[Credential],
+        rotated_at: Option<Timestamp>,
         previous: &[Credential],
-        token_id: &str,
         expires_at: Timestamp,
     ) -> RotationStatus {
         let spec = self.spec.rotation.as_ref();
-        let reported = self
-            .status
-            .as_ref()
-            .and_then(|s| s.rotated_at.as_ref())
-            .map(|t| t.0);
         RotationStatus {
-            rotated_at: rotation::rotated_at(credentials, token_id).max(reported),
+            rotated_at,
             previous: previous.first().map(|c| (c.id.clone(), c.not_after.0)),
             renewal_time: spec
                 .and_then(|r| rotation::renewal_time(expires_at, r.renew_before.as_deref())),
             trigger: spec.and_then(|r| r.trigger.clone()),
         }
+    }
+
+    /// When the current token (`token_id`) was minted by a rotation: recorded by its previous
+    /// credentials, else as reported.
+    fn rotated_at(&self, previous: &[Credential], token_id: &str) -> Option<Timestamp> {
+        let reported = self
+            .status
+            .as_ref()
+            .and_then(|s| s.rotated_at.as_ref())
+            .map(|t| t.0);
+        rotation::rotated_at(previous, token_id).max(reported)
+    }
+
+    /// After a rotation: restarts the restart targets once per new token (stamped with the
+    /// rotation time, so doing it again after a crash starts no second rollout) and judges
+    /// their rollouts. `None` without targets or rotation, or once the verdict is final.
+    async fn restart_targets(
+        &self,
+        ctx: &Context,
+        token_id: &str,
+        rotated_at: Option<Timestamp>,
+        previous: &[Credential],
+    ) -> Result<Option<restart::Verdict>> {
+        let targets = self
+            .spec
+            .rotation
+            .as_ref()
+            .map(|r| r.restart_targets.as_slice())
+            .unwrap_or_default();
+        let Some(rotated_at) = rotated_at.filter(|_| !targets.is_empty()) else {
+            return Ok(None);
+        };
+        let namespace = self.namespace().ok_or(Error::MissingNamespace)?;
+        let status = self.status.clone().unwrap_or_default();
+        let fresh = status.restarted_for.as_deref() != Some(token_id);
+        let prior = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == crate::api::ConditionType::TargetsRolledOut.as_str())
+            .map(|c| c.reason.clone());
+        let settled = match prior.as_deref() {
+            Some("RolloutComplete" | "RolloutStuck") => true,
+            Some("RestartTargetMissing") => previous.is_empty(),
+            _ => false,
+        };
+        if !fresh && settled {
+            return Ok(None);
+        }
+        if fresh {
+            // Whole seconds, as status and the TechnicalUser store times: the stamp after a
+            // crash (read back from there) is the same, so it starts no second rollout.
+            let stamp = Timestamp::from_second(rotated_at.as_second())
+                .unwrap_or(rotated_at)
+                .to_string();
+            for target in targets {
+                restart::restart(&ctx.client, &namespace, target, &stamp).await?;
+            }
+            info!(
+                targets = targets.len(),
+                "restart targets restarted after a rotation"
+            );
+        }
+        let mut results = Vec::with_capacity(targets.len());
+        for target in targets {
+            let rollout = restart::rollout(&ctx.client, &namespace, target).await?;
+            results.push((target.clone(), rollout));
+        }
+        Ok(Some(restart::judge(&results, previous.is_empty())))
+    }
+
+    /// An Event when the restart targets' verdict changes: Normal once all rolled out,
+    /// Warning for a missing or stuck target.
+    async fn announce_restarts(&self, ctx: &Context, verdict: restart::Verdict) {
+        let prior = self.status.as_ref().and_then(|s| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == crate::api::ConditionType::TargetsRolledOut.as_str())
+                .map(|c| c.reason.clone())
+        });
+        if prior.as_deref() == Some(verdict.reason.as_str())
+            || verdict.reason == Reason::RolloutInProgress
+        {
+            return;
+        }
+        let type_ = if verdict.done {
+            EventType::Normal
+        } else {
+            warn!(reason = verdict.reason.as_str(), message = %verdict.message, "restart targets");
+            EventType::Warning
+        };
+        ctx.publish(self, type_, verdict.reason, "Restart", verdict.message)
+            .await;
     }
 
     /// Rotates the token in place: stages the new credential beside the current one, which
@@ -705,7 +823,18 @@ impl AccessToken {
 
     /// What holds this token disabled: its revoke, or its scope's kill switch.
     fn hold(&self, facts: &ScopeFacts) -> Option<plan::Hold> {
-        plan::hold(self.spec.revoked, facts.suspension.as_ref())
+        let idle = plan::idle(facts.idle_at, Timestamp::now());
+        plan::hold(self.spec.revoked, facts.suspension.as_ref(), idle.as_ref())
+    }
+
+    /// When `spec.reactivate` last changed: now if the value is new, else as recorded.
+    fn reactivated_at(&self, status: &AccessTokenStatus) -> Option<Timestamp> {
+        let value = self.spec.reactivate.as_ref()?;
+        if status.reactivated_for.as_ref() == Some(value) {
+            status.reactivated_at.as_ref().map(|t| t.0)
+        } else {
+            Some(Timestamp::now())
+        }
     }
 
     /// Keeps the Secret's descriptive keys (role, expiry, ...) current; the token never
@@ -1014,6 +1143,22 @@ impl AccessToken {
     }
 }
 
+/// How often restart targets' rollouts are looked at while they run (within the overlap).
+const RESTART_POLL: Duration = Duration::from_secs(2);
+
+/// Sets the TargetsRolledOut condition and records the token the targets were restarted for.
+fn targets_rolled_out(
+    status: &mut AccessTokenStatus,
+    verdict: &restart::Verdict,
+    token_id: &str,
+    generation: Option<i64>,
+) {
+    let judged = (verdict.done, verdict.reason, verdict.message.as_str());
+    let type_ = crate::api::ConditionType::TargetsRolledOut;
+    build::put_condition(&mut status.conditions, type_, judged, generation);
+    status.restarted_for = Some(token_id.to_string());
+}
+
 /// How long from `now` until `at`, if it is ahead.
 fn until(at: Timestamp, now: Timestamp) -> Option<Duration> {
     Duration::try_from(at.duration_since(now)).ok()
@@ -1045,17 +1190,9 @@ fn expiring_soon(
     token_id: &str,
     generation: Option<i64>,
 ) {
-    let previous = status.conditions.clone();
-    let condition = build::condition(
-        &previous,
-        crate::api::ConditionType::ExpiringSoon,
-        warning.soon,
-        warning.reason,
-        &warning.message,
-        generation,
-        Timestamp::now(),
-    );
-    build::set_condition(&mut status.conditions, condition);
+    let judged = (warning.soon, warning.reason, warning.message.as_str());
+    let type_ = crate::api::ConditionType::ExpiringSoon;
+    build::put_condition(&mut status.conditions, type_, judged, generation);
     if warning.announce {
         status.expiry_warned_token_id = Some(token_id.to_string());
     }

@@ -301,7 +301,10 @@ pub fn status(token: &AccessToken, outcome: &Outcome, now: Timestamp) -> AccessT
         previous
             .conditions
             .iter()
-            .filter(|c| c.type_ == ConditionType::ExpiringSoon.as_str())
+            .filter(|c| {
+                c.type_ == ConditionType::ExpiringSoon.as_str()
+                    || c.type_ == ConditionType::TargetsRolledOut.as_str()
+            })
             .cloned(),
     );
     let namespace = token.namespace().unwrap_or_default();
@@ -322,6 +325,9 @@ pub fn status(token: &AccessToken, outcome: &Outcome, now: Timestamp) -> AccessT
         previous_valid_until: previous.previous_valid_until,
         renewal_time: previous.renewal_time,
         rotation_trigger: previous.rotation_trigger,
+        restarted_for: previous.restarted_for,
+        reactivated_for: previous.reactivated_for,
+        reactivated_at: previous.reactivated_at,
         observed_generation: generation,
         conditions,
     }
@@ -376,8 +382,16 @@ pub fn conditions(
     conditions
 }
 
-/// Puts `condition` into `conditions`, replacing one of the same type.
-pub fn set_condition(conditions: &mut Vec<Condition>, condition: Condition) {
+/// Puts a condition of `type_` into `conditions`, replacing the one of that type (and keeping
+/// its transition time if its status did not change).
+pub fn put_condition(
+    conditions: &mut Vec<Condition>,
+    type_: ConditionType,
+    (value, reason, message): (bool, Reason, &str),
+    generation: Option<i64>,
+) {
+    let now = Timestamp::now();
+    let condition = condition(conditions, type_, value, reason, message, generation, now);
     conditions.retain(|c| c.type_ != condition.type_);
     conditions.push(condition);
 }

@@ -6,6 +6,7 @@ pub mod build;
 mod crash_point;
 pub mod group_index;
 mod plan;
+mod restart;
 mod rotation;
 mod scope_status;
 

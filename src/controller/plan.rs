@@ -301,14 +301,44 @@ pub enum Hold {
     },
 }
 
-/// The hold on a token: revoked first, then its scope's kill switch.
-pub fn hold(revoked: bool, suspension: Option<&ScopeProblem>) -> Option<Hold> {
+/// The hold on a token: revoked first, then its scope's kill switch, then idleness.
+pub fn hold(
+    revoked: bool,
+    suspension: Option<&ScopeProblem>,
+    idle: Option<&ScopeProblem>,
+) -> Option<Hold> {
     if revoked {
         return Some(Hold::Revoked);
     }
-    suspension.map(|problem| Hold::Suspended {
+    suspension.or(idle).map(|problem| Hold::Suspended {
         reason: problem.reason,
         message: problem.message.clone(),
+    })
+}
+
+/// When an issued token goes idle under `timeout`: that long after the latest of its last
+/// use, its issue or rotation (`born`) and its reactivation. `None` without a timeout.
+pub fn idle_at(
+    timeout: Option<k8s_openapi::jiff::SignedDuration>,
+    last_used: Option<Timestamp>,
+    born: Timestamp,
+    reactivated: Option<Timestamp>,
+) -> Option<Timestamp> {
+    let since = [last_used, Some(born), reactivated]
+        .into_iter()
+        .flatten()
+        .max()?;
+    since.checked_add(timeout?).ok()
+}
+
+/// The idle suspension at `now`, if the token is idle.
+pub fn idle(idle_at: Option<Timestamp>, now: Timestamp) -> Option<ScopeProblem> {
+    let at = idle_at.filter(|at| now >= *at)?;
+    Some(ScopeProblem {
+        reason: Reason::TokenIdle,
+        message: format!(
+            "The token was not used for the scope's tokenPolicy.idleTimeout (idle since {at}); change spec.reactivate (any new value, e.g. today's date) to reactivate it"
+        ),
     })
 }
 
@@ -735,15 +765,70 @@ mod tests {
     }
 
     #[test]
+    fn a_token_unused_for_the_idle_timeout_is_suspended_from_its_latest_use_issue_or_reactivation()
+    {
+        use k8s_openapi::jiff::SignedDuration;
+        let hour = SignedDuration::from_hours(1);
+        let t = |minutes: i64| now() + SignedDuration::from_mins(minutes);
+        assert_eq!(
+            idle_at(None, Some(t(0)), t(0), None),
+            None,
+            "no idleTimeout: never"
+        );
+        assert_eq!(
+            idle_at(Some(hour), None, t(0), None),
+            Some(t(60)),
+            "from the issue"
+        );
+        assert_eq!(
+            idle_at(Some(hour), Some(t(30)), t(0), None),
+            Some(t(90)),
+            "from the last use"
+        );
+        assert_eq!(
+            idle_at(Some(hour), Some(t(30)), t(0), Some(t(45))),
+            Some(t(105)),
+            "from a reactivation"
+        );
+        assert_eq!(idle(Some(t(60)), t(59)), None);
+        let idle = idle(Some(t(60)), t(60)).expect("idle");
+        assert_eq!(idle.reason, Reason::TokenIdle);
+        assert!(idle.message.contains("spec.reactivate"));
+        let scope = ScopeProblem {
+            reason: Reason::ScopeSuspended,
+            message: "suspended".into(),
+        };
+        let held = hold(false, Some(&scope), Some(&idle));
+        assert!(
+            matches!(
+                held,
+                Some(Hold::Suspended {
+                    reason: Reason::ScopeSuspended,
+                    ..
+                })
+            ),
+            "the kill switch says more"
+        );
+        let held = hold(false, None, Some(&idle));
+        assert!(matches!(
+            held,
+            Some(Hold::Suspended {
+                reason: Reason::TokenIdle,
+                ..
+            })
+        ));
+    }
+
+    #[test]
     fn a_suspended_scope_holds_the_token_until_it_resumes_and_revoke_wins() {
         let later = now() + k8s_openapi::jiff::SignedDuration::from_secs(60);
         let problem = ScopeProblem {
             reason: Reason::ScopeSuspended,
             message: "Organization \"acme\" is suspended".into(),
         };
-        assert_eq!(hold(true, Some(&problem)), Some(Hold::Revoked));
-        assert_eq!(hold(false, None), None);
-        let held = hold(false, Some(&problem));
+        assert_eq!(hold(true, Some(&problem), None), Some(Hold::Revoked));
+        assert_eq!(hold(false, None, None), None);
+        let held = hold(false, Some(&problem), None);
         let suspended = settle(Some(Phase::Active), held.as_ref(), "id1", later, now());
         assert_eq!(
             (

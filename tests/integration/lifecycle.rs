@@ -660,3 +660,185 @@ async fn a_crash_at_each_step_of_a_rotation_leaves_one_new_token_that_works() {
         wait_for_verdict(&verifier, &old, true).await;
     }
 }
+
+/// Creates a Deployment `name` with `replicas` (the local cluster has no node: with any
+/// replicas its rollout never completes; with none it completes once the controller saw it).
+async fn create_deployment(tenant: &Tenant, name: &str, replicas: i32) {
+    let deployment: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": tenant.namespace},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "app", "image": "pause"}]},
+            },
+        },
+    }))
+    .expect("a valid Deployment");
+    kube::Api::namespaced(tenant.client.clone(), &tenant.namespace)
+        .create(&kube::api::PostParams::default(), &deployment)
+        .await
+        .expect("Deployment is created");
+}
+
+/// The TargetsRolledOut condition: (status, reason).
+async fn targets_rolled_out(tenant: &Tenant, name: &str) -> Option<(String, String)> {
+    let status = tenant.tokens().get(name).await.ok()?.status?;
+    let condition = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "TargetsRolledOut")?;
+    Some((condition.status.clone(), condition.reason.clone()))
+}
+
+/// Issues `name` rotating onto `targets` with `overlap`, rotates it, and returns (old, new).
+async fn rotate_with_targets(
+    tenant: &Tenant,
+    name: &str,
+    overlap: &str,
+    targets: Value,
+) -> (Token, Token) {
+    let spec = json!({"organization": tenant.organization, "lifetime": "1h",
+        "rotation": {"trigger": "a", "overlap": overlap, "restartTargets": targets}});
+    let old = tenant.issue(name, spec).await;
+    tenant
+        .patch_spec(name, json!({"rotation": {"trigger": "b"}}))
+        .await;
+    let new = wait_for_new_token(tenant, name, &old, 60).await;
+    (old, new)
+}
+
+#[tokio::test]
+async fn a_rotation_restarts_its_targets_and_removes_the_previous_token_once_they_rolled_out() {
+    let tenant = Tenant::new("restart").await;
+    let _operator = Operator::start(&tenant.namespace).await;
+    let verifier = LoopbackVerifier::start(&tenant.namespace, &operator_kubeconfig().await, &[]);
+    create_deployment(&tenant, "web", 0).await;
+    let targets = json!([{"kind": "Deployment", "name": "web"}]);
+    let (old, new) = rotate_with_targets(&tenant, "t", "30m", targets).await;
+
+    // Restarted as `kubectl rollout restart` does it, stamped with the rotation time.
+    let deployments: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+        kube::Api::namespaced(tenant.client.clone(), &tenant.namespace);
+    let stamp = eventually("the Deployment to be restarted", || async {
+        let deployment = deployments.get("web").await.ok()?;
+        let template = deployment.spec?.template.metadata?;
+        template
+            .annotations?
+            .get("kubectl.kubernetes.io/restartedAt")
+            .cloned()
+    })
+    .await;
+    let complete = Some(("True".to_string(), "RolloutComplete".to_string()));
+    eventually("the rollout to complete", || async {
+        (targets_rolled_out(&tenant, "t").await == complete).then_some(())
+    })
+    .await;
+    let status = tenant.tokens().get("t").await.unwrap().status.unwrap();
+    assert_eq!(stamp, status.rotated_at.expect("rotatedAt").0.to_string());
+    assert_eq!(status.restarted_for.as_deref(), Some(new.id().as_str()));
+
+    // The previous token went with the rollout, long before its 30-minute overlap ended.
+    eventually("the previous credential to be removed", || async {
+        let creds = credentials(&tenant, "t").await;
+        let status = tenant.tokens().get("t").await.ok()?.status?;
+        (creds.len() == 1 && status.previous_token_id.is_none()).then_some(())
+    })
+    .await;
+    wait_for_verdict(&verifier, &old, false).await;
+    wait_for_verdict(&verifier, &new, true).await;
+    tenant.wait_for_event("t", "RolloutComplete").await;
+}
+
+#[tokio::test]
+async fn missing_or_stuck_restart_targets_are_reported_and_not_waited_on_past_the_overlap() {
+    let tenant = Tenant::new("stuck").await;
+    let _operator = Operator::start(&tenant.namespace).await;
+    let verifier = LoopbackVerifier::start(&tenant.namespace, &operator_kubeconfig().await, &[]);
+    create_deployment(&tenant, "pending", 1).await;
+    let stuck = json!([{"kind": "Deployment", "name": "pending"}]);
+    let (old, _) = rotate_with_targets(&tenant, "stuck", "1m", stuck).await;
+    let missing = json!([{"kind": "StatefulSet", "name": "nope"}]);
+    rotate_with_targets(&tenant, "missing", "1m", missing).await;
+
+    let reported = Some(("False".to_string(), "RestartTargetMissing".to_string()));
+    eventually("the missing target to be reported", || async {
+        (targets_rolled_out(&tenant, "missing").await == reported).then_some(())
+    })
+    .await;
+    tenant
+        .wait_for_event("missing", "RestartTargetMissing")
+        .await;
+    let running = Some(("False".to_string(), "RolloutInProgress".to_string()));
+    eventually("the pending rollout to be waited on", || async {
+        (targets_rolled_out(&tenant, "stuck").await == running).then_some(())
+    })
+    .await;
+    wait_for_verdict(&verifier, &old, true).await;
+
+    // At the end of the overlap the previous token goes anyway, and the stuck rollout is said.
+    let stuck = Some(("False".to_string(), "RolloutStuck".to_string()));
+    within_seconds(150, "the stuck rollout to be reported", || async {
+        (targets_rolled_out(&tenant, "stuck").await == stuck).then_some(())
+    })
+    .await;
+    tenant.wait_for_event("stuck", "RolloutStuck").await;
+    wait_for_verdict(&verifier, &old, false).await;
+    eventually("the previous credential to be removed", || async {
+        (credentials(&tenant, "stuck").await.len() == 1).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_unused_token_is_suspended_after_the_idle_timeout_and_reactivated_by_a_spec_change() {
+    let tenant = Tenant::new("idle").await;
+    let _operator = Operator::start(&tenant.namespace).await;
+    let verifier = LoopbackVerifier::start(&tenant.namespace, &operator_kubeconfig().await, &[]);
+    // lastUsedAt has minute precision: a 2-minute timeout leaves a used token a full minute.
+    let orgs = tenant.organizations();
+    let policy = json!({"tokenPolicy": {"idleTimeout": "2m"}});
+    patch_scope_spec(&orgs, &tenant.organization, policy).await;
+    let org = json!(tenant.organization);
+    let idle = tenant
+        .issue("idle", json!({"organization": org, "reactivate": "day-1"}))
+        .await;
+    let used = tenant.issue("used", json!({"organization": org})).await;
+
+    // Use one token every few seconds until the other is suspended for being idle.
+    within_seconds(200, "the unused token to be suspended", || async {
+        let status = verifier.review(used.expose_secret()).await?;
+        assert_eq!(status["authenticated"], true, "a used token is never idle");
+        let token = tenant.tokens().get("idle").await.ok()?;
+        (token.status?.phase == Some(Phase::Suspended)).then_some(())
+    })
+    .await;
+    wait_for_suspended(&tenant, "idle", "TokenIdle").await;
+    tenant.wait_for_event("idle", "TokenIdle").await;
+    wait_for_verdict(&verifier, &idle, false).await;
+    let used_token = tenant.tokens().get("used").await.unwrap();
+    assert_eq!(
+        used_token.status.as_ref().unwrap().phase,
+        Some(Phase::Active)
+    );
+    assert!(
+        used_token.status.unwrap().last_used_at.is_some(),
+        "the verifier recorded its use"
+    );
+
+    // The owner's one spec change: a new spec.reactivate value. The same token works again.
+    tenant
+        .patch_spec("idle", json!({"reactivate": "day-2"}))
+        .await;
+    tenant.wait_for_phase("idle", Phase::Active).await;
+    wait_for_verdict(&verifier, &idle, true).await;
+    assert_eq!(
+        tenant.token_in_secret("idle").await.id(),
+        idle.id(),
+        "not reissued"
+    );
+    let status = tenant.tokens().get("idle").await.unwrap().status.unwrap();
+    assert_eq!(status.reactivated_for.as_deref(), Some("day-2"));
+}
