@@ -842,3 +842,44 @@ async fn an_unused_token_is_suspended_after_the_idle_timeout_and_reactivated_by_
     let status = tenant.tokens().get("idle").await.unwrap().status.unwrap();
     assert_eq!(status.reactivated_for.as_deref(), Some("day-2"));
 }
+
+#[tokio::test]
+async fn the_operator_may_only_set_the_restart_annotation_of_a_workload() {
+    use kube::api::{Patch, PatchParams};
+    let tenant = Tenant::new("restartonly").await;
+    create_deployment(&tenant, "web", 0).await;
+    let kubeconfig = kube::config::Kubeconfig::read_from(operator_kubeconfig().await).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    let as_operator = kube::Client::try_from(config).unwrap();
+    let deployments: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+        kube::Api::namespaced(as_operator, &tenant.namespace);
+    let patch = |value: Value| {
+        let deployments = deployments.clone();
+        async move {
+            deployments
+                .patch("web", &PatchParams::default(), &Patch::Merge(value))
+                .await
+        }
+    };
+    patch(json!({"spec": {"template": {"metadata": {"annotations": {
+        "kubectl.kubernetes.io/restartedAt": "2026-11-28T00:00:00Z"}}}}}))
+    .await
+    .expect("the restart annotation is allowed");
+    for forbidden in [
+        json!({"spec": {"replicas": 3}}),
+        json!({"spec": {"template": {"metadata": {"annotations": {"other": "x"}}}}}),
+        json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "other"}]}}}}),
+        json!({"metadata": {"labels": {"x": "y"}}}),
+    ] {
+        match patch(forbidden.clone()).await {
+            Err(kube::Error::Api(status)) => assert!(
+                status.code == 403 && status.message.contains("kubectl.kubernetes.io/restartedAt"),
+                "{forbidden}: {}",
+                status.message
+            ),
+            other => panic!("{forbidden} was not refused: {other:?}"),
+        }
+    }
+}
