@@ -883,3 +883,47 @@ async fn the_operator_may_only_set_the_restart_annotation_of_a_workload() {
         }
     }
 }
+
+#[tokio::test]
+async fn the_verifier_applies_a_tightened_max_lifetime_at_once_without_the_controller() {
+    let tenant = Tenant::new("capnow").await;
+    let mut operator = Operator::start(&tenant.namespace).await;
+    let verifier = LoopbackVerifier::start(&tenant.namespace, &operator_kubeconfig().await, &[]);
+    let value = tenant
+        .issue(
+            "t",
+            json!({"organization": tenant.organization, "lifetime": "1h"}),
+        )
+        .await;
+    wait_for_verdict(&verifier, &value, true).await;
+    let created = tenant
+        .tokens()
+        .get("t")
+        .await
+        .unwrap()
+        .metadata
+        .creation_timestamp
+        .unwrap()
+        .0;
+    // Older than the policy about to be set (a minute, the shortest the API takes).
+    let old_enough = created + k8s_openapi::jiff::SignedDuration::from_secs(61);
+    within_seconds(90, "the token to be older than a minute", || async {
+        (k8s_openapi::jiff::Timestamp::now() >= old_enough).then_some(())
+    })
+    .await;
+    wait_for_verdict(&verifier, &value, true).await;
+
+    operator.kill().await;
+    let orgs = tenant.organizations();
+    let policy = json!({"tokenPolicy": {"maxLifetime": "1m"}});
+    patch_scope_spec(&orgs, &tenant.organization, policy).await;
+    wait_for_verdict(&verifier, &value, false).await;
+    assert!(
+        verifier.logs().contains("expired"),
+        "denied as expired by the cap"
+    );
+
+    operator.start_again().await;
+    tenant.wait_for_phase("t", Phase::Expired).await;
+    tenant.wait_for_event("t", "TokenExpiryShortened").await;
+}
