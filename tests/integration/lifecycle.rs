@@ -927,3 +927,48 @@ async fn the_verifier_applies_a_tightened_max_lifetime_at_once_without_the_contr
     tenant.wait_for_phase("t", Phase::Expired).await;
     tenant.wait_for_event("t", "TokenExpiryShortened").await;
 }
+
+#[tokio::test]
+async fn the_api_server_refuses_renew_before_without_a_longer_lifetime() {
+    let tenant = Tenant::new("rotcel").await;
+    for (spec, expected) in [
+        (
+            json!({"organization": tenant.organization, "expiresAt": "2099-01-01T00:00:00Z",
+                "rotation": {"renewBefore": "7d"}}),
+            "spec.rotation.renewBefore needs spec.lifetime, and must be shorter than it",
+        ),
+        (
+            json!({"organization": tenant.organization, "lifetime": "2w",
+                "rotation": {"renewBefore": "15d"}}),
+            "spec.rotation.renewBefore needs spec.lifetime, and must be shorter than it",
+        ),
+        (
+            json!({"organization": tenant.organization, "lifetime": "2w",
+                "rotation": {"overlap": "1s"}}),
+            "spec.rotation.overlap must be a whole number followed by m, h, d or w",
+        ),
+    ] {
+        let token: access_token_operator::api::AccessToken = serde_json::from_value(json!({
+            "apiVersion": "iam.accesstoken.io/v1alpha1", "kind": "AccessToken",
+            "metadata": {"name": "t", "namespace": tenant.namespace}, "spec": spec,
+        }))
+        .expect("a well-typed AccessToken");
+        match tenant.tokens().create(&Default::default(), &token).await {
+            Err(kube::Error::Api(status)) => {
+                assert!(
+                    status.message.contains(expected),
+                    "{spec}: {}",
+                    status.message
+                )
+            }
+            other => panic!("{spec} was accepted: {other:?}"),
+        }
+    }
+    tenant
+        .create_token(
+            "ok",
+            json!({"organization": tenant.organization, "lifetime": "2w",
+            "rotation": {"renewBefore": "13d", "overlap": "1h", "trigger": "x"}}),
+        )
+        .await;
+}
