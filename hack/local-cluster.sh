@@ -235,10 +235,13 @@ chmod 600 "$kubeconfig"
 # Each controller acts as a ServiceAccount of its own (system:serviceaccount:kube-system:<controller>),
 # as in a real cluster: the admission policies in deploy/ let exactly those identities delete.
 # The aggregation controller fills the built-in admin/edit/view roles from deploy/tenant-roles.yaml.
+# The workload controllers let tests observe the rollouts of a rotation's restart targets
+# (there is no node: a workload with replicas never becomes available, one with none rolls
+# out at once).
 start kube-controller-manager "$bin_dir/kube-controller-manager" \
   --kubeconfig="$kubeconfig" --authentication-kubeconfig="$kubeconfig" --authorization-kubeconfig="$kubeconfig" \
   --bind-address=127.0.0.1 --secure-port=0 --leader-elect=false \
-  --controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller,clusterrole-aggregation-controller \
+  --controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller,clusterrole-aggregation-controller,deployment-controller,replicaset-controller,statefulset-controller,daemonset-controller \
   --service-account-private-key-file="$pki/sa.key" --root-ca-file="$pki/ca.crt" \
   --use-service-account-credentials=true
 # The namespace controller creates each namespace's default ServiceAccount: once that exists,

@@ -81,6 +81,8 @@ pub enum Step {
     Finalizer,
     /// Minting or hashing a token.
     Hash,
+    /// Restarting, or reading the rollout of, a rotation's restart target.
+    RestartTarget,
     /// Anything else.
     Other,
 }
@@ -99,6 +101,7 @@ impl Step {
             Self::DeleteChild => "DeleteChildFailed",
             Self::Finalizer => "FinalizerFailed",
             Self::Hash => "HashFailed",
+            Self::RestartTarget => "RestartTargetFailed",
             Self::Other => "ReconcileError",
         }
     }

@@ -33,6 +33,7 @@ use super::{Role, conditions::conditions_schema};
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     printcolumn(name = "Token ID", type_ = "string", json_path = ".status.tokenId", priority = "1"),
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = "1"),
+    printcolumn(name = "Next Renewal", type_ = "string", json_path = ".status.renewalTime", priority = "1"),
     validation = Rule::new(
         "has(oldSelf.spec.secretName) ? (has(self.spec.secretName) && self.spec.secretName == oldSelf.spec.secretName) : (!has(self.spec.secretName) || self.spec.secretName == self.metadata.name)"
     ).message("spec.secretName is immutable once set (it defaults to metadata.name)").reason(Reason::FieldValueInvalid)
@@ -42,7 +43,8 @@ use super::{Role, conditions::conditions_schema};
     validation = Rule::new("has(self.organization) != has(self.group)").message("exactly one of spec.organization or spec.group must be set").reason(Reason::FieldValueInvalid),
     validation = Rule::new("!(has(self.expiresAt) && has(self.lifetime))").message("spec.expiresAt and spec.lifetime are mutually exclusive: set one of them").reason(Reason::FieldValueForbidden),
     validation = Rule::new("has(self.organization) == has(oldSelf.organization) && (!has(self.organization) || self.organization == oldSelf.organization)").message("spec.organization is immutable: create a new AccessToken for another scope").reason(Reason::FieldValueInvalid),
-    validation = Rule::new("has(self.group) == has(oldSelf.group) && (!has(self.group) || self.group == oldSelf.group)").message("spec.group is immutable: create a new AccessToken for another scope").reason(Reason::FieldValueInvalid)
+    validation = Rule::new("has(self.group) == has(oldSelf.group) && (!has(self.group) || self.group == oldSelf.group)").message("spec.group is immutable: create a new AccessToken for another scope").reason(Reason::FieldValueInvalid),
+    validation = Rule::new(renew_before_within_lifetime()).message("spec.rotation.renewBefore needs spec.lifetime, and must be shorter than it").reason(Reason::FieldValueInvalid)
 )]
 pub struct AccessTokenSpec {
     /// Organization this token is scoped to. Exactly one of organization or group; immutable. The token's namespace must be listed in the Organization's spec.tokenNamespaces.
@@ -79,6 +81,67 @@ pub struct AccessTokenSpec {
     /// Labels and annotations copied onto the Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_template: Option<SecretTemplate>,
+    /// Any change of this value reactivates a token suspended for being idle (phase Suspended, reason TokenIdle) and restarts its idle clock: the one spec change a GitOps repository carries to bring an idle token back, e.g. the date (2026-11-28). The operator never writes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    pub reactivate: Option<String>,
+    /// Rotation: a new token into the same Secret, the previous one kept working for an overlap. Manual (rotation.trigger) or automatic (rotation.renewBefore, with lifetime).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<Rotation>,
+}
+
+fn renew_before_within_lifetime() -> String {
+    format!(
+        "!has(self.rotation) || !has(self.rotation.renewBefore) || (has(self.lifetime) && {} < {})",
+        super::cel_seconds("rotation.renewBefore"),
+        super::cel_seconds("lifetime")
+    )
+}
+
+/// How the token is rotated. A rotation mints a new token into the same Secret and keeps the TechnicalUser; the previous token keeps working until rotation.overlap has passed. Nothing else about the token changes (with lifetime, the new token's life counts from the rotation).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Rotation {
+    /// Any change of this value rotates the token now (for example a date, 2026-11-28-1): the GitOps way to ask for a rotation. The first value seen at issue rotates nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    pub trigger: Option<String>,
+    /// Rotate automatically when less than this is left before the expiry, e.g. 7d. Needs spec.lifetime, and must be shorter than it. status.renewalTime shows when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(super::DURATION_RULE).message("spec.rotation.renewBefore must be a whole number followed by m, h, d or w, for example 7d").reason(Reason::FieldValueInvalid))]
+    #[schemars(length(max = 7))]
+    pub renew_before: Option<String>,
+    /// How long the previous token keeps working after a rotation, e.g. 1h (the default). It is never accepted after that, even if the operator is down (the verifier checks on its own clock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(super::DURATION_RULE).message("spec.rotation.overlap must be a whole number followed by m, h, d or w, for example 1h").reason(Reason::FieldValueInvalid))]
+    #[schemars(length(max = 7))]
+    pub overlap: Option<String>,
+    /// Workloads in this namespace that read the Secret, restarted the way kubectl rollout restart does it (a pod template annotation) once the Secret holds the new token. The previous token is removed as soon as all of them have rolled out, and at the latest when the overlap ends. A missing or stuck target is reported (condition TargetsRolledOut, Warning Event), never waited on past the overlap.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub restart_targets: Vec<RestartTarget>,
+}
+
+/// A workload restarted after a rotation.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RestartTarget {
+    /// Deployment, StatefulSet or DaemonSet.
+    pub kind: RestartKind,
+    /// Its name, in the AccessToken's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// The kinds of workload a rotation can restart.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RestartKind {
+    /// apps/v1 Deployment.
+    Deployment,
+    /// apps/v1 StatefulSet.
+    StatefulSet,
+    /// apps/v1 DaemonSet.
+    DaemonSet,
 }
 
 /// Extra metadata for the token's Secret. Validated by the API server: a key or value the
@@ -158,6 +221,8 @@ pub enum Phase {
     Active,
     /// Disabled by spec.revoked; re-enabled by setting it back to false.
     Revoked,
+    /// Stopped, reversibly, by its scope's kill switch (reason ScopeSuspended) or for being unused too long (reason TokenIdle).
+    Suspended,
     /// Past its expiry.
     Expired,
     /// Cannot be issued until something changes (see the Ready condition's reason).
@@ -168,7 +233,7 @@ pub enum Phase {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct AccessTokenStatus {
-    /// Lifecycle phase: Pending, Active, Revoked, Expired or Failed.
+    /// Lifecycle phase: Pending, Active, Revoked, Suspended, Expired or Failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
     /// The public part of the token (the id in atk_<id>_...), safe to show; leads from a leaked token to this resource.
@@ -195,10 +260,38 @@ pub struct AccessTokenStatus {
     /// When the verifier last accepted the token (coarse, about per minute).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_used_at: Option<Time>,
+    /// The token id for which the TokenExpiringSoon Warning Event was published: one Event per issued token, not one per reconcile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiry_warned_token_id: Option<String>,
+    /// When the token was last rotated; with spec.lifetime, the current token's life counts from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotated_at: Option<Time>,
+    /// The token replaced by the last rotation, while it still works.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_token_id: Option<String>,
+    /// When the previous token stops working (the end of the overlap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_valid_until: Option<Time>,
+    /// When the next automatic rotation is due (spec.rotation.renewBefore before the expiry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewal_time: Option<Time>,
+    /// The spec.reactivate value last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reactivated_for: Option<String>,
+    /// When spec.reactivate last changed: the idle clock counts from the latest of this, the last use and the issue or rotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reactivated_at: Option<Time>,
+    /// The token id the restart targets were last restarted for (after the rotation that issued it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarted_for: Option<String>,
+    /// The spec.rotation.trigger value last acted on; a different value in the spec rotates the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation_trigger: Option<String>,
     /// The metadata.generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Ready always; Stalled only while true; Reconciling only while the first reconcile runs (kstatus).
+    /// Ready always; Stalled only while true; Reconciling only while the first reconcile runs
+    /// (kstatus); ExpiringSoon once issued; TargetsRolledOut after a rotation with restart targets.
     #[serde(default)]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,

@@ -14,6 +14,10 @@ pub enum ConditionType {
     Stalled,
     /// The operator has seen the object and is working on its first status.
     Reconciling,
+    /// AccessTokens only: True within the scope's `tokenPolicy.expiryWarning` (default 7 days) of the expiry.
+    ExpiringSoon,
+    /// AccessTokens with `spec.rotation.restartTargets`, after a rotation: True once every target rolled out onto the new token.
+    TargetsRolledOut,
 }
 
 impl ConditionType {
@@ -23,6 +27,8 @@ impl ConditionType {
             Self::Ready => "Ready",
             Self::Stalled => "Stalled",
             Self::Reconciling => "Reconciling",
+            Self::ExpiringSoon => "ExpiringSoon",
+            Self::TargetsRolledOut => "TargetsRolledOut",
         }
     }
 }
@@ -71,6 +77,28 @@ pub enum Reason {
     OrganizationMissing,
     /// The operator has seen the AccessToken and is issuing it (first reconcile).
     FirstReconcile,
+    /// The token's Organization or Group has `spec.suspended: true` (the kill switch).
+    ScopeSuspended,
+    /// The token asks for a longer life than its scope's `tokenPolicy.maxLifetime`: not issued.
+    PolicyViolation,
+    /// A tightened `tokenPolicy.maxLifetime` moved an issued token's expiry earlier.
+    TokenExpiryShortened,
+    /// The token expires within the scope's `tokenPolicy.expiryWarning` (ExpiringSoon=True).
+    TokenExpiringSoon,
+    /// The token's expiry is further away than the warning period (ExpiringSoon=False).
+    ExpiryNotNear,
+    /// A rotation wrote a new token into the Secret; the previous one works until the overlap ends.
+    TokenRotated,
+    /// Unused for the scope's `tokenPolicy.idleTimeout`: suspended until `spec.reactivate` changes.
+    TokenIdle,
+    /// Every restart target rolled out onto the new token; the previous token was removed.
+    RolloutComplete,
+    /// Restart targets are still rolling out.
+    RolloutInProgress,
+    /// A restart target does not exist.
+    RestartTargetMissing,
+    /// The overlap ended before every restart target finished its rollout.
+    RolloutStuck,
 }
 
 impl Reason {
@@ -97,6 +125,17 @@ impl Reason {
             Self::ScopeValid => "ScopeValid",
             Self::OrganizationMissing => "OrganizationMissing",
             Self::FirstReconcile => "FirstReconcile",
+            Self::ScopeSuspended => "ScopeSuspended",
+            Self::PolicyViolation => "PolicyViolation",
+            Self::TokenExpiryShortened => "TokenExpiryShortened",
+            Self::TokenExpiringSoon => "TokenExpiringSoon",
+            Self::ExpiryNotNear => "ExpiryNotNear",
+            Self::TokenRotated => "TokenRotated",
+            Self::TokenIdle => "TokenIdle",
+            Self::RolloutComplete => "RolloutComplete",
+            Self::RolloutInProgress => "RolloutInProgress",
+            Self::RestartTargetMissing => "RestartTargetMissing",
+            Self::RolloutStuck => "RolloutStuck",
         }
     }
 }
@@ -112,7 +151,7 @@ pub(crate) fn conditions_schema(generator: &mut SchemaGenerator) -> Schema {
     let item = generator.subschema_for::<Condition>();
     json_schema!({
         "type": "array",
-        "description": "Current state as kstatus conditions: Ready always; Stalled and Reconciling only while true.",
+        "description": "Current state as kstatus conditions: Ready always; Stalled and Reconciling only while true; on issued AccessTokens, ExpiringSoon (True within the scope's tokenPolicy.expiryWarning of the expiry).",
         "items": item,
         "x-kubernetes-list-type": "map",
         "x-kubernetes-list-map-keys": ["type"],

@@ -9,13 +9,29 @@ mod conditions;
 mod scope;
 mod technical_user;
 
-pub use access_token::{AccessToken, AccessTokenSpec, AccessTokenStatus, Phase, SecretTemplate};
+pub use access_token::{
+    AccessToken, AccessTokenSpec, AccessTokenStatus, Phase, RestartKind, RestartTarget, Rotation,
+    SecretTemplate,
+};
 pub use conditions::{ConditionType, Reason};
-pub use scope::{Group, GroupSpec, Organization, OrganizationSpec, ScopeStatus, TokenCounts};
+pub use scope::{
+    Group, GroupSpec, Organization, OrganizationSpec, ScopeStatus, TokenCounts, TokenPolicy,
+};
 pub use technical_user::{Credential, Role, Scope, ScopeKind, TechnicalUser, TechnicalUserSpec};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
+
+/// The format of every duration in a token policy (and of AccessToken spec.lifetime).
+pub(crate) const DURATION_RULE: &str = "self.matches('^[1-9][0-9]{0,5}[mhdw]$')";
+
+/// A duration field (a token policy's, or `spec.lifetime`) in CEL: its length in seconds. The schema has already
+/// checked the format (a number of at most six digits and a unit), so this cannot overflow.
+pub(crate) fn cel_seconds(field: &str) -> String {
+    format!(
+        "int(self.{field}.substring(0, size(self.{field}) - 1)) * (self.{field}.endsWith('m') ? 60 : self.{field}.endsWith('h') ? 3600 : self.{field}.endsWith('d') ? 86400 : 604800)"
+    )
+}
 
 /// The API group of every kind this operator serves.
 pub const API_GROUP: &str = "iam.accesstoken.io";

@@ -6,7 +6,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::conditions::conditions_schema;
+use super::{DURATION_RULE, cel_seconds, conditions::conditions_schema};
 
 /// Desired state of an Organization.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -24,6 +24,7 @@ use super::conditions::conditions_schema;
         type_ = "string",
         json_path = ".spec.displayName"
     ),
+    printcolumn(name = "Suspended", type_ = "boolean", json_path = ".spec.suspended"),
     printcolumn(
         name = "Active",
         type_ = "integer",
@@ -59,6 +60,12 @@ pub struct OrganizationSpec {
     #[serde(default)]
     #[schemars(length(max = 256))]
     pub token_namespaces: Vec<String>,
+    /// Kill switch: true stops every token of this organization and of all its groups at once (the verifier denies them; phase Suspended, reason ScopeSuspended). Setting it back to false restores the same tokens. Default false.
+    #[serde(default)]
+    pub suspended: bool,
+    /// Limits on the lifetime and use of this organization's tokens, and of its groups' (a Group's own policy can only tighten these).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_policy: Option<TokenPolicy>,
 }
 
 /// Desired state of a Group.
@@ -82,6 +89,7 @@ pub struct OrganizationSpec {
         type_ = "string",
         json_path = ".spec.displayName"
     ),
+    printcolumn(name = "Suspended", type_ = "boolean", json_path = ".spec.suspended"),
     printcolumn(
         name = "Active",
         type_ = "integer",
@@ -111,6 +119,47 @@ pub struct GroupSpec {
     #[serde(default)]
     #[schemars(length(max = 256))]
     pub token_namespaces: Vec<String>,
+    /// Kill switch: true stops every token of this group at once (the verifier denies them; phase Suspended, reason ScopeSuspended). Setting it back to false restores the same tokens. Default false.
+    #[serde(default)]
+    pub suspended: bool,
+    /// Limits on the lifetime and use of this group's tokens. It can only tighten its organization's policy: for each of maxLifetime, defaultLifetime and idleTimeout the shorter of the two applies, for expiryWarning the longer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_policy: Option<TokenPolicy>,
+}
+
+fn default_within_max() -> String {
+    format!(
+        "!has(self.maxLifetime) || !has(self.defaultLifetime) || {} <= {}",
+        cel_seconds("defaultLifetime"),
+        cel_seconds("maxLifetime")
+    )
+}
+
+/// Token policy of an Organization or Group. Every duration is a whole number and a unit: m (minutes), h (hours), d (days) or w (weeks), e.g. 90d.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(default_within_max()).message("tokenPolicy.defaultLifetime must not be longer than tokenPolicy.maxLifetime").reason(Reason::FieldValueInvalid))]
+pub struct TokenPolicy {
+    /// No token of this scope lives longer than this, counted from its creation. A token asking for more is not issued (Ready=False, reason PolicyViolation); lowering it later moves issued tokens' expiry earlier (with a TokenExpiryShortened Event), never later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(DURATION_RULE).message("tokenPolicy.maxLifetime must be a whole number followed by m, h, d or w, for example 90d").reason(Reason::FieldValueInvalid))]
+    #[schemars(length(max = 7))]
+    pub max_lifetime: Option<String>,
+    /// Lifetime of tokens that set neither expiresAt nor lifetime (otherwise 90 days, or maxLifetime if shorter). At most maxLifetime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(DURATION_RULE).message("tokenPolicy.defaultLifetime must be a whole number followed by m, h, d or w, for example 30d").reason(Reason::FieldValueInvalid))]
+    #[schemars(length(max = 7))]
+    pub default_lifetime: Option<String>,
+    /// How long before its expiry a token reports ExpiringSoon=True and gets one TokenExpiringSoon Warning Event. Default 7d.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(DURATION_RULE).message("tokenPolicy.expiryWarning must be a whole number followed by m, h, d or w, for example 7d").reason(Reason::FieldValueInvalid))]
+    #[schemars(length(max = 7))]
+    pub expiry_warning: Option<String>,
+    /// Tokens not used for this long (counted from their last use, issue or reactivation) are suspended, reversibly (phase Suspended, reason TokenIdle). Unset: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(DURATION_RULE).message("tokenPolicy.idleTimeout must be a whole number followed by m, h, d or w, for example 30d").reason(Reason::FieldValueInvalid))]
+    #[schemars(length(max = 7))]
+    pub idle_timeout: Option<String>,
 }
 
 /// Observed state of an Organization or Group.
@@ -141,6 +190,9 @@ pub struct TokenCounts {
     pub revoked: i64,
     /// Tokens past their expiry.
     pub expired: i64,
+    /// Tokens stopped by a kill switch (spec.suspended of their scope) or for being idle.
+    #[serde(default)]
+    pub suspended: i64,
     /// Tokens that failed (for example a Secret conflict).
     pub failed: i64,
 }

@@ -117,4 +117,7 @@ pub struct Credential {
     pub hash: String,
     /// The credential is not accepted after this time.
     pub not_after: Time,
+    /// Set when a rotation replaced this credential: it is the previous token, accepted only until notAfter (the end of the overlap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired_at: Option<Time>,
 }

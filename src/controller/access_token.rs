@@ -27,7 +27,7 @@ use super::{
     build::{self, FINALIZER, MANAGER, Outcome, keys},
     crash_point,
     plan::{self, Decision, Refusal, SecretSeen, UserSeen, Wait, World},
-    verified,
+    restart, rotation, verified,
 };
 use crate::{
     Error, Result,
@@ -36,8 +36,9 @@ use crate::{
         Reason, TechnicalUser,
     },
     domain::{
-        expiry,
-        scope::{ResolvedScope, resolve_scope},
+        expiry::{self, InvalidLifetime},
+        policy::{self, PolicyExpiry},
+        scope::{ResolvedScope, ScopeProblem, resolve_scope, suspension},
     },
     error::{AtStep, Step},
     token::Token,
@@ -151,6 +152,54 @@ async fn fetch_scope(ctx: &Context, spec: &AccessTokenSpec) -> Result<FetchedSco
     })
 }
 
+/// What the Organization and Group say about a token beyond where it acts (see
+/// DESIGN.md "Scope policy and the kill switch").
+struct ScopeFacts {
+    /// The kill switch that stops the token, if one is on.
+    suspension: Option<ScopeProblem>,
+    /// A tightened `maxLifetime` moved the issued token's expiry earlier: (reported, new).
+    shortened: Option<(Timestamp, Timestamp)>,
+    /// The policy that applies to the token.
+    policy: policy::EffectivePolicy,
+    /// A rotation finished (the Secret moved on) whose status was never written: its trigger
+    /// counts as acted on.
+    recovered_rotation: bool,
+    /// When the token goes (or went) idle, if the policy has an idleTimeout.
+    idle_at: Option<Timestamp>,
+    /// When `spec.reactivate` last changed (now, if this reconcile sees a new value).
+    reactivated_at: Option<Timestamp>,
+}
+
+/// The expiry to issue or keep: a token never issued that asks for more than the policy
+/// allows is refused (PolicyViolation); an issued one is capped.
+fn within_policy(
+    status: &AccessTokenStatus,
+    expiry: PolicyExpiry,
+) -> Result<Timestamp, InvalidLifetime> {
+    match expiry.capped_from {
+        Some(asked) if status.token_id.is_none() => Err(InvalidLifetime::PolicyViolation {
+            asked,
+            allowed: expiry.expires_at,
+        }),
+        _ => Ok(expiry.expires_at),
+    }
+}
+
+/// (reported, new) when the scope's policy moved an issued token's reported expiry earlier:
+/// its `maxLifetime` caps what the spec asks, or its `defaultLifetime` (itself at most
+/// `maxLifetime`) gives the expiry of a token whose spec asks for none.
+fn shortened(
+    spec: &AccessTokenSpec,
+    status: &AccessTokenStatus,
+    expiry: PolicyExpiry,
+) -> Option<(Timestamp, Timestamp)> {
+    let reported = status.expires_at.as_ref()?.0;
+    let by_policy =
+        expiry.capped_from.is_some() || (spec.expires_at.is_none() && spec.lifetime.is_none());
+    (status.token_id.is_some() && by_policy && expiry.expires_at < reported)
+        .then_some((reported, expiry.expires_at))
+}
+
 /// The APIs of one AccessToken's children, and where writes of them are noted.
 struct Children<'a> {
     users: Api<TechnicalUser>,
@@ -198,7 +247,7 @@ impl AccessToken {
             secrets: Api::namespaced(ctx.client.clone(), &namespace),
             own_writes: &ctx.own_writes,
         };
-        let world = self.observe(ctx, &children).await?;
+        let (world, facts) = self.observe(ctx, &children).await?;
         let applied = match &world.user {
             UserSeen::Ours(user) => Some(user.clone()),
             _ => None,
@@ -212,12 +261,22 @@ impl AccessToken {
                 secret,
                 credential,
             } => {
+                // Current, so not retired (a rotation that crashed before its Secret write
+                // did not happen).
                 let credential = Credential {
                     not_after: Time(expires_at),
+                    retired_at: None,
                     ..credential
                 };
+                if let Some(cause) = self.rotation_due(&facts, expires_at) {
+                    let current = (token, *secret, credential);
+                    let rotating = (&scope, &facts, cause);
+                    return self
+                        .rotate_and_settle(ctx, &children, rotating, current, applied)
+                        .await;
+                }
                 let issued = (token, Some(*secret), credential);
-                self.settle(ctx, &children, &scope, expires_at, issued, applied)
+                self.settle(ctx, &children, &scope, &facts, expires_at, issued, applied)
                     .await
             }
             Decision::Mint {
@@ -226,7 +285,8 @@ impl AccessToken {
                 existing,
                 why,
             } => {
-                self.mint_and_settle(ctx, &children, &scope, expires_at, existing, why, applied)
+                let minting = (&scope, &facts);
+                self.mint_and_settle(ctx, &children, minting, expires_at, existing, why, applied)
                     .await
             }
         }
@@ -235,7 +295,7 @@ impl AccessToken {
     /// Reads the token's world: its scope (from the API server, not a watch cache: a
     /// reconcile triggered by a scope change must see that change), expiry, TechnicalUser
     /// and Secret, verifying the Secret's token against the TechnicalUser's credentials.
-    async fn observe(&self, ctx: &Context, children: &Children<'_>) -> Result<World> {
+    async fn observe(&self, ctx: &Context, children: &Children<'_>) -> Result<(World, ScopeFacts)> {
         let namespace = self.namespace().ok_or(Error::MissingNamespace)?;
         let uid = self.uid().ok_or(Error::MissingUid)?;
         let fetched = fetch_scope(ctx, &self.spec).await?;
@@ -261,18 +321,67 @@ impl AccessToken {
             Some(secret) if !build::is_controlled_by(&secret.metadata, &uid) => SecretSeen::Foreign,
             Some(secret) => self.inspect_secret(ctx, secret, &user).await,
         };
+        let (organization, group) = (
+            |n: &str| fetched.organization(n),
+            |n: &str| fetched.group(n),
+        );
         let status = self.status.clone().unwrap_or_default();
+        let policy = policy::of_scope(&self.spec, organization, group);
+        let (born, recovered_rotation) = self.born(&status, &user, &secret);
+        let reactivated_at = self.reactivated_at(&status);
+        let expiry = policy::token_expiry_from(self, &policy, born);
+        let facts = ScopeFacts {
+            suspension: suspension(&self.spec, organization, group),
+            shortened: expiry
+                .as_ref()
+                .ok()
+                .and_then(|e| shortened(&self.spec, &status, *e)),
+            policy,
+            recovered_rotation,
+            idle_at: plan::idle_at(
+                policy.idle_timeout,
+                status.last_used_at.as_ref().map(|t| t.0),
+                born,
+                reactivated_at,
+            ),
+            reactivated_at,
+        };
         let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
-        Ok(World {
+        let expiry = expiry.and_then(|e| within_policy(&status, e));
+        let world = World {
             secret_name,
             name: self.name_any(),
             previous: (status.phase, ready.map(|c| c.reason.clone())),
             issued: status.token_id,
             scope,
-            expiry: expiry::of_token(self, Timestamp::now()),
+            expiry,
             user,
             secret,
-        })
+        };
+        Ok((world, facts))
+    }
+
+    /// When the token in the Secret was born: its last rotation (from status, or recovered
+    /// from the TechnicalUser after a crash that lost the status write) or its creation; and
+    /// whether it was recovered.
+    fn born(
+        &self,
+        status: &AccessTokenStatus,
+        user: &UserSeen,
+        secret: &SecretSeen,
+    ) -> (Timestamp, bool) {
+        let reported = status.rotated_at.as_ref().map(|t| t.0);
+        let recovered = match (user, secret) {
+            (UserSeen::Ours(user), SecretSeen::Holding { token, .. }) => {
+                rotation::rotated_at(&user.spec.credentials, token.id().as_str())
+            }
+            _ => None,
+        };
+        let newer = recovered.filter(|r| reported.is_none_or(|at| *r > at));
+        let born = newer
+            .or(reported)
+            .unwrap_or_else(|| expiry::created(self, Timestamp::now()));
+        (born, newer.is_some())
     }
 
     async fn inspect_secret(&self, ctx: &Context, secret: Secret, user: &UserSeen) -> SecretSeen {
@@ -331,7 +440,7 @@ impl AccessToken {
         &self,
         ctx: &Context,
         children: &Children<'_>,
-        scope: &ResolvedScope,
+        (scope, facts): (&ResolvedScope, &ScopeFacts),
         expires_at: Timestamp,
         existing: Option<Box<Secret>>,
         why: Option<&'static str>,
@@ -342,15 +451,19 @@ impl AccessToken {
         }
         // No token the Secret holds verified (or there is none): nothing to keep.
         let existing = existing.map(|s| *s);
+        let disabled = self.hold(facts).is_some();
         match self
-            .mint(ctx, children, scope, expires_at, existing)
+            .mint(ctx, children, (scope, disabled), expires_at, existing)
             .await?
         {
             Minted::Written(token, secret, credential) => {
                 let secret_name = build::secret_name(self);
                 self.announce_mint(ctx, &token, &secret_name, why).await;
+                // The pre-mint TechnicalUser is not what is applied now, and its previous
+                // credentials went with the mint (the Secret lost its token).
+                drop(applied);
                 let issued = (token, Some(*secret), credential);
-                self.settle(ctx, children, scope, expires_at, issued, applied)
+                self.settle(ctx, children, scope, facts, expires_at, issued, None)
                     .await
             }
             Minted::SecretWriteFailed(error) => {
@@ -364,30 +477,48 @@ impl AccessToken {
     /// With the token in its Secret: applies the TechnicalUser (role, disabled, expiry, the
     /// one credential), announces a change of state, keeps the Secret's descriptive keys
     /// current, and reports the status.
+    #[allow(clippy::too_many_arguments)]
     async fn settle(
         &self,
         ctx: &Context,
         children: &Children<'_>,
         scope: &ResolvedScope,
+        facts: &ScopeFacts,
         expires_at: Timestamp,
         (token, secret, credential): (Token, Option<Secret>, Credential),
         applied: Option<Box<TechnicalUser>>,
     ) -> Result<Action> {
         let previous = self.status.as_ref().and_then(|s| s.phase);
+        let hold = self.hold(facts);
         let settled = plan::settle(
             previous,
-            self.spec.revoked,
+            hold.as_ref(),
             token.id().as_str(),
             expires_at,
             Timestamp::now(),
         );
+        let disabled = hold.is_some();
+        let now = Timestamp::now();
+        let mut previous = applied
+            .as_ref()
+            .map(|u| rotation::previous(&u.spec.credentials, &credential.id, now))
+            .unwrap_or_default();
+        let rotated_at = self.rotated_at(&previous, &credential.id);
+        let restarts = self
+            .restart_targets(ctx, &credential.id, rotated_at, &previous)
+            .await?;
+        if restarts.as_ref().is_some_and(|r| r.drop_previous) {
+            previous.clear(); // every target runs the new token: the previous one goes now
+        }
         // The Secret as read or just written holds this credential's token: recorded, so
         // that later reconciles (and a restarted operator) need no argon2 for it.
         let record = secret
             .as_ref()
             .and_then(|s| verified::record(s, &credential.id));
+        let mut credentials = previous.clone();
+        credentials.push(credential);
         let mut desired =
-            build::technical_user(self, scope, self.spec.revoked, expires_at, vec![credential]);
+            build::technical_user(self, scope, disabled, expires_at, credentials.clone());
         verified::set(&mut desired, record);
         let recorded = |u: &TechnicalUser| {
             u.annotations()
@@ -410,6 +541,7 @@ impl AccessToken {
             apply_user(children, &desired, self).await?;
         }
         crash_point::reached("user-applied");
+        self.announce_shortened(ctx, facts).await;
         // The token's state changed with the TechnicalUser: say so even if the Secret's
         // update below fails (the status written then already carries the new phase).
         if let Some((reason, note)) = settled.transition.clone() {
@@ -427,8 +559,303 @@ impl AccessToken {
         if let Some(uid) = self.uid() {
             ctx.secret_writes.lock().expect("lock").clear(&uid);
         }
-        self.write_status(ctx, &settled.outcome).await?;
-        Ok(Action::requeue(settled.requeue))
+        let warning = plan::expiry_warning(
+            token.id().as_str(),
+            expires_at,
+            facts.policy.expiry_warning,
+            self.status
+                .as_ref()
+                .and_then(|s| s.expiry_warned_token_id.as_deref()),
+            Timestamp::now(),
+        );
+        let rotated = self.rotation_status(rotated_at, &previous, expires_at);
+        self.write_status_with(ctx, &settled.outcome, |status| {
+            expiring_soon(
+                status,
+                &warning,
+                token.id().as_str(),
+                self.meta().generation,
+            );
+            rotated.apply(status);
+            status.reactivated_for = self.spec.reactivate.clone();
+            status.reactivated_at = facts.reactivated_at.map(Time);
+            if let Some(verdict) = &restarts {
+                targets_rolled_out(status, verdict, token.id().as_str(), self.meta().generation);
+            }
+        })
+        .await?;
+        self.announce_expiring_soon(ctx, &warning).await;
+        let polling = restarts.as_ref().filter(|r| r.poll).map(|_| RESTART_POLL);
+        if let Some(verdict) = restarts {
+            self.announce_restarts(ctx, verdict).await;
+        }
+        let wake_ups = [
+            polling,
+            facts
+                .idle_at
+                .filter(|_| hold.is_none())
+                .and_then(|at| until(at, now)),
+            warning.turns_true_in,
+            rotated.renewal_time.and_then(|at| until(at, now)),
+            rotation::next_overlap_end(&previous).and_then(|at| until(at, now)),
+        ];
+        let requeue = wake_ups
+            .into_iter()
+            .flatten()
+            .map(|wait| wait + Duration::from_millis(100))
+            .fold(settled.requeue, Duration::min);
+        Ok(Action::requeue(requeue))
+    }
+
+    /// Whether a rotation is due for the token in place, expiring at `expires_at`.
+    fn rotation_due(&self, facts: &ScopeFacts, expires_at: Timestamp) -> Option<rotation::Cause> {
+        let spec = self.spec.rotation.as_ref()?;
+        let acted_on = self
+            .status
+            .as_ref()
+            .and_then(|s| s.rotation_trigger.as_deref());
+        let renewal = rotation::renewal_time(expires_at, spec.renew_before.as_deref());
+        let now = Timestamp::now();
+        let recovered = facts.recovered_rotation;
+        rotation::due(
+            spec.trigger.as_deref(),
+            acted_on,
+            recovered,
+            renewal,
+            expires_at,
+            now,
+        )
+    }
+
+    /// The rotation fields of the status, for the credentials applied (`previous` and then the
+    /// current one, `token_id`).
+    fn rotation_status(
+        &self,
+        rotated_at: Option<Timestamp>,
+        previous: &[Credential],
+        expires_at: Timestamp,
+    ) -> RotationStatus {
+        let spec = self.spec.rotation.as_ref();
+        RotationStatus {
+            rotated_at,
+            previous: previous.first().map(|c| (c.id.clone(), c.not_after.0)),
+            renewal_time: spec
+                .and_then(|r| rotation::renewal_time(expires_at, r.renew_before.as_deref())),
+            trigger: spec.and_then(|r| r.trigger.clone()),
+        }
+    }
+
+    /// When the current token (`token_id`) was minted by a rotation: recorded by its previous
+    /// credentials, else as reported.
+    fn rotated_at(&self, previous: &[Credential], token_id: &str) -> Option<Timestamp> {
+        let reported = self
+            .status
+            .as_ref()
+            .and_then(|s| s.rotated_at.as_ref())
+            .map(|t| t.0);
+        rotation::rotated_at(previous, token_id).max(reported)
+    }
+
+    /// After a rotation: restarts the restart targets once per new token (stamped with the
+    /// rotation time, so doing it again after a crash starts no second rollout) and judges
+    /// their rollouts. `None` without targets or rotation, or once the verdict is final.
+    async fn restart_targets(
+        &self,
+        ctx: &Context,
+        token_id: &str,
+        rotated_at: Option<Timestamp>,
+        previous: &[Credential],
+    ) -> Result<Option<restart::Verdict>> {
+        let targets = self
+            .spec
+            .rotation
+            .as_ref()
+            .map(|r| r.restart_targets.as_slice())
+            .unwrap_or_default();
+        let Some(rotated_at) = rotated_at.filter(|_| !targets.is_empty()) else {
+            return Ok(None);
+        };
+        let namespace = self.namespace().ok_or(Error::MissingNamespace)?;
+        let status = self.status.clone().unwrap_or_default();
+        let fresh = status.restarted_for.as_deref() != Some(token_id);
+        let prior = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == crate::api::ConditionType::TargetsRolledOut.as_str())
+            .map(|c| c.reason.clone());
+        let settled = match prior.as_deref() {
+            Some("RolloutComplete" | "RolloutStuck") => true,
+            Some("RestartTargetMissing") => previous.is_empty(),
+            _ => false,
+        };
+        if !fresh && settled {
+            return Ok(None);
+        }
+        if fresh {
+            // Whole seconds, as status and the TechnicalUser store times: the stamp after a
+            // crash (read back from there) is the same, so it starts no second rollout.
+            let stamp = Timestamp::from_second(rotated_at.as_second())
+                .unwrap_or(rotated_at)
+                .to_string();
+            for target in targets {
+                restart::restart(&ctx.client, &namespace, target, &stamp).await?;
+            }
+            info!(
+                targets = targets.len(),
+                "restart targets restarted after a rotation"
+            );
+        }
+        let mut results = Vec::with_capacity(targets.len());
+        for target in targets {
+            let rollout = restart::rollout(&ctx.client, &namespace, target).await?;
+            results.push((target.clone(), rollout));
+        }
+        Ok(Some(restart::judge(&results, previous.is_empty())))
+    }
+
+    /// An Event when the restart targets' verdict changes: Normal once all rolled out,
+    /// Warning for a missing or stuck target.
+    async fn announce_restarts(&self, ctx: &Context, verdict: restart::Verdict) {
+        let prior = self.status.as_ref().and_then(|s| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == crate::api::ConditionType::TargetsRolledOut.as_str())
+                .map(|c| c.reason.clone())
+        });
+        if prior.as_deref() == Some(verdict.reason.as_str())
+            || verdict.reason == Reason::RolloutInProgress
+        {
+            return;
+        }
+        let type_ = if verdict.done {
+            EventType::Normal
+        } else {
+            warn!(reason = verdict.reason.as_str(), message = %verdict.message, "restart targets");
+            EventType::Warning
+        };
+        ctx.publish(self, type_, verdict.reason, "Restart", verdict.message)
+            .await;
+    }
+
+    /// Rotates the token in place: stages the new credential beside the current one, which
+    /// is retired (bounded by the overlap) in the same TechnicalUser write; then writes the new
+    /// token into the Secret at the resourceVersion read; then settles on the new token. A
+    /// crash after the first step leaves the Secret's token current and drops the staged
+    /// credential (nobody holds it); after the second, the TechnicalUser's retired credential
+    /// says a rotation happened, and when.
+    async fn rotate_and_settle(
+        &self,
+        ctx: &Context,
+        children: &Children<'_>,
+        (scope, facts, cause): (&ResolvedScope, &ScopeFacts, rotation::Cause),
+        (old, secret, current): (Token, Secret, Credential),
+        applied: Option<Box<TechnicalUser>>,
+    ) -> Result<Action> {
+        let now = Timestamp::now();
+        let expires_at = policy::token_expiry_from(self, &facts.policy, now)
+            .map(|e| e.expires_at)
+            .unwrap_or(current.not_after.0);
+        let value = Token::try_generate().map_err(|_| Error::Randomness)?;
+        let hash = ctx.hasher.hash(&value).await?;
+        let new = credential(&value, hash, expires_at);
+        let overlap = rotation::overlap(
+            self.spec
+                .rotation
+                .as_ref()
+                .and_then(|r| r.overlap.as_deref()),
+        );
+        let existing = applied.map(|u| u.spec.credentials).unwrap_or_default();
+        let credentials = rotation::staged(&existing, &current, new.clone(), overlap, now);
+        let until = credentials
+            .iter()
+            .find(|c| c.id == current.id)
+            .map(|c| c.not_after.0);
+        let disabled = self.hold(facts).is_some();
+        let staged = build::technical_user(self, scope, disabled, expires_at, credentials);
+        apply_user(children, &staged, self).await?;
+        crash_point::reached("rotation-staged");
+
+        let data = build::secret_data(self, scope, &value, expires_at);
+        let updated = build::updated_secret(self, &secret, data).unwrap_or(secret);
+        let name = build::secret_name(self);
+        let written = children
+            .secrets
+            .replace(&name, &PostParams::default(), &updated)
+            .await
+            .map_err(redacted)
+            .at(Step::WriteSecret)?;
+        children.own_writes.wrote(&written.metadata);
+        crash_point::reached("rotation-secret-written");
+        let until = until.map_or_else(|| "now".to_string(), |t| t.to_string());
+        info!(token_id = %value.id(), previous = %old.id(), cause = cause.describe(), "token rotated");
+        let note = format!(
+            "Rotated: token {} replaces {} because {}; the previous token keeps working until {until}",
+            value.id(),
+            old.id(),
+            cause.describe()
+        );
+        ctx.publish(
+            self,
+            EventType::Normal,
+            Reason::TokenRotated,
+            "Rotate",
+            note,
+        )
+        .await;
+        let issued = (value, Some(written), new);
+        self.settle(
+            ctx,
+            children,
+            scope,
+            facts,
+            expires_at,
+            issued,
+            Some(Box::new(staged)),
+        )
+        .await
+    }
+
+    /// The one TokenExpiringSoon Warning Event of an issued token (after the status recording
+    /// it was written, so a retry does not repeat it).
+    async fn announce_expiring_soon(&self, ctx: &Context, warning: &plan::ExpiryWarning) {
+        if warning.announce {
+            info!(message = %warning.message, "token expiring soon");
+            let note = warning.message.clone();
+            let reason = Reason::TokenExpiringSoon;
+            ctx.publish(self, EventType::Warning, reason, "Expiry", note)
+                .await;
+        }
+    }
+
+    /// A Warning Event when a tightened scope policy moved the token's expiry earlier (once:
+    /// the status written next reports the new expiry).
+    async fn announce_shortened(&self, ctx: &Context, facts: &ScopeFacts) {
+        let Some((from, to)) = facts.shortened else {
+            return;
+        };
+        warn!(%from, %to, "expiry moved earlier by the scope's tokenPolicy.maxLifetime");
+        let note = format!(
+            "The scope's tokenPolicy (maxLifetime or defaultLifetime) moved this token's expiry from {from} to {to}"
+        );
+        let reason = Reason::TokenExpiryShortened;
+        ctx.publish(self, EventType::Warning, reason, "Policy", note)
+            .await;
+    }
+
+    /// What holds this token disabled: its revoke, or its scope's kill switch.
+    fn hold(&self, facts: &ScopeFacts) -> Option<plan::Hold> {
+        let idle = plan::idle(facts.idle_at, Timestamp::now());
+        plan::hold(self.spec.revoked, facts.suspension.as_ref(), idle.as_ref())
+    }
+
+    /// When `spec.reactivate` last changed: now if the value is new, else as recorded.
+    fn reactivated_at(&self, status: &AccessTokenStatus) -> Option<Timestamp> {
+        let value = self.spec.reactivate.as_ref()?;
+        if status.reactivated_for.as_ref() == Some(value) {
+            status.reactivated_at.as_ref().map(|t| t.0)
+        } else {
+            Some(Timestamp::now())
+        }
     }
 
     /// Keeps the Secret's descriptive keys (role, expiry, ...) current; the token never
@@ -485,11 +912,13 @@ impl AccessToken {
         user: Option<&TechnicalUser>,
     ) -> Option<Credential> {
         let user = user?;
-        let existing = user
-            .spec
-            .credentials
-            .iter()
-            .find(|c| c.id == value.id().as_str())?;
+        // A retired credential (a previous token) is current again only while the status
+        // still reports it: a rotation that crashed before its Secret write. Otherwise a Secret
+        // put back to a previous token counts as tampered, and gets a fresh token.
+        let reported = self.status.as_ref().and_then(|s| s.token_id.as_deref());
+        let existing = user.spec.credentials.iter().find(|c| {
+            c.id == value.id().as_str() && (c.retired_at.is_none() || reported == Some(&c.id))
+        })?;
         if verified::is_recorded(user, secret, &existing.id) {
             return Some(existing.clone());
         }
@@ -507,7 +936,7 @@ impl AccessToken {
         &self,
         ctx: &Context,
         children: &Children<'_>,
-        scope: &ResolvedScope,
+        (scope, disabled): (&ResolvedScope, bool),
         expires_at: Timestamp,
         existing: Option<Secret>,
     ) -> Result<Minted> {
@@ -516,13 +945,8 @@ impl AccessToken {
         let credential = credential(&value, hash, expires_at);
         // Only the new credential: ones staged by earlier attempts whose Secret write failed
         // belong to tokens nobody holds, so retries never accumulate.
-        let staged = build::technical_user(
-            self,
-            scope,
-            self.spec.revoked,
-            expires_at,
-            vec![credential.clone()],
-        );
+        let staged =
+            build::technical_user(self, scope, disabled, expires_at, vec![credential.clone()]);
         apply_user(children, &staged, self).await?;
         crash_point::reached("credential-staged");
 
@@ -669,8 +1093,20 @@ impl AccessToken {
     }
 
     async fn write_status(&self, ctx: &Context, outcome: &Outcome) -> Result<()> {
+        self.write_status_with(ctx, outcome, |_| {}).await
+    }
+
+    /// Writes the status for `outcome`, with what `extend` adds (conditions and fields of
+    /// the lifecycle steps, which other paths carry over unchanged).
+    async fn write_status_with(
+        &self,
+        ctx: &Context,
+        outcome: &Outcome,
+        extend: impl FnOnce(&mut AccessTokenStatus),
+    ) -> Result<()> {
         let now = Timestamp::now();
-        let status = build::status(self, outcome, now);
+        let mut status = build::status(self, outcome, now);
+        extend(&mut status);
         let unchanged = self.status.as_ref().is_some_and(|current| {
             let ours = AccessTokenStatus {
                 last_used_at: None,
@@ -723,6 +1159,61 @@ impl AccessToken {
     }
 }
 
+/// How often restart targets' rollouts are looked at while they run (within the overlap).
+const RESTART_POLL: Duration = Duration::from_secs(2);
+
+/// Sets the TargetsRolledOut condition and records the token the targets were restarted for.
+fn targets_rolled_out(
+    status: &mut AccessTokenStatus,
+    verdict: &restart::Verdict,
+    token_id: &str,
+    generation: Option<i64>,
+) {
+    let judged = (verdict.done, verdict.reason, verdict.message.as_str());
+    let type_ = crate::api::ConditionType::TargetsRolledOut;
+    build::put_condition(&mut status.conditions, type_, judged, generation);
+    status.restarted_for = Some(token_id.to_string());
+}
+
+/// How long from `now` until `at`, if it is ahead.
+fn until(at: Timestamp, now: Timestamp) -> Option<Duration> {
+    Duration::try_from(at.duration_since(now)).ok()
+}
+
+/// The rotation fields of an AccessToken's status.
+struct RotationStatus {
+    rotated_at: Option<Timestamp>,
+    /// The previous token's id and the end of its overlap, while it works.
+    previous: Option<(String, Timestamp)>,
+    renewal_time: Option<Timestamp>,
+    trigger: Option<String>,
+}
+
+impl RotationStatus {
+    fn apply(&self, status: &mut AccessTokenStatus) {
+        status.rotated_at = self.rotated_at.map(Time);
+        status.previous_token_id = self.previous.as_ref().map(|(id, _)| id.clone());
+        status.previous_valid_until = self.previous.as_ref().map(|(_, until)| Time(*until));
+        status.renewal_time = self.renewal_time.map(Time);
+        status.rotation_trigger = self.trigger.clone();
+    }
+}
+
+/// Sets the ExpiringSoon condition, and records the token warned about once the Event is due.
+fn expiring_soon(
+    status: &mut AccessTokenStatus,
+    warning: &plan::ExpiryWarning,
+    token_id: &str,
+    generation: Option<i64>,
+) {
+    let judged = (warning.soon, warning.reason, warning.message.as_str());
+    let type_ = crate::api::ConditionType::ExpiringSoon;
+    build::put_condition(&mut status.conditions, type_, judged, generation);
+    if warning.announce {
+        status.expiry_warned_token_id = Some(token_id.to_string());
+    }
+}
+
 /// A write that lost a race (409): retried soon with fresh state, not backed off.
 fn is_conflict(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(status) if status.code == 409)
@@ -754,6 +1245,7 @@ fn credential(value: &Token, hash: String, expires_at: Timestamp) -> Credential 
         id: value.id().to_string(),
         hash,
         not_after: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(expires_at),
+        retired_at: None,
     }
 }
 

@@ -295,6 +295,18 @@ pub fn status(token: &AccessToken, outcome: &Outcome, now: Timestamp) -> AccessT
         generation,
         now,
     );
+    // Conditions and fields other steps own are carried over (see `access_token::settle`).
+    let mut conditions = conditions;
+    conditions.extend(
+        previous
+            .conditions
+            .iter()
+            .filter(|c| {
+                c.type_ == ConditionType::ExpiringSoon.as_str()
+                    || c.type_ == ConditionType::TargetsRolledOut.as_str()
+            })
+            .cloned(),
+    );
     let namespace = token.namespace().unwrap_or_default();
     AccessTokenStatus {
         phase: Some(outcome.phase),
@@ -307,6 +319,15 @@ pub fn status(token: &AccessToken, outcome: &Outcome, now: Timestamp) -> AccessT
         expires_at: outcome.expires_at.map(Time),
         // Owned by the verifier's field manager; the controller's apply must not claim it.
         last_used_at: None,
+        expiry_warned_token_id: previous.expiry_warned_token_id,
+        rotated_at: previous.rotated_at,
+        previous_token_id: previous.previous_token_id,
+        previous_valid_until: previous.previous_valid_until,
+        renewal_time: previous.renewal_time,
+        rotation_trigger: previous.rotation_trigger,
+        restarted_for: previous.restarted_for,
+        reactivated_for: previous.reactivated_for,
+        reactivated_at: previous.reactivated_at,
         observed_generation: generation,
         conditions,
     }
@@ -359,6 +380,20 @@ pub fn conditions(
         ));
     }
     conditions
+}
+
+/// Puts a condition of `type_` into `conditions`, replacing the one of that type (and keeping
+/// its transition time if its status did not change).
+pub fn put_condition(
+    conditions: &mut Vec<Condition>,
+    type_: ConditionType,
+    (value, reason, message): (bool, Reason, &str),
+    generation: Option<i64>,
+) {
+    let now = Timestamp::now();
+    let condition = condition(conditions, type_, value, reason, message, generation, now);
+    conditions.retain(|c| c.type_ != condition.type_);
+    conditions.push(condition);
 }
 
 /// A condition that keeps its previous `lastTransitionTime` unless its status changed.

@@ -5,8 +5,14 @@
 
 use std::sync::OnceLock;
 
-/// The named points, in the order an issue passes them.
-pub const POINTS: [&str; 3] = ["credential-staged", "secret-written", "user-applied"];
+/// The named points, in the order an issue passes them, then those of a rotation.
+pub const POINTS: [&str; 5] = [
+    "credential-staged",
+    "secret-written",
+    "user-applied",
+    "rotation-staged",
+    "rotation-secret-written",
+];
 
 /// Aborts the process if `ATO_CRASH_AT` names `point`.
 pub fn reached(point: &'static str) {

@@ -112,6 +112,7 @@ mod tests {
                 organization: organization.into(),
                 display_name: None,
                 token_namespaces: vec![],
+                ..Default::default()
             },
         )
     }

@@ -9,6 +9,8 @@ pub mod group_index;
 mod own_writes;
 mod phase_index;
 mod plan;
+mod restart;
+mod rotation;
 mod scope_status;
 mod verified;
 

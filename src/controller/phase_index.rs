@@ -131,6 +131,7 @@ pub fn count(counts: &mut TokenCounts, phase: Option<Phase>) {
         Phase::Active => counts.active += 1,
         Phase::Revoked => counts.revoked += 1,
         Phase::Expired => counts.expired += 1,
+        Phase::Suspended => counts.suspended += 1,
         Phase::Failed => counts.failed += 1,
     }
 }

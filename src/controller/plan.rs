@@ -156,12 +156,7 @@ pub fn decide(world: World) -> Decision {
             return refuse(disabled, problem.reason, problem.message, Wait::ForChange);
         }
         (Ok(_), Err(invalid)) => {
-            return refuse(
-                None,
-                Reason::InvalidSpec,
-                invalid.to_string(),
-                Wait::ForChange,
-            );
+            return refuse(None, invalid.reason(), invalid.to_string(), Wait::ForChange);
         }
         (Ok(scope), Ok(expires_at)) => (scope, expires_at),
     };
@@ -291,10 +286,66 @@ pub struct Settled {
     pub requeue: Duration,
 }
 
+/// Why an issued, unexpired token is held disabled (its TechnicalUser `disabled`), in order
+/// of precedence: the owner's revoke, then a scope's kill switch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Hold {
+    /// `spec.revoked` is true.
+    Revoked,
+    /// Stopped reversibly, for `reason` (`ScopeSuspended`): phase Suspended.
+    Suspended {
+        /// The condition and Event reason.
+        reason: Reason,
+        /// A sentence for people.
+        message: String,
+    },
+}
+
+/// The hold on a token: revoked first, then its scope's kill switch, then idleness.
+pub fn hold(
+    revoked: bool,
+    suspension: Option<&ScopeProblem>,
+    idle: Option<&ScopeProblem>,
+) -> Option<Hold> {
+    if revoked {
+        return Some(Hold::Revoked);
+    }
+    suspension.or(idle).map(|problem| Hold::Suspended {
+        reason: problem.reason,
+        message: problem.message.clone(),
+    })
+}
+
+/// When an issued token goes idle under `timeout`: that long after the latest of its last
+/// use, its issue or rotation (`born`) and its reactivation. `None` without a timeout.
+pub fn idle_at(
+    timeout: Option<k8s_openapi::jiff::SignedDuration>,
+    last_used: Option<Timestamp>,
+    born: Timestamp,
+    reactivated: Option<Timestamp>,
+) -> Option<Timestamp> {
+    let since = [last_used, Some(born), reactivated]
+        .into_iter()
+        .flatten()
+        .max()?;
+    since.checked_add(timeout?).ok()
+}
+
+/// The idle suspension at `now`, if the token is idle.
+pub fn idle(idle_at: Option<Timestamp>, now: Timestamp) -> Option<ScopeProblem> {
+    let at = idle_at.filter(|at| now >= *at)?;
+    Some(ScopeProblem {
+        reason: Reason::TokenIdle,
+        message: format!(
+            "The token was not used for the scope's tokenPolicy.idleTimeout (idle since {at}); change spec.reactivate (any new value, e.g. today's date) to reactivate it"
+        ),
+    })
+}
+
 /// The phase, status, transition Event and requeue of a token in place.
 pub fn settle(
     previous: Option<Phase>,
-    revoked: bool,
+    hold: Option<&Hold>,
     token_id: &str,
     expires_at: Timestamp,
     now: Timestamp,
@@ -302,19 +353,30 @@ pub fn settle(
     let (phase, ready, reason, message) = if now >= expires_at {
         let message = format!("The token expired at {expires_at}");
         (Phase::Expired, false, Reason::TokenExpired, message)
-    } else if revoked {
-        let message =
-            "spec.revoked is true: the token is disabled; set it to false to re-enable it";
-        (Phase::Revoked, false, Reason::TokenRevoked, message.into())
     } else {
-        let message = format!("Token {token_id} is active until {expires_at}");
-        (Phase::Active, true, Reason::TokenActive, message)
+        match hold {
+            Some(Hold::Revoked) => {
+                let message =
+                    "spec.revoked is true: the token is disabled; set it to false to re-enable it";
+                (Phase::Revoked, false, Reason::TokenRevoked, message.into())
+            }
+            Some(Hold::Suspended { reason, message }) => {
+                (Phase::Suspended, false, *reason, message.clone())
+            }
+            None => {
+                let message = format!("Token {token_id} is active until {expires_at}");
+                (Phase::Active, true, Reason::TokenActive, message)
+            }
+        }
     };
     let transition = match (previous, phase) {
-        (Some(Phase::Revoked), Phase::Revoked) | (Some(Phase::Expired), Phase::Expired) => None,
+        (Some(Phase::Revoked), Phase::Revoked)
+        | (Some(Phase::Expired), Phase::Expired)
+        | (Some(Phase::Suspended), Phase::Suspended) => None,
         (_, Phase::Revoked) => Some((Reason::TokenRevoked, format!("Token {token_id} revoked"))),
         (_, Phase::Expired) => Some((Reason::TokenExpired, format!("Token {token_id} expired"))),
-        (Some(Phase::Revoked), Phase::Active) => Some((
+        (_, Phase::Suspended) => Some((reason, format!("Token {token_id} suspended: {message}"))),
+        (Some(Phase::Revoked | Phase::Suspended), Phase::Active) => Some((
             Reason::TokenReenabled,
             format!("Token {token_id} re-enabled"),
         )),
@@ -337,6 +399,51 @@ pub fn settle(
         },
         transition,
         requeue,
+    }
+}
+
+/// Whether an issued token is ExpiringSoon, and when that next changes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExpiryWarning {
+    /// True within `warning` of the expiry (and before it).
+    pub soon: bool,
+    /// The condition's reason and message.
+    pub reason: Reason,
+    /// A sentence for people.
+    pub message: String,
+    /// When the condition turns True, if that is still ahead: the reconcile wakes up then.
+    pub turns_true_in: Option<Duration>,
+    /// Whether to publish the TokenExpiringSoon Warning Event (once per issued token).
+    pub announce: bool,
+}
+
+/// The ExpiringSoon condition of token `token_id` expiring at `expires_at`, under a warning
+/// period of `warning`, given the token id already warned about.
+pub fn expiry_warning(
+    token_id: &str,
+    expires_at: Timestamp,
+    warning: k8s_openapi::jiff::SignedDuration,
+    warned: Option<&str>,
+    now: Timestamp,
+) -> ExpiryWarning {
+    let from = expires_at.checked_sub(warning).unwrap_or(Timestamp::MIN);
+    let soon = now >= from && now < expires_at;
+    let (reason, message) = if soon {
+        let message = format!("Token {token_id} expires at {expires_at}; renew or replace it");
+        (Reason::TokenExpiringSoon, message)
+    } else {
+        let message = format!("Token {token_id} expires at {expires_at}");
+        (Reason::ExpiryNotNear, message)
+    };
+    let turns_true_in = Duration::try_from(from.duration_since(now))
+        .ok()
+        .filter(|wait| !wait.is_zero());
+    ExpiryWarning {
+        soon,
+        reason,
+        message,
+        turns_true_in,
+        announce: soon && warned != Some(token_id),
     }
 }
 
@@ -367,6 +474,7 @@ mod tests {
             id: id.into(),
             hash: "$argon2id$...".into(),
             not_after: Time(now()),
+            retired_at: None,
         }
     }
 
@@ -520,6 +628,30 @@ mod tests {
     }
 
     #[test]
+    fn a_token_asking_more_than_the_policy_allows_is_not_issued() {
+        let r = refused(World {
+            issued: None,
+            user: UserSeen::Missing,
+            secret: SecretSeen::Missing,
+            expiry: Err(InvalidLifetime::PolicyViolation {
+                asked: now(),
+                allowed: now(),
+            }),
+            ..world()
+        });
+        assert_eq!(
+            (r.outcome.reason, r.outcome.phase, r.wait, r.outcome.ready),
+            (
+                Reason::PolicyViolation,
+                Phase::Pending,
+                Wait::ForChange,
+                false
+            )
+        );
+        assert!(r.outcome.message.contains("tokenPolicy.maxLifetime"));
+    }
+
+    #[test]
     fn a_group_recreated_under_another_organization_disables_the_token() {
         let r = refused(World {
             scope: Ok(group_scope("other")),
@@ -558,7 +690,7 @@ mod tests {
     #[test]
     fn settle_reports_active_revoked_expired_and_their_transitions() {
         let later = now() + k8s_openapi::jiff::SignedDuration::from_secs(60);
-        let active = settle(Some(Phase::Active), false, "id1", later, now());
+        let active = settle(Some(Phase::Active), None, "id1", later, now());
         assert_eq!(
             (
                 active.outcome.phase,
@@ -573,21 +705,146 @@ mod tests {
             "just after expiry"
         );
 
-        let revoked = settle(Some(Phase::Active), true, "id1", later, now());
+        let revoked = settle(
+            Some(Phase::Active),
+            Some(&Hold::Revoked),
+            "id1",
+            later,
+            now(),
+        );
         assert_eq!(revoked.outcome.phase, Phase::Revoked);
         assert_eq!(revoked.transition.unwrap().0, Reason::TokenRevoked);
-        let still = settle(Some(Phase::Revoked), true, "id1", later, now());
+        let still = settle(
+            Some(Phase::Revoked),
+            Some(&Hold::Revoked),
+            "id1",
+            later,
+            now(),
+        );
         assert_eq!(still.transition, None, "announced once");
 
-        let reenabled = settle(Some(Phase::Revoked), false, "id1", later, now());
+        let reenabled = settle(Some(Phase::Revoked), None, "id1", later, now());
         assert_eq!(reenabled.transition.unwrap().0, Reason::TokenReenabled);
 
-        let expired = settle(Some(Phase::Active), false, "id1", now(), now());
+        let expired = settle(Some(Phase::Active), None, "id1", now(), now());
         assert_eq!(expired.outcome.phase, Phase::Expired);
         assert_eq!(expired.transition.unwrap().0, Reason::TokenExpired);
         assert_eq!(expired.requeue, RESYNC);
-        let revoked_after_expiry = settle(Some(Phase::Expired), true, "id1", now(), now());
+        let revoked_after_expiry = settle(
+            Some(Phase::Expired),
+            Some(&Hold::Revoked),
+            "id1",
+            now(),
+            now(),
+        );
         assert_eq!(revoked_after_expiry.outcome.phase, Phase::Expired);
         assert_eq!(revoked_after_expiry.transition, None);
+    }
+
+    #[test]
+    fn expiring_soon_turns_true_within_the_warning_and_is_announced_once_per_token() {
+        use k8s_openapi::jiff::SignedDuration;
+        let expires = now() + SignedDuration::from_hours(48);
+        let week = SignedDuration::from_hours(7 * 24);
+        let soon = expiry_warning("id1", expires, week, None, now());
+        assert!(soon.soon && soon.announce);
+        assert_eq!(soon.reason, Reason::TokenExpiringSoon);
+        assert_eq!(soon.turns_true_in, None);
+        let again = expiry_warning("id1", expires, week, Some("id1"), now());
+        assert!(again.soon && !again.announce, "one Event per issued token");
+        let reissued = expiry_warning("id2", expires, week, Some("id1"), now());
+        assert!(reissued.announce, "a new token gets its own warning");
+
+        let day = SignedDuration::from_hours(24);
+        let later = expiry_warning("id1", expires, day, None, now());
+        assert!(!later.soon && !later.announce);
+        assert_eq!(later.reason, Reason::ExpiryNotNear);
+        assert_eq!(later.turns_true_in, Some(Duration::from_secs(24 * 3600)));
+        let expired = expiry_warning("id1", now(), week, None, now());
+        assert!(!expired.soon, "past expiry is Expired, not ExpiringSoon");
+    }
+
+    #[test]
+    fn a_token_unused_for_the_idle_timeout_is_suspended_from_its_latest_use_issue_or_reactivation()
+    {
+        use k8s_openapi::jiff::SignedDuration;
+        let hour = SignedDuration::from_hours(1);
+        let t = |minutes: i64| now() + SignedDuration::from_mins(minutes);
+        assert_eq!(
+            idle_at(None, Some(t(0)), t(0), None),
+            None,
+            "no idleTimeout: never"
+        );
+        assert_eq!(
+            idle_at(Some(hour), None, t(0), None),
+            Some(t(60)),
+            "from the issue"
+        );
+        assert_eq!(
+            idle_at(Some(hour), Some(t(30)), t(0), None),
+            Some(t(90)),
+            "from the last use"
+        );
+        assert_eq!(
+            idle_at(Some(hour), Some(t(30)), t(0), Some(t(45))),
+            Some(t(105)),
+            "from a reactivation"
+        );
+        assert_eq!(idle(Some(t(60)), t(59)), None);
+        let idle = idle(Some(t(60)), t(60)).expect("idle");
+        assert_eq!(idle.reason, Reason::TokenIdle);
+        assert!(idle.message.contains("spec.reactivate"));
+        let scope = ScopeProblem {
+            reason: Reason::ScopeSuspended,
+            message: "suspended".into(),
+        };
+        let held = hold(false, Some(&scope), Some(&idle));
+        assert!(
+            matches!(
+                held,
+                Some(Hold::Suspended {
+                    reason: Reason::ScopeSuspended,
+                    ..
+                })
+            ),
+            "the kill switch says more"
+        );
+        let held = hold(false, None, Some(&idle));
+        assert!(matches!(
+            held,
+            Some(Hold::Suspended {
+                reason: Reason::TokenIdle,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_suspended_scope_holds_the_token_until_it_resumes_and_revoke_wins() {
+        let later = now() + k8s_openapi::jiff::SignedDuration::from_secs(60);
+        let problem = ScopeProblem {
+            reason: Reason::ScopeSuspended,
+            message: "Organization \"acme\" is suspended".into(),
+        };
+        assert_eq!(hold(true, Some(&problem), None), Some(Hold::Revoked));
+        assert_eq!(hold(false, None, None), None);
+        let held = hold(false, Some(&problem), None);
+        let suspended = settle(Some(Phase::Active), held.as_ref(), "id1", later, now());
+        assert_eq!(
+            (
+                suspended.outcome.phase,
+                suspended.outcome.ready,
+                suspended.outcome.reason
+            ),
+            (Phase::Suspended, false, Reason::ScopeSuspended)
+        );
+        assert_eq!(suspended.transition.unwrap().0, Reason::ScopeSuspended);
+        let still = settle(Some(Phase::Suspended), held.as_ref(), "id1", later, now());
+        assert_eq!(still.transition, None, "announced once");
+        let resumed = settle(Some(Phase::Suspended), None, "id1", later, now());
+        assert_eq!(resumed.outcome.phase, Phase::Active);
+        assert_eq!(resumed.transition.unwrap().0, Reason::TokenReenabled);
+        let expired = settle(Some(Phase::Suspended), held.as_ref(), "id1", now(), now());
+        assert_eq!(expired.outcome.phase, Phase::Expired, "expiry wins");
     }
 }

@@ -13,6 +13,7 @@ use super::{
 use crate::{
     Result,
     api::{Group, Organization, Reason, ScopeStatus, TokenCounts},
+    domain::policy,
     error::{AtStep, Step},
 };
 
@@ -59,13 +60,18 @@ pub async fn reconcile_group(group: Arc<Group>, ctx: Arc<Context>) -> Result<Act
         return Ok(Action::requeue(INDEX_NOT_READY));
     };
     let org = &group.spec.organization;
-    let org_exists = Api::<Organization>::all(ctx.client.clone())
+    let organization = Api::<Organization>::all(ctx.client.clone())
         .get_opt(org)
         .await
         .at(Step::ReadScope)?
-        .is_some_and(|o| o.meta().deletion_timestamp.is_none());
-    let (reason, message) = if org_exists {
-        (Reason::ScopeValid, "Group is ready for tokens".to_string())
+        .filter(|o| o.meta().deletion_timestamp.is_none());
+    let org_exists = organization.is_some();
+    let (reason, message) = if let Some(organization) = organization {
+        let looser = policy::looser_fields(
+            organization.spec.token_policy.as_ref(),
+            group.spec.token_policy.as_ref(),
+        );
+        (Reason::ScopeValid, group_ready_message(org, &looser))
     } else {
         (
             Reason::OrganizationMissing,
@@ -91,6 +97,21 @@ pub async fn reconcile_group(group: Arc<Group>, ctx: Arc<Context>) -> Result<Act
     .await?;
     ctx.failures.succeeded(&*group);
     Ok(action)
+}
+
+/// The Ready message of a usable Group, naming the policy fields that have no effect.
+fn group_ready_message(org: &str, looser: &[&str]) -> String {
+    if looser.is_empty() {
+        return "Group is ready for tokens".to_string();
+    }
+    let fields = looser
+        .iter()
+        .map(|f| format!("tokenPolicy.{f}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "Group is ready for tokens; {fields} is looser than Organization {org:?}'s and has no effect (a group can only tighten its organization's policy)"
+    )
 }
 
 fn scope_status(
@@ -159,6 +180,7 @@ mod tests {
             Some(Phase::Revoked),
             Some(Phase::Expired),
             Some(Phase::Failed),
+            Some(Phase::Suspended),
         ] {
             count(&mut counts, phase);
         }
@@ -169,7 +191,8 @@ mod tests {
                 active: 2,
                 revoked: 1,
                 expired: 1,
-                failed: 1
+                failed: 1,
+                suspended: 1,
             }
         );
     }

@@ -14,6 +14,26 @@ pub enum InvalidLifetime {
     /// So long that the expiry would fall outside the representable range of dates.
     #[error("lifetime {0:?} reaches past the latest representable date")]
     TooLong(String),
+    /// Asks for an expiry past what the scope's `tokenPolicy.maxLifetime` allows.
+    #[error(
+        "the token asks to live until {asked}, past the scope's tokenPolicy.maxLifetime (at most until {allowed}); ask for less, or have the platform admins raise the policy"
+    )]
+    PolicyViolation {
+        /// The expiry the spec asks for.
+        asked: Timestamp,
+        /// The latest expiry the policy allows.
+        allowed: Timestamp,
+    },
+}
+
+impl InvalidLifetime {
+    /// The condition and Event reason for a token whose expiry is refused.
+    pub fn reason(&self) -> crate::api::Reason {
+        match self {
+            Self::PolicyViolation { .. } => crate::api::Reason::PolicyViolation,
+            Self::Format(_) | Self::TooLong(_) => crate::api::Reason::InvalidSpec,
+        }
+    }
 }
 
 /// Parses a lifetime such as `30m`, `12h`, `90d` or `4w`.
@@ -57,17 +77,22 @@ pub fn effective_expiry(
         .map_err(|_| InvalidLifetime::TooLong(lifetime.unwrap_or_default().to_string()))
 }
 
+/// When an AccessToken was created (not yet known, as before its first write: `now`).
+pub fn created(token: &crate::api::AccessToken, now: Timestamp) -> Timestamp {
+    token
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0)
+        .unwrap_or(now)
+}
+
 /// The effective expiry of an AccessToken (its creation time, if not yet known, counts as `now`).
 pub fn of_token(
     token: &crate::api::AccessToken,
     now: Timestamp,
 ) -> Result<Timestamp, InvalidLifetime> {
-    let created = token
-        .metadata
-        .creation_timestamp
-        .as_ref()
-        .map(|t| t.0)
-        .unwrap_or(now);
+    let created = created(token, now);
     effective_expiry(
         created,
         token.spec.expires_at.as_ref().map(|t| t.0),

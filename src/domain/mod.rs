@@ -3,6 +3,7 @@
 //! operator puts on what it writes. Pure (no API calls), so both sides agree by construction.
 
 pub mod expiry;
+pub mod policy;
 pub mod scope;
 
 /// Field manager and Event reporter name; also the value of [`MANAGED_BY_LABEL`].

@@ -90,6 +90,36 @@ pub fn resolve_scope(
     }
 }
 
+/// Which kill switch stops a token, if any: its group's `spec.suspended`, or its
+/// organization's (for a group token, the group's organization). Only meaningful for a scope
+/// that resolves; absent objects are `resolve_scope`'s to report.
+pub fn suspension(
+    spec: &AccessTokenSpec,
+    organization: impl Fn(&str) -> Option<std::sync::Arc<Organization>>,
+    group: impl Fn(&str) -> Option<std::sync::Arc<Group>>,
+) -> Option<ScopeProblem> {
+    let suspended = |kind: &str, name: &str| ScopeProblem {
+        reason: Reason::ScopeSuspended,
+        message: format!(
+            "{kind} {name:?} is suspended (spec.suspended: true): its tokens stop working until it is set back to false"
+        ),
+    };
+    let org_name = match (&spec.organization, &spec.group) {
+        (Some(org), None) => org.clone(),
+        (None, Some(group_name)) => {
+            let grp = group(group_name)?;
+            if grp.spec.suspended {
+                return Some(suspended("Group", group_name));
+            }
+            grp.spec.organization.clone()
+        }
+        _ => return None,
+    };
+    organization(&org_name)
+        .filter(|o| o.spec.suspended)
+        .map(|_| suspended("Organization", &org_name))
+}
+
 fn admit(namespace: &str, allowed: &[String], kind: &str, name: &str) -> Result<(), ScopeProblem> {
     if allowed.iter().any(|n| n == namespace) {
         Ok(())
@@ -116,6 +146,7 @@ mod tests {
             OrganizationSpec {
                 display_name: None,
                 token_namespaces: namespaces.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
             },
         ))
     }
@@ -127,6 +158,7 @@ mod tests {
                 organization: organization.into(),
                 display_name: None,
                 token_namespaces: namespaces.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
             },
         ))
     }
@@ -208,6 +240,47 @@ mod tests {
         assert_eq!(
             (resolved.scope.kind, resolved.scope.name.as_str()),
             (ScopeKind::Group, "platform")
+        );
+    }
+
+    #[test]
+    fn a_suspended_group_stops_its_tokens_and_a_suspended_organization_all_of_them() {
+        let org_with = |suspended: bool| {
+            let mut o = (*org("acme", &["acme-ci"])).clone();
+            o.spec.suspended = suspended;
+            Arc::new(o)
+        };
+        let grp_with = |suspended: bool| {
+            let mut g = (*grp("platform", "acme", &["acme-ci"])).clone();
+            g.spec.suspended = suspended;
+            Arc::new(g)
+        };
+        let check = |org_suspended: bool, grp_suspended: bool, spec: &AccessTokenSpec| {
+            let (o, g) = (org_with(org_suspended), grp_with(grp_suspended));
+            suspension(spec, |_| Some(o.clone()), |_| Some(g.clone())).map(|p| p.message)
+        };
+        let (by_org, by_group) = (org_token("acme", false), group_token("platform"));
+        assert_eq!(check(false, false, &by_org), None);
+        assert_eq!(check(false, false, &by_group), None);
+        assert!(
+            check(true, false, &by_org)
+                .unwrap()
+                .contains("Organization \"acme\"")
+        );
+        assert!(
+            check(true, false, &by_group)
+                .unwrap()
+                .contains("Organization \"acme\"")
+        );
+        assert!(
+            check(false, true, &by_group)
+                .unwrap()
+                .contains("Group \"platform\"")
+        );
+        assert_eq!(
+            check(false, true, &by_org),
+            None,
+            "a group's switch stops only its own"
         );
     }
 

@@ -9,7 +9,9 @@ use kube::{Resource, ResourceExt};
 use crate::{
     api::{AccessToken, Credential, Group, Organization, ScopeKind, TechnicalUser},
     domain::{
-        ACCESS_TOKEN_LABEL, MANAGED_BY_LABEL, MANAGER, expiry, scope::resolve_scope, username,
+        ACCESS_TOKEN_LABEL, MANAGED_BY_LABEL, MANAGER, policy,
+        scope::{resolve_scope, suspension},
+        username,
     },
     token::{HashLimits, phc_params},
 };
@@ -64,6 +66,8 @@ pub enum Denial {
     OwnerDeleting,
     /// The scope no longer admits the token (missing, or namespace not allowed).
     ScopeInvalid,
+    /// The token's Organization or Group is suspended (its kill switch, `spec.suspended`).
+    ScopeSuspended,
     /// The TechnicalUser lacks the operator's labels, or is not named after the AccessToken
     /// that controls it: not written by the operator, so not trusted.
     Untrusted,
@@ -87,6 +91,7 @@ impl Denial {
             Self::OwnerMissing => "owner_missing",
             Self::OwnerDeleting => "owner_deleting",
             Self::ScopeInvalid => "scope_invalid",
+            Self::ScopeSuspended => "scope_suspended",
             Self::Untrusted => "untrusted",
             Self::HashRefused => "hash_refused",
             Self::Ambiguous => "ambiguous",
@@ -190,14 +195,21 @@ pub fn check_state(
         return Err(Denial::Revoked);
     }
     // The spec may have moved the expiry earlier than the TechnicalUser shows yet.
-    match expiry::of_token(&token, now) {
-        Ok(at) if now < at => {}
+    // So may a tightened scope policy (its maxLifetime caps the expiry at once).
+    let policy = policy::of_scope(&token.spec, &organization, &group);
+    match policy::token_expiry(&token, &policy, now) {
+        Ok(at) if now < at.expires_at => {}
         _ => return Err(Denial::Expired),
     }
-    let resolved = resolve_scope(&namespace, &token.spec, organization, group)
+    let resolved = resolve_scope(&namespace, &token.spec, &organization, &group)
         .map_err(|_| Denial::ScopeInvalid)?;
     if resolved.scope != user.spec.scope {
         return Err(Denial::ScopeInvalid);
+    }
+    // The kill switch, read from the Organization and Group themselves: no wait for the
+    // controller to disable the TechnicalUser.
+    if suspension(&token.spec, &organization, &group).is_some() {
+        return Err(Denial::ScopeSuspended);
     }
 
     let role_word = if resolved.role.is_admin() {
@@ -294,6 +306,7 @@ mod tests {
                     id: "abc".into(),
                     hash: String::new(),
                     not_after: later,
+                    retired_at: None,
                 }],
             },
         );
@@ -316,6 +329,7 @@ mod tests {
             OrganizationSpec {
                 display_name: None,
                 token_namespaces: vec!["acme-ci".into()],
+                ..Default::default()
             },
         );
         let group = Group::new(
@@ -324,6 +338,7 @@ mod tests {
                 organization: "acme".into(),
                 display_name: None,
                 token_namespaces: vec!["acme-ci".into()],
+                ..Default::default()
             },
         );
         World {
@@ -415,6 +430,32 @@ mod tests {
         let mut w = world(true);
         w.group.spec.organization = "gone".into();
         assert_eq!(check(&w), Err(Denial::ScopeInvalid));
+
+        let mut w = world(true);
+        w.group.spec.token_policy = Some(crate::api::TokenPolicy {
+            max_lifetime: Some("1m".into()),
+            ..Default::default()
+        });
+        w.token.metadata.creation_timestamp = Some(Time(w.now - SignedDuration::from_mins(1)));
+        assert_eq!(
+            check(&w),
+            Err(Denial::Expired),
+            "a tightened policy caps the expiry at once"
+        );
+
+        let mut w = world(true);
+        w.group.spec.suspended = true;
+        assert_eq!(check(&w), Err(Denial::ScopeSuspended), "group kill switch");
+        let mut w = world(true);
+        w.org.spec.suspended = true;
+        assert_eq!(
+            check(&w),
+            Err(Denial::ScopeSuspended),
+            "organization kill switch covers its groups"
+        );
+        let mut w = world(false);
+        w.org.spec.suspended = true;
+        assert_eq!(check(&w), Err(Denial::ScopeSuspended));
     }
 
     #[test]
@@ -495,6 +536,7 @@ mod tests {
             id: "abc".into(),
             hash: hash.into(),
             not_after: Time(Timestamp::UNIX_EPOCH),
+            retired_at: None,
         };
         let salt_and_hash = "c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaA";
         let old = format!("$argon2id$v=19$m=19456,t=2,p=1${salt_and_hash}");

@@ -132,6 +132,7 @@ mod tests {
                         id: id.to_string(),
                         hash: String::new(),
                         not_after: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+                        retired_at: None,
                     })
                     .collect(),
             },

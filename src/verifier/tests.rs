@@ -64,6 +64,7 @@ fn technical_user(token: &AccessToken, credentials: &[(&str, &Token)]) -> Techni
             id: id.to_string(),
             hash: hash_token(value, &FAST).unwrap(),
             not_after: Time(later),
+            retired_at: None,
         })
         .collect();
     let mut user = build::technical_user(token, &resolved, false, later, credentials);
@@ -87,6 +88,7 @@ fn world(users: Vec<TechnicalUser>, tokens: Vec<AccessToken>, budget: MissBudget
         OrganizationSpec {
             display_name: None,
             token_namespaces: vec!["acme-ci".into()],
+            ..Default::default()
         },
     );
     org.metadata.uid = Some("org-uid".into());

@@ -421,7 +421,8 @@ async fn kubectl_explains_fields_and_shows_useful_columns() {
     assert_eq!(
         header,
         [
-            "NAME", "SCOPE", "ROLE", "STATUS", "EXPIRES", "AGE", "TOKEN", "ID", "REASON"
+            "NAME", "SCOPE", "ROLE", "STATUS", "EXPIRES", "AGE", "TOKEN", "ID", "REASON", "NEXT",
+            "RENEWAL"
         ]
     );
     let row = wide.lines().nth(1).unwrap();

@@ -64,6 +64,7 @@ async fn crds_install_and_objects_are_created_watched_and_read_back() {
         OrganizationSpec {
             display_name: Some("Proof Corp".into()),
             token_namespaces: vec!["proof".into()],
+            ..Default::default()
         },
     );
     orgs.create(&PostParams::default(), &org)

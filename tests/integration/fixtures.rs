@@ -44,6 +44,7 @@ impl Tenant {
                 OrganizationSpec {
                     display_name: None,
                     token_namespaces: vec![namespace.clone()],
+                    ..Default::default()
                 },
             ),
         )
@@ -58,6 +59,7 @@ impl Tenant {
                         organization: organization.clone(),
                         display_name: None,
                         token_namespaces: vec![namespace.clone()],
+                        ..Default::default()
                     },
                 ),
             )

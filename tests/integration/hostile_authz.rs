@@ -251,6 +251,7 @@ async fn a_group_admin_manages_that_groups_tokens_and_no_others() {
                     organization: tenant.organization.clone(),
                     display_name: None,
                     token_namespaces: vec![tenant.namespace.clone()],
+                    ..Default::default()
                 },
             ),
         )
@@ -326,6 +327,7 @@ async fn nobody_but_the_operator_writes_technical_users_or_the_group_index() {
                     id: "aaaaaaaaaaaa".into(),
                     hash: "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA".into(),
                     not_after: issued.spec.expires_at.clone(),
+                    retired_at: None,
                 }],
                 ..issued.spec.clone()
             },

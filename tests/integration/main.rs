@@ -21,6 +21,7 @@ mod hostile_partition;
 mod hostile_verifier;
 mod leader;
 mod leaks;
+mod lifecycle;
 mod observability;
 mod plugin;
 mod proxy;
