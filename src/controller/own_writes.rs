@@ -48,18 +48,7 @@ impl OwnWrites {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::Secret;
-
-    fn secret(uid: &str, version: &str) -> Secret {
-        Secret {
-            metadata: ObjectMeta {
-                uid: Some(uid.into()),
-                resource_version: Some(version.into()),
-                ..Default::default()
-            },
-            ..Default::default()
-        }
-    }
+    use crate::controller::verified::tests::secret;
 
     #[test]
     fn only_the_echo_of_our_last_write_is_held_back() {

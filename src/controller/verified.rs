@@ -45,11 +45,12 @@ pub fn set(user: &mut TechnicalUser, record: Option<String>) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use kube::api::ObjectMeta;
 
-    fn secret(uid: &str, version: &str) -> Secret {
+    /// A Secret as read from the API server: a uid and a resourceVersion.
+    pub(in crate::controller) fn secret(uid: &str, version: &str) -> Secret {
         Secret {
             metadata: ObjectMeta {
                 uid: Some(uid.into()),
