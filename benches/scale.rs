@@ -39,6 +39,7 @@ const UNRELATED: usize = 10_000;
 const ORG: &str = "scale";
 const TOKENS_NS: &str = "scale-tokens";
 const FLOOR_NS: &str = "scale-floor";
+const WRITE_SET_NS: &str = "scale-write-set";
 const PEER_NS: &str = "scale-peer";
 const UNRELATED_NS: &str = "scale-unrelated";
 
@@ -57,7 +58,7 @@ async fn main() {
         .await
         .expect("KUBECONFIG points at the local control plane");
     install_crds(&client).await;
-    for ns in [TOKENS_NS, FLOOR_NS, PEER_NS, UNRELATED_NS] {
+    for ns in [TOKENS_NS, FLOOR_NS, WRITE_SET_NS, PEER_NS, UNRELATED_NS] {
         create_namespace(&client, ns).await;
     }
     let org: Organization = serde_json::from_value(json!({
@@ -79,6 +80,10 @@ async fn main() {
     let raw = raw_writes(&client, n).await;
     eprintln!("floor: {n} argon2id hashes on 2 threads");
     let hashes = hashes_on_two_threads(n);
+    eprintln!(
+        "write set: the operator's {WRITES_PER_TOKEN} writes per token, raw, by {CLIENTS} clients"
+    );
+    let write_set = operator_write_set(&client, n).await;
     // BENCH_SCALE_PEER=0 skips the peer (about 100 s for 1,000 on this machine) while iterating.
     let peer = if std::env::var("BENCH_SCALE_PEER").as_deref() == Ok("0") {
         Duration::ZERO
@@ -132,6 +137,7 @@ async fn main() {
         n,
         raw,
         hashes,
+        write_set,
         peer,
         issue,
         issuing_cpu,
@@ -204,6 +210,108 @@ async fn raw_writes(client: &Client, n: usize) -> Duration {
     })
     .await;
     started.elapsed()
+}
+
+/// What issuing one token writes, counted in [`operator_write_set`].
+const WRITES_PER_TOKEN: usize = 8;
+
+/// The operator's own write set without the operator, for comparison: per token the
+/// client's AccessToken create, the first status (`Reconciling=True`), a metadata patch (the
+/// finalizer's write), the TechnicalUser
+/// with the staged credential, the Secret, the TechnicalUser again (the verified-Secret
+/// record), an Event and a status patch, raw from CLIENTS writers doing each token's writes
+/// in order (as one reconcile does). Reads and argon2 are left out. The AccessTokens are
+/// deleted again (they carry no finalizer) before the operator starts.
+async fn operator_write_set(client: &Client, n: usize) -> Duration {
+    use k8s_openapi::api::core::v1::{Event, ObjectReference};
+    use kube::api::{DeleteParams, Patch, PatchParams};
+    let tokens: Api<AccessToken> = Api::namespaced(client.clone(), WRITE_SET_NS);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), WRITE_SET_NS);
+    let users: Api<TechnicalUser> = Api::namespaced(client.clone(), WRITE_SET_NS);
+    let events: Api<Event> = Api::namespaced(client.clone(), WRITE_SET_NS);
+    let hash = hash_token(&Token::generate(), &HashParams::default()).unwrap();
+    let merge = PatchParams::default();
+    let started = Instant::now();
+    parallel(n, |i| {
+        let (tokens, secrets, users, events) =
+            (tokens.clone(), secrets.clone(), users.clone(), events.clone());
+        let (hash, merge) = (hash.clone(), merge.clone());
+        async move {
+            let name = format!("t{i}");
+            let token: AccessToken = serde_json::from_value(json!({
+                "apiVersion": "iam.accesstoken.io/v1alpha1", "kind": "AccessToken",
+                "metadata": {"name": name},
+                "spec": {"organization": ORG, "lifetime": "30d"}
+            }))
+            .unwrap();
+            tokens.create(&PostParams::default(), &token).await.expect("AccessToken");
+            let first = json!({"status": {"conditions": [{"type": "Reconciling", "status": "True",
+                "reason": "FirstReconcile", "message": "issuing", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
+            tokens.patch_status(&name, &merge, &Patch::Merge(&first)).await.expect("first status");
+            let mark = json!({"metadata": {"annotations": {"bench/finalizer-write": "1"}}});
+            tokens.patch(&name, &merge, &Patch::Merge(&mark)).await.expect("metadata");
+            let value = Token::generate();
+            let user = |record: &str| -> TechnicalUser {
+                serde_json::from_value(json!({
+                    "apiVersion": "iam.accesstoken.io/v1alpha1", "kind": "TechnicalUser",
+                    "metadata": {"name": name, "annotations": {"bench/record": record}},
+                    "spec": {
+                        "scope": {"kind": "Organization", "name": ORG, "organization": ORG},
+                        "role": "OrganizationUser", "disabled": false,
+                        "expiresAt": "2030-01-01T00:00:00Z",
+                        "credentials": [{"id": value.id().as_str(), "hash": hash, "notAfter": "2030-01-01T00:00:00Z"}]
+                    }
+                }))
+                .unwrap()
+            };
+            let staged = users.create(&PostParams::default(), &user("")).await.expect("TechnicalUser");
+            let data = BTreeMap::from(
+                [("token", value.expose_secret().to_string()), ("token-id", value.id().to_string())]
+                    .map(|(k, v)| (k.to_string(), ByteString(v.into_bytes()))),
+            );
+            let secret = Secret {
+                metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() },
+                type_: Some("iam.accesstoken.io/token".into()),
+                data: Some(data),
+                ..Default::default()
+            };
+            let written = secrets.create(&PostParams::default(), &secret).await.expect("Secret");
+            let record = json!({"metadata": {"annotations": {
+                "bench/record": written.metadata.resource_version.unwrap_or_default()
+            }}});
+            users.patch(&name, &merge, &Patch::Merge(&record)).await.expect("record");
+            drop(staged);
+            let event = Event {
+                metadata: ObjectMeta { name: Some(format!("{name}.issued")), ..Default::default() },
+                involved_object: ObjectReference {
+                    api_version: Some("iam.accesstoken.io/v1alpha1".into()),
+                    kind: Some("AccessToken".into()),
+                    name: Some(name.clone()),
+                    namespace: Some(WRITE_SET_NS.into()),
+                    ..Default::default()
+                },
+                reason: Some("TokenIssued".into()),
+                message: Some(format!("Issued token {}", value.id())),
+                type_: Some("Normal".into()),
+                ..Default::default()
+            };
+            events.create(&PostParams::default(), &event).await.expect("Event");
+            let status = json!({"status": {"phase": "Active", "tokenId": value.id().as_str()}});
+            tokens.patch_status(&name, &merge, &Patch::Merge(&status)).await.expect("status");
+        }
+    })
+    .await;
+    let elapsed = started.elapsed();
+    tokens
+        .delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await
+        .expect("AccessTokens deleted");
+    poll_until(|| async {
+        let left = tokens.list(&ListParams::default().limit(1)).await.ok()?;
+        left.items.is_empty().then_some(())
+    })
+    .await;
+    elapsed
 }
 
 /// The floor's hashing part: N argon2id hashes at the default cost, on 2 threads (2 cores).
@@ -505,6 +613,7 @@ struct Report {
     n: usize,
     raw: Duration,
     hashes: Duration,
+    write_set: Duration,
     peer: Duration,
     issue: Duration,
     issuing_cpu: f64,
@@ -555,6 +664,15 @@ impl Report {
             "| **operator: {n} AccessTokens to all Active** | **{}** | **{:.2}** |\n",
             s(self.issue),
             ratio(self.issue)
+        );
+        out += &format!(
+            "| the operator's own write set without the operator ({WRITES_PER_TOKEN} writes per token, see below), raw by {CLIENTS} clients | {} | {:.2} |\n",
+            s(self.write_set),
+            ratio(self.write_set)
+        );
+        out += &format!(
+            "| operator over its own write set | | **{:.2}** |\n",
+            self.issue.as_secs_f64() / self.write_set.as_secs_f64()
         );
         out += &format!(
             "| peer: kube-controller-manager fills {n} legacy ServiceAccount token Secrets | {} | {:.2} |\n",
