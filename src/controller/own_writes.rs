@@ -4,33 +4,65 @@
 //! change of a child (a tenant editing the Secret, a deletion, a relist) still passes: a
 //! write by anyone else has another resourceVersion.
 
-use std::{collections::HashMap, sync::Mutex};
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Mutex,
+};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, runtime::watcher};
 
-/// The resourceVersion of the operator's last write of each child, by uid, until its echo
-/// arrives (one entry per child at most).
+/// How many of the operator's own writes of one child may await their echo at once: issuing
+/// writes a TechnicalUser twice in a row (the staged credential, then the verified-Secret
+/// record), so the first echo often arrives after the second write.
+const PENDING_PER_CHILD: usize = 4;
+
+/// The resourceVersions of the operator's latest writes of each child, by uid, until their
+/// echoes arrive (oldest first, at most [`PENDING_PER_CHILD`]).
 #[derive(Debug, Default)]
-pub struct OwnWrites(Mutex<HashMap<String, String>>);
+pub struct OwnWrites(Mutex<HashMap<String, VecDeque<String>>>);
 
 impl OwnWrites {
     /// Notes a write the operator made, as the API server returned it.
     pub fn wrote(&self, meta: &ObjectMeta) {
         if let (Some(uid), Some(version)) = (&meta.uid, &meta.resource_version) {
             let mut writes = self.0.lock().expect("lock");
-            writes.insert(uid.clone(), version.clone());
+            let pending = writes.entry(uid.clone()).or_default();
+            if pending.len() == PENDING_PER_CHILD {
+                pending.pop_front();
+            }
+            pending.push_back(version.clone());
         }
     }
 
-    /// Whether a watched state of a child is the echo of the operator's last write of it;
-    /// either way that write is forgotten (the next event is someone else's or a newer one).
+    /// Whether a watched state of a child is the echo of one of the operator's pending
+    /// writes of it. Events of one object arrive in order, so that write and the ones noted
+    /// before it are settled; any other state (someone else's write) forgets them all.
     fn is_echo(&self, meta: &ObjectMeta) -> bool {
         let Some(uid) = &meta.uid else {
             return false;
         };
-        let written = self.0.lock().expect("lock").remove(uid);
-        written.is_some() && written == meta.resource_version
+        let mut writes = self.0.lock().expect("lock");
+        let Some(pending) = writes.get_mut(uid) else {
+            return false;
+        };
+        let position = meta
+            .resource_version
+            .as_ref()
+            .and_then(|version| pending.iter().position(|v| v == version));
+        match position {
+            Some(at) => {
+                pending.drain(..=at);
+                if pending.is_empty() {
+                    writes.remove(uid);
+                }
+                true
+            }
+            None => {
+                writes.remove(uid);
+                false
+            }
+        }
     }
 
     /// The children of a watch event that must trigger a reconcile: all but echoes of our
@@ -39,7 +71,14 @@ impl OwnWrites {
         use watcher::Event;
         match event {
             Event::Apply(child) if self.is_echo(child.meta()) => Vec::new(),
-            Event::Apply(child) | Event::InitApply(child) | Event::Delete(child) => vec![child],
+            Event::Delete(child) => {
+                // Gone: nothing of it can echo any more (keeps the map to live children).
+                if let Some(uid) = &child.meta().uid {
+                    self.0.lock().expect("lock").remove(uid);
+                }
+                vec![child]
+            }
+            Event::Apply(child) | Event::InitApply(child) => vec![child],
             Event::Init | Event::InitDone => Vec::new(),
         }
     }
@@ -64,6 +103,19 @@ mod tests {
         own.wrote(&secret("a", "20").metadata);
         assert_eq!(own.triggers(Event::Apply(secret("a", "19"))).len(), 1);
         assert_eq!(own.triggers(Event::Apply(secret("a", "20"))).len(), 1);
+
+        // Two writes in a row (staged credential, then the record): both echoes are ours,
+        // even when the first arrives after the second write.
+        own.wrote(&secret("e", "50").metadata);
+        own.wrote(&secret("e", "52").metadata);
+        assert!(own.triggers(Event::Apply(secret("e", "50"))).is_empty());
+        assert!(own.triggers(Event::Apply(secret("e", "52"))).is_empty());
+        assert_eq!(own.triggers(Event::Apply(secret("e", "52"))).len(), 1);
+        // A write by someone else between two of ours passes, and so does what follows.
+        own.wrote(&secret("f", "60").metadata);
+        own.wrote(&secret("f", "62").metadata);
+        assert_eq!(own.triggers(Event::Apply(secret("f", "61"))).len(), 1);
+        assert_eq!(own.triggers(Event::Apply(secret("f", "62"))).len(), 1);
 
         // Deletions and relists always pass; other children are not affected.
         own.wrote(&secret("b", "30").metadata);
