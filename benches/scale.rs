@@ -264,7 +264,7 @@ async fn operator_write_set(client: &Client, n: usize) -> Duration {
                 }))
                 .unwrap()
             };
-            let staged = users.create(&PostParams::default(), &user("")).await.expect("TechnicalUser");
+            users.create(&PostParams::default(), &user("")).await.expect("TechnicalUser");
             let data = BTreeMap::from(
                 [("token", value.expose_secret().to_string()), ("token-id", value.id().to_string())]
                     .map(|(k, v)| (k.to_string(), ByteString(v.into_bytes()))),
@@ -280,7 +280,6 @@ async fn operator_write_set(client: &Client, n: usize) -> Duration {
                 "bench/record": written.metadata.resource_version.unwrap_or_default()
             }}});
             users.patch(&name, &merge, &Patch::Merge(&record)).await.expect("record");
-            drop(staged);
             let event = Event {
                 metadata: ObjectMeta { name: Some(format!("{name}.issued")), ..Default::default() },
                 involved_object: ObjectReference {
