@@ -32,6 +32,12 @@ impl Tenant {
     pub async fn new(prefix: &str) -> Self {
         let watchdog = Watchdog::arm();
         install_crds().await;
+        Self::in_installed_cluster(prefix, watchdog).await
+    }
+
+    /// As `new`, in a cluster where the CRDs and `deploy/` are installed already (by Helm or
+    /// kustomize, in the end-to-end tests): installs nothing.
+    pub async fn in_installed_cluster(prefix: &str, watchdog: Watchdog) -> Self {
         let client = admin_client().await;
         let namespace = test_namespace(&client, prefix).await;
         let organization = unique_name(&format!("{prefix}-org"));

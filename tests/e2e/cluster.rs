@@ -1,0 +1,227 @@
+//! The test cluster with nodes, as `hack/local-cluster.sh --with-node` sets it up, and the
+//! waits and checks the end-to-end tests share.
+
+use std::{collections::BTreeSet, path::PathBuf, time::Duration};
+
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    authentication::v1::SelfSubjectReview,
+    core::v1::{Pod, PodSpec},
+};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{ListParams, ObjectMeta, PostParams},
+};
+use tokio::sync::OnceCell;
+
+use crate::harness::{client_with_token, cluster_env};
+
+/// Where both installs put the operator (the Helm release and the kustomize base agree).
+pub const NAMESPACE: &str = "access-token-operator";
+/// The operator pods' label.
+pub const POD_SELECTOR: &str = "app.kubernetes.io/name=access-token-operator";
+/// Pods start from an image already on the node, but a busy 2-core machine runs two
+/// kubelets, two containerds and the control plane: more than the integration tests' minute.
+const DEADLINE: Duration = Duration::from_secs(180);
+
+/// The repository's root (paths in the Makefile and scripts are relative to it).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The image `make image` builds, as the nodes know it once loaded.
+pub fn image_repository() -> &'static str {
+    "localhost/access-token-operator"
+}
+
+pub fn image_tag() -> &'static str {
+    env!("CARGO_PKG_VERSION")
+}
+
+/// Runs `program` from the repository root and returns its stdout; fails the test with its
+/// output if it fails.
+pub async fn run(program: &str, args: &[&str]) -> String {
+    let output = tokio::process::Command::new(program)
+        .args(args)
+        .current_dir(repo_root())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("{program} runs: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{program} {} failed ({}):\n{stdout}\n{}",
+        args.join(" "),
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// Polls `check` until it returns `Some`, failing the test after `DEADLINE` with `what`.
+pub async fn eventually_within<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {DEADLINE:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+static IMAGE_LOADED: OnceCell<()> = OnceCell::const_new();
+
+/// Imports the image archive `make image` wrote into every node's containerd, once.
+pub async fn load_image_once() {
+    IMAGE_LOADED
+        .get_or_init(|| async {
+            let archive = std::env::var("ATO_IMAGE_ARCHIVE").unwrap_or_else(|_| {
+                repo_root()
+                    .join("target/image/access-token-operator.oci.tar")
+                    .display()
+                    .to_string()
+            });
+            assert!(
+                std::path::Path::new(&archive).is_file(),
+                "{archive} is missing: run `make image` (or `make test-e2e`, which does)"
+            );
+            run("hack/node/load-image.sh", &[&archive]).await;
+        })
+        .await;
+}
+
+/// Waits until the operator Deployment has rolled out: all replicas updated, available and
+/// ready, one on each node. Returns its pods.
+pub async fn wait_for_rollout(client: &Client) -> Vec<Pod> {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NAMESPACE);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+    let nodes: BTreeSet<String> = cluster_env("ATO_NODE_NAMES")
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    eventually_within("the operator to roll out on every node", || async {
+        let deployment = deployments.get("access-token-operator").await.ok()?;
+        let wanted = deployment.spec.as_ref()?.replicas?;
+        let status = deployment.status.as_ref()?;
+        let rolled_out = status.observed_generation >= deployment.metadata.generation
+            && status.updated_replicas == Some(wanted)
+            && status.available_replicas == Some(wanted)
+            && status.replicas == Some(wanted);
+        if !rolled_out {
+            return None;
+        }
+        let running: Vec<Pod> = pods
+            .list(&ListParams::default().labels(POD_SELECTOR))
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none() && is_ready(p))
+            .collect();
+        let on: BTreeSet<String> = running
+            .iter()
+            .filter_map(|p| p.spec.as_ref()?.node_name.clone())
+            .collect();
+        (running.len() == wanted as usize && on == nodes).then_some(running)
+    })
+    .await
+}
+
+fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|conditions| {
+            conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        })
+}
+
+/// Whether the operator namespace's Pod Security admission admits a pod with `spec`
+/// (a server-side dry run: nothing is created). `Err` carries the refusal.
+pub async fn pod_security_verdict(client: &Client, spec: PodSpec) -> Result<(), String> {
+    let pod = Pod {
+        metadata: ObjectMeta {
+            generate_name: Some("pod-security-probe-".into()),
+            ..Default::default()
+        },
+        spec: Some(spec),
+        ..Default::default()
+    };
+    Api::<Pod>::namespaced(client.clone(), NAMESPACE)
+        .create(
+            &PostParams {
+                dry_run: true,
+                ..Default::default()
+            },
+            &pod,
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// The user kube-apiserver authenticates `token` as (through its token webhook, which asks
+/// the in-cluster verifier), or `None` if it does not.
+pub async fn authenticated_as(token: &str) -> Option<String> {
+    let client = client_with_token(token).await;
+    let review = Api::<SelfSubjectReview>::all(client)
+        .create(&PostParams::default(), &SelfSubjectReview::default())
+        .await
+        .ok()?;
+    review.status?.user_info?.username
+}
+
+/// The object a manifest describes: (apiVersion, kind, namespace, name).
+pub type ObjectRef = (String, String, Option<String>, String);
+
+/// The objects of a multi-document YAML stream, as `ObjectRef`s.
+pub fn objects_in(yaml: &str) -> Vec<ObjectRef> {
+    let documents: Vec<serde_json::Value> =
+        serde_saphyr::from_multiple(yaml).expect("rendered manifests are YAML");
+    documents
+        .into_iter()
+        .filter(|d| d.is_object())
+        .map(|d| {
+            let text = |v: &serde_json::Value| v.as_str().map(String::from);
+            (
+                text(&d["apiVersion"]).expect("apiVersion"),
+                text(&d["kind"]).expect("kind"),
+                text(&d["metadata"]["namespace"]),
+                text(&d["metadata"]["name"]).expect("name"),
+            )
+        })
+        .collect()
+}
+
+/// Whether the API server still has the object (asked through kubectl, which maps any kind
+/// to its resource).
+pub async fn exists(object: &ObjectRef) -> bool {
+    let (api_version, kind, namespace, name) = object;
+    let group = api_version.rsplit_once('/').map_or("", |(group, _)| group);
+    let resource = if group.is_empty() {
+        kind.clone()
+    } else {
+        format!("{kind}.{group}")
+    };
+    let mut args = vec!["get", &resource, name, "--ignore-not-found", "-o", "name"];
+    if let Some(namespace) = namespace {
+        args.extend(["-n", namespace]);
+    }
+    !run("kubectl", &args).await.trim().is_empty()
+}
+
+/// The pods' names, for messages.
+pub fn names(pods: &[Pod]) -> Vec<String> {
+    pods.iter().map(|p| p.name_any()).collect()
+}
