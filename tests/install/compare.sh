@@ -17,6 +17,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
+hack/ensure-packages.sh jq
 helm="$(hack/helm/build.sh)"
 chart=charts/access-token-operator
 release=(access-token-operator "$chart" --namespace access-token-operator)
@@ -28,8 +29,8 @@ fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
 
 # YAML stream -> sorted, normalised JSON array (kubectl parses; nothing is sent anywhere).
 normalise() {
-  kubectl create --dry-run=client -o json -f "$1" | jq -S '
-    [(if .kind == "List" then .items[] else . end)
+  kubectl create --dry-run=client -o json -f "$1" | jq -S -s '
+    [.[] | (if .kind == "List" then .items[] else . end)
      | del(.metadata.labels["helm.sh/chart", "app.kubernetes.io/instance"])
      | if .metadata.labels["app.kubernetes.io/managed-by"] == "Helm"
        then del(.metadata.labels["app.kubernetes.io/managed-by"]) else . end
@@ -46,16 +47,16 @@ compare() {
   "$helm" template "${release[@]}" --set namespace.create=true "$@" >"$work/$name.helm.yaml"
   normalise "$work/$name.kustomize.yaml" >"$work/$name.kustomize.json"
   normalise "$work/$name.helm.yaml" >"$work/$name.helm.json"
-  local count
+  local count settings="${*:-(defaults)}"
   count="$(jq 'length' "$work/$name.kustomize.json")"
   # Both empty would compare equal: the install must hold the operator's Deployment.
   if [ "$(jq '[.[] | select(.kind == "Deployment")] | length' "$work/$name.kustomize.json")" != 1 ]; then
     fail "$name: kubectl kustomize $dir renders no Deployment"
-  elif diff -u --label "kubectl kustomize $dir" --label "helm template $*" \
+  elif diff -u --label "kubectl kustomize $dir" --label "helm template $settings" \
     "$work/$name.kustomize.json" "$work/$name.helm.json" >"$work/$name.diff"; then
-    pass "$name: kubectl kustomize $dir and helm template $* render the same $count objects"
+    pass "$name: kubectl kustomize $dir and helm template $settings render the same $count objects"
   else
-    fail "$name: kubectl kustomize $dir and helm template $* differ:"
+    fail "$name: kubectl kustomize $dir and helm template $settings differ:"
     head -n 80 "$work/$name.diff" >&2
   fi
 }
