@@ -2,7 +2,7 @@
 CARGO ?= cargo
 LOCAL_CLUSTER := hack/local-cluster.sh
 
-.PHONY: run test check crds control-plane bench-verify bench-scale fuzz
+.PHONY: run test test-install check crds control-plane helm bench-verify bench-scale fuzz
 
 ## run: start a local control plane, install the CRDs, run the operator, apply examples/ (Ctrl-C stops all)
 run: control-plane
@@ -10,9 +10,14 @@ run: control-plane
 	$(LOCAL_CLUSTER) --kubeconfig target/local-cluster/kubeconfig -- hack/run-local.sh
 
 ## test: build what is missing and run every test (unit tests and integration tests on a real control plane)
-test: control-plane
+test: control-plane helm
 	$(CARGO) test --no-run
 	$(LOCAL_CLUSTER) -- $(CARGO) test
+	$(LOCAL_CLUSTER) -- tests/install/compare.sh
+
+## test-install: the Helm chart and the kustomize installs render the same objects, lint clean, and apply (server dry run)
+test-install: control-plane helm
+	$(LOCAL_CLUSTER) -- tests/install/compare.sh
 
 ## bench-verify: verifier TokenReview throughput/latency vs kube-apiserver, and revocation delay; writes BENCHMARKS.md
 bench-verify: control-plane
@@ -40,10 +45,15 @@ fuzz:
 	$(CARGO) +nightly fuzz run token_review_body fuzz/corpus/token_review_body fuzz/seeds/token_review_body -- \
 		-runs=$(FUZZ_RUNS) -max_len=4096 -dict=fuzz/token_review.dict -print_final_stats=1
 
-## crds: regenerate crds/ from the Rust types
+## crds: regenerate crds/ (and the Helm chart's copy) from the Rust types
 crds:
 	$(CARGO) run --quiet -- crd > crds/access-token-operator.yaml
+	cp crds/access-token-operator.yaml charts/access-token-operator/files/crds.yaml
 
 ## control-plane: build (once, cached outside the repo) kube-apiserver, kube-controller-manager, kubectl, etcd
 control-plane:
 	hack/control-plane/build.sh >/dev/null
+
+## helm: build (once, cached outside the repo) the pinned Helm; prints nothing
+helm:
+	hack/helm/build.sh >/dev/null
