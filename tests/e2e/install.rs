@@ -206,7 +206,7 @@ async fn install_with_kustomize() -> Installed {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
         "resources": ["../../../deploy"],
-        "components": ["../../../deploy/components/host-network"],
+        "components": ["../../../overlays/host-network"],
         "images": [{"name": "access-token-operator", "newName": image_repository(), "newTag": image_tag()}],
         "patches": [{
             "target": {"kind": "Deployment", "name": "access-token-operator"},

@@ -4,7 +4,8 @@
 #
 # 1. `helm template` and `kubectl kustomize` give the same objects for the same settings:
 #    the defaults <-> deploy/, verifier.enabled=false <-> overlays/without-verifier,
-#    watchNamespace=access-tokens <-> overlays/namespace-restricted. Normalisation, and all
+#    watchNamespace=access-tokens <-> overlays/namespace-restricted, hostNetwork=true <->
+#    deploy/ with the Component overlays/host-network. Normalisation, and all
 #    of it: the Helm-only labels helm.sh/chart and app.kubernetes.io/instance, the label
 #    app.kubernetes.io/managed-by when it says Helm, and the annotation
 #    helm.sh/resource-policy are dropped; objects are sorted by kind, namespace, name.
@@ -72,6 +73,7 @@ done
 compare default deploy
 compare without-verifier overlays/without-verifier --set verifier.enabled=false
 compare namespace-restricted overlays/namespace-restricted --set watchNamespace=access-tokens
+compare host-network tests/install/host-network --set hostNetwork=true
 
 # Lint: defaults, non-default values, and a value the strict schema must refuse.
 nondefault=(--set hostNetwork=true,runtimeClassName=gvisor,replicaCount=1,verifier.clientCA.enabled=true
