@@ -2,7 +2,7 @@
 CARGO ?= cargo
 LOCAL_CLUSTER := hack/local-cluster.sh
 
-.PHONY: run test check crds control-plane bench-verify bench-scale fuzz
+.PHONY: run test check crds control-plane bench-verify bench-scale fuzz image test-image
 
 ## run: start a local control plane, install the CRDs, run the operator, apply examples/ (Ctrl-C stops all)
 run: control-plane
@@ -13,6 +13,16 @@ run: control-plane
 test: control-plane
 	$(CARGO) test --no-run
 	$(LOCAL_CLUSTER) -- $(CARGO) test
+	$(MAKE) test-image
+
+## image: the container image as an OCI archive, target/image/access-token-operator.oci.tar
+## (static musl binary, FROM scratch, UID 65532, OCI labels; built with buildah, no container daemon)
+image:
+	hack/image/build.sh
+
+## test-image: smoke test of the image: its config, `--help` and the operator's probes in a container (podman, runc) against a local control plane
+test-image: image control-plane
+	$(LOCAL_CLUSTER) -- tests/image/smoke.sh
 
 ## bench-verify: verifier TokenReview throughput/latency vs kube-apiserver, and revocation delay; writes BENCHMARKS.md
 bench-verify: control-plane
