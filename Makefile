@@ -15,8 +15,7 @@ test: control-plane
 	$(LOCAL_CLUSTER) -- $(CARGO) test
 	$(MAKE) test-image
 
-## image: the container image as an OCI archive, target/image/access-token-operator.oci.tar
-## (static musl binary, FROM scratch, UID 65532, OCI labels; built with buildah, no container daemon)
+## image: the container image as an OCI archive, target/image/access-token-operator.oci.tar (static musl binary, FROM scratch, UID 65532, OCI labels; buildah, no daemon)
 image:
 	hack/image/build.sh
 
