@@ -12,16 +12,16 @@
 # Podman's storage lives in a temporary directory removed at exit, failure or not.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-# shellcheck source=hack/image/common.sh
-. hack/image/common.sh
 
 fail() {
   echo "image smoke test FAILED: $*" >&2
   exit 1
 }
 [ -n "${KUBECONFIG:-}" ] || fail "KUBECONFIG is not set: run me under hack/local-cluster.sh (make test-image)"
-[ -f "$image_archive" ] || fail "$image_archive is missing: run make image"
 hack/ensure-packages.sh podman runc skopeo jq curl
+# shellcheck source=hack/image/common.sh
+. hack/image/common.sh
+[ -f "$image_archive" ] || fail "$image_archive is missing: run make image"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/ato-image-smoke.XXXXXX")"
 export TMPDIR="$work/tmp"
