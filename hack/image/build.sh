@@ -24,13 +24,16 @@ rustup target list --installed | grep -qx "$target" || rustup target add "$targe
 # shellcheck source=hack/image/common.sh
 . hack/image/common.sh
 
-# ring compiles C: with musl's compiler wrapper it links against musl, not glibc.
+# ring compiles C: musl's compiler wrapper builds it against musl, not glibc (the cc crate
+# picks musl-gcc for this target anyway; explicit, and overridable).
 export CC_x86_64_unknown_linux_musl="${CC_x86_64_unknown_linux_musl:-musl-gcc}"
 cargo build --locked --profile dist --target "$target" --bin access-token-operator >&2
 binary="target/$target/dist/access-token-operator"
-if readelf -lW "$binary" | grep -q 'INTERP' || readelf -dW "$binary" | grep -q '(NEEDED)'; then
+# static: no program interpreter, no shared library needed
+elf="$(readelf -lW -dW "$binary")"
+if grep -qE 'INTERP|\(NEEDED\)' <<<"$elf"; then
   echo "$binary is not statically linked:" >&2
-  readelf -dW "$binary" | grep '(NEEDED)' >&2 || true
+  grep -E 'interpreter|\(NEEDED\)' <<<"$elf" >&2
   exit 1
 fi
 
