@@ -9,7 +9,7 @@ run: control-plane
 	$(CARGO) build
 	$(LOCAL_CLUSTER) --kubeconfig target/local-cluster/kubeconfig -- hack/run-local.sh
 
-## test: build what is missing and run every test (unit tests and integration tests on a real control plane)
+## test: build what is missing and run every test (unit tests and integration tests on a real control plane, then the image smoke test)
 test: control-plane
 	$(CARGO) test --no-run
 	$(LOCAL_CLUSTER) -- $(CARGO) test
