@@ -2,22 +2,30 @@
 CARGO ?= cargo
 LOCAL_CLUSTER := hack/local-cluster.sh
 
-.PHONY: run test test-install check crds control-plane helm bench-verify bench-scale fuzz
+.PHONY: run test test-install test-image check crds control-plane helm image bench-verify bench-scale fuzz
 
 ## run: start a local control plane, install the CRDs, run the operator, apply examples/ (Ctrl-C stops all)
 run: control-plane
 	$(CARGO) build
 	$(LOCAL_CLUSTER) --kubeconfig target/local-cluster/kubeconfig -- hack/run-local.sh
 
-## test: build what is missing and run every test (unit tests and integration tests on a real control plane)
+## test: build what is missing and run every test: unit and integration tests on a real control plane, the install renders, the image smoke test
 test: control-plane helm
 	$(CARGO) test --no-run
 	$(LOCAL_CLUSTER) -- $(CARGO) test
-	$(LOCAL_CLUSTER) -- tests/install/compare.sh
+	$(MAKE) test-install test-image
 
 ## test-install: the Helm chart and the kustomize installs render the same objects, lint clean, and apply (server dry run)
 test-install: control-plane helm
 	$(LOCAL_CLUSTER) -- tests/install/compare.sh
+
+## image: the container image as an OCI archive, target/image/access-token-operator.oci.tar (static musl binary, FROM scratch, UID 65532, OCI labels; buildah, no daemon)
+image:
+	hack/image/build.sh
+
+## test-image: smoke test of the image: its config, `--help` and the operator's probes in a container (podman, runc) against a local control plane
+test-image: image control-plane
+	$(LOCAL_CLUSTER) -- tests/image/smoke.sh
 
 ## bench-verify: verifier TokenReview throughput/latency vs kube-apiserver, and revocation delay; writes BENCHMARKS.md
 bench-verify: control-plane
