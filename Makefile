@@ -2,7 +2,7 @@
 CARGO ?= cargo
 LOCAL_CLUSTER := hack/local-cluster.sh
 
-.PHONY: run test check crds control-plane bench-verify bench-scale fuzz
+.PHONY: run test test-node check crds control-plane bench-verify bench-scale fuzz
 
 ## run: start a local control plane, install the CRDs, run the operator, apply examples/ (Ctrl-C stops all)
 run: control-plane
@@ -13,6 +13,12 @@ run: control-plane
 test: control-plane
 	$(CARGO) test --no-run
 	$(LOCAL_CLUSTER) -- $(CARGO) test
+
+## test-node: two real nodes (kubelet, containerd, runc) in the local cluster: smoke test, then check nothing is left behind
+test-node:
+	hack/control-plane/build.sh --with-node >/dev/null
+	ATO_NODE_SMOKE_STATE=target/node-smoke.state $(LOCAL_CLUSTER) --with-node -- tests/node/smoke.sh
+	tests/node/leftovers.sh $$(cat target/node-smoke.state)
 
 ## bench-verify: verifier TokenReview throughput/latency vs kube-apiserver, and revocation delay; writes BENCHMARKS.md
 bench-verify: control-plane

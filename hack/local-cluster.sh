@@ -293,7 +293,8 @@ chmod 600 "$kubeconfig"
 # out at once).
 controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller,clusterrole-aggregation-controller,deployment-controller,replicaset-controller,statefulset-controller,daemonset-controller
 # Pods with projected ServiceAccount tokens mount kube-root-ca.crt: nothing starts without it.
-if [ -n "$with_node" ]; then controllers+=,root-ca-certificate-publisher-controller; fi
+# The node lifecycle controller lifts the not-ready taint kubelets register with.
+if [ -n "$with_node" ]; then controllers+=,root-ca-certificate-publisher-controller,node-lifecycle-controller; fi
 start kube-controller-manager "$bin_dir/kube-controller-manager" \
   --kubeconfig="$kubeconfig" --authentication-kubeconfig="$kubeconfig" --authorization-kubeconfig="$kubeconfig" \
   --bind-address=127.0.0.1 --secure-port=0 --leader-elect=false \

@@ -23,7 +23,7 @@ else
 fi
 [ $# -gt 0 ] || { echo "usage: $0 [--socket SOCKET] ARCHIVE..." >&2; exit 2; }
 
-ctr="$("$here/build.sh" | head -n 1)/ctr" # cached: prints at once
+ctr="$("$here/build.sh" | sed -n 1p)/ctr" # cached: prints at once
 for archive in "$@"; do
   [ -f "$archive" ] || { echo "no such archive: $archive" >&2; exit 1; }
   for socket in "${sockets[@]}"; do

@@ -231,7 +231,13 @@ kind: RuntimeClass
 metadata: {name: ato-host-network}
 handler: runc
 EOR
+  # Ready, and schedulable: kubelets register with a not-ready taint that
+  # kube-controller-manager lifts once they report Ready.
+  nodes_schedulable() {
+    [ "$(kubectl_admin get nodes -o jsonpath='{range .items[*]}{.metadata.name}={.spec.taints}{" "}{end}')" = "ato-node-1= ato-node-2= " ]
+  }
   for name in "${node_names[@]}"; do
     wait_for "node $name Ready" 120 kubectl_admin wait --for=condition=Ready --timeout=2s "node/$name"
   done
+  wait_for "nodes without taints" 60 nodes_schedulable
 }
