@@ -289,8 +289,8 @@ chmod 600 "$kubeconfig"
 # as in a real cluster: the admission policies in deploy/ let exactly those identities delete.
 # The aggregation controller fills the built-in admin/edit/view roles from deploy/tenant-roles.yaml.
 # The workload controllers let tests observe the rollouts of a rotation's restart targets
-# (there is no node: a workload with replicas never becomes available, one with none rolls
-# out at once).
+# (without --with-node there is no node: a workload with replicas never becomes available,
+# one with none rolls out at once).
 controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller,clusterrole-aggregation-controller,deployment-controller,replicaset-controller,statefulset-controller,daemonset-controller
 # Pods with projected ServiceAccount tokens mount kube-root-ca.crt: nothing starts without it.
 # The node lifecycle controller lifts the not-ready taint kubelets register with.

@@ -55,10 +55,9 @@ fi
 if [ -f "$dir/node/sysctls" ]; then
   while read -r key value; do sysctl -qw "$key=$value" 2>/dev/null || true; done <"$dir/node/sysctls"
 fi
-# kubelet's device manager listens on a fixed path whatever its --root-dir: remove it (and the
-# directories, when empty) unless another kubelet on this machine still runs.
-if ! pgrep -x kubelet >/dev/null; then
-  rm -f /var/lib/kubelet/device-plugins/kubelet.sock
-  rmdir /var/lib/kubelet/device-plugins /var/lib/kubelet 2>/dev/null || true
-fi
+# kubelet's device manager listens on a fixed path whatever its --root-dir: remove it, and
+# the directories when empty. (A concurrent test cluster's kubelets lose their device-plugin
+# socket, which nothing here uses.)
+rm -f /var/lib/kubelet/device-plugins/kubelet.sock
+rmdir /var/lib/kubelet/device-plugins /var/lib/kubelet 2>/dev/null || true
 rm -f "$dir/node/cgroup"

@@ -37,6 +37,9 @@ for d in "${dirs[@]}"; do
   done
   # (A container process names no path, but it would keep its cgroup alive: see above.)
 done
+if [ -e /var/lib/kubelet/device-plugins/kubelet.sock ] && ! pgrep -x kubelet >/dev/null; then
+  report "kubelet's device-plugin socket /var/lib/kubelet/device-plugins/kubelet.sock"
+fi
 for ip in "${node_ips[@]}"; do
   if ip -o addr show dev lo | grep -qF " $ip/"; then report "address $ip on lo"; fi
 done
