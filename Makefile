@@ -2,18 +2,18 @@
 CARGO ?= cargo
 LOCAL_CLUSTER := hack/local-cluster.sh
 
-.PHONY: run test test-install test-image check crds control-plane helm image bench-verify bench-scale fuzz
+.PHONY: run test test-install test-image test-node test-e2e check crds control-plane helm image bench-verify bench-scale fuzz
 
 ## run: start a local control plane, install the CRDs, run the operator, apply examples/ (Ctrl-C stops all)
 run: control-plane
 	$(CARGO) build
 	$(LOCAL_CLUSTER) --kubeconfig target/local-cluster/kubeconfig -- hack/run-local.sh
 
-## test: build what is missing and run every test: unit and integration tests on a real control plane, the install renders, the image smoke test
+## test: build what is missing and run every test: unit and integration tests on a real control plane, the install renders, the image smoke test, the nodes, end to end on the nodes
 test: control-plane helm
 	$(CARGO) test --no-run
 	$(LOCAL_CLUSTER) -- $(CARGO) test
-	$(MAKE) test-install test-image
+	$(MAKE) test-install test-image test-node test-e2e
 
 ## test-install: the Helm chart and the kustomize installs render the same objects, lint clean, and apply (server dry run)
 test-install: control-plane helm
@@ -26,6 +26,18 @@ image:
 ## test-image: smoke test of the image: its config, `--help` and the operator's probes in a container (podman, runc) against a local control plane
 test-image: image control-plane
 	$(LOCAL_CLUSTER) -- tests/image/smoke.sh
+
+## test-node: two real nodes (kubelet, containerd, runc) in the local cluster: smoke test, then check nothing is left behind
+test-node:
+	hack/control-plane/build.sh --with-node >/dev/null
+	ATO_NODE_SMOKE_STATE=target/node-smoke.state $(LOCAL_CLUSTER) --with-node -- tests/node/smoke.sh
+	tests/node/leftovers.sh $$(cat target/node-smoke.state)
+
+## test-e2e: the image on two real nodes, installed with Helm and with kustomize: webhook authentication through kube-apiserver, leader pod deletion, clean uninstall
+test-e2e: image helm
+	hack/control-plane/build.sh --with-node >/dev/null
+	$(CARGO) test --test e2e --no-run
+	HELM="$$(hack/helm/build.sh)" $(LOCAL_CLUSTER) --with-node -- $(CARGO) test --test e2e
 
 ## bench-verify: verifier TokenReview throughput/latency vs kube-apiserver, and revocation delay; writes BENCHMARKS.md
 bench-verify: control-plane

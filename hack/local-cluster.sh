@@ -2,7 +2,7 @@
 # A real, throw-away Kubernetes control plane on loopback: etcd, kube-apiserver and
 # kube-controller-manager, built from pinned sources by hack/control-plane/build.sh.
 #
-#   hack/local-cluster.sh [--kubeconfig PATH] -- COMMAND [ARGS...]
+#   hack/local-cluster.sh [--kubeconfig PATH] [--with-node] -- COMMAND [ARGS...]
 #
 # starts the control plane, runs COMMAND with KUBECONFIG pointing at it, then stops every
 # process and removes every temporary file, whether COMMAND succeeds, fails or is
@@ -26,22 +26,50 @@
 #   ATO_VERIFIER_TEST_CLIENT_CERT/_KEY  a client certificate from ATO_VERIFIER_CLIENT_CA, for
 #                             tests (and people) that talk to the verifier directly
 #
+# --with-node adds two real nodes, ato-node-1 and ato-node-2 (kubelet, containerd 2, runc; see
+# hack/node/nodes.sh), and kube-scheduler. Only hostNetwork pods run there (no CNI); each node
+# has an address of its own on lo, which is its hostNetwork pods' IP. Images come from OCI
+# archives: hack/node/load-image.sh ARCHIVE... imports them into both nodes. In this mode
+# kube-apiserver authorizes with Node,RBAC (and NodeRestriction admission), Pod Security exempts
+# the runtime class ato-host-network (so a namespace enforcing "restricted" still admits
+# hostNetwork pods that use it), kube-controller-manager also publishes kube-root-ca.crt, and
+# the token webhook points at the in-cluster verifier on node 1 (ATO_WEBHOOK_VERIFIER_URL).
+# COMMAND then also sees:
+#   ATO_NODE_NAMES            "ato-node-1 ato-node-2"
+#   ATO_NODE_IPS              their addresses, same order (e.g. "10.213.57.1 10.213.57.2")
+#   ATO_API_HOST/_PORT        where pods reach kube-apiserver (127.0.0.1 and its port): set
+#                             KUBERNETES_SERVICE_HOST/PORT to these (there is no kube-proxy)
+#   ATO_HOST_NETWORK_RUNTIME_CLASS  "ato-host-network"
+#   ATO_WEBHOOK_VERIFIER_URL  https://<node-1 IP>:8443/tokenreviews, where kube-apiserver sends
+#                             TokenReviews; ATO_VERIFIER_CERT is valid for both node IPs, and
+#                             ATO_VERIFIER_PORT is 8443
+# Without --with-node none of this changes anything.
+#
 # COMMAND may restart etcd or kube-apiserver under whatever it runs: see "Restarts on
 # request" at the end of this script.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 kubeconfig_out=""
+with_node=""
+usage="usage: $0 [--kubeconfig PATH] [--with-node] -- COMMAND [ARGS...]"
 while [ $# -gt 0 ]; do
   case "$1" in
     --kubeconfig) kubeconfig_out="$2"; shift 2 ;;
+    --with-node) with_node=1; shift ;;
     --) shift; break ;;
-    *) echo "usage: $0 [--kubeconfig PATH] -- COMMAND [ARGS...]" >&2; exit 2 ;;
+    *) echo "$usage" >&2; exit 2 ;;
   esac
 done
-[ $# -gt 0 ] || { echo "usage: $0 [--kubeconfig PATH] -- COMMAND [ARGS...]" >&2; exit 2; }
+[ $# -gt 0 ] || { echo "$usage" >&2; exit 2; }
 
-bin_dir="$("$here/control-plane/build.sh")"
+bin_dir="$("$here/control-plane/build.sh" ${with_node:+--with-node})"
+if [ -n "$with_node" ]; then
+  node_build="$("$here/node/build.sh")"
+  { read -r node_bin; read -r pause_archive; read -r pause_image; } <<<"$node_build"
+  # shellcheck source=node/nodes.sh
+  source "$here/node/nodes.sh"
+fi
 
 # Sweep what launchers killed outright (SIGKILL runs no trap) left behind: a directory whose
 # launcher is gone, and the command's process group if anything in it still runs.
@@ -49,6 +77,7 @@ for stale in "${TMPDIR:-/tmp}"/ato-cluster.*; do
   [ -f "$stale/launcher.pid" ] || continue
   kill -0 "$(cat "$stale/launcher.pid")" 2>/dev/null && continue
   [ -f "$stale/command.pgid" ] && kill -KILL -- "-$(cat "$stale/command.pgid")" 2>/dev/null || true
+  "$here/node/teardown.sh" "$stale" # its nodes' processes, mounts, cgroups, lo addresses
   rm -rf "$stale"
 done
 
@@ -73,6 +102,15 @@ cleanup() {
   # (test binaries, operator processes).
   [ -n "$reaper_pid" ] && { kill -KILL "$reaper_pid" 2>/dev/null; wait "$reaper_pid" 2>/dev/null || true; }
   [ -n "$command_pid" ] && stop "-$command_pid"
+  # The nodes before the control plane: kubelets, containerd, shims, containers, their mounts.
+  if [ -n "$with_node" ]; then
+    # kubelets first (they would restart containers), then containerd; teardown.sh kills what
+    # is left (shims, containers) through the cluster's cgroup and removes mounts and addresses.
+    for name in kubelet-ato-node-1 kubelet-ato-node-2 containerd-ato-node-1 containerd-ato-node-2; do
+      [ -n "${pid_of[$name]:-}" ] && stop "${pid_of[$name]}"
+    done
+    "$here/node/teardown.sh" "$dir" || true
+  fi
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do stop "$pid"; done
   # On a failure (not on Ctrl-C or SIGTERM) show what the control plane said last.
@@ -164,6 +202,21 @@ $unprivileged_token,unprivileged,unprivileged-uid
 EOF
 
 free_port etcd_port; free_port etcd_peer_port; free_port api_port; free_port verifier_port
+verifier_url="https://127.0.0.1:$verifier_port/tokenreviews"
+apiserver_node_flags=()
+authorization_mode=RBAC
+if [ -n "$with_node" ]; then
+  nodes_prepare
+  # The verifier runs in the cluster, on the chart's port, listening on its pod's (node's) IP.
+  verifier_port=8443
+  verifier_url="https://${node_ips[0]}:$verifier_port/tokenreviews"
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,IP:%s,IP:%s\nextendedKeyUsage=serverAuth\n' \
+    "${node_ips[@]}" >"$pki/verifier.ext"
+  openssl x509 -req -in "$pki/verifier.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
+    -days 2 -extfile "$pki/verifier.ext" -out "$pki/verifier.crt" 2>/dev/null
+  read -ra apiserver_node_flags <<<"$(nodes_apiserver_flags)"
+  authorization_mode=Node,RBAC # kubelets are authorized by the Node authorizer, as in a real cluster
+fi
 
 # kube-apiserver asks the token verifier (when one listens there) about bearer tokens it
 # does not know itself. Nothing listening is harmless: other authenticators still answer.
@@ -172,7 +225,7 @@ apiVersion: v1
 kind: Config
 clusters:
 - name: verifier
-  cluster: {server: "https://127.0.0.1:$verifier_port/tokenreviews", certificate-authority: "$pki/ca.crt"}
+  cluster: {server: "$verifier_url", certificate-authority: "$pki/ca.crt"}
 users:
 - name: kube-apiserver
   user: {client-certificate: "$pki/kube-apiserver-webhook-client.crt", client-key: "$pki/kube-apiserver-webhook-client.key"}
@@ -200,7 +253,7 @@ start_kube_apiserver() {
     --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
     --client-ca-file="$pki/ca.crt" \
     --token-auth-file="$pki/tokens.csv" \
-    --authorization-mode=RBAC \
+    --authorization-mode="$authorization_mode" "${apiserver_node_flags[@]}" \
     --authentication-token-webhook-config-file="$dir/verifier-webhook.kubeconfig" \
     --authentication-token-webhook-version=v1 \
     --authentication-token-webhook-cache-ttl=1s \
@@ -236,17 +289,22 @@ chmod 600 "$kubeconfig"
 # as in a real cluster: the admission policies in deploy/ let exactly those identities delete.
 # The aggregation controller fills the built-in admin/edit/view roles from deploy/tenant-roles.yaml.
 # The workload controllers let tests observe the rollouts of a rotation's restart targets
-# (there is no node: a workload with replicas never becomes available, one with none rolls
-# out at once).
+# (without --with-node there is no node: a workload with replicas never becomes available,
+# one with none rolls out at once).
+controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller,clusterrole-aggregation-controller,deployment-controller,replicaset-controller,statefulset-controller,daemonset-controller
+# Pods with projected ServiceAccount tokens mount kube-root-ca.crt: nothing starts without it.
+# The node lifecycle controller lifts the not-ready taint kubelets register with.
+if [ -n "$with_node" ]; then controllers+=,root-ca-certificate-publisher-controller,node-lifecycle-controller; fi
 start kube-controller-manager "$bin_dir/kube-controller-manager" \
   --kubeconfig="$kubeconfig" --authentication-kubeconfig="$kubeconfig" --authorization-kubeconfig="$kubeconfig" \
   --bind-address=127.0.0.1 --secure-port=0 --leader-elect=false \
-  --controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller,clusterrole-aggregation-controller,deployment-controller,replicaset-controller,statefulset-controller,daemonset-controller \
+  --controllers="$controllers" \
   --service-account-private-key-file="$pki/sa.key" --root-ca-file="$pki/ca.crt" \
   --use-service-account-credentials=true
 # The namespace controller creates each namespace's default ServiceAccount: once that exists,
 # kube-controller-manager is up and talking to the apiserver.
 wait_for kube-controller-manager 60 curl_api /api/v1/namespaces/default/serviceaccounts/default
+if [ -n "$with_node" ]; then nodes_start_all; fi
 
 if [ -n "$kubeconfig_out" ]; then
   mkdir -p "$(dirname "$kubeconfig_out")"
@@ -261,6 +319,11 @@ export ATO_UNPRIVILEGED_TOKEN="$unprivileged_token" ATO_VERIFIER_PORT="$verifier
 export ATO_VERIFIER_CERT="$pki/verifier.crt" ATO_VERIFIER_KEY="$pki/verifier.key"
 export ATO_VERIFIER_CLIENT_CA="$pki/webhook-client-ca.crt"
 export ATO_VERIFIER_TEST_CLIENT_CERT="$pki/verifier-test-client.crt" ATO_VERIFIER_TEST_CLIENT_KEY="$pki/verifier-test-client.key"
+if [ -n "$with_node" ]; then
+  export ATO_NODE_NAMES="${node_names[*]}" ATO_NODE_IPS="${node_ips[*]}"
+  export ATO_API_HOST=127.0.0.1 ATO_API_PORT="$api_port"
+  export ATO_HOST_NETWORK_RUNTIME_CLASS=ato-host-network ATO_WEBHOOK_VERIFIER_URL="$verifier_url"
+fi
 # Run COMMAND in a session of its own, in the background, and wait, so that a signal reaches
 # our trap at once and cleanup can stop everything COMMAND started.
 # COMMAND gets a parent-death signal too. What it starts (test binaries, operators) does not,
@@ -270,8 +333,8 @@ setpriv --pdeathsig KILL -- setsid "$@" &
 command_pid=$!
 echo "$command_pid" >"$dir/command.pgid"
 setpriv --pdeathsig TERM -- bash -c '
-  trap "kill -KILL -- -$1 2>/dev/null; rm -rf -- \"$2\"; exit 0" TERM
-  while :; do sleep 1; done' reaper "$command_pid" "$dir" &
+  trap "kill -KILL -- -$1 2>/dev/null; \"$3\" \"$2\"; rm -rf -- \"$2\"; exit 0" TERM
+  while :; do sleep 1; done' reaper "$command_pid" "$dir" "$here/node/teardown.sh" &
 reaper_pid=$!
 # Restarts on request, for tests of faults under a running operator: write
 # "<etcd|kube-apiserver> <seconds down>" to $ATO_CLUSTER_DIR/restart-request and send this

@@ -2,9 +2,20 @@
 # Builds kube-apiserver, kube-controller-manager, kubectl and etcd at the pinned versions from the
 # Go module proxy, into a cache outside the repository, and prints the cache directory.
 # Binaries already in the cache are reused; nothing is rebuilt unless missing.
+#
+#   hack/control-plane/build.sh [--with-node]
+#
+# --with-node also builds kubelet and kube-scheduler (into the same directory) and what
+# hack/node/build.sh builds (containerd, the pause image), for hack/local-cluster.sh --with-node.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+with_node=""
+case "${1:-}" in
+  --with-node) with_node=1 ;;
+  "") ;;
+  *) echo "usage: $0 [--with-node]" >&2; exit 2 ;;
+esac
 # shellcheck source=versions.env
 source "$here/versions.env"
 
@@ -35,5 +46,10 @@ build kube-apiserver kubernetes k8s.io/kubernetes/cmd/kube-apiserver "$k8s_ldfla
 build kube-controller-manager kubernetes k8s.io/kubernetes/cmd/kube-controller-manager "$k8s_ldflags"
 # kubectl of the same release: the machine's own may be missing or too old for this apiserver.
 build kubectl kubernetes k8s.io/kubernetes/cmd/kubectl "$k8s_ldflags"
+if [ -n "$with_node" ]; then
+  build kubelet kubernetes k8s.io/kubernetes/cmd/kubelet "$k8s_ldflags"
+  build kube-scheduler kubernetes k8s.io/kubernetes/cmd/kube-scheduler "$k8s_ldflags"
+  "$here/../node/build.sh" >/dev/null
+fi
 
 echo "$bin_dir"
