@@ -293,8 +293,10 @@ chmod 600 "$kubeconfig"
 # one with none rolls out at once).
 controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller,clusterrole-aggregation-controller,deployment-controller,replicaset-controller,statefulset-controller,daemonset-controller
 # Pods with projected ServiceAccount tokens mount kube-root-ca.crt: nothing starts without it.
-# The node lifecycle controller lifts the not-ready taint kubelets register with.
-if [ -n "$with_node" ]; then controllers+=,root-ca-certificate-publisher-controller,node-lifecycle-controller; fi
+# The node lifecycle controller lifts the not-ready taint kubelets register with. The
+# disruption controller computes PodDisruptionBudgets' allowed disruptions: without it every
+# eviction (kubectl drain) is refused.
+if [ -n "$with_node" ]; then controllers+=,root-ca-certificate-publisher-controller,node-lifecycle-controller,disruption-controller; fi
 start kube-controller-manager "$bin_dir/kube-controller-manager" \
   --kubeconfig="$kubeconfig" --authentication-kubeconfig="$kubeconfig" --authorization-kubeconfig="$kubeconfig" \
   --bind-address=127.0.0.1 --secure-port=0 --leader-elect=false \

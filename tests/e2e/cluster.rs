@@ -6,11 +6,11 @@ use std::{collections::BTreeSet, path::PathBuf, time::Duration};
 use k8s_openapi::api::{
     apps::v1::Deployment,
     authentication::v1::SelfSubjectReview,
-    core::v1::{Pod, PodSpec},
+    core::v1::{Node, Pod, PodSpec},
 };
 use kube::{
     Api, Client, ResourceExt,
-    api::{ListParams, ObjectMeta, PostParams},
+    api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams},
 };
 use tokio::sync::OnceCell;
 
@@ -147,6 +147,18 @@ fn is_ready(pod: &Pod) -> bool {
         })
 }
 
+/// Cordons (or uncordons) a node, as `kubectl cordon` does.
+pub async fn set_unschedulable(client: &Client, node: &str, unschedulable: bool) {
+    Api::<Node>::all(client.clone())
+        .patch(
+            node,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"unschedulable": unschedulable}})),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("node {node} is (un)cordoned: {e}"));
+}
+
 /// Whether the operator namespace's Pod Security admission admits a pod with `spec`
 /// (a server-side dry run: nothing is created). `Err` carries the refusal.
 pub async fn pod_security_verdict(client: &Client, spec: PodSpec) -> Result<(), String> {
@@ -224,4 +236,36 @@ pub async fn exists(object: &ObjectRef) -> bool {
 /// The pods' names, for messages.
 pub fn names(pods: &[Pod]) -> Vec<String> {
     pods.iter().map(|p| p.name_any()).collect()
+}
+
+/// On a failing test, prints what the operator pods and the Lease looked like, and the pods'
+/// last log lines: the pods and their logs are gone once the cluster stops.
+pub struct Diagnostics;
+
+impl Drop for Diagnostics {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let kubectl = |args: &[&str]| {
+            if let Ok(output) = std::process::Command::new("kubectl").args(args).output() {
+                eprintln!(
+                    "$ kubectl {}\n{}{}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&output.stdout),
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+        };
+        kubectl(&["get", "nodes,pods,leases", "-n", NAMESPACE, "-o", "wide"]);
+        kubectl(&[
+            "logs",
+            "-n",
+            NAMESPACE,
+            "-l",
+            POD_SELECTOR,
+            "--prefix",
+            "--tail=40",
+        ]);
+    }
 }

@@ -63,7 +63,12 @@ impl Installer {
                 delete_namespace().await;
             }
             Installer::Kustomize => {
-                let dir = installed.kustomization.as_ref().unwrap().display().to_string();
+                let dir = installed
+                    .kustomization
+                    .as_ref()
+                    .unwrap()
+                    .display()
+                    .to_string();
                 run("kubectl", &["delete", "-k", &dir, "--wait=true"]).await;
             }
         }
@@ -71,7 +76,11 @@ impl Installer {
             assert!(exists(object).await, "{object:?} is kept by the uninstall");
             let (api_version, kind, _, name) = object;
             let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
-            run("kubectl", &["delete", &format!("{kind}.{group}"), name, "--wait=true"]).await;
+            run(
+                "kubectl",
+                &["delete", &format!("{kind}.{group}"), name, "--wait=true"],
+            )
+            .await;
         }
     }
 }
@@ -154,7 +163,13 @@ async fn create_tls_secret() {
 async fn delete_namespace() {
     run(
         "kubectl",
-        &["delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true"],
+        &[
+            "delete",
+            "namespace",
+            NAMESPACE,
+            "--ignore-not-found",
+            "--wait=true",
+        ],
     )
     .await;
 }

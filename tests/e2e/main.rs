@@ -3,8 +3,8 @@
 //! with kustomize into a Pod Security `restricted` namespace. kube-apiserver's token webhook
 //! points at the in-cluster verifier. Each install is checked the same way: rollout and
 //! readiness on both nodes, tokens issued and authenticated through kube-apiserver, the
-//! leader pod deleted and the standby taking over with no token issued twice, and an
-//! uninstall that leaves nothing behind.
+//! leader's node drained (cordon, then the leader pod evicted) and the standby taking over
+//! with no token issued twice, and an uninstall that leaves nothing behind.
 //!
 //! `make test-e2e` (part of `make test`) builds the image and Helm, starts a cluster with
 //! nodes and runs `cargo test --test e2e`. A plain `cargo test` skips this binary
@@ -34,7 +34,7 @@ use k8s_openapi::api::{
 };
 use kube::{
     Api, ResourceExt,
-    api::{DeleteParams, ListParams},
+    api::{DeleteParams, EvictParams, ListParams},
 };
 use serde_json::json;
 
@@ -63,6 +63,7 @@ async fn kustomize_install_serves_fails_over_and_uninstalls_cleanly() {
 async fn install_serve_fail_over_uninstall(installer: Installer) {
     let _one = ONE_INSTALL.lock().await;
     let watchdog = Watchdog::arm();
+    let _diagnostics = cluster::Diagnostics;
     load_image_once().await;
     let client = admin_client().await;
 
@@ -70,8 +71,7 @@ async fn install_serve_fail_over_uninstall(installer: Installer) {
     let pods = cluster::wait_for_rollout(&client).await;
     pod_security_restricted_admits_the_shipped_pod(&client).await;
 
-    let tenant =
-        Tenant::in_installed_cluster(&format!("e2e-{}", installer.name()), watchdog).await;
+    let tenant = Tenant::in_installed_cluster(&format!("e2e-{}", installer.name()), watchdog).await;
     let org = tenant.organization.clone();
     tenant
         .create_token("first", json!({"organization": org, "admin": true}))
@@ -86,8 +86,11 @@ async fn install_serve_fail_over_uninstall(installer: Installer) {
     .await;
     let first_secret_before = tenant.secrets().get(&first_secret_name).await.unwrap();
 
-    // Delete the leader's pod (a graceful delete, as a node drain or rollout does) and ask for
-    // a token while the leadership moves.
+    // Drain the leader's node, as a node upgrade does: cordon it, then evict the leader's
+    // pod (the Eviction API deletes it gracefully, within the PodDisruptionBudget), and ask
+    // for a token while the leadership moves. The cordon keeps the replacement pod off both
+    // nodes (the other one has the standby on the same host ports), so the Lease can only go
+    // to the standby.
     let leases: Api<Lease> = Api::namespaced(client.clone(), NAMESPACE);
     let holder = || async {
         leases
@@ -98,20 +101,29 @@ async fn install_serve_fail_over_uninstall(installer: Installer) {
             .holder_identity
     };
     let leader = eventually_within("a replica to hold the Lease", holder).await;
-    assert!(
-        pods.iter().any(|p| p.name_any() == leader),
-        "the Lease holder {leader} is one of the operator pods {:?}",
-        cluster::names(&pods)
-    );
+    let leader_pod = pods
+        .iter()
+        .find(|p| p.name_any() == leader)
+        .unwrap_or_else(|| {
+            panic!(
+                "the Lease holder {leader} is one of the operator pods {:?}",
+                cluster::names(&pods)
+            )
+        });
     let standby = pods
         .iter()
         .map(|p| p.name_any())
         .find(|name| *name != leader)
         .unwrap();
-    Api::<Pod>::namespaced(client.clone(), NAMESPACE)
-        .delete(&leader, &DeleteParams::default())
-        .await
-        .expect("the leader pod is deleted");
+    let leader_node = leader_pod.spec.as_ref().unwrap().node_name.clone().unwrap();
+    cluster::set_unschedulable(&client, &leader_node, true).await;
+    // Bounded: the client retries a refused eviction (429) on its own.
+    harness::within(
+        std::time::Duration::from_secs(60),
+        Api::<Pod>::namespaced(client.clone(), NAMESPACE).evict(&leader, &EvictParams::default()),
+    )
+    .await
+    .expect("the PodDisruptionBudget allows evicting the leader");
     tenant
         .create_token("second", json!({"organization": org}))
         .await;
@@ -123,14 +135,16 @@ async fn install_serve_fail_over_uninstall(installer: Installer) {
     let second_token = tenant
         .token_in_secret(&second.status.and_then(|s| s.secret_name).unwrap())
         .await;
-    let second_user = format!("accesstoken:{}:second", tenant.namespace);
-    eventually_within("kube-apiserver to authenticate the second token", || async {
-        (authenticated_as(second_token.expose_secret()).await? == second_user).then_some(())
-    })
-    .await;
-
+    // A token asked for after the takeover is the new leader's work.
+    tenant
+        .create_token("third", json!({"organization": org}))
+        .await;
+    tenant.wait_for_phase("third", Phase::Active).await;
+    tenant.wait_for_event("third", "TokenIssued").await;
+    assert_eq!(issuers(&tenant, "third").await, [standby.clone()]);
     // Nothing issued twice: one TechnicalUser, one Secret and one TokenIssued Event per
-    // token, and the first token's Secret untouched by the new leader.
+    // token (the second was asked for while the leadership moved), and the first token's
+    // Secret untouched by the new leader.
     let users: BTreeSet<String> = tenant
         .users()
         .list(&ListParams::default())
@@ -140,28 +154,40 @@ async fn install_serve_fail_over_uninstall(installer: Installer) {
         .iter()
         .map(|u| u.name_any())
         .collect();
-    assert_eq!(users, BTreeSet::from(["first".into(), "second".into()]));
+    assert_eq!(
+        users,
+        BTreeSet::from(["first".into(), "second".into(), "third".into()])
+    );
     let token_secrets = tenant
         .secrets()
         .list(&ListParams::default().labels("app.kubernetes.io/managed-by=access-token-operator"))
         .await
         .unwrap()
         .items;
-    assert_eq!(token_secrets.len(), 2, "one Secret per token");
+    assert_eq!(token_secrets.len(), 3, "one Secret per token");
     let first_secret_after = tenant.secrets().get(&first_secret_name).await.unwrap();
     assert_eq!(
         (first_secret_after.uid(), first_secret_after.data),
         (first_secret_before.uid(), first_secret_before.data),
         "the first token's Secret is the same object with the same contents"
     );
-    for token in ["first", "second"] {
-        assert_eq!(
-            issued_events(&tenant, token).await,
-            1,
-            "{token} was issued exactly once"
-        );
+    for token in ["first", "second", "third"] {
+        let issuers = issuers(&tenant, token).await;
+        assert_eq!(issuers.len(), 1, "{token} was issued once: {issuers:?}");
     }
+    // The node comes back; the replacement pod starts there and the install is whole again.
+    // (kube-apiserver's webhook goes to the verifier on the first node: the second token
+    // authenticates once a replica serves there again.)
+    cluster::set_unschedulable(&client, &leader_node, false).await;
     cluster::wait_for_rollout(&client).await;
+    let second_user = format!("accesstoken:{}:second", tenant.namespace);
+    eventually_within(
+        "kube-apiserver to authenticate the second token",
+        || async {
+            (authenticated_as(second_token.expose_secret()).await? == second_user).then_some(())
+        },
+    )
+    .await;
 
     // Uninstall: tokens first, while the operator runs (their finalizers are its to
     // remove), then the install itself.
@@ -199,9 +225,9 @@ async fn pod_security_restricted_admits_the_shipped_pod(client: &kube::Client) {
     );
 }
 
-/// How many `TokenIssued` Events were recorded for `token` (a repeated Event counts its
-/// repetitions).
-async fn issued_events(tenant: &Tenant, token: &str) -> i32 {
+/// The instances (pod names) that reported `TokenIssued` for `token`, one entry per
+/// occurrence (a repeated Event counts its repetitions).
+async fn issuers(tenant: &Tenant, token: &str) -> Vec<String> {
     Api::<Event>::namespaced(tenant.client.clone(), &tenant.namespace)
         .list(&ListParams::default())
         .await
@@ -212,8 +238,11 @@ async fn issued_events(tenant: &Tenant, token: &str) -> i32 {
             e.involved_object.name.as_deref() == Some(token)
                 && e.reason.as_deref() == Some("TokenIssued")
         })
-        .map(|e| e.count.unwrap_or(1).max(1))
-        .sum()
+        .flat_map(|e| {
+            let instance = e.reporting_instance.unwrap_or_default();
+            std::iter::repeat_n(instance, e.count.unwrap_or(1).max(1) as usize)
+        })
+        .collect()
 }
 
 /// Deletes the tenant's tokens and waits until the operator has removed them with their
@@ -229,7 +258,9 @@ async fn delete_tenant(tenant: &Tenant) {
         let users = tenant.users().list(&ListParams::default()).await.ok()?;
         let secrets: Vec<Secret> = tenant
             .secrets()
-            .list(&ListParams::default().labels("app.kubernetes.io/managed-by=access-token-operator"))
+            .list(
+                &ListParams::default().labels("app.kubernetes.io/managed-by=access-token-operator"),
+            )
             .await
             .ok()?
             .items;
