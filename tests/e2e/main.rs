@@ -34,11 +34,11 @@ use k8s_openapi::api::{
 };
 use kube::{
     Api, ResourceExt,
-    api::{DeleteParams, EvictParams, ListParams},
+    api::{DeleteParams, EvictParams, ListParams, PostParams},
 };
 use serde_json::json;
 
-use access_token_operator::api::Phase;
+use access_token_operator::api::{AccessToken, Phase};
 
 use cluster::{
     NAMESPACE, authenticated_as, eventually_within, load_image_once, pod_security_verdict,
@@ -73,6 +73,7 @@ async fn install_serve_fail_over_uninstall(installer: Installer) {
 
     let tenant = Tenant::in_installed_cluster(&format!("e2e-{}", installer.name()), watchdog).await;
     let org = tenant.organization.clone();
+    admission_policies_are_live(&tenant).await;
     tenant
         .create_token("first", json!({"organization": org, "admin": true}))
         .await;
@@ -223,6 +224,31 @@ async fn pod_security_restricted_admits_the_shipped_pod(client: &kube::Client) {
         refusal.contains("violates PodSecurity \"restricted"),
         "refused by Pod Security: {refusal}"
     );
+}
+
+/// Waits until kube-apiserver enforces the installed admission policies with their
+/// parameter (the group index ConfigMap): for a moment after an install its informers have
+/// not seen the ConfigMap, and the policies refuse every AccessToken ("no params found",
+/// failing closed). Checked with a server-side dry run.
+async fn admission_policies_are_live(tenant: &Tenant) {
+    let probe: AccessToken = serde_json::from_value(json!({
+        "apiVersion": "iam.accesstoken.io/v1alpha1", "kind": "AccessToken",
+        "metadata": {"name": "admission-probe", "namespace": tenant.namespace},
+        "spec": {"organization": tenant.organization},
+    }))
+    .unwrap();
+    let dry_run = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    eventually_within("the admission policies to see their parameter", || async {
+        match tenant.tokens().create(&dry_run, &probe).await {
+            Ok(_) => Some(()),
+            Err(e) if e.to_string().contains("no params found") => None,
+            Err(e) => panic!("a dry-run AccessToken is admitted: {e}"),
+        }
+    })
+    .await;
 }
 
 /// The instances (pod names) that reported `TokenIssued` for `token`, one entry per
