@@ -4,8 +4,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-kubectl apply --server-side -f crds/ >/dev/null
-kubectl wait --for condition=established --timeout=60s -f crds/ >/dev/null
+kubectl apply --server-side -f crds/access-token-operator.yaml >/dev/null
+kubectl wait --for condition=established --timeout=60s -f crds/access-token-operator.yaml >/dev/null
 # What ships besides the Deployment: the operator's RBAC, the admission policies, tenant roles.
 kubectl apply --server-side -f deploy/rbac.yaml -f deploy/admission-policies.yaml \
   -f deploy/tenant-roles.yaml >/dev/null

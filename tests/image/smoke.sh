@@ -93,8 +93,8 @@ for command in run verifier crd atk; do
 done
 
 echo "image: the operator running in a container" >&2
-kubectl apply --server-side -f crds/ >/dev/null
-kubectl wait --for condition=established --timeout=60s -f crds/ >/dev/null
+kubectl apply --server-side -f crds/access-token-operator.yaml >/dev/null
+kubectl wait --for condition=established --timeout=60s -f crds/access-token-operator.yaml >/dev/null
 kubectl apply --server-side -f deploy/rbac.yaml >/dev/null
 # The operator's ServiceAccount, as a kubelet would mount it; readable by UID 65532 only.
 kubeconfig="$work/kubeconfig"
