@@ -54,6 +54,7 @@ bench-scale: control-plane
 check:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --test e2e -- -D warnings
 	$(CARGO) deny --log-level error check licenses bans sources
 
 ## fuzz: bounded coverage-guided run of each fuzz target in fuzz/ (nightly toolchain + cargo-fuzz; FUZZ_RUNS executions each)

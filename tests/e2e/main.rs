@@ -142,7 +142,10 @@ async fn install_serve_fail_over_uninstall(installer: Installer) {
         .await;
     tenant.wait_for_phase("third", Phase::Active).await;
     tenant.wait_for_event("third", "TokenIssued").await;
-    assert_eq!(issuers(&tenant, "third").await, [standby.clone()]);
+    assert_eq!(
+        issuers(&tenant, "third").await,
+        std::slice::from_ref(&standby)
+    );
     // Nothing issued twice: one TechnicalUser, one Secret and one TokenIssued Event per
     // token (the second was asked for while the leadership moved), and the first token's
     // Secret untouched by the new leader.
