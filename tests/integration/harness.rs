@@ -439,6 +439,31 @@ impl Operator {
     }
 }
 
+/// Starts `access-token-operator verifier` on 127.0.0.1:`port` with `kubeconfig` and `flags`,
+/// logging (at debug level) to `target/test-logs/<log_name>-verifier.log`; killed when the
+/// returned child is dropped.
+fn spawn_verifier(
+    log_name: &str,
+    kubeconfig: &std::path::Path,
+    port: &str,
+    flags: Vec<std::ffi::OsString>,
+) -> (tokio::process::Child, std::path::PathBuf) {
+    let log_path = test_logs_dir().join(format!("{log_name}-verifier.log"));
+    let log = std::fs::File::create(&log_path).expect("log file opens");
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_access-token-operator"))
+        .args(["verifier", "--verifier-bind", &format!("127.0.0.1:{port}")])
+        .args(flags)
+        .env("KUBECONFIG", kubeconfig)
+        .env("PROBE_BIND", "127.0.0.1:0")
+        .env("RUST_LOG", "warn,access_token_operator=debug")
+        .stdout(log.try_clone().expect("log file clones"))
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("verifier starts");
+    (child, log_path)
+}
+
 /// A verifier process serving plain HTTP on a free loopback port, for tests that talk to it
 /// directly (no TLS, and not kube-apiserver's webhook port). Killed when dropped.
 pub struct LoopbackVerifier {
@@ -453,21 +478,9 @@ impl LoopbackVerifier {
     /// `target/test-logs/<log_name>-verifier.log`.
     pub fn start(log_name: &str, kubeconfig: &std::path::Path, args: &[&str]) -> Self {
         let port = free_port();
-        let log_dir = test_logs_dir();
-        let log_path = log_dir.join(format!("{log_name}-verifier.log"));
-        let log = std::fs::File::create(&log_path).expect("log file opens");
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_access-token-operator"))
-            .args(["verifier", "--verifier-bind", &format!("127.0.0.1:{port}")])
-            .arg("--insecure-http")
-            .args(args)
-            .env("KUBECONFIG", kubeconfig)
-            .env("PROBE_BIND", "127.0.0.1:0")
-            .env("RUST_LOG", "warn,access_token_operator=debug")
-            .stdout(log.try_clone().expect("log file clones"))
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("verifier starts");
+        let mut flags = vec![std::ffi::OsString::from("--insecure-http")];
+        flags.extend(args.iter().map(Into::into));
+        let (child, log_path) = spawn_verifier(log_name, kubeconfig, &port.to_string(), flags);
         Self {
             _child: child,
             port,
@@ -556,26 +569,17 @@ impl VerifierProcess {
                 cluster_env("ATO_VERIFIER_KEY").into(),
             )
         });
-        let log_dir = test_logs_dir();
-        let log_path = log_dir.join(format!("{log_name}-verifier.log"));
-        let log = std::fs::File::create(&log_path).expect("log file opens");
         let kubeconfig = operator_kubeconfig().await;
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_access-token-operator"))
-            .env("KUBECONFIG", kubeconfig)
-            .env("PROBE_BIND", "127.0.0.1:0")
-            .args(["verifier", "--verifier-bind", &format!("127.0.0.1:{port}")])
-            .arg("--tls-cert-file")
-            .arg(cert)
-            .arg("--tls-key-file")
-            .arg(key)
-            .args(["--client-ca-file", &cluster_env("ATO_VERIFIER_CLIENT_CA")])
-            .args(&setup.args)
-            .env("RUST_LOG", "warn,access_token_operator=debug")
-            .stdout(log.try_clone().expect("log file clones"))
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("verifier starts");
+        let mut flags: Vec<std::ffi::OsString> = vec![
+            "--tls-cert-file".into(),
+            cert.into(),
+            "--tls-key-file".into(),
+            key.into(),
+            "--client-ca-file".into(),
+            cluster_env("ATO_VERIFIER_CLIENT_CA").into(),
+        ];
+        flags.extend(setup.args.iter().map(Into::into));
+        let (child, log_path) = spawn_verifier(log_name, &kubeconfig, &port, flags);
         let verifier = Self {
             child,
             _port: port_guard,
