@@ -6,8 +6,11 @@
 //! leader's node drained (cordon, then the leader pod evicted) and the standby taking over
 //! with no token issued twice, and an uninstall that leaves nothing behind.
 //!
-//! `make test-e2e` (part of `make test`) builds the image and Helm, starts a cluster with
-//! nodes and runs `cargo test --test e2e`. A plain `cargo test` skips this binary
+//! `make test-e2e` (part of `make test`) builds the image and Helm and runs each install in
+//! a cluster with nodes of its own (`cargo test --test e2e helm_install`, then
+//! `kustomize_install`): kube-apiserver 1.36 stops resolving the admission policies'
+//! ConfigMap parameter once they are deleted, so a second install in the same cluster would
+//! be refused every AccessToken (kubernetes/kubernetes#133827; README, "Uninstall"). A plain `cargo test` skips this binary
 //! (`test = false` in Cargo.toml): it needs the nodes.
 //!
 //! The pods use host networking because kube-apiserver listens on loopback only. Pod
