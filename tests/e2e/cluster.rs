@@ -14,7 +14,7 @@ use kube::{
 };
 use tokio::sync::OnceCell;
 
-use crate::harness::{client_with_token, cluster_env};
+use crate::harness::{client_with_token, cluster_env, eventually_for};
 
 /// Where both installs put the operator (the Helm release and the kustomize base agree).
 pub const NAMESPACE: &str = "access-token-operator";
@@ -59,23 +59,13 @@ pub async fn run(program: &str, args: &[&str]) -> String {
     stdout
 }
 
-/// Polls `check` until it returns `Some`, failing the test after `DEADLINE` with `what`.
-pub async fn eventually_within<T, F, Fut>(what: &str, mut check: F) -> T
+/// `eventually` with this binary's longer deadline.
+pub async fn eventually_within<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {DEADLINE:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    eventually_for(DEADLINE, what, check).await
 }
 
 static IMAGE_LOADED: OnceCell<()> = OnceCell::const_new();
@@ -216,16 +206,19 @@ pub fn objects_in(yaml: &str) -> Vec<ObjectRef> {
         .collect()
 }
 
+/// The object's kind as kubectl names it: `Kind.group`, or `Kind` in the core group.
+pub fn kubectl_kind((api_version, kind, _, _): &ObjectRef) -> String {
+    match api_version.rsplit_once('/') {
+        Some((group, _)) => format!("{kind}.{group}"),
+        None => kind.clone(),
+    }
+}
+
 /// Whether the API server still has the object (asked through kubectl, which maps any kind
 /// to its resource).
 pub async fn exists(object: &ObjectRef) -> bool {
-    let (api_version, kind, namespace, name) = object;
-    let group = api_version.rsplit_once('/').map_or("", |(group, _)| group);
-    let resource = if group.is_empty() {
-        kind.clone()
-    } else {
-        format!("{kind}.{group}")
-    };
+    let (_, _, namespace, name) = object;
+    let resource = kubectl_kind(object);
     let mut args = vec!["get", &resource, name, "--ignore-not-found", "-o", "name"];
     if let Some(namespace) = namespace {
         args.extend(["-n", namespace]);

@@ -14,8 +14,8 @@ use serde_json::json;
 
 use crate::{
     cluster::{
-        NAMESPACE, ObjectRef, eventually_within, exists, image_repository, image_tag, objects_in,
-        repo_root, run,
+        NAMESPACE, ObjectRef, eventually_within, exists, image_repository, image_tag, kubectl_kind,
+        objects_in, repo_root, run,
     },
     harness::{admin_client, cluster_env},
 };
@@ -74,13 +74,8 @@ impl Installer {
         }
         for object in &installed.kept {
             assert!(exists(object).await, "{object:?} is kept by the uninstall");
-            let (api_version, kind, _, name) = object;
-            let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
-            run(
-                "kubectl",
-                &["delete", &format!("{kind}.{group}"), name, "--wait=true"],
-            )
-            .await;
+            let kind = kubectl_kind(object);
+            run("kubectl", &["delete", &kind, &object.3, "--wait=true"]).await;
         }
     }
 }

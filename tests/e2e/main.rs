@@ -33,7 +33,7 @@ use std::collections::BTreeSet;
 use k8s_openapi::api::{
     apps::v1::Deployment,
     coordination::v1::Lease,
-    core::v1::{Event, Pod, Secret},
+    core::v1::{Pod, Secret},
 };
 use kube::{
     Api, ResourceExt,
@@ -146,7 +146,7 @@ async fn install_serve_fail_over_uninstall(installer: Installer) {
     tenant.wait_for_phase("third", Phase::Active).await;
     tenant.wait_for_event("third", "TokenIssued").await;
     assert_eq!(
-        issuers(&tenant, "third").await,
+        tenant.issuers("third").await,
         std::slice::from_ref(&standby)
     );
     // Nothing issued twice: one TechnicalUser, one Secret and one TokenIssued Event per
@@ -179,7 +179,7 @@ async fn install_serve_fail_over_uninstall(installer: Installer) {
         "the first token's Secret is the same object with the same contents"
     );
     for token in ["first", "second", "third"] {
-        let issuers = issuers(&tenant, token).await;
+        let issuers = tenant.issuers(token).await;
         assert_eq!(issuers.len(), 1, "{token} was issued once: {issuers:?}");
     }
     // The node comes back; the replacement pod starts there and the install is whole again.
@@ -255,26 +255,6 @@ async fn admission_policies_are_live(tenant: &Tenant) {
         }
     })
     .await;
-}
-
-/// The instances (pod names) that reported `TokenIssued` for `token`, one entry per
-/// occurrence (a repeated Event counts its repetitions).
-async fn issuers(tenant: &Tenant, token: &str) -> Vec<String> {
-    Api::<Event>::namespaced(tenant.client.clone(), &tenant.namespace)
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|e| {
-            e.involved_object.name.as_deref() == Some(token)
-                && e.reason.as_deref() == Some("TokenIssued")
-        })
-        .flat_map(|e| {
-            let instance = e.reporting_instance.unwrap_or_default();
-            std::iter::repeat_n(instance, e.count.unwrap_or(1).max(1) as usize)
-        })
-        .collect()
 }
 
 /// Deletes the tenant's tokens and waits until the operator has removed them with their

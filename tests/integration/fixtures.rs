@@ -191,8 +191,8 @@ impl Tenant {
         Token::parse(&secret_text(&secret, "token")).expect("the Secret holds a valid token")
     }
 
-    /// Event reasons recorded for an object in this namespace.
-    pub async fn event_reasons(&self, object: &str) -> Vec<String> {
+    /// The Events recorded for an object in this namespace.
+    pub async fn events_for(&self, object: &str) -> Vec<Event> {
         Api::<Event>::namespaced(self.client.clone(), &self.namespace)
             .list(&ListParams::default())
             .await
@@ -200,7 +200,30 @@ impl Tenant {
             .items
             .into_iter()
             .filter(|e| e.involved_object.name.as_deref() == Some(object))
+            .collect()
+    }
+
+    /// Event reasons recorded for an object in this namespace.
+    pub async fn event_reasons(&self, object: &str) -> Vec<String> {
+        self.events_for(object)
+            .await
+            .into_iter()
             .filter_map(|e| e.reason)
+            .collect()
+    }
+
+    /// The instances (`reportingInstance`: the operator's `--instance`, a pod name) that
+    /// reported `TokenIssued` for `token`, one entry per occurrence (a repeated Event counts
+    /// its repetitions).
+    pub async fn issuers(&self, token: &str) -> Vec<String> {
+        self.events_for(token)
+            .await
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("TokenIssued"))
+            .flat_map(|e| {
+                let instance = e.reporting_instance.unwrap_or_default();
+                std::iter::repeat_n(instance, e.count.unwrap_or(1).max(1) as usize)
+            })
             .collect()
     }
 

@@ -224,18 +224,27 @@ pub async fn within<T>(deadline: Duration, future: impl Future<Output = T>) -> T
 }
 
 /// Polls `check` until it returns `Some`, failing the test after `DEADLINE` with `what`.
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
+    eventually_for(DEADLINE, what, check).await
+}
+
+/// `eventually` with a deadline of the caller's.
+pub async fn eventually_for<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
     loop {
         if let Some(value) = check().await {
             return value;
         }
         if tokio::time::Instant::now() >= deadline {
-            panic!("timed out after {DEADLINE:?} waiting for {what}");
+            panic!("timed out after {limit:?} waiting for {what}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -2,8 +2,8 @@
 //! other takes over. Who leads is read from the Lease, who acted from the Events'
 //! `reportingInstance`: API state, not the operator's log text.
 
-use k8s_openapi::api::{coordination::v1::Lease, core::v1::Event};
-use kube::{Api, api::ListParams};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
 use serde_json::json;
 
 use access_token_operator::api::Phase;
@@ -12,22 +12,6 @@ use crate::{
     fixtures::Tenant,
     harness::{Operator, eventually, unique_name},
 };
-
-/// The instances that reported a `TokenIssued` Event for `object`.
-async fn issuers(tenant: &Tenant, object: &str) -> Vec<String> {
-    Api::<Event>::namespaced(tenant.client.clone(), &tenant.namespace)
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|e| {
-            e.involved_object.name.as_deref() == Some(object)
-                && e.reason.as_deref() == Some("TokenIssued")
-        })
-        .filter_map(|e| e.reporting_instance)
-        .collect()
-}
 
 #[tokio::test]
 async fn only_the_lease_holder_reconciles_and_a_standby_takes_over() {
@@ -66,7 +50,7 @@ async fn only_the_lease_holder_reconciles_and_a_standby_takes_over() {
     tenant.wait_for_phase("a", Phase::Active).await;
     tenant.wait_for_event("a", "TokenIssued").await;
     assert_eq!(
-        issuers(&tenant, "a").await,
+        tenant.issuers("a").await,
         ["first"],
         "the leader issued the token, the standby did not"
     );
@@ -84,5 +68,5 @@ async fn only_the_lease_holder_reconciles_and_a_standby_takes_over() {
     tenant.wait_for_phase("b", Phase::Active).await;
     tenant.wait_for_event("b", "TokenIssued").await;
     assert_eq!(holder().await.as_deref(), Some("second"));
-    assert_eq!(issuers(&tenant, "b").await, ["second"]);
+    assert_eq!(tenant.issuers("b").await, ["second"]);
 }
