@@ -10,6 +10,8 @@
 mod access_tokens;
 mod argocd_health;
 mod bad_manifests;
+mod browser;
+mod console;
 mod control_plane;
 mod crash_safety;
 mod edge_cases;
