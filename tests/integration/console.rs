@@ -17,7 +17,7 @@ use kube::{
 use serde_json::json;
 use tokio::io::AsyncBufReadExt as _;
 
-use access_token_operator::api::{AccessToken, Organization, Phase};
+use access_token_operator::api::{AccessToken, Group, Organization, Phase};
 
 use crate::{
     browser::Browser,
@@ -548,6 +548,15 @@ async fn an_organization_admin_manages_tokens_in_the_browser() {
 async fn a_group_admin_manages_the_groups_tokens_and_not_the_organizations() {
     let tenant = Tenant::new("console-grp").await;
     let _operator = Operator::start(&tenant.namespace).await;
+    let named = json!({"spec": {"displayName": "Platform team"}});
+    Api::<Group>::all(tenant.client.clone())
+        .patch(
+            &tenant.group,
+            &PatchParams::default(),
+            &Patch::Merge(&named),
+        )
+        .await
+        .expect("Group is patched");
     let gina = unique_name("gina");
     grant(&gina, "groups", &tenant.group, &["admin", "get"]).await;
     grant(&gina, "organizations", &tenant.organization, &["get"]).await;
@@ -573,7 +582,7 @@ async fn a_group_admin_manages_the_groups_tokens_and_not_the_organizations() {
         .await;
     let page = browser.text("main").await;
     assert!(
-        page.contains("Group User") && !page.contains("org-wide"),
+        page.contains("Platform team") && page.contains("Group User") && !page.contains("org-wide"),
         "only the group's tokens:\n{page}"
     );
     browser
