@@ -187,15 +187,22 @@ async fn furnish(tenant: &Tenant, display_name: &str) -> String {
         "tokenNamespaces": [tenant.namespace, second],
         "tokenPolicy": {"maxLifetime": "90d", "defaultLifetime": "30d"},
     }});
-    Api::<Organization>::all(tenant.client.clone())
-        .patch(
-            &tenant.organization,
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-        .expect("Organization is patched");
+    merge_into::<Organization>(tenant, &tenant.organization, patch).await;
     second
+}
+
+/// Merge-patches a cluster-scoped Organization or Group, as a platform admin would.
+async fn merge_into<K>(tenant: &Tenant, name: &str, patch: serde_json::Value)
+where
+    K: kube::Resource<Scope = kube::core::ClusterResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    Api::<K>::all(tenant.client.clone())
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("the scope is patched");
 }
 
 fn screenshot(name: &str) -> PathBuf {
@@ -549,14 +556,7 @@ async fn a_group_admin_manages_the_groups_tokens_and_not_the_organizations() {
     let tenant = Tenant::new("console-grp").await;
     let _operator = Operator::start(&tenant.namespace).await;
     let named = json!({"spec": {"displayName": "Platform team"}});
-    Api::<Group>::all(tenant.client.clone())
-        .patch(
-            &tenant.group,
-            &PatchParams::default(),
-            &Patch::Merge(&named),
-        )
-        .await
-        .expect("Group is patched");
+    merge_into::<Group>(&tenant, &tenant.group, named).await;
     let gina = unique_name("gina");
     grant(&gina, "groups", &tenant.group, &["admin", "get"]).await;
     grant(&gina, "organizations", &tenant.organization, &["get"]).await;
