@@ -2,7 +2,7 @@
 CARGO ?= cargo
 LOCAL_CLUSTER := hack/local-cluster.sh
 
-.PHONY: run test test-install test-image test-node test-e2e check crds control-plane helm image bench-verify bench-scale fuzz
+.PHONY: run test browser test-install test-image test-node test-e2e check crds control-plane helm image bench-verify bench-scale fuzz
 
 ## run: start a local control plane, install the CRDs, run the operator, apply examples/ (Ctrl-C stops all)
 run: control-plane
@@ -10,7 +10,7 @@ run: control-plane
 	$(LOCAL_CLUSTER) --kubeconfig target/local-cluster/kubeconfig -- hack/run-local.sh
 
 ## test: build what is missing and run every test: unit and integration tests on a real control plane, the install renders, the image smoke test, the nodes, end to end on the nodes
-test: control-plane helm
+test: control-plane helm browser
 	$(CARGO) test --no-run
 	$(LOCAL_CLUSTER) -- $(CARGO) test
 	$(MAKE) test-install test-image test-node test-e2e
@@ -76,6 +76,10 @@ fuzz:
 crds:
 	$(CARGO) run --quiet -- crd > crds/access-token-operator.yaml
 	cp crds/access-token-operator.yaml charts/access-token-operator/files/crds.yaml
+
+## browser: Debian's chromium and chromium-driver, for the console's browser tests (tests/integration/console.rs)
+browser:
+	hack/ensure-packages.sh chromium chromium-driver
 
 ## control-plane: build (once, cached outside the repo) kube-apiserver, kube-controller-manager, kubectl, etcd
 control-plane:

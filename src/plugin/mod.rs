@@ -3,6 +3,7 @@
 //! plain API call a user could make with kubectl; the plugin only spares the typing.
 //! It writes spec fields the user owns (`revoked`, `rotation.trigger`), never status.
 
+mod console;
 mod table;
 
 use std::{ffi::OsString, io::Write as _, process::ExitCode};
@@ -78,6 +79,8 @@ enum PluginCommand {
         #[arg(long, requires = "verifier")]
         certificate_authority: Option<std::path::PathBuf>,
     },
+    /// Open the web console: the Organization and Group pages of your tokens, in a browser.
+    Console(console::ConsoleArgs),
 }
 
 /// Whether the process was started under the plugin's name (`kubectl-atk`).
@@ -157,6 +160,7 @@ async fn run(cli: Cli) -> PluginResult {
             };
             Ok(print_review(answer))
         }
+        PluginCommand::Console(args) => console::serve(client, namespace, args).await,
     }
 }
 

@@ -13,6 +13,8 @@ mod support;
 mod access_tokens;
 mod argocd_health;
 mod bad_manifests;
+mod browser;
+mod console;
 mod control_plane;
 mod crash_safety;
 mod edge_cases;
