@@ -7,7 +7,7 @@ use std::{io::Read as _, io::Write as _, path::Path, time::Duration};
 
 use serde_json::{Value, json};
 
-use crate::harness::{eventually, free_port, test_logs_dir};
+use crate::support::{eventually, free_port, test_logs_dir};
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";

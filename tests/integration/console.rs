@@ -21,10 +21,9 @@ use access_token_operator::api::{AccessToken, Group, Organization, Phase};
 
 use crate::{
     browser::Browser,
-    fixtures::Tenant,
-    harness::{
-        LoopbackVerifier, Operator, admin_client, client_as, eventually, operator_kubeconfig,
-        test_logs_dir, test_namespace, unique_name,
+    support::{
+        LoopbackVerifier, Operator, Tenant, admin_client, client_as, eventually,
+        operator_kubeconfig, test_logs_dir, test_namespace, unique_name,
     },
 };
 
@@ -70,7 +69,7 @@ impl Console {
             .spawn()
             .expect("the console starts");
         let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let login = crate::harness::within(crate::harness::DEADLINE, lines.next_line())
+        let login = crate::support::within(crate::support::DEADLINE, lines.next_line())
             .await
             .expect("stdout reads")
             .expect("the console prints its URL");

@@ -388,7 +388,7 @@ fn menu_item(action: &str, label: &str, token: &AccessToken, denied: Option<&Str
 
 fn status_cell(index: usize, token: &AccessToken, denied: Option<&String>) -> String {
     let phase = token.status.as_ref().and_then(|s| s.phase);
-    let phase_name = crate::token_metrics::phase_name(phase);
+    let phase_name = crate::observability::token_series::phase_name(phase);
     let mut items = String::new();
     if phase == Some(Phase::Revoked) || token.spec.revoked {
         items.push_str(&menu_item("reenable", "Re-enable Token", token, denied));
