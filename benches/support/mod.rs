@@ -97,6 +97,7 @@ pub fn start_verifier(binary: &str, port: u16, extra: &[&str]) -> tokio::process
     spawn(binary, &args)
 }
 
+#[allow(dead_code)] // bench-scale keeps its own (it appends missing markers)
 /// Replaces the text between `<!-- NAME:start -->` and `<!-- NAME:end -->` in BENCHMARKS.md.
 pub fn write_section(name: &str, report: &str) {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/BENCHMARKS.md");

@@ -211,7 +211,7 @@ async fn bind_group(tenant: &Tenant, group: &str, cluster_role: &str) {
 
 /// `kubectl --kubeconfig <kubeconfig> <args>` with `stdin`: (success, stdout, stderr).
 async fn kubectl(
-    kubeconfig: &PathBuf,
+    kubeconfig: &std::path::Path,
     args: &[&str],
     stdin: Option<&str>,
 ) -> (bool, String, String) {
@@ -243,7 +243,7 @@ async fn kubectl(
 
 /// The user info kube-apiserver sees through the proxy, or `None` if the proxy refused
 /// the token (401).
-async fn whoami(kubeconfig: &PathBuf) -> Option<Value> {
+async fn whoami(kubeconfig: &std::path::Path) -> Option<Value> {
     let (ok, stdout, stderr) = kubectl(kubeconfig, &["auth", "whoami", "-o", "json"], None).await;
     if !ok {
         assert!(
