@@ -2,7 +2,7 @@
 CARGO ?= cargo
 LOCAL_CLUSTER := hack/local-cluster.sh
 
-.PHONY: run test browser test-install test-image test-node test-e2e check crds control-plane helm image bench-verify bench-scale fuzz
+.PHONY: run test browser test-install test-image test-node test-e2e check crds control-plane helm image bench-verify bench-scale bench-proxy fuzz
 
 ## run: start a local control plane, install the CRDs, run the operator, apply examples/ (Ctrl-C stops all)
 run: control-plane
@@ -53,6 +53,11 @@ bench-verify: control-plane
 bench-scale: control-plane
 	$(CARGO) bench --profile dev --bench scale --no-run
 	$(LOCAL_CLUSTER) -- $(CARGO) bench --profile dev --bench scale
+
+## bench-proxy: the authenticating proxy vs kube-apiserver's webhook path with the same token: GET p50/p99, LIST, watch delay, throughput, RSS with 1,000 watches; writes BENCHMARKS.md
+bench-proxy: control-plane
+	$(CARGO) bench --bench proxy --no-run
+	$(LOCAL_CLUSTER) -- $(CARGO) bench --bench proxy
 
 ## check: formatting, lints, and the dependency policy of deny.toml (licenses, bans, sources; needs cargo-deny)
 check:

@@ -15,7 +15,7 @@ use std::{
 use futures::{StreamExt, stream};
 use k8s_openapi::{
     ByteString,
-    api::core::v1::{Namespace, Secret, ServiceAccount},
+    api::core::v1::{Secret, ServiceAccount},
 };
 use kube::{
     Api, Client,
@@ -26,7 +26,7 @@ use serde_json::json;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use support::{Launch, apply_crds, free_port, tls_verifier_on};
+use support::{Launch, apply_crds, create_namespace, free_port, tls_verifier_on};
 
 use access_token_operator::{
     api::{AccessToken, Organization, Phase, TechnicalUser},
@@ -157,7 +157,7 @@ async fn main() {
     }
     .render();
     println!("{report}");
-    write_section(&report);
+    support::write_benchmarks_section("bench-scale", &report);
 }
 
 /// The floor's API part: N Secrets and N TechnicalUsers as the operator writes them, created
@@ -597,20 +597,6 @@ async fn terminate(child: &mut tokio::process::Child) {
     }
 }
 
-async fn create_namespace(client: &Client, name: &str) {
-    let namespace = Namespace {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &namespace)
-        .await
-        .expect("namespace");
-}
-
 fn first3(loadavg: &str) -> String {
     loadavg
         .split_whitespace()
@@ -725,20 +711,4 @@ impl Report {
         );
         out
     }
-}
-
-/// Replaces the text between the bench-scale markers in BENCHMARKS.md (the markers are
-/// added at the end the first time).
-fn write_section(report: &str) {
-    const START: &str = "<!-- bench-scale:start -->";
-    const END: &str = "<!-- bench-scale:end -->";
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/BENCHMARKS.md");
-    let current = std::fs::read_to_string(path).expect("BENCHMARKS.md exists");
-    let updated = match (current.find(START), current.find(END)) {
-        (Some(start), Some(end)) if start < end => {
-            format!("{}{START}\n{report}{}", &current[..start], &current[end..])
-        }
-        _ => format!("{current}\n{START}\n{report}{END}\n"),
-    };
-    std::fs::write(path, updated).expect("BENCHMARKS.md is writable");
 }

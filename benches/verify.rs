@@ -12,7 +12,7 @@ use std::{
 
 use k8s_openapi::api::{
     authentication::v1::{TokenRequest, TokenRequestSpec},
-    core::v1::{Namespace, Secret, ServiceAccount},
+    core::v1::{Secret, ServiceAccount},
 };
 use kube::{
     Api, Client,
@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use support::{Launch, apply_crds, free_port, poll_every, tls_verifier_on};
+use support::{Launch, apply_crds, create_namespace, free_port, poll_every, tls_verifier_on};
 
 use access_token_operator::{
     api::{AccessToken, Organization},
@@ -55,19 +55,7 @@ async fn main() {
         .expect("KUBECONFIG points at the local control plane");
     apply_crds(&client).await;
     let namespace = "bench";
-    Api::<Namespace>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &Namespace {
-                metadata: ObjectMeta {
-                    name: Some(namespace.into()),
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("namespace");
+    create_namespace(&client, namespace).await;
     let org: Organization = serde_json::from_value(json!({
         "apiVersion": "iam.accesstoken.io/v1alpha1", "kind": "Organization",
         "metadata": {"name": "bench"}, "spec": {"tokenNamespaces": [namespace]}
@@ -280,7 +268,7 @@ async fn main() {
         &hash_costs,
     );
     println!("{report}");
-    write_section(&report);
+    support::write_benchmarks_section("bench-verify", &report);
 }
 
 /// Each token's first TokenReview, one at a time: latencies, sorted. Every one must authenticate.
@@ -608,16 +596,4 @@ fn render(
         ));
     }
     out
-}
-
-/// Replaces the text between the bench-verify markers in BENCHMARKS.md.
-fn write_section(report: &str) {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/BENCHMARKS.md");
-    let current = std::fs::read_to_string(path).expect("BENCHMARKS.md exists");
-    let (start, end) = ("<!-- bench-verify:start -->", "<!-- bench-verify:end -->");
-    let (Some(a), Some(b)) = (current.find(start), current.find(end)) else {
-        panic!("BENCHMARKS.md lacks the bench-verify markers");
-    };
-    let updated = format!("{}{start}\n{report}{}", &current[..a], &current[b..]);
-    std::fs::write(path, updated).expect("BENCHMARKS.md is writable");
 }

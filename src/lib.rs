@@ -11,6 +11,7 @@ pub mod domain;
 pub mod error;
 pub mod observability;
 pub mod plugin;
+pub mod proxy;
 pub mod runtime;
 pub mod token;
 pub mod verifier;

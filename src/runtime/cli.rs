@@ -24,6 +24,9 @@ pub enum Command {
     Run(RunArgs),
     /// Run only the token verifier (TokenReview webhook), e.g. as its own scaled Deployment.
     Verifier(VerifierArgs),
+    /// Run the authenticating proxy in front of kube-apiserver: access tokens work on
+    /// clusters whose authentication flags cannot be set (EKS, GKE, AKS).
+    Proxy(ProxyArgs),
     /// Print the CustomResourceDefinitions as YAML (what crds/ holds).
     Crd,
     /// The kubectl plugin (`kubectl atk`); a link to this binary named `kubectl-atk` runs it directly.
@@ -79,6 +82,13 @@ pub struct ListenArgs {
     #[arg(long, default_value_t = server::Limits::default().idle_timeout.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..))]
     pub verifier_idle_timeout_seconds: u64,
+    #[command(flatten)]
+    pub verify: VerifyArgs,
+}
+
+/// How the verifier decides (in the verifier and in the proxy).
+#[derive(Args)]
+pub struct VerifyArgs {
     /// How many argon2 verifications may run at once (on as many threads of their own).
     #[arg(long, env = "VERIFY_CONCURRENCY", default_value_t = 2)]
     pub verify_concurrency: usize,
@@ -117,6 +127,19 @@ pub struct VerifyCostArgs {
 pub struct VerifierArgs {
     #[command(flatten)]
     pub listen: ListenArgs,
+    #[command(flatten)]
+    pub probe: ProbeArgs,
+    /// Log line format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Args)]
+pub struct ProxyArgs {
+    #[command(flatten)]
+    pub serve: crate::proxy::cli::ProxyFlags,
+    #[command(flatten)]
+    pub verify: VerifyArgs,
     #[command(flatten)]
     pub probe: ProbeArgs,
     /// Log line format.

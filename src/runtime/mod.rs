@@ -1,10 +1,11 @@
-//! Process assembly: the command line, and what `run` and `verifier` start (controllers,
+//! Process assembly: the command line, and what `run` `verifier` and `proxy` start (controllers,
 //! verifier, probes, leader election, the argon2 thread pool). `main.rs` only parses.
 
 pub mod cli;
 pub mod hash_pool;
 pub mod leader;
 mod operator;
+mod proxy;
 mod shutdown;
 mod verifier;
 
@@ -24,6 +25,7 @@ pub fn main(cli: Cli) -> ExitCode {
             .map_err(Into::into),
         Command::Run(args) => operator::run(args),
         Command::Verifier(args) => verifier::verifier_only(args),
+        Command::Proxy(args) => proxy::proxy_only(args),
         Command::Atk(cli) => return plugin::main(cli),
     };
     match result {

@@ -46,7 +46,11 @@ pub(super) fn run(args: RunArgs) -> crate::Result<()> {
         );
         let metrics = ProcessMetrics::new();
         let verifier = match &listen {
-            Some(_) => Some(start_verifier(client.clone(), &args.listen, &metrics)?),
+            Some(_) => Some(start_verifier(
+                client.clone(),
+                &args.listen.verify,
+                &metrics,
+            )?),
             None => None,
         };
         let probes = serve_probes(&args.probe, &metrics.all, verifier.clone()).await?;

@@ -3,7 +3,7 @@
 use std::{sync::Arc, time::Duration};
 
 use super::{
-    cli::{ListenArgs, ProbeArgs, VerifierArgs},
+    cli::{ListenArgs, ProbeArgs, VerifierArgs, VerifyArgs},
     hash_pool::Hasher,
     shutdown::shutdown_signal,
     usage,
@@ -41,7 +41,7 @@ pub(super) fn verifier_only(args: VerifierArgs) -> crate::Result<()> {
             "access-token-operator verifier starting"
         );
         let metrics = ProcessMetrics::new();
-        let verifier = start_verifier(client, &args.listen, &metrics)?;
+        let verifier = start_verifier(client, &args.listen.verify, &metrics)?;
         let probes = serve_probes(&args.probe, &metrics.all, Some(verifier.clone())).await?;
         let served = server::serve(verifier, listen, shutdown_signal()).await;
         probes.abort();
@@ -102,7 +102,7 @@ pub(super) async fn serve_probes(
 /// Starts the verifier's caches (it serves once `server::serve` runs).
 pub(super) fn start_verifier(
     client: kube::Client,
-    args: &ListenArgs,
+    args: &VerifyArgs,
     metrics: &ProcessMetrics,
 ) -> crate::Result<Arc<Verifier>> {
     // Verification takes its parameters from each PHC string, within `hash_limits`; these

@@ -12,6 +12,7 @@ mod support;
 
 mod access_tokens;
 mod argocd_health;
+mod authenticating_proxy;
 mod bad_manifests;
 mod browser;
 mod console;

@@ -9,40 +9,17 @@ use serde_json::{Value, json};
 use access_token_operator::{api::Phase, token::Token};
 
 use crate::support::{
-    Operator, Run, Tenant, VerifierProcess, eventually, kubectl, text, verifier_on,
+    Operator, Run, Tenant, VerifierProcess, eventually, kubectl, strings, verifier_on,
 };
 
 /// `kubectl <args> --token <token>`: (success, stdout, stderr).
 async fn kubectl_as(token: &str, args: &[&str]) -> (bool, String, String) {
-    let output = kubectl(args).token(token).run().await;
-    (
-        output.status.success(),
-        text(&output.stdout),
-        text(&output.stderr),
-    )
+    kubectl(args).token(token).outcome().await
 }
 
 /// The user info kube-apiserver sees for `token`, or `None` if it is not authenticated.
 pub(crate) async fn whoami(token: &str) -> Option<Value> {
-    let (ok, stdout, stderr) = kubectl_as(token, &["auth", "whoami", "-o", "json"]).await;
-    if !ok {
-        assert!(
-            stderr.contains("Unauthorized"),
-            "a denial, not some other failure: {stderr}"
-        );
-        return None;
-    }
-    let review: Value = serde_json::from_str(&stdout).expect("whoami prints JSON");
-    Some(review["status"]["userInfo"].clone())
-}
-
-fn strings(value: &Value) -> Vec<String> {
-    value
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|v| v.as_str().map(String::from))
-        .collect()
+    kubectl::<&str>(&[]).token(token).user_info().await
 }
 
 #[tokio::test]

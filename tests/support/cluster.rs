@@ -201,9 +201,15 @@ pub fn unique_name(prefix: &str) -> String {
 /// Creates a fresh namespace for one test and returns its name.
 pub async fn test_namespace(client: &Client, prefix: &str) -> String {
     let name = unique_name(prefix);
+    create_namespace(client, &name).await;
+    name
+}
+
+/// Creates the namespace `name` (a bench's fixed one, or a test's unique one).
+pub async fn create_namespace(client: &Client, name: &str) {
     let namespace = Namespace {
         metadata: ObjectMeta {
-            name: Some(name.clone()),
+            name: Some(name.into()),
             ..Default::default()
         },
         ..Default::default()
@@ -212,7 +218,6 @@ pub async fn test_namespace(client: &Client, prefix: &str) -> String {
         .create(&PostParams::default(), &namespace)
         .await
         .expect("namespace is created");
-    name
 }
 
 /// `target/test-logs/`, created if missing: logs, kubeconfigs and scratch files of a run.

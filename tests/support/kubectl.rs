@@ -92,6 +92,31 @@ impl Run {
         child.wait_with_output().await.expect("the command ends")
     }
 
+    /// Runs it: (success, stdout, stderr).
+    pub async fn outcome(self) -> (bool, String, String) {
+        let output = self.run().await;
+        (
+            output.status.success(),
+            text(&output.stdout),
+            text(&output.stderr),
+        )
+    }
+
+    /// Runs `kubectl auth whoami -o json` with this command's identity: the user info
+    /// kube-apiserver sees, or `None` when it refused the credential (401).
+    pub async fn user_info(self) -> Option<serde_json::Value> {
+        let (ok, stdout, stderr) = self.args(&["auth", "whoami", "-o", "json"]).outcome().await;
+        if !ok {
+            assert!(
+                stderr.contains("Unauthorized"),
+                "a 401, not another failure: {stderr}"
+            );
+            return None;
+        }
+        let review: serde_json::Value = serde_json::from_str(&stdout).expect("whoami prints JSON");
+        Some(review["status"]["userInfo"].clone())
+    }
+
     /// Runs it and returns its stdout; fails the test with its output unless it succeeded.
     pub async fn succeed(self) -> String {
         let what = format!(
@@ -118,4 +143,14 @@ impl Run {
 /// Command output as text.
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The strings of a JSON array (empty when it is not one): user info groups and extras.
+pub fn strings(value: &serde_json::Value) -> Vec<String> {
+    value
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(String::from))
+        .collect()
 }

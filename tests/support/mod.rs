@@ -3,10 +3,12 @@
 //! the local control plane and the one CRD installer (`cluster`), waiting with deadlines
 //! (`wait`), the one process launcher (`process`) with the operator and verifier on top
 //! (`operator`, `verifier`), the one command runner (`kubectl`), tenants and their tokens
-//! (`tenant`), and a TCP proxy a test can cut (`proxy`).
+//! (`tenant`), a TCP proxy a test can cut (`proxy`), and the benches' results file
+//! (`benchmarks`).
 // Each binary uses the part it needs.
 #![allow(dead_code, unused_imports)]
 
+mod benchmarks;
 mod cluster;
 mod kubectl;
 mod operator;
@@ -16,6 +18,7 @@ mod tenant;
 mod verifier;
 mod wait;
 
+pub use benchmarks::*;
 pub use cluster::*;
 pub use kubectl::*;
 pub use operator::*;
