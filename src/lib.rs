@@ -10,6 +10,8 @@ pub mod controller;
 pub mod domain;
 pub mod error;
 pub mod hasher;
+pub mod impersonation;
+pub mod kubeconfig;
 pub mod leader;
 pub mod metrics;
 pub mod plugin;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use access_token_operator::{
     controller,
     hasher::Hasher,
-    leader,
+    impersonation, kubeconfig, leader,
     metrics::Metrics,
     plugin, probes,
     telemetry::{self, LogFormat},
@@ -26,7 +26,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the operator: reconcile AccessTokens into TechnicalUsers and Secrets.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Run only the token verifier (TokenReview webhook), e.g. as its own scaled Deployment.
     Verifier(VerifierArgs),
     /// Print the CustomResourceDefinitions as YAML (what crds/ holds).
@@ -175,6 +175,10 @@ struct RunArgs {
     listen: ListenArgs,
     #[command(flatten)]
     probe: ProbeArgs,
+    #[command(flatten)]
+    kubeconfig: kubeconfig::KubeconfigArgs,
+    #[command(flatten)]
+    impersonation: impersonation::ImpersonationArgs,
 }
 
 /// argon2id cost parameters for new credentials (existing ones keep theirs).
@@ -206,7 +210,7 @@ fn main() -> ExitCode {
         Command::Crd => access_token_operator::api::crds_yaml()
             .map(|yaml| print!("{yaml}"))
             .map_err(Into::into),
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
         Command::Verifier(args) => verifier_only(args),
         Command::Atk(cli) => return plugin::main(cli),
     };
@@ -228,6 +232,7 @@ fn run(args: RunArgs) -> access_token_operator::Result<()> {
     };
     let hasher = Hasher::new(params, args.hash.hash_concurrency)?;
     let listen = listen_config(&args.listen)?;
+    kubeconfig::configure(kubeconfig::Endpoint::from_args(&args.kubeconfig)?);
     let election = args.leader_elect.then(|| leader::LeaderElection {
         namespace: args.leader_election_namespace.clone(),
         lease_name: args.leader_election_lease_name.clone(),
@@ -273,6 +278,7 @@ fn run(args: RunArgs) -> access_token_operator::Result<()> {
         };
         let controllers = async {
             let work = controller::run(client.clone(), config, hasher, metrics.clone());
+            let work = impersonation::sync::alongside(work, client.clone(), &args.impersonation);
             match election {
                 Some(election) => {
                     leader::run_as_leader(client.clone(), election, work, shutdown_signal()).await

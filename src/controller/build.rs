@@ -44,6 +44,8 @@ pub mod keys {
     pub const ROLE: &str = "role";
     /// The effective expiry, RFC 3339.
     pub const EXPIRES_AT: &str = "expires-at";
+    /// A kubeconfig holding the token, when the operator knows where clients connect.
+    pub const KUBECONFIG: &str = crate::kubeconfig::KEY;
 }
 
 /// The Secret's name: `spec.secretName`, defaulting to the AccessToken's name.
@@ -168,6 +170,11 @@ pub fn secret_data(
     if resolved.scope.kind == ScopeKind::Group {
         data.insert(keys::GROUP.to_string(), text(&resolved.scope.name));
     }
+    if let Some(endpoint) = crate::kubeconfig::configured() {
+        let user = username(&namespace, &token.name_any());
+        let config = crate::kubeconfig::render(endpoint, &namespace, &user, value);
+        data.insert(keys::KUBECONFIG.to_string(), ByteString(config));
+    }
     data
 }
 
@@ -196,6 +203,10 @@ pub fn updated_secret(
 ) -> Option<Secret> {
     let mut updated = existing.clone();
     let mut merged = existing.data.clone().unwrap_or_default();
+    // A kubeconfig from an earlier configuration would hold a token that may be stale.
+    if !data.contains_key(keys::KUBECONFIG) {
+        merged.remove(keys::KUBECONFIG);
+    }
     merged.extend(data);
     updated.data = Some(merged);
     merge_secret_metadata(token, &mut updated.metadata);

@@ -27,6 +27,7 @@ mod harness;
 
 mod cluster;
 mod install;
+mod proxy;
 
 use std::collections::BTreeSet;
 
@@ -51,7 +52,7 @@ use harness::{Watchdog, admin_client};
 use install::Installer;
 
 /// One install at a time: both use the same namespace, cluster-scoped names and node ports.
-static ONE_INSTALL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(crate) static ONE_INSTALL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[tokio::test]
 async fn helm_install_serves_fails_over_and_uninstalls_cleanly() {
