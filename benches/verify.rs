@@ -277,7 +277,7 @@ async fn main() {
         &hash_costs,
     );
     println!("{report}");
-    write_section(&report);
+    support::write_section("bench-verify", &report);
 }
 
 /// Each token's first TokenReview, one at a time: latencies, sorted. Every one must authenticate.
@@ -599,16 +599,4 @@ fn render(
         ));
     }
     out
-}
-
-/// Replaces the text between the bench-verify markers in BENCHMARKS.md.
-fn write_section(report: &str) {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/BENCHMARKS.md");
-    let current = std::fs::read_to_string(path).expect("BENCHMARKS.md exists");
-    let (start, end) = ("<!-- bench-verify:start -->", "<!-- bench-verify:end -->");
-    let (Some(a), Some(b)) = (current.find(start), current.find(end)) else {
-        panic!("BENCHMARKS.md lacks the bench-verify markers");
-    };
-    let updated = format!("{}{start}\n{report}{}", &current[..a], &current[b..]);
-    std::fs::write(path, updated).expect("BENCHMARKS.md is writable");
 }

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod plugin;
 pub mod probes;
 pub mod process_metrics;
+pub mod proxy;
 pub mod telemetry;
 pub mod token;
 pub mod token_metrics;

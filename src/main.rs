@@ -9,6 +9,7 @@ use access_token_operator::{
     impersonation, kubeconfig, leader,
     metrics::Metrics,
     plugin, probes,
+    proxy::{self, Proxy},
     telemetry::{self, LogFormat},
     token::{HashLimits, HashParams},
     verifier::{self, Verifier, server},
@@ -29,6 +30,9 @@ enum Command {
     Run(Box<RunArgs>),
     /// Run only the token verifier (TokenReview webhook), e.g. as its own scaled Deployment.
     Verifier(VerifierArgs),
+    /// Run the authenticating proxy in front of kube-apiserver: access tokens work on
+    /// clusters whose authentication flags cannot be set (EKS, GKE, AKS).
+    Proxy(ProxyArgs),
     /// Print the CustomResourceDefinitions as YAML (what crds/ holds).
     Crd,
     /// The kubectl plugin (`kubectl atk`); a link to this binary named `kubectl-atk` runs it directly.
@@ -84,6 +88,13 @@ struct ListenArgs {
     #[arg(long, default_value_t = server::Limits::default().idle_timeout.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..))]
     verifier_idle_timeout_seconds: u64,
+    #[command(flatten)]
+    verify: VerifyArgs,
+}
+
+/// How the verifier decides (in the verifier and in the proxy).
+#[derive(Args)]
+struct VerifyArgs {
     /// How many argon2 verifications may run at once (on as many threads of their own).
     #[arg(long, env = "VERIFY_CONCURRENCY", default_value_t = 2)]
     verify_concurrency: usize,
@@ -122,6 +133,19 @@ struct VerifyCostArgs {
 struct VerifierArgs {
     #[command(flatten)]
     listen: ListenArgs,
+    #[command(flatten)]
+    probe: ProbeArgs,
+    /// Log line format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Args)]
+struct ProxyArgs {
+    #[command(flatten)]
+    serve: proxy::cli::ProxyFlags,
+    #[command(flatten)]
+    verify: VerifyArgs,
     #[command(flatten)]
     probe: ProbeArgs,
     /// Log line format.
@@ -212,6 +236,7 @@ fn main() -> ExitCode {
             .map_err(Into::into),
         Command::Run(args) => run(*args),
         Command::Verifier(args) => verifier_only(args),
+        Command::Proxy(args) => proxy_only(args),
         Command::Atk(cli) => return plugin::main(cli),
     };
     match result {
@@ -262,7 +287,7 @@ fn run(args: RunArgs) -> access_token_operator::Result<()> {
         let verifier = match &listen {
             Some(_) => Some(start_verifier(
                 client.clone(),
-                &args.listen,
+                &args.listen.verify,
                 metrics.clone(),
             )?),
             None => None,
@@ -309,9 +334,34 @@ fn verifier_only(args: VerifierArgs) -> access_token_operator::Result<()> {
             "access-token-operator verifier starting"
         );
         let metrics = Metrics::new();
-        let verifier = start_verifier(client, &args.listen, metrics.clone())?;
+        let verifier = start_verifier(client, &args.listen.verify, metrics.clone())?;
         let probes = serve_probes(&args.probe, &metrics, Some(verifier.clone())).await?;
         let served = server::serve(verifier, listen, shutdown_signal()).await;
+        probes.abort();
+        Ok(served?)
+    })
+}
+
+fn proxy_only(args: ProxyArgs) -> access_token_operator::Result<()> {
+    telemetry::init(args.log_format);
+    let listen = args.serve.listen()?;
+    tokio::runtime::Runtime::new()?.block_on(async {
+        let client = kube::Client::try_default().await?;
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            "access-token-operator proxy starting"
+        );
+        let metrics = Metrics::new();
+        let verifier = start_verifier(client, &args.verify, metrics.clone())?;
+        let probes = serve_probes(&args.probe, &metrics, Some(verifier.clone())).await?;
+        let upstream = proxy::upstream_client().await?;
+        let proxy = Proxy::new(
+            verifier,
+            upstream,
+            metrics.proxy.clone(),
+            args.serve.proxy_max_body_bytes,
+        );
+        let served = proxy.serve(listen, shutdown_signal()).await;
         probes.abort();
         Ok(served?)
     })
@@ -376,7 +426,7 @@ async fn serve_probes(
 /// Starts the verifier's caches (it serves once `server::serve` runs).
 fn start_verifier(
     client: kube::Client,
-    args: &ListenArgs,
+    args: &VerifyArgs,
     metrics: std::sync::Arc<Metrics>,
 ) -> access_token_operator::Result<std::sync::Arc<Verifier>> {
     // Verification takes its parameters from each PHC string, within `hash_limits`; these

@@ -161,6 +161,8 @@ pub struct Metrics {
     pub verifier_connections: Gauge,
     /// Reloads of the verifier's TLS files after they changed, by result.
     pub tls_reloads: Family<ReloadLabels, Counter>,
+    /// The authenticating proxy's families (at zero unless this process is the proxy).
+    pub proxy: crate::proxy::ProxyMetrics,
 }
 
 impl Metrics {
@@ -282,6 +284,7 @@ impl Metrics {
         for result in [ReloadResult::Success, ReloadResult::Failure] {
             let _ = tls_reloads.get_or_create(&ReloadLabels { result });
         }
+        let proxy = crate::proxy::ProxyMetrics::register(registry);
         Arc::new(Self {
             registry: root,
             progress: Arc::default(),
@@ -297,6 +300,7 @@ impl Metrics {
             reconcile_failures,
             verifier_connections,
             tls_reloads,
+            proxy,
         })
     }
 

@@ -96,3 +96,18 @@ pub fn start_verifier(binary: &str, port: u16, extra: &[&str]) -> tokio::process
     args.extend_from_slice(extra);
     spawn(binary, &args)
 }
+
+/// Replaces the text between `<!-- NAME:start -->` and `<!-- NAME:end -->` in BENCHMARKS.md.
+pub fn write_section(name: &str, report: &str) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/BENCHMARKS.md");
+    let current = std::fs::read_to_string(path).expect("BENCHMARKS.md exists");
+    let (start, end) = (
+        format!("<!-- {name}:start -->"),
+        format!("<!-- {name}:end -->"),
+    );
+    let (Some(a), Some(b)) = (current.find(&start), current.find(&end)) else {
+        panic!("BENCHMARKS.md lacks the {name} markers");
+    };
+    let updated = format!("{}{start}\n{report}{}", &current[..a], &current[b..]);
+    std::fs::write(path, updated).expect("BENCHMARKS.md is writable");
+}

@@ -15,7 +15,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     task::{Context, Poll},
     time::{Duration, Instant},
@@ -25,14 +25,17 @@ use axum::{
     Router,
     body::Bytes,
     extract::{DefaultBodyLimit, State},
-    http::StatusCode,
+    http::{Request, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use hyper::server::conn::{http1, http2};
+use hyper::{
+    body::Incoming,
+    server::conn::{http1, http2},
+    service::Service as _,
+};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::graceful::GracefulConnection,
     service::TowerToHyperService,
 };
 use k8s_openapi::api::authentication::v1::{
@@ -48,7 +51,8 @@ use tower_http::timeout::TimeoutLayer;
 use tracing::{debug, info, warn};
 
 use super::{Verdict, Verifier};
-use prometheus_client::metrics::gauge::Gauge;
+use crate::metrics::ReloadLabels;
+use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge};
 pub use tls::{TlsError, TlsFiles};
 
 /// Largest request body accepted; a TokenReview is a few hundred bytes.
@@ -140,68 +144,147 @@ pub async fn serve(
     listen: Listen,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let connections = verifier.metrics().verifier_connections.clone();
-    let tls = match listen.tls {
-        Some(files) => {
-            let client_ca = files.client_ca.is_some();
-            let configs = tls::watch(files, verifier.metrics().tls_reloads.clone()).await?;
-            info!(address = %listen.bind, client_certificates = client_ca, "verifier listening (TLS)");
-            Some(configs)
-        }
-        None => {
-            if !listen.bind.ip().is_loopback() {
-                return Err(ServeError::PlainHttpNotLoopback(listen.bind));
-            }
-            info!(address = %listen.bind, "verifier listening (plain HTTP, loopback only)");
-            None
-        }
+    let server = Server {
+        name: "verifier",
+        connections: verifier.metrics().verifier_connections.clone(),
+        tls_reloads: verifier.metrics().tls_reloads.clone(),
     };
-    let listener = TcpListener::bind(listen.bind)
-        .await
-        .map_err(ServeError::Io)?;
-    let limits = listen.limits;
-    let max = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
-    let slots = Arc::new(Semaphore::new(max));
-    let (stop, stopping) = watch::channel(false);
-    let app = router(verifier);
-    tokio::pin!(shutdown);
-    loop {
-        // A slot first, then accept: at the cap, new connections wait in the kernel's
-        // backlog and cost this process nothing.
-        let slot = tokio::select! {
-            _ = &mut shutdown => break,
-            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
-        };
-        let (stream, _peer) = tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // E.g. out of file descriptors: pause rather than spin.
-                    warn!(%error, "accepting a connection failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let connection = Connection {
-            slot: Slot::new(slot, &connections),
-            app: app.clone(),
-            limits,
-            stopping: stopping.clone(),
-        };
-        let acceptor = tls
-            .as_ref()
-            .map(|configs| TlsAcceptor::from(configs.borrow().clone()));
-        tokio::spawn(connection.run(stream, acceptor));
+    server.serve(router(verifier), listen, shutdown).await
+}
+
+/// The hardened accept loop, for any server of this process that faces untrusted clients
+/// (the verifier, the authenticating proxy): one implementation of the limits.
+#[derive(Clone)]
+pub struct Server {
+    /// Names the server in log lines.
+    pub name: &'static str,
+    /// Connections held open (bounded by the connection cap).
+    pub connections: Gauge,
+    /// Reloads of the TLS files, by result.
+    pub tls_reloads: Family<ReloadLabels, Counter>,
+}
+
+/// What the accept loop tells each request about its connection (a request extension).
+#[derive(Clone)]
+pub struct ConnectionInfo {
+    /// The client's address.
+    pub peer: SocketAddr,
+    activity: Arc<Activity>,
+}
+
+impl ConnectionInfo {
+    /// Marks a long-lived response (a watch, a log stream) as in flight until the guard is
+    /// dropped: the idle timeout never closes a connection while one is.
+    pub fn stream_started(&self) -> InFlight {
+        self.activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight {
+            activity: self.activity.clone(),
+        }
     }
-    drop(listener);
-    let _ = stop.send(true);
-    // Every connection holds a slot until it ends: all slots back means all drained.
-    let all = u32::try_from(max).unwrap_or(u32::MAX);
-    let _ = tokio::time::timeout(DRAIN_TIMEOUT, slots.acquire_many(all)).await;
-    Ok(())
+}
+
+/// A response in flight on its connection (see [`ConnectionInfo::stream_started`]).
+pub struct InFlight {
+    activity: Arc<Activity>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.activity.touch();
+        self.activity.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Server {
+    /// Serves `app` until `shutdown` completes, then drains connections for up to 5 seconds.
+    /// HTTP/1 connections may be upgraded (the upgraded stream is the service's to run).
+    pub async fn serve(
+        self,
+        app: Router,
+        listen: Listen,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let tls = self.tls_configs(&listen).await?;
+        self.accept_loop(app, listen, tls, shutdown).await
+    }
+
+    async fn tls_configs(
+        &self,
+        listen: &Listen,
+    ) -> Result<Option<watch::Receiver<Arc<rustls::ServerConfig>>>, ServeError> {
+        let name = self.name;
+        match &listen.tls {
+            Some(files) => {
+                let client_ca = files.client_ca.is_some();
+                let configs = tls::watch(files.clone(), self.tls_reloads.clone()).await?;
+                info!(address = %listen.bind, client_certificates = client_ca, "{name} listening (TLS)");
+                Ok(Some(configs))
+            }
+            None => {
+                if !listen.bind.ip().is_loopback() {
+                    return Err(ServeError::PlainHttpNotLoopback(listen.bind));
+                }
+                info!(address = %listen.bind, "{name} listening (plain HTTP, loopback only)");
+                Ok(None)
+            }
+        }
+    }
+
+    async fn accept_loop(
+        self,
+        app: Router,
+        listen: Listen,
+        tls: Option<watch::Receiver<Arc<rustls::ServerConfig>>>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let connections = self.connections;
+        let listener = TcpListener::bind(listen.bind)
+            .await
+            .map_err(ServeError::Io)?;
+        let limits = listen.limits;
+        let max = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
+        let slots = Arc::new(Semaphore::new(max));
+        let (stop, stopping) = watch::channel(false);
+        tokio::pin!(shutdown);
+        loop {
+            // A slot first, then accept: at the cap, new connections wait in the kernel's
+            // backlog and cost this process nothing.
+            let slot = tokio::select! {
+                _ = &mut shutdown => break,
+                slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            };
+            let (stream, peer) = tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // E.g. out of file descriptors: pause rather than spin.
+                        warn!(%error, "accepting a connection failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let connection = Connection {
+                slot: Slot::new(slot, &connections),
+                app: app.clone(),
+                peer,
+                limits,
+                stopping: stopping.clone(),
+            };
+            let acceptor = tls
+                .as_ref()
+                .map(|configs| TlsAcceptor::from(configs.borrow().clone()));
+            tokio::spawn(connection.run(stream, acceptor));
+        }
+        drop(listener);
+        let _ = stop.send(true);
+        // Every connection holds a slot until it ends: all slots back means all drained.
+        let all = u32::try_from(max).unwrap_or(u32::MAX);
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, slots.acquire_many(all)).await;
+        Ok(())
+    }
 }
 
 /// A connection slot, counted in the connections gauge while held.
@@ -230,6 +313,7 @@ impl Drop for Slot {
 struct Connection {
     slot: Slot,
     app: Router,
+    peer: SocketAddr,
     limits: Limits,
     stopping: watch::Receiver<bool>,
 }
@@ -260,11 +344,19 @@ impl Connection {
         }
     }
 
-    async fn serve<I>(self, io: I, h2: bool, activity: &Activity)
+    async fn serve<I>(self, io: I, h2: bool, activity: &Arc<Activity>)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let service = TowerToHyperService::new(self.app.clone());
+        let app = TowerToHyperService::new(self.app.clone());
+        let info = ConnectionInfo {
+            peer: self.peer,
+            activity: activity.clone(),
+        };
+        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(info.clone());
+            app.call(request)
+        });
         let io = TokioIo::new(io);
         if h2 {
             let connection = http2::Builder::new(TokioExecutor::new())
@@ -272,20 +364,31 @@ impl Connection {
                 .max_concurrent_streams(MAX_HTTP2_STREAMS)
                 .max_header_list_size(MAX_HTTP2_HEADER_LIST)
                 .serve_connection(io, service);
-            self.drive(connection, activity).await
+            self.drive(connection, |c| c.graceful_shutdown(), activity)
+                .await
         } else {
+            // Upgrades (exec, attach, port-forward) end the connection here: hyper hands the
+            // stream to the service, and the idle timeout no longer applies to it.
             let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(self.limits.header_timeout)
                 .max_buf_size(MAX_HTTP1_BUFFER)
-                .serve_connection(io, service);
-            self.drive(connection, activity).await
+                .serve_connection(io, service)
+                .with_upgrades();
+            self.drive(connection, |c| c.graceful_shutdown(), activity)
+                .await
         }
     }
 
-    /// Runs the connection until it ends, goes idle for `idle_timeout`, or the server stops;
-    /// in the last two cases shuts it down gracefully, bounded by the request timeout.
-    async fn drive<C: GracefulConnection>(self, connection: C, activity: &Activity) {
+    /// Runs the connection until it ends, goes idle for `idle_timeout` (with no stream in
+    /// flight), or the server stops; in the last two cases shuts it down gracefully, bounded
+    /// by the request timeout.
+    async fn drive<C: Future>(
+        self,
+        connection: C,
+        graceful_shutdown: impl FnOnce(Pin<&mut C>),
+        activity: &Activity,
+    ) {
         let Self {
             slot: _slot,
             limits,
@@ -310,7 +413,7 @@ impl Connection {
             _ = connection.as_mut() => return,
             _ = idle_or_stopping => {}
         }
-        connection.as_mut().graceful_shutdown();
+        graceful_shutdown(connection.as_mut());
         let grace = REQUEST_TIMEOUT + Duration::from_secs(1);
         let _ = tokio::time::timeout(grace, connection).await;
     }
@@ -320,6 +423,8 @@ impl Connection {
 struct Activity {
     start: Instant,
     last_millis: AtomicU64,
+    /// Long-lived responses in flight (see [`ConnectionInfo::stream_started`]).
+    in_flight: AtomicUsize,
 }
 
 impl Activity {
@@ -327,6 +432,7 @@ impl Activity {
         Self {
             start: Instant::now(),
             last_millis: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
         }
     }
 
@@ -336,6 +442,9 @@ impl Activity {
     }
 
     fn idle_for(&self) -> Duration {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return Duration::ZERO;
+        }
         let last = Duration::from_millis(self.last_millis.load(Ordering::Relaxed));
         self.start.elapsed().saturating_sub(last)
     }

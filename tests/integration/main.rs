@@ -9,6 +9,7 @@
 
 mod access_tokens;
 mod argocd_health;
+mod authenticating_proxy;
 mod bad_manifests;
 mod control_plane;
 mod crash_safety;
