@@ -33,7 +33,7 @@ test-node:
 	ATO_NODE_SMOKE_STATE=target/node-smoke.state $(LOCAL_CLUSTER) --with-node -- tests/node/smoke.sh
 	tests/node/leftovers.sh $$(cat target/node-smoke.state)
 
-## test-e2e: the image on two real nodes, installed with Helm and with kustomize: webhook authentication through kube-apiserver, leader pod deletion, clean uninstall
+## test-e2e: the image on two real nodes, installed with Helm and with kustomize: webhook authentication through kube-apiserver, leader pod deletion, clean uninstall; Helm with the proxy: exec, logs -f, port-forward, cp through it
 test-e2e: image helm
 	hack/control-plane/build.sh --with-node >/dev/null
 	$(CARGO) test --test e2e --no-run
@@ -42,6 +42,8 @@ test-e2e: image helm
 	@# same cluster refuses every AccessToken until kube-apiserver restarts (README, Uninstall).
 	HELM="$$(hack/helm/build.sh)" $(LOCAL_CLUSTER) --with-node -- $(CARGO) test --test e2e helm_install
 	HELM="$$(hack/helm/build.sh)" $(LOCAL_CLUSTER) --with-node -- $(CARGO) test --test e2e kustomize_install
+	tests/e2e/workload-image.sh >/dev/null
+	HELM="$$(hack/helm/build.sh)" $(LOCAL_CLUSTER) --with-node -- $(CARGO) test --test e2e proxy_install
 
 ## bench-verify: verifier TokenReview throughput/latency vs kube-apiserver, and revocation delay; writes BENCHMARKS.md
 bench-verify: control-plane

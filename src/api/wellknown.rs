@@ -37,4 +37,6 @@ pub mod keys {
     pub const ROLE: &str = "role";
     /// The effective expiry, RFC 3339.
     pub const EXPIRES_AT: &str = "expires-at";
+    /// A kubeconfig holding the token, when the operator knows where clients connect.
+    pub const KUBECONFIG: &str = crate::kubeconfig::KEY;
 }

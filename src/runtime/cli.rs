@@ -21,7 +21,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Run the operator: reconcile AccessTokens into TechnicalUsers and Secrets.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Run only the token verifier (TokenReview webhook), e.g. as its own scaled Deployment.
     Verifier(VerifierArgs),
     /// Run the authenticating proxy in front of kube-apiserver: access tokens work on
@@ -193,6 +193,10 @@ pub struct RunArgs {
     pub listen: ListenArgs,
     #[command(flatten)]
     pub probe: ProbeArgs,
+    #[command(flatten)]
+    pub kubeconfig: crate::kubeconfig::KubeconfigArgs,
+    #[command(flatten)]
+    pub impersonation: crate::impersonation::ImpersonationArgs,
 }
 
 /// argon2id cost parameters for new credentials (existing ones keep theirs).

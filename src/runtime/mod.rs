@@ -23,7 +23,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Crd => crate::api::crds_yaml()
             .map(|yaml| print!("{yaml}"))
             .map_err(Into::into),
-        Command::Run(args) => operator::run(args),
+        Command::Run(args) => operator::run(*args),
         Command::Verifier(args) => verifier::verifier_only(args),
         Command::Proxy(args) => proxy::proxy_only(args),
         Command::Atk(cli) => return plugin::main(cli),

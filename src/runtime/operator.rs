@@ -19,6 +19,7 @@ pub(super) fn run(args: RunArgs) -> crate::Result<()> {
     };
     let hasher = Hasher::new(params, args.hash.hash_concurrency)?;
     let listen = listen_config(&args.listen)?;
+    crate::kubeconfig::configure(crate::kubeconfig::Endpoint::from_args(&args.kubeconfig)?);
     let election = args.leader_elect.then(|| leader::LeaderElection {
         namespace: args.leader_election_namespace.clone(),
         lease_name: args.leader_election_lease_name.clone(),
@@ -64,6 +65,8 @@ pub(super) fn run(args: RunArgs) -> crate::Result<()> {
         };
         let controllers = async {
             let work = controller::run(client.clone(), config, hasher, metrics.all.clone());
+            let work =
+                crate::impersonation::sync::alongside(work, client.clone(), &args.impersonation);
             match election {
                 Some(election) => {
                     leader::run_as_leader(client.clone(), election, work, shutdown_signal()).await

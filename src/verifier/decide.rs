@@ -12,7 +12,7 @@ use crate::{
         wellknown::{ACCESS_TOKEN_LABEL, MANAGED_BY_LABEL, OPERATOR_MANAGER},
     },
     domain::{
-        policy,
+        groups, policy,
         scope::{resolve_scope, suspension},
         username,
     },
@@ -215,18 +215,10 @@ pub fn check_state(
         return Err(Denial::ScopeSuspended);
     }
 
-    let role_word = if resolved.role.is_admin() {
-        "admin"
-    } else {
-        "user"
-    };
     let scope = &resolved.scope;
-    let (kind_word, mut extra) = match scope.kind {
-        ScopeKind::Organization => ("org", BTreeMap::new()),
-        ScopeKind::Group => (
-            "group",
-            BTreeMap::from([(extra::GROUP.to_string(), vec![scope.name.clone()])]),
-        ),
+    let mut extra = match scope.kind {
+        ScopeKind::Organization => BTreeMap::new(),
+        ScopeKind::Group => BTreeMap::from([(extra::GROUP.to_string(), vec![scope.name.clone()])]),
     };
     extra.insert(
         extra::ORGANIZATION.to_string(),
@@ -240,10 +232,7 @@ pub fn check_state(
     Ok(Identity {
         username: username(&namespace, &token.name_any()),
         uid: user.uid().unwrap_or_default(),
-        groups: vec![
-            format!("accesstoken:{kind_word}:{}", scope.name),
-            format!("accesstoken:{kind_word}:{}:{role_word}", scope.name),
-        ],
+        groups: groups(scope, resolved.role.is_admin()).into(),
         extra,
         namespace,
         name: token.name_any(),

@@ -80,14 +80,20 @@ pub async fn load_image_once() {
 /// Waits until the operator Deployment has rolled out: all replicas updated, available and
 /// ready, one on each node. Returns its pods.
 pub async fn wait_for_rollout(client: &Client) -> Vec<Pod> {
+    wait_for_rollout_of(client, "access-token-operator", POD_SELECTOR).await
+}
+
+/// Waits until Deployment `name` (pods labelled `selector`) has rolled out, one pod on each
+/// node, and returns its pods.
+pub async fn wait_for_rollout_of(client: &Client, name: &str, selector: &str) -> Vec<Pod> {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), NAMESPACE);
     let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
     let nodes: BTreeSet<String> = cluster_env("ATO_NODE_NAMES")
         .split_whitespace()
         .map(String::from)
         .collect();
-    eventually_within("the operator to roll out on every node", || async {
-        let deployment = deployments.get("access-token-operator").await.ok()?;
+    eventually_within(&format!("{name} to roll out on every node"), || async {
+        let deployment = deployments.get(name).await.ok()?;
         let wanted = deployment.spec.as_ref()?.replicas?;
         let status = deployment.status.as_ref()?;
         let rolled_out = status.observed_generation >= deployment.metadata.generation
@@ -98,7 +104,7 @@ pub async fn wait_for_rollout(client: &Client) -> Vec<Pod> {
             return None;
         }
         let running: Vec<Pod> = pods
-            .list(&ListParams::default().labels(POD_SELECTOR))
+            .list(&ListParams::default().labels(selector))
             .await
             .ok()?
             .items

@@ -104,7 +104,7 @@ fn scratch_dir() -> std::path::PathBuf {
 
 /// Environment the pods need here: kube-apiserver listens on loopback, not on the
 /// `kubernetes` Service's address (there is no kube-proxy).
-fn api_server_env() -> serde_json::Value {
+pub fn api_server_env() -> serde_json::Value {
     json!([
         {"name": "KUBERNETES_SERVICE_HOST", "value": cluster_env("ATO_API_HOST")},
         {"name": "KUBERNETES_SERVICE_PORT", "value": cluster_env("ATO_API_PORT")},
@@ -130,11 +130,17 @@ async fn create_namespace_and_tls_secret() {
 }
 
 async fn create_tls_secret() {
+    create_serving_secret("access-token-verifier-tls", "ATO_VERIFIER_CLIENT_CA").await;
+}
+
+/// A TLS Secret with the serving certificate of the test cluster (valid for both node
+/// addresses) and `ca_var`'s file as ca.crt.
+pub async fn create_serving_secret(name: &str, ca_var: &str) {
     let client = admin_client().await;
     let file = |var: &str| ByteString(std::fs::read(cluster_env(var)).unwrap());
     let secret = Secret {
         metadata: ObjectMeta {
-            name: Some("access-token-verifier-tls".into()),
+            name: Some(name.into()),
             namespace: Some(NAMESPACE.into()),
             ..Default::default()
         },
@@ -143,7 +149,7 @@ async fn create_tls_secret() {
             [
                 ("tls.crt".to_string(), file("ATO_VERIFIER_CERT")),
                 ("tls.key".to_string(), file("ATO_VERIFIER_KEY")),
-                ("ca.crt".to_string(), file("ATO_VERIFIER_CLIENT_CA")),
+                ("ca.crt".to_string(), file(ca_var)),
             ]
             .into(),
         ),
@@ -152,7 +158,7 @@ async fn create_tls_secret() {
     Api::<Secret>::namespaced(client, NAMESPACE)
         .create(&PostParams::default(), &secret)
         .await
-        .expect("the verifier's TLS Secret is created");
+        .unwrap_or_else(|e| panic!("TLS Secret {name} is created: {e}"));
 }
 
 async fn delete_namespace() {
@@ -170,14 +176,22 @@ async fn delete_namespace() {
 }
 
 async fn install_with_helm() -> Installed {
+    install_with_helm_values(json!({})).await
+}
+
+/// Installs the chart with this cluster's settings and `more` values on top (top-level keys
+/// replace the defaults here).
+pub async fn install_with_helm_values(more: serde_json::Value) -> Installed {
     create_namespace_and_tls_secret().await;
-    let values = json!({
+    let mut values = json!({
         "image": {"repository": image_repository(), "tag": image_tag(), "pullPolicy": "Never"},
         "hostNetwork": true,
         "runtimeClassName": cluster_env("ATO_HOST_NETWORK_RUNTIME_CLASS"),
         "extraEnv": api_server_env(),
         "verifier": {"clientCA": {"enabled": true}},
     });
+    let object = values.as_object_mut().unwrap();
+    object.extend(more.as_object().cloned().unwrap_or_default());
     let values_file = scratch_dir().join("helm-values.yaml");
     // JSON is YAML.
     std::fs::write(&values_file, values.to_string()).unwrap();

@@ -23,6 +23,7 @@ mod support;
 
 mod cluster;
 mod install;
+mod proxy;
 
 use std::collections::BTreeSet;
 
@@ -47,7 +48,7 @@ use support::Tenant;
 use support::{Watchdog, admin_client};
 
 /// One install at a time: both use the same namespace, cluster-scoped names and node ports.
-static ONE_INSTALL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(crate) static ONE_INSTALL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[tokio::test]
 async fn helm_install_serves_fails_over_and_uninstalls_cleanly() {

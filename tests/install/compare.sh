@@ -5,7 +5,8 @@
 # 1. `helm template` and `kubectl kustomize` give the same objects for the same settings:
 #    the defaults <-> deploy/, verifier.enabled=false <-> overlays/without-verifier,
 #    watchNamespace=access-tokens <-> overlays/namespace-restricted, hostNetwork=true <->
-#    deploy/ with the Component overlays/host-network. Normalisation, and all
+#    deploy/ with the Component overlays/host-network, proxy.enabled=true <-> overlays/proxy.
+#    Normalisation, and all
 #    of it: the Helm-only labels helm.sh/chart and app.kubernetes.io/instance, the label
 #    app.kubernetes.io/managed-by when it says Helm, and the annotation
 #    helm.sh/resource-policy are dropped; objects are sorted by kind, namespace, name.
@@ -74,6 +75,7 @@ compare default deploy
 compare without-verifier overlays/without-verifier --set verifier.enabled=false
 compare namespace-restricted overlays/namespace-restricted --set watchNamespace=access-tokens
 compare host-network tests/install/host-network --set hostNetwork=true
+compare proxy overlays/proxy --set proxy.enabled=true
 
 # Lint: defaults, non-default values, and a value the strict schema must refuse.
 nondefault=(--set hostNetwork=true,runtimeClassName=gvisor,replicaCount=1,verifier.clientCA.enabled=true

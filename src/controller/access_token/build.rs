@@ -147,6 +147,11 @@ pub fn secret_data(
     if resolved.scope.kind == ScopeKind::Group {
         data.insert(keys::GROUP.to_string(), text(&resolved.scope.name));
     }
+    if let Some(endpoint) = crate::kubeconfig::configured() {
+        let user = username(&namespace, &token.name_any());
+        let config = crate::kubeconfig::render(endpoint, &namespace, &user, value);
+        data.insert(keys::KUBECONFIG.to_string(), ByteString(config));
+    }
     data
 }
 
@@ -175,6 +180,10 @@ pub fn updated_secret(
 ) -> Option<Secret> {
     let mut updated = existing.clone();
     let mut merged = existing.data.clone().unwrap_or_default();
+    // A kubeconfig from an earlier configuration would hold a token that may be stale.
+    if !data.contains_key(keys::KUBECONFIG) {
+        merged.remove(keys::KUBECONFIG);
+    }
     merged.extend(data);
     updated.data = Some(merged);
     merge_secret_metadata(token, &mut updated.metadata);
