@@ -26,7 +26,7 @@ const GROUP_INDEX: &str = "access-token-operator-groups";
 
 /// A person (an impersonated user) with the built-in `edit` role in the tenant's namespace:
 /// AccessTokens are writable for them only through deploy/tenant-roles.yaml's aggregation.
-async fn editor(tenant: &Tenant, prefix: &str) -> (String, Client) {
+pub(crate) async fn editor(tenant: &Tenant, prefix: &str) -> (String, Client) {
     let user = unique_name(prefix);
     let binding = RoleBinding {
         metadata: ObjectMeta {
@@ -67,7 +67,7 @@ fn user_subject(user: &str) -> Subject {
 
 /// Grants `user` the admin right of a scope: verb `admin` on `resource`/`name`, as a
 /// platform admin would (`kubectl create clusterrole --verb=admin ...`).
-async fn grant_scope_admin(user: &str, resource: &str, name: &str) {
+pub(crate) async fn grant_scope_admin(user: &str, resource: &str, name: &str) {
     let client = admin_client().await;
     let role_name = unique_name(&format!("{user}-{resource}-admin"));
     let role = ClusterRole {

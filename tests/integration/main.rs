@@ -24,6 +24,8 @@ mod leaks;
 mod lifecycle;
 mod observability;
 mod plugin;
+mod plugin_create;
+mod plugin_flags;
 mod proxy;
 mod rbac;
 mod verified_record;

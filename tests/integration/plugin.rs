@@ -21,8 +21,9 @@ use crate::{
     },
 };
 
-/// A directory holding `kubectl-atk`, a link to the operator binary.
-fn plugin_dir() -> std::path::PathBuf {
+/// A directory holding `kubectl-atk`, a link to the operator binary, and the
+/// `kubectl_complete-atk` shim kubectl runs for `kubectl atk <TAB>`.
+pub(crate) fn plugin_dir() -> std::path::PathBuf {
     let dir = test_logs_dir().join("plugin-bin");
     std::fs::create_dir_all(&dir).expect("dir");
     let link = dir.join("kubectl-atk");
@@ -30,19 +31,46 @@ fn plugin_dir() -> std::path::PathBuf {
         // Another test may create it at the same moment; either link is the same.
         let _ = std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_access-token-operator"), &link);
     }
+    let shim = dir.join("kubectl_complete-atk");
+    if std::fs::symlink_metadata(&shim).is_err() {
+        use std::os::unix::fs::PermissionsExt as _;
+        // Written aside and renamed: a test running at the same moment never sees half a file.
+        let partial = dir.join(format!("kubectl_complete-atk.{}", std::process::id()));
+        std::fs::write(
+            &partial,
+            "#!/bin/sh\nexec kubectl-atk __complete -- \"$@\"\n",
+        )
+        .expect("shim");
+        std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o755)).expect("mode");
+        std::fs::rename(&partial, &shim).expect("shim in place");
+    }
     dir
 }
 
 /// Runs `kubectl atk <args>` with `stdin`, as the admin of the local cluster.
-async fn kubectl_atk(args: &[&str], stdin: Option<&str>) -> Output {
+pub(crate) async fn kubectl_atk(args: &[&str], stdin: Option<&str>) -> Output {
     kubectl_atk_with(args, stdin, None).await
 }
 
 /// Runs `kubectl atk <args>` with `stdin`, with `kubeconfig` instead of the admin's.
-async fn kubectl_atk_with(
+pub(crate) async fn kubectl_atk_with(
     args: &[&str],
     stdin: Option<&str>,
     kubeconfig: Option<&std::path::Path>,
+) -> Output {
+    let env: Vec<(&str, &std::ffi::OsStr)> = kubeconfig
+        .map(|k| ("KUBECONFIG", k.as_os_str()))
+        .into_iter()
+        .collect();
+    let args: Vec<&str> = std::iter::once("atk").chain(args.iter().copied()).collect();
+    kubectl(&args, stdin, &env).await
+}
+
+/// Runs `kubectl <args>` with `stdin` and `env`, the plugin on its PATH.
+pub(crate) async fn kubectl(
+    args: &[&str],
+    stdin: Option<&str>,
+    env: &[(&str, &std::ffi::OsStr)],
 ) -> Output {
     use tokio::io::AsyncWriteExt as _;
     let path = format!(
@@ -50,14 +78,10 @@ async fn kubectl_atk_with(
         plugin_dir().display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let mut command = tokio::process::Command::new("kubectl");
-    if let Some(kubeconfig) = kubeconfig {
-        command.env("KUBECONFIG", kubeconfig);
-    }
-    let mut child = command
-        .arg("atk")
+    let mut child = tokio::process::Command::new("kubectl")
         .args(args)
         .env("PATH", path)
+        .envs(env.iter().copied())
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -74,12 +98,12 @@ async fn kubectl_atk_with(
     child.wait_with_output().await.expect("kubectl ends")
 }
 
-fn text(bytes: &[u8]) -> String {
+pub(crate) fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// Runs the command and returns stdout; fails the test (with stderr) unless it succeeded.
-async fn ok(args: &[&str]) -> (String, String) {
+pub(crate) async fn ok(args: &[&str]) -> (String, String) {
     let output = kubectl_atk(args, None).await;
     let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
     assert!(output.status.success(), "kubectl atk {args:?}: {stderr}");
@@ -89,7 +113,16 @@ async fn ok(args: &[&str]) -> (String, String) {
 #[tokio::test]
 async fn help_lists_every_command() {
     let (help, _) = ok(&["--help"]).await;
-    for command in ["status", "reveal", "revoke", "unrevoke", "rotate", "whoami"] {
+    for command in [
+        "create",
+        "status",
+        "reveal",
+        "revoke",
+        "unrevoke",
+        "rotate",
+        "whoami",
+        "completion",
+    ] {
         assert!(help.contains(command), "{command} missing:\n{help}");
     }
 }
@@ -126,12 +159,16 @@ async fn each_command_works_against_the_cluster() {
     // whoami through kube-apiserver (its webhook asks the verifier) and straight to a verifier.
     let webhook = VerifierProcess::start(&format!("{ns}-webhook")).await;
     let username = format!("username: accesstoken:{ns}:ci");
-    let (who, _) = ok(&["whoami", value]).await;
+    let who = kubectl_atk(&["whoami"], Some(value)).await;
+    let (who, warned) = (text(&who.stdout), text(&who.stderr));
     assert!(
         who.contains("authenticated: true") && who.contains(&username),
         "{who}"
     );
-    assert!(!who.contains(value), "{who}");
+    assert!(
+        !who.contains(value) && !warned.contains(value),
+        "{who}{warned}"
+    );
     // A user who may not create TokenReviews gets the answer from a SelfSubjectReview.
     let nobody = format!("{ns}-nobody");
     let accounts: kube::Api<ServiceAccount> = kube::Api::namespaced(tenant.client.clone(), ns);
@@ -143,7 +180,7 @@ async fn each_command_works_against_the_cluster() {
         .expect("ServiceAccount is created");
     let bearer = service_account_token(ns, "nobody").await;
     let unprivileged = kubeconfig_with_token(&nobody, &bearer);
-    let output = kubectl_atk_with(&["whoami", value], None, Some(&unprivileged)).await;
+    let output = kubectl_atk_with(&["whoami"], Some(value), Some(&unprivileged)).await;
     let (who, note) = (text(&output.stdout), text(&output.stderr));
     assert!(output.status.success(), "{note}");
     assert!(
@@ -155,7 +192,7 @@ async fn each_command_works_against_the_cluster() {
     let direct = LoopbackVerifier::start(&format!("{ns}-plugin"), &kubeconfig, &[]);
     let url = direct.url();
     let whoami_direct =
-        || async { kubectl_atk(&["whoami", "-", "--verifier", &url], Some(value)).await };
+        || async { kubectl_atk(&["whoami", "--verifier", &url], Some(value)).await };
     let answer = crate::harness::eventually("the verifier to answer", || async {
         let output = whoami_direct().await;
         output.status.success().then_some(output)
