@@ -187,7 +187,7 @@ async fn create_for_a_group_takes_every_flag() {
     assert_eq!(stored.spec.lifetime.as_deref(), Some("30d"));
     assert_eq!(stored.spec.display_name.as_deref(), Some("CI bot"));
     assert_eq!(stored.spec.secret_name.as_deref(), Some("bot-token"));
-    let role = serde_json::to_value(&stored.status.as_ref().expect("status").role).expect("json");
+    let role = serde_json::to_value(stored.status.as_ref().expect("status").role).expect("json");
     assert_eq!(role, "GroupAdmin");
     let in_secret = tenant.token_in_secret("bot-token").await;
     assert_eq!(in_secret.expose_secret(), token.expose_secret());
