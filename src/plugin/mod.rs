@@ -1,56 +1,75 @@
 //! `kubectl atk`, the kubectl plugin: the operator's binary reached under the name
 //! `kubectl-atk` (a link on PATH), or as `access-token-operator atk`. Every command is a
 //! plain API call a user could make with kubectl; the plugin only spares the typing.
-//! It writes spec fields the user owns (`revoked`, `rotation.trigger`), never status.
+//! It creates AccessTokens and writes spec fields the user owns (`revoked`,
+//! `rotation.trigger`), never status.
 
+pub mod client;
+mod completion;
 mod console;
+mod create;
+mod error;
+pub mod exit;
+pub mod output;
 mod table;
+mod value;
+mod whoami;
 
 use std::{ffi::OsString, io::Write as _, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use k8s_openapi::{
-    api::{
-        authentication::v1::{SelfSubjectReview, TokenReview, TokenReviewSpec, TokenReviewStatus},
-        core::v1::Secret,
-    },
-    jiff::Timestamp,
-};
+use k8s_openapi::jiff::Timestamp;
 use kube::{
     Api, Client,
-    api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams},
+    api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams},
 };
 
 use crate::api::AccessToken;
 
-/// Field manager of the plugin's spec patches (visible in managedFields).
+pub use error::PluginError;
+use exit::Exit;
+
+/// Field manager of the plugin's creates and spec patches (visible in managedFields).
 pub const FIELD_MANAGER: &str = "kubectl-atk";
 
 /// Manage AccessTokens (iam.accesstoken.io) from kubectl.
 #[derive(Parser, Debug)]
-#[command(name = "kubectl atk", bin_name = "kubectl atk", version)]
+#[command(
+    name = "kubectl atk",
+    bin_name = "kubectl atk",
+    version,
+    after_help = "Exit codes: 0 done (whoami: valid), 1 not valid, 2 usage error, \
+                  3 could not check or finish, 4 refused by the API server."
+)]
 pub struct Cli {
-    /// Namespace of the AccessToken (default: the kubeconfig context's namespace).
-    #[arg(short, long, global = true)]
-    namespace: Option<String>,
+    /// kubectl's connection flags (`--kubeconfig`, `--context`, `-n`, `--as`, ...).
+    #[command(flatten)]
+    pub kube: client::KubeFlags,
     #[command(subcommand)]
     command: PluginCommand,
 }
 
 #[derive(Subcommand, Debug)]
 enum PluginCommand {
+    /// Create an AccessToken, wait until it is Active and print its value (alone) on stdout.
+    Create(create::CreateArgs),
     /// List AccessTokens: phase, scope, role, expiry, token id and the reason of Ready.
     Status {
         /// Only this AccessToken.
         name: Option<String>,
-        /// Every namespace.
-        #[arg(short = 'A', long)]
-        all_namespaces: bool,
+        #[command(flatten)]
+        all: client::AllNamespaces,
+        /// Print the AccessTokens as json or yaml instead of a table.
+        #[arg(short, long, value_enum, value_name = "FORMAT")]
+        output: Option<output::OutputFormat>,
     },
     /// Print a token's value from its Secret to stdout (with a warning on stderr).
     Reveal {
         /// The AccessToken.
         name: String,
+        /// Write the value to this new file (mode 0600) instead of stdout.
+        #[arg(long, value_name = "PATH", value_hint = clap::ValueHint::FilePath)]
+        file: Option<std::path::PathBuf>,
     },
     /// Revoke a token (spec.revoked=true): it stops working; reversible with unrevoke.
     Revoke {
@@ -67,17 +86,23 @@ enum PluginCommand {
         /// The AccessToken.
         name: String,
     },
-    /// Who a token belongs to: a TokenReview through kube-apiserver, or straight to a verifier.
-    Whoami {
-        /// The token, or `-` to read it from stdin (keeps it out of shell history and `ps`).
-        token: String,
-        /// Ask this verifier (e.g. https://access-token-verifier.access-token-operator.svc)
-        /// instead of kube-apiserver.
-        #[arg(long)]
-        verifier: Option<String>,
-        /// PEM CA certificate(s) to trust for --verifier.
-        #[arg(long, requires = "verifier")]
-        certificate_authority: Option<std::path::PathBuf>,
+    /// Who a token (read from stdin) belongs to: a TokenReview through kube-apiserver, or
+    /// straight to a verifier. Exit 0 valid, 1 not valid, 3 could not check.
+    Whoami(whoami::WhoamiArgs),
+    /// Print a shell completion script for the `kubectl-atk` command (for `kubectl atk <TAB>`,
+    /// see the `kubectl_complete-atk` shim in docs/usage/kubectl-atk.md).
+    Completion {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// kubectl's plugin completion protocol, for a `kubectl_complete-atk` shim:
+    /// `exec kubectl atk __complete -- "$@"` (the `--` keeps typed flags as words).
+    #[command(name = "__complete", hide = true)]
+    Complete {
+        /// The words after `kubectl atk`, the last one being completed.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        words: Vec<String>,
     },
     /// Open the web console: the Organization and Group pages of your tokens, in a browser.
     Console(console::ConsoleArgs),
@@ -91,21 +116,8 @@ pub fn invoked_as_plugin(arg0: Option<OsString>) -> bool {
         .is_some_and(|n| n.starts_with("kubectl-atk"))
 }
 
-/// Why a plugin command failed.
-#[derive(Debug, thiserror::Error)]
-pub enum PluginError {
-    /// Talking to the API server failed.
-    #[error("{0}")]
-    Kube(#[from] kube::Error),
-    /// Loading the kubeconfig failed.
-    #[error("kubeconfig: {0}")]
-    Config(String),
-    /// Anything the user should read as is.
-    #[error("{0}")]
-    Message(String),
-}
-
-type PluginResult<T = ExitCode> = Result<T, PluginError>;
+/// A command's outcome: its exit code, or why it failed.
+pub type PluginResult<T = Exit> = Result<T, PluginError>;
 
 /// Runs one plugin command.
 pub fn main(cli: Cli) -> ExitCode {
@@ -117,50 +129,44 @@ pub fn main(cli: Cli) -> ExitCode {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: {error}");
-            return ExitCode::FAILURE;
+            return Exit::Unavailable.into();
         }
     };
     match runtime.block_on(run(cli)) {
-        Ok(code) => code,
+        Ok(exit) => exit.into(),
         Err(error) => {
             eprintln!("error: {error}");
-            ExitCode::FAILURE
+            error.exit().into()
         }
     }
 }
 
 async fn run(cli: Cli) -> PluginResult {
-    let config = kube::Config::infer()
-        .await
-        .map_err(|e| PluginError::Config(e.to_string()))?;
-    let namespace = cli
-        .namespace
-        .clone()
-        .unwrap_or_else(|| config.default_namespace.clone());
-    let client = Client::try_from(config.clone())?;
+    // whoami may ask a verifier without any kubeconfig; it connects itself when needed.
+    let command = match cli.command {
+        PluginCommand::Whoami(args) => return whoami::run(&cli.kube, args).await,
+        // Neither needs a cluster.
+        PluginCommand::Completion { shell } => return Ok(completion::script(shell)),
+        PluginCommand::Complete { words } => return Ok(completion::answer(&words)),
+        command => command,
+    };
+    let client::Kube {
+        client, namespace, ..
+    } = cli.kube.connect().await?;
     let tokens: Api<AccessToken> = Api::namespaced(client.clone(), &namespace);
-    match cli.command {
-        PluginCommand::Status {
-            name,
-            all_namespaces,
-        } => status(&client, &namespace, name, all_namespaces).await,
-        PluginCommand::Reveal { name } => reveal(&client, &tokens, &namespace, &name).await,
+    match command {
+        PluginCommand::Create(args) => create::run(&client, &namespace, &args).await,
+        PluginCommand::Status { name, all, output } => {
+            status(&client, &namespace, name, all.all_namespaces, output).await
+        }
+        PluginCommand::Reveal { name, file } => reveal(&client, &tokens, &name, file).await,
         PluginCommand::Revoke { name } => set_revoked(&tokens, &namespace, &name, true).await,
         PluginCommand::Unrevoke { name } => set_revoked(&tokens, &namespace, &name, false).await,
         PluginCommand::Rotate { name } => rotate(&client, &namespace, &name).await,
-        PluginCommand::Whoami {
-            token,
-            verifier,
-            certificate_authority,
-        } => {
-            let token = read_token(token)?;
-            let answer = match verifier {
-                Some(url) => review_at_verifier(&url, certificate_authority, token).await?,
-                None => review_through_apiserver(&client, &config, token).await?,
-            };
-            Ok(print_review(answer))
-        }
         PluginCommand::Console(args) => console::serve(client, namespace, args).await,
+        PluginCommand::Whoami(_)
+        | PluginCommand::Completion { .. }
+        | PluginCommand::Complete { .. } => Ok(Exit::Ok),
     }
 }
 
@@ -169,58 +175,92 @@ async fn status(
     namespace: &str,
     name: Option<String>,
     all_namespaces: bool,
+    output: Option<output::OutputFormat>,
 ) -> PluginResult {
-    let api: Api<AccessToken> = if all_namespaces {
-        Api::all(client.clone())
+    let tokens = if all_namespaces {
+        // kubectl cannot get one name across namespaces; a field selector can.
+        let mut params = ListParams::default();
+        if let Some(name) = &name {
+            params = params.fields(&format!("metadata.name={name}"));
+        }
+        Api::<AccessToken>::all(client.clone())
+            .list(&params)
+            .await?
+            .items
     } else {
-        Api::namespaced(client.clone(), namespace)
+        let api: Api<AccessToken> = Api::namespaced(client.clone(), namespace);
+        match &name {
+            Some(name) => vec![api.get(name).await?],
+            None => api.list(&ListParams::default()).await?.items,
+        }
     };
-    let tokens = match &name {
-        Some(name) => vec![api.get(name).await?],
-        None => api.list(&ListParams::default()).await?.items,
-    };
-    if tokens.is_empty() && name.is_none() {
-        eprintln!("No AccessTokens found in {namespace}.");
-        return Ok(ExitCode::SUCCESS);
+    if let Some(format) = output {
+        let mut objects = tokens
+            .iter()
+            .map(output::without_managed_fields)
+            .collect::<PluginResult<Vec<_>>>()?;
+        let shown = match (&name, all_namespaces) {
+            (Some(_), false) => objects.remove(0),
+            _ => output::list(objects),
+        };
+        print!("{}", output::render(&shown, format)?);
+        return Ok(Exit::Ok);
+    }
+    if tokens.is_empty() {
+        if all_namespaces {
+            eprintln!("No AccessTokens found.");
+        } else {
+            eprintln!("No AccessTokens found in {namespace}.");
+        }
+        return Ok(Exit::Ok);
     }
     print!("{}", table::render(&tokens, all_namespaces));
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Ok)
 }
 
 async fn reveal(
     client: &Client,
     tokens: &Api<AccessToken>,
-    namespace: &str,
     name: &str,
+    file: Option<std::path::PathBuf>,
 ) -> PluginResult {
     let token = tokens.get(name).await?;
+    let value = value::read(client, &token).await?;
     let status = token.status.clone().unwrap_or_default();
-    let Some(secret_name) = status.secret_name.filter(|_| status.token_id.is_some()) else {
-        return Err(PluginError::Message(format!(
-            "{namespace}/{name} has no token yet (phase {}); see `kubectl atk status {name}`",
-            crate::observability::token_series::phase_name(status.phase)
-        )));
+    let namespace = kube::ResourceExt::namespace(&token).unwrap_or_default();
+    let phase = crate::observability::token_series::phase_name(status.phase);
+    let Some(path) = file else {
+        eprintln!(
+            "warning: printing the token of AccessToken {namespace}/{name} (id {}, phase {phase}). \
+             It is a credential: anyone who sees this output (a CI log too) can use it until it \
+             is revoked; --file PATH writes it to a file only you can read.",
+            value.id().as_str(),
+        );
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "{}", value.expose_secret())
+            .map_err(|e| PluginError::Unavailable(e.to_string()))?;
+        return Ok(Exit::Ok);
     };
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let secret = secrets.get(&secret_name).await?;
-    let value = secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get("token"))
-        .and_then(|v| std::str::from_utf8(&v.0).ok())
-        .map(str::to_string)
-        .ok_or_else(|| {
-            PluginError::Message(format!("Secret {namespace}/{secret_name} holds no token"))
-        })?;
+    write_private(&path, value.expose_secret())?;
     eprintln!(
-        "warning: printing the token of AccessToken {namespace}/{name} (id {}, phase {}). \
-         It is a credential: anyone who sees this output can use it until it is revoked.",
-        status.token_id.as_deref().unwrap_or("?"),
-        crate::observability::token_series::phase_name(status.phase),
+        "wrote the token of AccessToken {namespace}/{name} (id {}, phase {phase}) to {} (mode 0600)",
+        value.id().as_str(),
+        path.display()
     );
-    let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "{value}").map_err(|e| PluginError::Message(e.to_string()))?;
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Ok)
+}
+
+/// Writes `value` to a new file that only its owner can read; an existing file is kept.
+fn write_private(path: &std::path::Path, value: &str) -> PluginResult<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let unable = |e: std::io::Error| PluginError::Unavailable(format!("{}: {e}", path.display()));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(unable)?;
+    writeln!(file, "{value}").map_err(unable)
 }
 
 async fn set_revoked(
@@ -250,7 +290,7 @@ async fn set_revoked(
         "note: if a GitOps tool manages this AccessToken, change spec.revoked in its source too, \
          or the tool reverts this edit."
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Ok)
 }
 
 async fn rotate(client: &Client, namespace: &str, name: &str) -> PluginResult {
@@ -276,7 +316,7 @@ async fn rotate(client: &Client, namespace: &str, name: &str) -> PluginResult {
         .await?;
     let kept = tried.data["spec"]["rotation"]["trigger"].as_str() == Some(trigger.as_str());
     if !kept {
-        return Err(PluginError::Message(
+        return Err(PluginError::Refused(
             "this cluster's AccessToken CRD has no spec.rotation.trigger (rotation comes with a \
              newer operator): nothing was changed"
                 .to_string(),
@@ -288,141 +328,7 @@ async fn rotate(client: &Client, namespace: &str, name: &str) -> PluginResult {
         "note: if a GitOps tool manages this AccessToken, set spec.rotation.trigger in its source \
          instead, or the tool reverts this edit."
     );
-    Ok(ExitCode::SUCCESS)
-}
-
-fn read_token(token: String) -> PluginResult<String> {
-    if token != "-" {
-        return Ok(token);
-    }
-    let mut line = String::new();
-    std::io::stdin()
-        .read_line(&mut line)
-        .map_err(|e| PluginError::Message(format!("reading the token from stdin: {e}")))?;
-    Ok(line.trim().to_string())
-}
-
-fn review(token: String) -> TokenReview {
-    TokenReview {
-        spec: TokenReviewSpec {
-            token,
-            ..Default::default()
-        },
-        ..Default::default()
-    }
-}
-
-/// A TokenReview through kube-apiserver, which asks its authenticators (the verifier's
-/// webhook among them). It needs `create` on `tokenreviews` (e.g. `system:auth-delegator`);
-/// without that right, kube-apiserver is asked who the token is by presenting it (a
-/// SelfSubjectReview, which any authenticated caller may make).
-async fn review_through_apiserver(
-    client: &Client,
-    config: &kube::Config,
-    token: String,
-) -> PluginResult<TokenReviewStatus> {
-    let api: Api<TokenReview> = Api::all(client.clone());
-    match api
-        .create(&PostParams::default(), &review(token.clone()))
-        .await
-    {
-        Ok(answer) => Ok(answer.status.unwrap_or_default()),
-        Err(kube::Error::Api(status)) if status.is_forbidden() => {
-            eprintln!(
-                "note: you may not create TokenReviews; asking kube-apiserver with the token itself (SelfSubjectReview)"
-            );
-            self_review(config, token).await
-        }
-        Err(error) => Err(error.into()),
-    }
-}
-
-/// Who kube-apiserver says the bearer of `token` is; not authenticated on a 401.
-async fn self_review(config: &kube::Config, token: String) -> PluginResult<TokenReviewStatus> {
-    let mut config = config.clone();
-    config.auth_info = kube::config::AuthInfo {
-        token: Some(token.into()),
-        ..Default::default()
-    };
-    let api: Api<SelfSubjectReview> = Api::all(Client::try_from(config)?);
-    match api
-        .create(&PostParams::default(), &SelfSubjectReview::default())
-        .await
-    {
-        Ok(review) => Ok(TokenReviewStatus {
-            authenticated: Some(true),
-            user: review.status.and_then(|s| s.user_info),
-            ..Default::default()
-        }),
-        Err(kube::Error::Api(status)) if status.code == 401 => Ok(TokenReviewStatus {
-            authenticated: Some(false),
-            ..Default::default()
-        }),
-        Err(error) => Err(error.into()),
-    }
-}
-
-/// A TokenReview posted straight to a verifier's `/tokenreviews`.
-async fn review_at_verifier(
-    url: &str,
-    certificate_authority: Option<std::path::PathBuf>,
-    token: String,
-) -> PluginResult<TokenReviewStatus> {
-    use rustls::pki_types::{CertificateDer, pem::PemObject as _};
-    let uri = url
-        .parse()
-        .map_err(|e| PluginError::Message(format!("--verifier {url}: {e}")))?;
-    let mut config = kube::Config::new(uri);
-    if let Some(path) = certificate_authority {
-        let certs = CertificateDer::pem_file_iter(&path)
-            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| PluginError::Message(format!("{}: {e}", path.display())))?;
-        config.root_cert = Some(certs.into_iter().map(|c| c.to_vec()).collect());
-    }
-    let client = Client::try_from(config)?;
-    let body = serde_json::to_vec(&serde_json::json!({
-        "apiVersion": "authentication.k8s.io/v1",
-        "kind": "TokenReview",
-        "spec": {"token": token},
-    }))
-    .map_err(|e| PluginError::Message(e.to_string()))?;
-    let request = axum::http::Request::post("/tokenreviews")
-        .header(axum::http::header::CONTENT_TYPE, "application/json")
-        .body(body)
-        .map_err(|e| PluginError::Message(e.to_string()))?;
-    let answer: TokenReview = client.request(request).await?;
-    Ok(answer.status.unwrap_or_default())
-}
-
-/// Prints who the token is; exit code 1 when it is not authenticated.
-fn print_review(status: TokenReviewStatus) -> ExitCode {
-    if let Some(error) = status.error.filter(|e| !e.is_empty()) {
-        eprintln!("could not check the token: {error}");
-        return ExitCode::from(2);
-    }
-    if status.authenticated != Some(true) {
-        println!("authenticated: false");
-        eprintln!(
-            "the token is not valid (revoked, expired, suspended, deleted, unknown or malformed)"
-        );
-        return ExitCode::FAILURE;
-    }
-    let user = status.user.unwrap_or_default();
-    println!("authenticated: true");
-    println!("username: {}", user.username.unwrap_or_default());
-    println!("uid: {}", user.uid.unwrap_or_default());
-    println!("groups:");
-    for group in user.groups.unwrap_or_default() {
-        println!("- {group}");
-    }
-    let extra = user.extra.unwrap_or_default();
-    if !extra.is_empty() {
-        println!("extra:");
-        for (key, values) in extra {
-            println!("  {key}: {}", values.join(", "));
-        }
-    }
-    ExitCode::SUCCESS
+    Ok(Exit::Ok)
 }
 
 #[cfg(test)]
@@ -447,5 +353,19 @@ mod tests {
         for command in ["status", "reveal", "revoke", "unrevoke", "rotate", "whoami"] {
             assert!(help.contains(command), "{command} missing from\n{help}");
         }
+    }
+
+    #[test]
+    fn complete_takes_every_word_after_the_separator() {
+        let cli = Cli::try_parse_from(["kubectl atk", "__complete", "--", "-n", "acme", "-o", ""])
+            .expect("parses");
+        match cli.command {
+            PluginCommand::Complete { words } => assert_eq!(words, ["-n", "acme", "-o", ""]),
+            other => panic!("parsed as {other:?}"),
+        }
+        assert_eq!(
+            cli.kube.namespace, None,
+            "the words are not the plugin's own flags"
+        );
     }
 }

@@ -5,13 +5,10 @@
 
 use std::{path::PathBuf, sync::Arc};
 
-use k8s_openapi::{
-    api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleBinding, RoleRef, Subject},
-    jiff::{SignedDuration, Timestamp, tz::TimeZone},
-};
+use k8s_openapi::jiff::{SignedDuration, Timestamp, tz::TimeZone};
 use kube::{
     Api,
-    api::{ObjectMeta, Patch, PatchParams, PostParams},
+    api::{Patch, PatchParams},
     config::Kubeconfig,
 };
 use serde_json::json;
@@ -22,7 +19,7 @@ use access_token_operator::api::{AccessToken, Group, Organization, Phase};
 use crate::{
     browser::Browser,
     support::{
-        LoopbackVerifier, Operator, Tenant, admin_client, client_as, eventually,
+        LoopbackVerifier, Operator, Tenant, bind_edit, eventually, grant_on_scope,
         operator_kubeconfig, test_logs_dir, test_namespace, unique_name,
     },
 };
@@ -99,82 +96,6 @@ impl Console {
         let stderr = std::fs::read_to_string(&self.log_path).unwrap_or_default();
         format!("{}\n{stderr}", self.stdout.lock().expect("lock"))
     }
-}
-
-fn user_subject(user: &str) -> Subject {
-    Subject {
-        api_group: Some("rbac.authorization.k8s.io".into()),
-        kind: "User".into(),
-        name: user.into(),
-        namespace: None,
-    }
-}
-
-/// Grants `user` `verbs` on one Organization or Group, as a platform admin would.
-async fn grant(user: &str, resource: &str, name: &str, verbs: &[&str]) {
-    let client = admin_client().await;
-    let role_name = unique_name(&format!("{user}-{resource}"));
-    let role = ClusterRole {
-        metadata: ObjectMeta {
-            name: Some(role_name.clone()),
-            ..Default::default()
-        },
-        rules: Some(vec![PolicyRule {
-            api_groups: Some(vec!["iam.accesstoken.io".into()]),
-            resources: Some(vec![resource.into()]),
-            resource_names: Some(vec![name.into()]),
-            verbs: verbs.iter().map(|v| v.to_string()).collect(),
-            ..Default::default()
-        }]),
-        ..Default::default()
-    };
-    Api::<ClusterRole>::all(client.clone())
-        .create(&PostParams::default(), &role)
-        .await
-        .expect("ClusterRole");
-    let binding = ClusterRoleBinding {
-        metadata: ObjectMeta {
-            name: Some(role_name.clone()),
-            ..Default::default()
-        },
-        role_ref: RoleRef {
-            api_group: Some("rbac.authorization.k8s.io".into()),
-            kind: "ClusterRole".into(),
-            name: role_name,
-        },
-        subjects: Some(vec![user_subject(user)]),
-    };
-    Api::<ClusterRoleBinding>::all(client)
-        .create(&PostParams::default(), &binding)
-        .await
-        .expect("binding");
-}
-
-/// The built-in `edit` role in `namespace` (AccessTokens through deploy/tenant-roles.yaml).
-async fn editor_in(user: &str, namespace: &str) {
-    let binding = RoleBinding {
-        metadata: ObjectMeta {
-            name: Some(format!("{user}-edit")),
-            namespace: Some(namespace.into()),
-            ..Default::default()
-        },
-        role_ref: RoleRef {
-            api_group: Some("rbac.authorization.k8s.io".into()),
-            kind: "ClusterRole".into(),
-            name: "edit".into(),
-        },
-        subjects: Some(vec![user_subject(user)]),
-    };
-    Api::<RoleBinding>::namespaced(admin_client().await, namespace)
-        .create(&PostParams::default(), &binding)
-        .await
-        .expect("RoleBinding");
-    let tokens: Api<AccessToken> = Api::namespaced(client_as(user).await, namespace);
-    eventually(
-        &format!("{user} to read AccessTokens in {namespace}"),
-        || async { tokens.list(&Default::default()).await.ok().map(drop) },
-    )
-    .await;
 }
 
 /// Gives the tenant's Organization a display name, a token policy and a second namespace
@@ -457,15 +378,15 @@ async fn an_organization_admin_manages_tokens_in_the_browser() {
     let _operator = Operator::start(&tenant.namespace).await;
     let second = furnish(&tenant, "ACME Corp").await;
     let olivia = unique_name("olivia");
-    grant(
+    grant_on_scope(
         &olivia,
         "organizations",
         &tenant.organization,
         &["admin", "get"],
     )
     .await;
-    editor_in(&olivia, &tenant.namespace).await;
-    editor_in(&olivia, &second).await;
+    bind_edit(&olivia, &tenant.namespace).await;
+    bind_edit(&olivia, &second).await;
     let org = json!({"organization": tenant.organization});
     tenant.issue("ci-deployer", org.clone()).await;
     tenant
@@ -557,9 +478,9 @@ async fn a_group_admin_manages_the_groups_tokens_and_not_the_organizations() {
     let named = json!({"spec": {"displayName": "Platform team"}});
     merge_into::<Group>(&tenant, &tenant.group, named).await;
     let gina = unique_name("gina");
-    grant(&gina, "groups", &tenant.group, &["admin", "get"]).await;
-    grant(&gina, "organizations", &tenant.organization, &["get"]).await;
-    editor_in(&gina, &tenant.namespace).await;
+    grant_on_scope(&gina, "groups", &tenant.group, &["admin", "get"]).await;
+    grant_on_scope(&gina, "organizations", &tenant.organization, &["get"]).await;
+    bind_edit(&gina, &tenant.namespace).await;
     tenant
         .issue("platform-ci", json!({"group": tenant.group}))
         .await;
@@ -627,8 +548,8 @@ async fn a_group_admin_manages_the_groups_tokens_and_not_the_organizations() {
 async fn a_user_without_the_admin_right_sees_the_api_servers_refusal() {
     let tenant = Tenant::new("console-none").await;
     let nora = unique_name("nora");
-    grant(&nora, "organizations", &tenant.organization, &["get"]).await;
-    editor_in(&nora, &tenant.namespace).await;
+    grant_on_scope(&nora, "organizations", &tenant.organization, &["get"]).await;
+    bind_edit(&nora, &tenant.namespace).await;
     let console = Console::start(&nora, &tenant.namespace).await;
     let browser = Browser::start(&nora).await;
     log_in(&browser, &console).await;
@@ -703,14 +624,14 @@ async fn logged_in(user: &str, namespace: &str) -> (Console, String) {
 async fn requests_without_the_key_from_another_origin_or_for_another_host_are_refused() {
     let tenant = Tenant::new("console-sec").await;
     let olivia = unique_name("olivia");
-    grant(
+    grant_on_scope(
         &olivia,
         "organizations",
         &tenant.organization,
         &["admin", "get"],
     )
     .await;
-    editor_in(&olivia, &tenant.namespace).await;
+    bind_edit(&olivia, &tenant.namespace).await;
     tenant
         .create_token("kept", json!({"organization": tenant.organization}))
         .await;

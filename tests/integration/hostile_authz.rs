@@ -3,13 +3,10 @@
 //! admin; an organization admin manages its organization's and its groups' tokens; a group
 //! admin only its group's; nobody but the operator writes TechnicalUsers or the group index.
 
-use k8s_openapi::api::{
-    core::v1::{ConfigMap, Namespace},
-    rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleBinding, RoleRef, Subject},
-};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::{
-    Api, Client,
-    api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams},
+    Api,
+    api::{DeleteParams, Patch, PatchParams, PostParams},
 };
 use serde_json::{Value, json};
 
@@ -18,92 +15,11 @@ use access_token_operator::api::{
 };
 
 use crate::support::{
-    OPERATOR_ACCOUNT, Operator, Tenant, admin_client, client_as, eventually, unique_name,
+    OPERATOR_ACCOUNT, Operator, Tenant, admin_client, editor, eventually, grant_scope_admin,
+    unique_name,
 };
 
 const GROUP_INDEX: &str = "access-token-operator-groups";
-
-/// A person (an impersonated user) with the built-in `edit` role in the tenant's namespace:
-/// AccessTokens are writable for them only through deploy/tenant-roles.yaml's aggregation.
-async fn editor(tenant: &Tenant, prefix: &str) -> (String, Client) {
-    let user = unique_name(prefix);
-    let binding = RoleBinding {
-        metadata: ObjectMeta {
-            name: Some(format!("{user}-edit")),
-            namespace: Some(tenant.namespace.clone()),
-            ..Default::default()
-        },
-        role_ref: RoleRef {
-            api_group: Some("rbac.authorization.k8s.io".into()),
-            kind: "ClusterRole".into(),
-            name: "edit".into(),
-        },
-        subjects: Some(vec![user_subject(&user)]),
-    };
-    Api::<RoleBinding>::namespaced(tenant.client.clone(), &tenant.namespace)
-        .create(&PostParams::default(), &binding)
-        .await
-        .expect("RoleBinding is created");
-    let client = client_as(&user).await;
-    // The aggregation controller fills `edit` from deploy/tenant-roles.yaml.
-    let tokens: Api<AccessToken> = Api::namespaced(client.clone(), &tenant.namespace);
-    eventually(
-        &format!("{user} to read AccessTokens through edit"),
-        || async { tokens.list(&Default::default()).await.ok().map(drop) },
-    )
-    .await;
-    (user, client)
-}
-
-fn user_subject(user: &str) -> Subject {
-    Subject {
-        api_group: Some("rbac.authorization.k8s.io".into()),
-        kind: "User".into(),
-        name: user.into(),
-        namespace: None,
-    }
-}
-
-/// Grants `user` the admin right of a scope: verb `admin` on `resource`/`name`, as a
-/// platform admin would (`kubectl create clusterrole --verb=admin ...`).
-async fn grant_scope_admin(user: &str, resource: &str, name: &str) {
-    let client = admin_client().await;
-    let role_name = unique_name(&format!("{user}-{resource}-admin"));
-    let role = ClusterRole {
-        metadata: ObjectMeta {
-            name: Some(role_name.clone()),
-            ..Default::default()
-        },
-        rules: Some(vec![PolicyRule {
-            api_groups: Some(vec!["iam.accesstoken.io".into()]),
-            resources: Some(vec![resource.into()]),
-            resource_names: Some(vec![name.into()]),
-            verbs: vec!["admin".into()],
-            ..Default::default()
-        }]),
-        ..Default::default()
-    };
-    Api::<ClusterRole>::all(client.clone())
-        .create(&PostParams::default(), &role)
-        .await
-        .expect("ClusterRole is created");
-    let binding = ClusterRoleBinding {
-        metadata: ObjectMeta {
-            name: Some(role_name.clone()),
-            ..Default::default()
-        },
-        role_ref: RoleRef {
-            api_group: Some("rbac.authorization.k8s.io".into()),
-            kind: "ClusterRole".into(),
-            name: role_name,
-        },
-        subjects: Some(vec![user_subject(user)]),
-    };
-    Api::<ClusterRoleBinding>::all(client)
-        .create(&PostParams::default(), &binding)
-        .await
-        .expect("ClusterRoleBinding is created");
-}
 
 fn access_token(namespace: &str, name: &str, spec: Value) -> AccessToken {
     serde_json::from_value(json!({

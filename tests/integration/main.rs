@@ -29,6 +29,8 @@ mod leaks;
 mod lifecycle;
 mod observability;
 mod plugin;
+mod plugin_create;
+mod plugin_flags;
 mod rbac;
 mod secret_kubeconfig;
 mod verified_record;

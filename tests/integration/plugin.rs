@@ -15,12 +15,13 @@ use access_token_operator::api::{AccessToken, Phase};
 use crate::{
     argocd_health::health,
     support::{
-        LoopbackVerifier, Operator, Tenant, VerifierProcess, kubeconfig_with_token, kubectl,
+        LoopbackVerifier, Operator, Run, Tenant, VerifierProcess, kubeconfig_with_token, kubectl,
         operator_kubeconfig, service_account_token, test_logs_dir, text,
     },
 };
 
-/// A directory holding `kubectl-atk`, a link to the operator binary.
+/// A directory holding `kubectl-atk`, a link to the operator binary, and the
+/// `kubectl_complete-atk` shim kubectl runs for `kubectl atk <TAB>`.
 fn plugin_dir() -> std::path::PathBuf {
     let dir = test_logs_dir().join("plugin-bin");
     std::fs::create_dir_all(&dir).expect("dir");
@@ -29,26 +30,44 @@ fn plugin_dir() -> std::path::PathBuf {
         // Another test may create it at the same moment; either link is the same.
         let _ = std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_access-token-operator"), &link);
     }
+    let shim = dir.join("kubectl_complete-atk");
+    if std::fs::symlink_metadata(&shim).is_err() {
+        use std::os::unix::fs::PermissionsExt as _;
+        // Written aside and renamed: a test running at the same moment never sees half a file.
+        let partial = dir.join(format!("kubectl_complete-atk.{}", std::process::id()));
+        std::fs::write(
+            &partial,
+            "#!/bin/sh\nexec kubectl-atk __complete -- \"$@\"\n",
+        )
+        .expect("shim");
+        std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o755)).expect("mode");
+        std::fs::rename(&partial, &shim).expect("shim in place");
+    }
     dir
 }
 
-/// Runs `kubectl atk <args>` with `stdin`, as the admin of the local cluster.
-async fn kubectl_atk(args: &[&str], stdin: Option<&str>) -> Output {
-    kubectl_atk_with(args, stdin, None).await
-}
-
-/// Runs `kubectl atk <args>` with `stdin`, with `kubeconfig` instead of the admin's.
-async fn kubectl_atk_with(
-    args: &[&str],
-    stdin: Option<&str>,
-    kubeconfig: Option<&std::path::Path>,
-) -> Output {
+/// `kubectl <args>` as the admin of the local cluster, with the plugin on its PATH.
+pub(crate) fn kubectl_with_plugin(args: &[&str]) -> Run {
     let path = format!(
         "{}:{}",
         plugin_dir().display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let mut run = kubectl(&["atk"]).args(args).env("PATH", path);
+    kubectl(args).env("PATH", path)
+}
+
+/// Runs `kubectl atk <args>` with `stdin`, as the admin of the local cluster.
+pub(crate) async fn kubectl_atk(args: &[&str], stdin: Option<&str>) -> Output {
+    kubectl_atk_with(args, stdin, None).await
+}
+
+/// Runs `kubectl atk <args>` with `stdin`, with `kubeconfig` instead of the admin's.
+pub(crate) async fn kubectl_atk_with(
+    args: &[&str],
+    stdin: Option<&str>,
+    kubeconfig: Option<&std::path::Path>,
+) -> Output {
+    let mut run = kubectl_with_plugin(&["atk"]).args(args);
     if let Some(kubeconfig) = kubeconfig {
         run = run.kubeconfig(kubeconfig);
     }
@@ -59,7 +78,7 @@ async fn kubectl_atk_with(
 }
 
 /// Runs the command and returns stdout; fails the test (with stderr) unless it succeeded.
-async fn ok(args: &[&str]) -> (String, String) {
+pub(crate) async fn ok(args: &[&str]) -> (String, String) {
     let output = kubectl_atk(args, None).await;
     let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
     assert!(output.status.success(), "kubectl atk {args:?}: {stderr}");
@@ -69,7 +88,17 @@ async fn ok(args: &[&str]) -> (String, String) {
 #[tokio::test]
 async fn help_lists_every_command() {
     let (help, _) = ok(&["--help"]).await;
-    for command in ["status", "reveal", "revoke", "unrevoke", "rotate", "whoami"] {
+    for command in [
+        "create",
+        "status",
+        "reveal",
+        "revoke",
+        "unrevoke",
+        "rotate",
+        "whoami",
+        "completion",
+        "console",
+    ] {
         assert!(help.contains(command), "{command} missing:\n{help}");
     }
 }
@@ -106,12 +135,16 @@ async fn each_command_works_against_the_cluster() {
     // whoami through kube-apiserver (its webhook asks the verifier) and straight to a verifier.
     let webhook = VerifierProcess::start(&format!("{ns}-webhook")).await;
     let username = format!("username: accesstoken:{ns}:ci");
-    let (who, _) = ok(&["whoami", value]).await;
+    let who = kubectl_atk(&["whoami"], Some(value)).await;
+    let (who, warned) = (text(&who.stdout), text(&who.stderr));
     assert!(
         who.contains("authenticated: true") && who.contains(&username),
         "{who}"
     );
-    assert!(!who.contains(value), "{who}");
+    assert!(
+        !who.contains(value) && !warned.contains(value),
+        "{who}{warned}"
+    );
     // A user who may not create TokenReviews gets the answer from a SelfSubjectReview.
     let nobody = format!("{ns}-nobody");
     let accounts: kube::Api<ServiceAccount> = kube::Api::namespaced(tenant.client.clone(), ns);
@@ -123,7 +156,7 @@ async fn each_command_works_against_the_cluster() {
         .expect("ServiceAccount is created");
     let bearer = service_account_token(ns, "nobody").await;
     let unprivileged = kubeconfig_with_token(&nobody, &bearer);
-    let output = kubectl_atk_with(&["whoami", value], None, Some(&unprivileged)).await;
+    let output = kubectl_atk_with(&["whoami"], Some(value), Some(&unprivileged)).await;
     let (who, note) = (text(&output.stdout), text(&output.stderr));
     assert!(output.status.success(), "{note}");
     assert!(
@@ -135,7 +168,7 @@ async fn each_command_works_against_the_cluster() {
     let direct = LoopbackVerifier::start(&format!("{ns}-plugin"), &kubeconfig, &[]);
     let url = direct.url();
     let whoami_direct =
-        || async { kubectl_atk(&["whoami", "-", "--verifier", &url], Some(value)).await };
+        || async { kubectl_atk(&["whoami", "--verifier", &url], Some(value)).await };
     let answer = crate::support::eventually("the verifier to answer", || async {
         let output = whoami_direct().await;
         output.status.success().then_some(output)

@@ -3,7 +3,7 @@
 //! the local control plane and the one CRD installer (`cluster`), waiting with deadlines
 //! (`wait`), the one process launcher (`process`) with the operator and verifier on top
 //! (`operator`, `verifier`), the one command runner (`kubectl`), tenants and their tokens
-//! (`tenant`), a TCP proxy a test can cut (`proxy`), and the benches' results file
+//! (`tenant`), the RBAC tests grant people (`rbac`), a TCP proxy a test can cut (`proxy`), and the benches' results file
 //! (`benchmarks`).
 // Each binary uses the part it needs.
 #![allow(dead_code, unused_imports)]
@@ -14,6 +14,7 @@ mod kubectl;
 mod operator;
 mod process;
 mod proxy;
+mod rbac;
 mod tenant;
 mod verifier;
 mod wait;
@@ -24,6 +25,7 @@ pub use kubectl::*;
 pub use operator::*;
 pub use process::*;
 pub use proxy::*;
+pub use rbac::*;
 pub use tenant::*;
 pub use verifier::*;
 pub use wait::*;

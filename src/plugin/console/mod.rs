@@ -83,12 +83,12 @@ pub async fn serve(client: Client, namespace: String, args: ConsoleArgs) -> Plug
     let listener = tokio::net::TcpListener::bind((args.address, args.port))
         .await
         .map_err(|e| {
-            PluginError::Message(format!("listening on {}:{}: {e}", args.address, args.port))
+            PluginError::Unavailable(format!("listening on {}:{}: {e}", args.address, args.port))
         })?;
     let bound = listener
         .local_addr()
-        .map_err(|e| PluginError::Message(e.to_string()))?;
-    let key = security::random_secret().map_err(|e| PluginError::Message(e.to_string()))?;
+        .map_err(|e| PluginError::Unavailable(e.to_string()))?;
+    let key = security::random_secret().map_err(|e| PluginError::Unavailable(e.to_string()))?;
     let url = format!("http://{bound}/login?key={key}");
     let state = ConsoleState {
         client,
@@ -111,8 +111,8 @@ pub async fn serve(client: Client, namespace: String, args: ConsoleArgs) -> Plug
             let _ = tokio::signal::ctrl_c().await;
         })
         .await
-        .map_err(|e| PluginError::Message(e.to_string()))?;
-    Ok(std::process::ExitCode::SUCCESS)
+        .map_err(|e| PluginError::Unavailable(e.to_string()))?;
+    Ok(super::exit::Exit::Ok)
 }
 
 /// Opens `url` with the desktop's opener, when there is one; the URL is printed anyway.

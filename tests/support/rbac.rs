@@ -1,0 +1,111 @@
+//! RBAC a platform admin would grant people in the tests: rights on one Organization or
+//! Group (`admin` makes a scope admin), and the built-in `edit` role in a namespace.
+
+use k8s_openapi::api::rbac::v1::{
+    ClusterRole, ClusterRoleBinding, PolicyRule, RoleBinding, RoleRef, Subject,
+};
+use kube::{
+    Api, Client,
+    api::{ObjectMeta, PostParams},
+};
+
+use access_token_operator::api::AccessToken;
+
+use super::{
+    cluster::{admin_client, client_as, unique_name},
+    tenant::Tenant,
+    wait::eventually,
+};
+
+/// An RBAC subject for the (impersonated) user `user`.
+pub fn user_subject(user: &str) -> Subject {
+    Subject {
+        api_group: Some("rbac.authorization.k8s.io".into()),
+        kind: "User".into(),
+        name: user.into(),
+        namespace: None,
+    }
+}
+
+/// Grants `user` `verbs` on one Organization or Group (`resource`/`name`), as a platform
+/// admin would (`kubectl create clusterrole --verb=... --resource-name=...`).
+pub async fn grant_on_scope(user: &str, resource: &str, name: &str, verbs: &[&str]) {
+    let client = admin_client().await;
+    let role_name = unique_name(&format!("{user}-{resource}"));
+    let role = ClusterRole {
+        metadata: ObjectMeta {
+            name: Some(role_name.clone()),
+            ..Default::default()
+        },
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec!["iam.accesstoken.io".into()]),
+            resources: Some(vec![resource.into()]),
+            resource_names: Some(vec![name.into()]),
+            verbs: verbs.iter().map(|v| v.to_string()).collect(),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    };
+    Api::<ClusterRole>::all(client.clone())
+        .create(&PostParams::default(), &role)
+        .await
+        .expect("ClusterRole is created");
+    let binding = ClusterRoleBinding {
+        metadata: ObjectMeta {
+            name: Some(role_name.clone()),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "ClusterRole".into(),
+            name: role_name,
+        },
+        subjects: Some(vec![user_subject(user)]),
+    };
+    Api::<ClusterRoleBinding>::all(client)
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("ClusterRoleBinding is created");
+}
+
+/// Makes `user` an admin of one Organization or Group: verb `admin` on `resource`/`name`.
+pub async fn grant_scope_admin(user: &str, resource: &str, name: &str) {
+    grant_on_scope(user, resource, name, &["admin"]).await;
+}
+
+/// Binds the built-in `edit` role to `user` in `namespace` and waits until the aggregation
+/// controller has filled it from deploy/tenant-roles.yaml (AccessTokens readable).
+pub async fn bind_edit(user: &str, namespace: &str) {
+    let binding = RoleBinding {
+        metadata: ObjectMeta {
+            name: Some(format!("{user}-edit")),
+            namespace: Some(namespace.into()),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "ClusterRole".into(),
+            name: "edit".into(),
+        },
+        subjects: Some(vec![user_subject(user)]),
+    };
+    Api::<RoleBinding>::namespaced(admin_client().await, namespace)
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("RoleBinding is created");
+    let tokens: Api<AccessToken> = Api::namespaced(client_as(user).await, namespace);
+    eventually(
+        &format!("{user} to read AccessTokens in {namespace} through edit"),
+        || async { tokens.list(&Default::default()).await.ok().map(drop) },
+    )
+    .await;
+}
+
+/// A new person (an impersonated user named after `prefix`) with `edit` in the tenant's
+/// namespace, and a client acting as them. A namespace editor is not a scope admin.
+pub async fn editor(tenant: &Tenant, prefix: &str) -> (String, Client) {
+    let user = unique_name(prefix);
+    bind_edit(&user, &tenant.namespace).await;
+    let client = client_as(&user).await;
+    (user, client)
+}
