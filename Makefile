@@ -1,8 +1,8 @@
-# The two commands of README.md, and the checks CI runs. Everything they need is built here.
+# The two commands of README.md (and the quick tier of the second), and the checks CI runs. Everything they need is built here.
 CARGO ?= cargo
 LOCAL_CLUSTER := hack/local-cluster.sh
 
-.PHONY: run test test-install test-image test-node test-e2e check crds control-plane helm image bench-verify bench-scale fuzz
+.PHONY: run test test-quick test-install test-image test-node test-e2e check crds docs check-docs control-plane helm image bench-verify bench-scale fuzz
 
 ## run: start a local control plane, install the CRDs, run the operator, apply examples/ (Ctrl-C stops all)
 run: control-plane
@@ -15,9 +15,15 @@ test: control-plane helm
 	$(LOCAL_CLUSTER) -- $(CARGO) test
 	$(MAKE) test-install test-image test-node test-e2e
 
-## test-install: the Helm chart and the kustomize installs render the same objects, lint clean, and apply (server dry run)
+## test-quick: the unit and integration tests on a real local control plane only (no Helm, image or nodes: no root, apt or cgroup v1 needed)
+test-quick: control-plane
+	$(CARGO) test --no-run
+	$(LOCAL_CLUSTER) -- $(CARGO) test
+
+## test-install: the Helm chart and the kustomize installs render the same objects, lint clean, and apply (server dry run); the chart works as a subchart, pins no UID, takes extraArgs, ships the dashboard and a helm test
 test-install: control-plane helm
 	$(LOCAL_CLUSTER) -- tests/install/compare.sh
+	$(LOCAL_CLUSTER) -- tests/install/adopters.sh
 
 ## image: the container image as an OCI archive, target/image/access-token-operator.oci.tar (static musl binary, FROM scratch, UID 65532, OCI labels; buildah, no daemon)
 image:
@@ -60,6 +66,17 @@ check:
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) clippy --test e2e -- -D warnings
 	$(CARGO) deny --log-level error check licenses bans sources
+	$(MAKE) check-docs
+
+## docs: regenerate the reference pages of docs/reference/ (CRD fields, flags, Helm values) from their sources
+docs:
+	$(CARGO) build --quiet
+	python3 hack/docs/generate.py --binary target/debug/access-token-operator
+
+## check-docs: fail when a generated reference page in docs/reference/ differs from its source (run `make docs`)
+check-docs:
+	$(CARGO) build --quiet
+	python3 hack/docs/generate.py --binary target/debug/access-token-operator --check
 
 ## fuzz: bounded coverage-guided run of each fuzz target in fuzz/ (nightly toolchain + cargo-fuzz; FUZZ_RUNS executions each)
 FUZZ_RUNS ?= 5000000

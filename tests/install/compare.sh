@@ -45,7 +45,7 @@ normalise() {
 compare() {
   local name=$1 dir=$2; shift 2
   kubectl kustomize "$dir" >"$work/$name.kustomize.yaml"
-  "$helm" template "${release[@]}" --set namespace.create=true "$@" >"$work/$name.helm.yaml"
+  "$helm" template "${release[@]}" --skip-tests --set namespace.create=true "$@" >"$work/$name.helm.yaml"
   normalise "$work/$name.kustomize.yaml" >"$work/$name.kustomize.json"
   normalise "$work/$name.helm.yaml" >"$work/$name.helm.json"
   local count settings="${*:-(defaults)}"

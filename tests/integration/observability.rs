@@ -108,7 +108,7 @@ async fn a_controller_only_process_serves_probes_and_metrics_without_token_value
 
     // Every metric the README and the Grafana dashboard name is one this process serves.
     let docs = [
-        include_str!("../../README.md"),
+        include_str!("../../docs/operations/metrics.md"),
         include_str!("../../deploy/grafana/access-token-operator.json"),
     ];
     // Labelled by the failing step, reconcile_failures has no series before a first failure.
