@@ -37,7 +37,7 @@ kubectl label --overwrite namespace "$namespace" pod-security.kubernetes.io/enfo
 
 # 1. A parent chart with this one as a dependency, as an umbrella chart or an Argo CD "app of
 # charts" has it: Helm hands the subchart `global` and the condition's `enabled`.
-mkdir -p "$work/parent/charts"
+mkdir -p "$work/parent/charts" "$work/parent/templates"
 cp -r "$chart" "$work/parent/charts/"
 cat >"$work/parent/Chart.yaml" <<YAML
 apiVersion: v2
@@ -53,11 +53,16 @@ if "$helm" template platform "$work/parent" --namespace "$namespace" >"$work/par
   pass "as a subchart with global and a condition: renders and lints"
 else fail "as a subchart"; cat "$work/parent.log" >&2; fi
 
-# 2. No fixed UID, and admitted by Pod Security restricted as the kubelet would see it.
+# 2. No fixed UID, and admitted by Pod Security restricted as the kubelet would see it (a
+# Pod's ServiceAccount must exist even for a dry run: create the ones the renders name).
+for account in access-token-operator access-token-operator-test; do
+  kubectl create serviceaccount "$account" -n "$namespace" >/dev/null
+done
 "$helm" template "${release[@]}" --skip-tests >"$work/default.yaml"
 as_json "$work/default.yaml" >"$work/default.json"
 jq '.[] | select(.kind == "Deployment") | {apiVersion: "v1", kind: "Pod",
-      metadata: {name: "pod-template", namespace: .metadata.namespace}, spec: .spec.template.spec}' \
+      metadata: {name: "pod-template", namespace: .metadata.namespace},
+      spec: (.spec.template.spec | del(.priorityClassName))}' \
   "$work/default.json" >"$work/pod.json"
 if jq -e '.spec | .securityContext.runAsNonRoot == true
       and ([.. | objects | select(has("runAsUser") or has("runAsGroup"))] | length == 0)' "$work/pod.json" >/dev/null \

@@ -94,7 +94,7 @@ else pass "values.schema.json refuses an unknown value"; fi
 "$helm" template "${release[@]}" "${nondefault[@]}" --show-only templates/deployment.yaml >"$work/deployment.yaml"
 normalise "$work/deployment.yaml" >"$work/nondefault.json"
 # Applied below without the prometheus-operator's kinds (their CRDs are not installed here).
-"$helm" template "${release[@]}" "${nondefault[@]}" --set serviceMonitor.enabled=false,prometheusRule.enabled=false \
+"$helm" template "${release[@]}" "${nondefault[@]}" --skip-tests --set serviceMonitor.enabled=false,prometheusRule.enabled=false \
   >"$work/nondefault.helm.yaml"
 if jq -e '.[] | select(.kind == "Deployment") | .spec.template.spec
     | .hostNetwork == true and .dnsPolicy == "ClusterFirstWithHostNet" and .runtimeClassName == "gvisor"
