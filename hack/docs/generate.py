@@ -6,7 +6,8 @@ flags from its --help, the Helm values from the chart's values.schema.json and v
     hack/docs/generate.py --binary target/debug/access-token-operator           # write
     hack/docs/generate.py --binary target/debug/access-token-operator --check   # fail on drift
 
-`make docs` writes, `make check-docs` (part of `make check`) checks.
+`make docs` writes, `make check-docs` (part of `make check`) checks, and also that every
+relative link in README.md, CHANGELOG.md and docs/ points at a file.
 """
 import argparse
 import difflib
@@ -178,6 +179,30 @@ def cli_page(binary):
     return "".join(out)
 
 
+# Pages other work writes; linked before they land, so a missing one is no broken link.
+RESERVED = {"docs/installation/proxy.md", "docs/usage/console.md", "docs/usage/kubectl-atk.md",
+            "docs/development/architecture.md", "docs/development/testing.md"}
+LINK = re.compile(r"\]\(([^)#\s]+)(#[^)\s]*)?\)")
+
+
+def broken_links():
+    """Relative links in README.md, CHANGELOG.md and docs/ that point at no file."""
+    pages = ["README.md", "CHANGELOG.md"] + sorted(
+        os.path.relpath(os.path.join(d, f), ROOT)
+        for d, _, files in os.walk(os.path.join(ROOT, "docs")) for f in files if f.endswith(".md"))
+    broken = []
+    for page in pages:
+        with open(os.path.join(ROOT, page)) as f:
+            text = re.sub(r"```.*?```", "", f.read(), flags=re.S)
+        for target, _ in LINK.findall(text):
+            if re.match(r"^[a-z]+:", target):
+                continue
+            path = os.path.normpath(os.path.join(os.path.dirname(page), target))
+            if not os.path.exists(os.path.join(ROOT, path)) and path not in RESERVED:
+                broken.append(f"{page}: {target}")
+    return broken
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--binary", required=True, help="the access-token-operator binary")
@@ -204,6 +229,9 @@ def main():
             print(f"wrote {path}")
     if drifted:
         sys.exit(f"{', '.join(drifted)}: out of date with their sources; run `make docs` and commit")
+    broken = broken_links()
+    if broken:
+        sys.exit("links to no file:\n  " + "\n  ".join(broken))
 
 
 if __name__ == "__main__":

@@ -82,13 +82,13 @@ else fail "podSecurityContext or extraArgs do not reach the Deployment"; fi
 # the serving Secret's ca.crt, and a fixed ClusterIP to write into kube-apiserver's kubeconfig.
 "$helm" template "${release[@]}" --skip-tests --show-only templates/deployment.yaml \
   --set verifier.clientCA.enabled=true,verifier.clientCA.secretName=webhook-client-ca \
-  --set verifier.service.clusterIP=10.96.0.200 >"$work/webhook.yaml"
+  --set verifier.service.clusterIP=10.0.0.200 >"$work/webhook.yaml"
 as_json "$work/webhook.yaml" >"$work/webhook.json"
 if jq -e '(.[] | select(.kind == "Deployment") | .spec.template.spec
       | (.containers[0].args | index("--client-ca-file=/client-ca/ca.crt") != null)
         and (.containers[0].volumeMounts | map(.mountPath) | index("/client-ca") != null)
         and (.volumes[] | select(.name == "client-ca") | .secret.secretName == "webhook-client-ca"))
-      and (.[] | select(.kind == "Service" and .metadata.name == "access-token-verifier") | .spec.clusterIP == "10.96.0.200")' \
+      and (.[] | select(.kind == "Service" and .metadata.name == "access-token-verifier") | .spec.clusterIP == "10.0.0.200")' \
     "$work/webhook.json" >/dev/null; then
   pass "verifier.clientCA.secretName and verifier.service.clusterIP reach the Deployment and Service"
 else fail "verifier.clientCA.secretName or verifier.service.clusterIP"; fi

@@ -5,7 +5,8 @@
 # 1. `helm template` and `kubectl kustomize` give the same objects for the same settings:
 #    the defaults <-> deploy/, verifier.enabled=false <-> overlays/without-verifier,
 #    watchNamespace=access-tokens <-> overlays/namespace-restricted, hostNetwork=true <->
-#    deploy/ with the Component overlays/host-network. Normalisation, and all
+#    deploy/ with the Component overlays/host-network, the webhook settings <-> the overlay
+#    docs/installation/kustomize.md shows (tests/install/webhook). Normalisation, and all
 #    of it: the Helm-only labels helm.sh/chart and app.kubernetes.io/instance, the label
 #    app.kubernetes.io/managed-by when it says Helm, and the annotation
 #    helm.sh/resource-policy are dropped; objects are sorted by kind, namespace, name.
@@ -74,6 +75,8 @@ compare default deploy
 compare without-verifier overlays/without-verifier --set verifier.enabled=false
 compare namespace-restricted overlays/namespace-restricted --set watchNamespace=access-tokens
 compare host-network tests/install/host-network --set hostNetwork=true
+compare webhook tests/install/webhook --set verifier.service.clusterIP=10.0.0.200 \
+  --set verifier.clientCA.enabled=true,verifier.clientCA.secretName=access-token-webhook-client-ca
 
 # Lint: defaults, non-default values, and a value the strict schema must refuse.
 nondefault=(--set hostNetwork=true,runtimeClassName=gvisor,replicaCount=1,verifier.clientCA.enabled=true
