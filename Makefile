@@ -2,23 +2,26 @@
 CARGO ?= cargo
 LOCAL_CLUSTER := hack/local-cluster.sh
 
-.PHONY: run test test-quick test-install test-image test-node test-e2e check crds docs check-docs control-plane helm image bench-verify bench-scale fuzz
+.PHONY: run test test-quick test-docs test-install test-image test-node test-e2e check crds docs check-docs control-plane helm image bench-verify bench-scale fuzz
 
 ## run: start a local control plane, install the CRDs, run the operator, apply examples/ (Ctrl-C stops all)
 run: control-plane
 	$(CARGO) build
 	$(LOCAL_CLUSTER) --kubeconfig target/local-cluster/kubeconfig -- hack/run-local.sh
 
-## test: build what is missing and run every test: unit and integration tests on a real control plane, the install renders, the image smoke test, the nodes, end to end on the nodes
-test: control-plane helm
-	$(CARGO) test --no-run
-	$(LOCAL_CLUSTER) -- $(CARGO) test
-	$(MAKE) test-install test-image test-node test-e2e
+## test: build what is missing and run every test: unit and integration tests on a real control plane (test-quick), the install renders, the documented from-source run, the image smoke test, the nodes, end to end on the nodes
+test: test-quick helm
+	$(MAKE) test-install test-docs test-image test-node test-e2e
 
 ## test-quick: the unit and integration tests on a real local control plane only (no Helm, image or nodes: no root, apt or cgroup v1 needed)
 test-quick: control-plane
 	$(CARGO) test --no-run
 	$(LOCAL_CLUSTER) -- $(CARGO) test
+
+## test-docs: the pages that tell you to run commands against a cluster, run as written against a local control plane (docs/installation/from-source.md)
+test-docs: control-plane
+	$(CARGO) build
+	$(LOCAL_CLUSTER) -- tests/docs/from-source.sh
 
 ## test-install: the Helm chart and the kustomize installs render the same objects, lint clean, and apply (server dry run); the chart works as a subchart, pins no UID, takes extraArgs, ships the dashboard and a helm test
 test-install: control-plane helm
