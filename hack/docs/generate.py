@@ -155,7 +155,7 @@ def help_text(binary, *args):
     # A bare environment: clap prints the values of set environment variables in --help.
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "COLUMNS": "100"}
     done = subprocess.run([binary, *args, "--help"], env=env, capture_output=True, text=True, check=True)
-    return done.stdout.rstrip() + "\n"
+    return "\n".join(line.rstrip() for line in done.stdout.rstrip().splitlines()) + "\n"
 
 
 def subcommands(top):
