@@ -23,9 +23,10 @@ use kube::{
 };
 use serde_json::json;
 
+#[path = "../tests/support/mod.rs"]
 mod support;
 
-use support::{free_port, install_crds, spawn};
+use support::{Launch, apply_crds, free_port, tls_verifier_on};
 
 use access_token_operator::{
     api::{AccessToken, Organization, Phase, TechnicalUser},
@@ -57,7 +58,7 @@ async fn main() {
     let client = Client::try_default()
         .await
         .expect("KUBECONFIG points at the local control plane");
-    install_crds(&client).await;
+    apply_crds(&client).await;
     for ns in [TOKENS_NS, FLOOR_NS, WRITE_SET_NS, PEER_NS, UNRELATED_NS] {
         create_namespace(&client, ns).await;
     }
@@ -93,7 +94,9 @@ async fn main() {
     };
 
     eprintln!("operator: {n} AccessTokens");
-    let mut operator = spawn(&binary, &["run", "--group-index-namespace", ""]);
+    let mut operator = Launch::binary_at(&binary, &["run", "--group-index-namespace", ""])
+        .quiet()
+        .spawn();
     let pid = operator.id().expect("operator runs");
     let _ = quiescent(pid, Duration::from_secs(30)).await;
     let idle = Sample::of(pid);
@@ -118,9 +121,11 @@ async fn main() {
             let mut words: Vec<&str> = wrapper.split_whitespace().collect();
             let program = words.remove(0);
             words.extend([binary.as_str(), "run", "--group-index-namespace", ""]);
-            spawn(program, &words)
+            Launch::binary_at(program, &words).quiet().spawn()
         }
-        Err(_) => spawn(&binary, &["run", "--group-index-namespace", ""]),
+        Err(_) => Launch::binary_at(&binary, &["run", "--group-index-namespace", ""])
+            .quiet()
+            .spawn(),
     };
     let pid = operator.id().expect("operator runs");
     let restart_wall = quiescent(pid, Duration::from_secs(120)).await;
@@ -472,7 +477,7 @@ async fn unrelated_secrets(client: &Client, n: usize) {
 /// The verifier's RSS once it is ready (its index of every token loaded).
 async fn verifier_rss(binary: &str) -> Sample {
     let port = free_port();
-    let mut verifier = support::start_verifier(binary, port, &[]);
+    let mut verifier = tls_verifier_on(port).binary(binary).quiet().spawn();
     let pid = verifier.id().expect("verifier runs");
     let ca = std::fs::read(std::env::var("ATO_CLUSTER_CA").expect("cluster CA")).unwrap();
     let http = reqwest::Client::builder()
@@ -568,7 +573,13 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    support::poll_until(Duration::from_secs(900), Duration::from_millis(250), check).await
+    support::poll_every(
+        Duration::from_millis(250),
+        Duration::from_secs(900),
+        "the bench's condition",
+        check,
+    )
+    .await
 }
 
 async fn terminate(child: &mut tokio::process::Child) {

@@ -20,9 +20,10 @@ use kube::{
 };
 use serde_json::{Value, json};
 
+#[path = "../tests/support/mod.rs"]
 mod support;
 
-use support::{free_port, install_crds, poll_until, spawn};
+use support::{Launch, apply_crds, free_port, poll_every, tls_verifier_on};
 
 use access_token_operator::{
     api::{AccessToken, Organization},
@@ -52,7 +53,7 @@ async fn main() {
     let client = Client::try_default()
         .await
         .expect("KUBECONFIG points at the local control plane");
-    install_crds(&client).await;
+    apply_crds(&client).await;
     let namespace = "bench";
     Api::<Namespace>::all(client.clone())
         .create(
@@ -78,7 +79,9 @@ async fn main() {
         .expect("organization");
 
     let operator_bin = env!("CARGO_BIN_EXE_access-token-operator");
-    let _operator = spawn(operator_bin, &["run", "--namespace", namespace]);
+    let _operator = Launch::binary_at(operator_bin, &["run", "--namespace", namespace])
+        .quiet()
+        .spawn();
     let tokens: Api<AccessToken> = Api::namespaced(client.clone(), namespace);
     // t0.. load, then revocations, then 2×FRESH fresh tokens, then the flood's victim.
     let names: Vec<String> = (0..TOKENS + REVOCATIONS + 2 * FRESH + 1)
@@ -501,7 +504,13 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    poll_until(Duration::from_secs(120), Duration::from_millis(20), check).await
+    poll_every(
+        Duration::from_millis(20),
+        Duration::from_secs(120),
+        "the bench's condition",
+        check,
+    )
+    .await
 }
 
 fn cluster_ca() -> reqwest::Certificate {
@@ -520,7 +529,7 @@ fn https_client() -> reqwest::Client {
 
 /// The verifier over TLS on `port`, with extra flags.
 fn start_verifier(port: u16, extra: &[&str]) -> tokio::process::Child {
-    support::start_verifier(env!("CARGO_BIN_EXE_access-token-operator"), port, extra)
+    tls_verifier_on(port).args(extra).quiet().spawn()
 }
 
 fn render(

@@ -47,9 +47,9 @@ pub enum Error {
     /// A flag or setting is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
-    /// The verifier's server failed.
+    /// The verifier's server failed (boxed: `error` names nothing above it).
     #[error(transparent)]
-    Verifier(#[from] crate::verifier::server::ServeError),
+    Verifier(Box<dyn std::error::Error + Send + Sync>),
     /// Reading or writing a local file failed.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),

@@ -2,22 +2,23 @@
 //!
 //! `AccessToken` manifests become a `TechnicalUser` (the account holding the token's role)
 //! and a `Secret` (the token value, shown nowhere else); a verifier answers who a presented
-//! token belongs to. See README.md for the architecture and the field reference.
+//! token belongs to. `docs/development/architecture.md` says what each folder holds.
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod controller;
 pub mod domain;
 pub mod error;
-pub mod hasher;
-pub mod leader;
-pub mod metrics;
+pub mod observability;
 pub mod plugin;
-pub mod probes;
-pub mod process_metrics;
-pub mod telemetry;
+pub mod runtime;
 pub mod token;
-pub mod token_metrics;
 pub mod verifier;
 
+#[cfg(test)]
+pub(crate) mod test_support;
+
 pub use error::{Error, Result};
+// The paths these had before they moved into folders, for code written against them.
+pub use observability::{metrics, probes};
+pub use runtime::{hash_pool as hasher, leader};

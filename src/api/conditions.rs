@@ -1,6 +1,9 @@
 //! Condition types and reasons, in one place so that status, Events and tests agree.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::{
+    apimachinery::pkg::apis::meta::v1::{Condition, Time},
+    jiff::Timestamp,
+};
 use schemars::{Schema, SchemaGenerator, json_schema};
 
 /// The condition types this operator sets, following kstatus: `Ready` always, `Stalled`
@@ -156,4 +159,93 @@ pub(crate) fn conditions_schema(generator: &mut SchemaGenerator) -> Schema {
         "x-kubernetes-list-type": "map",
         "x-kubernetes-list-map-keys": ["type"],
     })
+}
+
+/// What the conditions of any of the three kinds say.
+pub struct Readiness<'a> {
+    /// Whether Ready is True.
+    pub ready: bool,
+    /// Whether the object waits for an outside change (kstatus Stalled, present only while true).
+    pub stalled: bool,
+    /// The reason of both conditions.
+    pub reason: Reason,
+    /// The message of both conditions.
+    pub message: &'a str,
+}
+
+/// The one conditions builder of AccessToken, Organization and Group: `Ready` always,
+/// `Stalled` only while true, transition times kept for conditions that did not change.
+pub fn conditions(
+    previous: &[Condition],
+    readiness: Readiness<'_>,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Vec<Condition> {
+    let Readiness {
+        ready,
+        stalled,
+        reason,
+        message,
+    } = readiness;
+    let mut conditions = vec![condition(
+        previous,
+        ConditionType::Ready,
+        ready,
+        reason,
+        message,
+        generation,
+        now,
+    )];
+    if stalled {
+        conditions.push(condition(
+            previous,
+            ConditionType::Stalled,
+            true,
+            reason,
+            message,
+            generation,
+            now,
+        ));
+    }
+    conditions
+}
+
+/// Puts a condition of `type_` into `conditions`, replacing the one of that type (and keeping
+/// its transition time if its status did not change).
+pub fn put_condition(
+    conditions: &mut Vec<Condition>,
+    type_: ConditionType,
+    (value, reason, message): (bool, Reason, &str),
+    generation: Option<i64>,
+) {
+    let now = Timestamp::now();
+    let condition = condition(conditions, type_, value, reason, message, generation, now);
+    conditions.retain(|c| c.type_ != condition.type_);
+    conditions.push(condition);
+}
+
+/// A condition that keeps its previous `lastTransitionTime` unless its status changed.
+pub fn condition(
+    previous: &[Condition],
+    type_: ConditionType,
+    value: bool,
+    reason: Reason,
+    message: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
+    let status = if value { "True" } else { "False" };
+    let last_transition_time = previous
+        .iter()
+        .find(|c| c.type_ == type_.as_str() && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or(Time(now));
+    Condition {
+        type_: type_.as_str().to_string(),
+        status: status.to_string(),
+        reason: reason.as_str().to_string(),
+        message: message.to_string(),
+        observed_generation: generation,
+        last_transition_time,
+    }
 }

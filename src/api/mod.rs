@@ -5,9 +5,10 @@
 //! server enforces at `kubectl apply`.
 
 mod access_token;
-mod conditions;
+pub mod conditions;
 mod scope;
 mod technical_user;
+pub mod wellknown;
 
 pub use access_token::{
     AccessToken, AccessTokenSpec, AccessTokenStatus, Phase, RestartKind, RestartTarget, Rotation,

@@ -17,8 +17,10 @@ use kube::{
 use serde_json::json;
 use tracing::{debug, info, warn};
 
-use super::build::MANAGER;
-use crate::api::Group;
+use crate::api::{
+    Group,
+    wellknown::{MANAGED_BY_LABEL, OPERATOR_MANAGER},
+};
 
 /// Name of the ConfigMap the admission policy takes as its parameter.
 pub const CONFIG_MAP: &str = "access-token-operator-groups";
@@ -78,11 +80,11 @@ pub async fn run(client: Client, namespace: String) {
             "kind": "ConfigMap",
             "metadata": {
                 "name": CONFIG_MAP,
-                "labels": {super::build::MANAGED_BY_LABEL: MANAGER},
+                "labels": {MANAGED_BY_LABEL: OPERATOR_MANAGER},
             },
             "data": index,
         });
-        let params = PatchParams::apply(MANAGER).force();
+        let params = PatchParams::apply(OPERATOR_MANAGER).force();
         match config_maps
             .patch(CONFIG_MAP, &params, &Patch::Apply(patch))
             .await

@@ -2,17 +2,9 @@
 //! Organizations and Groups. `run` wires the watches; each reconciler lives in its own module.
 
 mod access_token;
-pub mod build;
-mod crash_point;
-mod first_status;
 pub mod group_index;
 mod own_writes;
-mod phase_index;
-mod plan;
-mod restart;
-mod rotation;
 mod scope_status;
-mod verified;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -37,14 +29,14 @@ use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
 use access_token::Watched;
+#[cfg(test)]
+pub(crate) use access_token::build::technical_user as technical_user_of;
 use own_writes::OwnWrites;
-use phase_index::PhaseIndex;
 
 use crate::{
-    api::{AccessToken, Group, Organization, Reason, TechnicalUser},
-    hasher::Hasher,
-    metrics::{ControllerKind, Metrics},
-    probes::observe_reconcile,
+    api::{AccessToken, Group, Organization, Reason, TechnicalUser, wellknown},
+    observability::metrics::{ControllerKind, Metrics},
+    runtime::hash_pool::Hasher,
 };
 
 /// How the controllers run.
@@ -138,7 +130,7 @@ pub(crate) struct SecretWriteRetry {
     /// No new attempt before this instant.
     pub not_before: std::time::Instant,
     /// The status reported while waiting (rewriting it is a no-op).
-    pub outcome: Option<build::Outcome>,
+    pub outcome: Option<access_token::build::Outcome>,
 }
 
 impl SecretWriteBackoff {
@@ -179,7 +171,7 @@ impl SecretWriteBackoff {
     }
 
     /// Remembers the status reported for the current wait.
-    pub fn set_outcome(&mut self, uid: &str, outcome: build::Outcome) {
+    pub fn set_outcome(&mut self, uid: &str, outcome: access_token::build::Outcome) {
         if let Some(retry) = self.entries.get_mut(uid) {
             retry.outcome = Some(outcome);
         }
@@ -244,7 +236,7 @@ pub async fn run(
         recorder: Recorder::new(
             client.clone(),
             Reporter {
-                controller: build::MANAGER.into(),
+                controller: wellknown::OPERATOR_MANAGER.into(),
                 instance: config.instance.clone(),
             },
         ),
@@ -293,8 +285,8 @@ pub async fn run(
     info!("watching AccessTokens in all namespaces");
     let controllers = future::join3(
         token_task,
-        organization_task(&client, tokens.clone(), &metrics),
-        group_task(&client, tokens, &metrics),
+        scope_status::controller::<Organization>(&client, tokens.clone(), &metrics),
+        scope_status::controller::<Group>(&client, tokens, &metrics),
     );
     future::select(Box::pin(controllers), Box::pin(group_index_task)).await;
     Ok(())
@@ -321,8 +313,8 @@ fn token_controller(
         };
     let managed = watcher::Config::default().labels(&format!(
         "{}={}",
-        build::MANAGED_BY_LABEL,
-        build::MANAGER
+        wellknown::MANAGED_BY_LABEL,
+        wellknown::OPERATOR_MANAGER
     ));
     let controller = Controller::for_stream(own_changes(tokens, writer), reader)
         .with_config(
@@ -472,108 +464,6 @@ impl<K: Resource + Clone> SpecChanges<K> {
     }
 }
 
-/// The Organization status controller, woken by the tokens naming each organization.
-fn organization_task(
-    client: &Client,
-    tokens: Api<Watched>,
-    metrics: &Arc<Metrics>,
-) -> impl Future<Output = ()> {
-    let metrics = metrics.clone();
-    let index = Arc::new(PhaseIndex::default());
-    let ctx = Arc::new(scope_status::Context {
-        client: client.clone(),
-        failures: Failures::default(),
-        tokens: index.clone(),
-    });
-    Controller::new(
-        Api::<Organization>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .trigger_backoff(WatchBackoff::default())
-    .watches_stream(
-        filtered_watch(tokens, watcher::Config::default(), move |event| {
-            index.on(event)
-        }),
-        |token: Watched| {
-            let org = token.0.ok()?.spec.organization?;
-            Some(ObjectRef::<Organization>::new(&org))
-        },
-    )
-    .shutdown_on_signal()
-    .run(
-        timed(
-            metrics.clone(),
-            ControllerKind::Organization,
-            scope_status::reconcile_organization,
-        ),
-        scope_status::error_policy,
-        ctx,
-    )
-    .for_each(move |result| {
-        log_result(&metrics, ControllerKind::Organization, result);
-        future::ready(())
-    })
-}
-
-/// The Group status controller, woken by the tokens naming each group and by changes of
-/// its organization.
-fn group_task(
-    client: &Client,
-    tokens: Api<Watched>,
-    metrics: &Arc<Metrics>,
-) -> impl Future<Output = ()> {
-    let metrics = metrics.clone();
-    let index = Arc::new(PhaseIndex::default());
-    let ctx = Arc::new(scope_status::Context {
-        client: client.clone(),
-        failures: Failures::default(),
-        tokens: index.clone(),
-    });
-    let controller = Controller::new(
-        Api::<Group>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .trigger_backoff(WatchBackoff::default());
-    let group_store = controller.store();
-    controller
-        .watches_stream(
-            filtered_watch(tokens, watcher::Config::default(), move |event| {
-                index.on(event)
-            }),
-            |token: Watched| {
-                let group = token.0.ok()?.spec.group?;
-                Some(ObjectRef::<Group>::new(&group))
-            },
-        )
-        .watches(
-            Api::<Organization>::all(client.clone()),
-            watcher::Config::default(),
-            move |org| {
-                let name = org.name_any();
-                group_store
-                    .state()
-                    .into_iter()
-                    .filter(|g| g.spec.organization == name)
-                    .map(|g| ObjectRef::from_obj(&*g))
-                    .collect::<Vec<_>>()
-            },
-        )
-        .shutdown_on_signal()
-        .run(
-            timed(
-                metrics.clone(),
-                ControllerKind::Group,
-                scope_status::reconcile_group,
-            ),
-            scope_status::error_policy,
-            ctx,
-        )
-        .for_each(move |result| {
-            log_result(&metrics, ControllerKind::Group, result);
-            future::ready(())
-        })
-}
-
 /// The one status writer of the three kinds: a forced server-side apply of `status` alone,
 /// under the operator's field manager (so the verifier's `lastUsedAt` keeps its own owner).
 async fn apply_status<K, S>(api: &Api<K>, name: &str, status: &S) -> crate::Result<()>
@@ -589,7 +479,7 @@ where
     });
     api.patch_status(
         name,
-        &kube::api::PatchParams::apply(build::MANAGER).force(),
+        &kube::api::PatchParams::apply(wellknown::OPERATOR_MANAGER).force(),
         &kube::api::Patch::Apply(patch),
     )
     .await
@@ -609,7 +499,20 @@ fn tokens_where(
         .collect()
 }
 
-/// `reconcile`, timed and tracked for liveness (see `probes::observe_reconcile`).
+/// Runs one reconcile of `controller`, timing it and tracking it for liveness.
+async fn observe_reconcile<T>(
+    metrics: Arc<Metrics>,
+    controller: ControllerKind,
+    reconcile: impl Future<Output = T>,
+) -> T {
+    let _running = metrics.progress.reconcile_started(controller);
+    let started = std::time::Instant::now();
+    let result = reconcile.await;
+    metrics.observe_reconcile_duration(controller, started.elapsed());
+    result
+}
+
+/// `reconcile`, timed and tracked for liveness (see `observe_reconcile`).
 fn timed<K, C, Fut>(
     metrics: Arc<Metrics>,
     controller: ControllerKind,

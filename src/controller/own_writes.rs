@@ -87,7 +87,7 @@ impl OwnWrites {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::verified::tests::secret;
+    use crate::controller::access_token::verified_secret::tests::secret;
 
     #[test]
     fn only_the_echo_of_our_last_write_is_held_back() {

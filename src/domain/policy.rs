@@ -1,4 +1,4 @@
-//! Scope token policy (DESIGN.md "Scope policy and the kill switch"): the effective policy of
+//! Scope token policy (docs/concepts/lifecycle.md#token-policy): the effective policy of
 //! a token from its Organization's and Group's `tokenPolicy`, and the expiry it allows. Pure,
 //! shared by the controller and the verifier so both apply the same cap.
 

@@ -194,7 +194,7 @@ async fn reveal(
     let Some(secret_name) = status.secret_name.filter(|_| status.token_id.is_some()) else {
         return Err(PluginError::Message(format!(
             "{namespace}/{name} has no token yet (phase {}); see `kubectl atk status {name}`",
-            crate::token_metrics::phase_name(status.phase)
+            crate::observability::token_series::phase_name(status.phase)
         )));
     };
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
@@ -212,7 +212,7 @@ async fn reveal(
         "warning: printing the token of AccessToken {namespace}/{name} (id {}, phase {}). \
          It is a credential: anyone who sees this output can use it until it is revoked.",
         status.token_id.as_deref().unwrap_or("?"),
-        crate::token_metrics::phase_name(status.phase),
+        crate::observability::token_series::phase_name(status.phase),
     );
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{value}").map_err(|e| PluginError::Message(e.to_string()))?;

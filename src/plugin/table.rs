@@ -2,7 +2,7 @@
 
 use kube::ResourceExt;
 
-use crate::{api::AccessToken, token_metrics::phase_name};
+use crate::{api::AccessToken, observability::token_series::phase_name};
 
 /// One row's cells.
 fn cells(token: &AccessToken, with_namespace: bool) -> Vec<String> {

@@ -190,7 +190,7 @@ pub fn verify_token_within(token: &Token, phc: &str, limits: &HashLimits) -> boo
 }
 
 /// argon2's working memory, kept by one hashing thread and reused by each hash it runs
-/// (see `crate::hasher`): allocated once at the largest cost seen, instead of once per hash.
+/// (see `crate::runtime::hash_pool`): allocated once at the largest cost seen, instead of once per hash.
 #[derive(Default)]
 pub struct Workspace(Vec<argon2::Block>);
 

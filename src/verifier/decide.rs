@@ -7,9 +7,12 @@ use k8s_openapi::jiff::Timestamp;
 use kube::{Resource, ResourceExt};
 
 use crate::{
-    api::{AccessToken, Credential, Group, Organization, ScopeKind, TechnicalUser},
+    api::{
+        AccessToken, Credential, Group, Organization, ScopeKind, TechnicalUser,
+        wellknown::{ACCESS_TOKEN_LABEL, MANAGED_BY_LABEL, OPERATOR_MANAGER},
+    },
     domain::{
-        ACCESS_TOKEN_LABEL, MANAGED_BY_LABEL, MANAGER, policy,
+        policy,
         scope::{resolve_scope, suspension},
         username,
     },
@@ -105,7 +108,7 @@ impl Denial {
 pub fn is_trusted(user: &TechnicalUser) -> bool {
     let name = user.name_any();
     let labels = user.labels();
-    labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGER)
+    labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(OPERATOR_MANAGER)
         && labels.get(ACCESS_TOKEN_LABEL) == Some(&name)
         && user
             .owner_references()
@@ -313,7 +316,7 @@ mod tests {
         user.metadata.namespace = Some("acme-ci".into());
         user.metadata.uid = Some("user-uid".into());
         user.metadata.labels = Some(BTreeMap::from([
-            (MANAGED_BY_LABEL.to_string(), MANAGER.to_string()),
+            (MANAGED_BY_LABEL.to_string(), OPERATOR_MANAGER.to_string()),
             (ACCESS_TOKEN_LABEL.to_string(), "ci".to_string()),
         ]));
         user.metadata.owner_references = Some(vec![OwnerReference {
@@ -473,7 +476,7 @@ mod tests {
             scope: w.user.spec.scope.clone(),
             role: w.user.spec.role,
         };
-        let built = crate::controller::build::technical_user(
+        let built = crate::test_support::operator_technical_user(
             &w.token,
             &resolved,
             false,

@@ -11,10 +11,7 @@ use kube::{
 use serde_json::json;
 use tracing::{debug, warn};
 
-use crate::api::AccessToken;
-
-/// Field manager of the verifier's one status field.
-pub const MANAGER: &str = "access-token-verifier";
+use crate::api::{AccessToken, wellknown::VERIFIER_MANAGER};
 
 type Key = (String, String);
 
@@ -64,7 +61,7 @@ impl LastUsed {
             match api
                 .patch_status(
                     &name,
-                    &PatchParams::apply(MANAGER).force(),
+                    &PatchParams::apply(VERIFIER_MANAGER).force(),
                     &Patch::Apply(patch),
                 )
                 .await

@@ -20,6 +20,7 @@ mod cache;
 pub mod decide;
 mod index;
 mod last_used;
+pub mod metrics;
 pub mod server;
 #[cfg(test)]
 mod tests;
@@ -49,11 +50,14 @@ pub use cache::HashResultCache;
 pub use decide::{Denial, Identity};
 pub use index::CredentialIndex;
 pub use last_used::LastUsed;
+use metrics::{
+    Argon2Labels, Argon2Result, CacheLabels, CacheResult, ReviewLabels, VerifierMetrics,
+};
 
 use crate::{
     api::{AccessToken, Credential, Group, Organization, TechnicalUser},
-    hasher::Hasher,
-    metrics::{Argon2Labels, Argon2Result, CacheLabels, CacheResult, Metrics, ReviewLabels},
+    observability::metrics::Metrics,
+    runtime::hash_pool::Hasher,
     token::{HashLimits, Token},
 };
 
@@ -116,7 +120,9 @@ pub struct Verifier {
     gates: Arc<budget::IdGates>,
     last_used: Arc<LastUsed>,
     config: Config,
-    metrics: Arc<Metrics>,
+    metrics: Arc<VerifierMetrics>,
+    /// The process's metrics, which the verifier's server serves too.
+    process_metrics: Arc<Metrics>,
 }
 
 impl Verifier {
@@ -125,7 +131,8 @@ impl Verifier {
         client: Client,
         hasher: Hasher,
         config: Config,
-        metrics: Arc<Metrics>,
+        process_metrics: Arc<Metrics>,
+        metrics: Arc<VerifierMetrics>,
     ) -> crate::Result<Arc<Self>> {
         let index = Arc::new(CredentialIndex::default());
         let watch_config = watch_config(config.max_staleness);
@@ -168,6 +175,7 @@ impl Verifier {
         ];
         Ok(Arc::new(Self {
             metrics,
+            process_metrics,
             index,
             watches,
             tokens,
@@ -200,6 +208,17 @@ impl Verifier {
         self.is_synced() && self.stale_watch().is_none()
     }
 
+    /// `is_ready`, with the reason a readiness probe reports when it is not.
+    pub fn readiness(&self) -> Result<(), String> {
+        if self.is_ready() {
+            return Ok(());
+        }
+        Err(
+            "verifier caches not synced, or a watch failing for longer than the maximum staleness"
+                .to_string(),
+        )
+    }
+
     /// Decides about a presented token, and counts and times the answer.
     pub async fn review(&self, presented: &str) -> Verdict {
         let started = std::time::Instant::now();
@@ -214,9 +233,14 @@ impl Verifier {
         verdict
     }
 
-    /// The metrics this verifier records into.
-    pub fn metrics(&self) -> &Metrics {
+    /// The families this verifier records into.
+    pub fn metrics(&self) -> &VerifierMetrics {
         &self.metrics
+    }
+
+    /// The process's metrics (what `/metrics` serves, and the controllers' liveness).
+    pub fn process_metrics(&self) -> &Metrics {
+        &self.process_metrics
     }
 
     async fn decide(&self, presented: &str) -> Verdict {

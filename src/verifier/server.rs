@@ -118,6 +118,12 @@ pub enum ServeError {
     Io(std::io::Error),
 }
 
+impl From<ServeError> for crate::Error {
+    fn from(error: ServeError) -> Self {
+        Self::Verifier(Box::new(error))
+    }
+}
+
 /// The verifier's routes.
 pub fn router(verifier: Arc<Verifier>) -> Router {
     Router::new()
@@ -406,7 +412,7 @@ async fn metrics(State(verifier): State<Arc<Verifier>>) -> Response {
             axum::http::header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        verifier.metrics().encode(),
+        verifier.process_metrics().encode(),
     )
         .into_response()
 }
@@ -414,7 +420,7 @@ async fn metrics(State(verifier): State<Arc<Verifier>>) -> Response {
 /// The same liveness as the probe port's (controllers in this process making progress).
 async fn healthz(State(verifier): State<Arc<Verifier>>) -> Response {
     match verifier
-        .metrics()
+        .process_metrics()
         .progress
         .stalled(std::time::Instant::now())
     {

@@ -11,9 +11,8 @@ use kube::runtime::{reflector, watcher};
 
 use super::*;
 use crate::{
-    api::{AccessTokenSpec, OrganizationSpec, Role, Scope, ScopeKind},
-    controller::build,
-    domain::scope::ResolvedScope,
+    api::{OrganizationSpec, Role},
+    test_support::{self, operator_technical_user},
     token::{HashParams, hash_token},
 };
 
@@ -35,29 +34,13 @@ struct World {
 }
 
 fn access_token(name: &str) -> AccessToken {
-    let mut token = AccessToken::new(
-        name,
-        AccessTokenSpec {
-            organization: Some("acme".into()),
-            ..Default::default()
-        },
-    );
-    token.metadata.namespace = Some("acme-ci".into());
-    token.metadata.uid = Some(format!("{name}-uid"));
-    token
+    test_support::access_token(name, test_support::organization_spec())
 }
 
 /// The TechnicalUser the operator would write for `token`, holding `credentials` (id, token).
 fn technical_user(token: &AccessToken, credentials: &[(&str, &Token)]) -> TechnicalUser {
     let later = Timestamp::now() + SignedDuration::from_hours(1);
-    let resolved = ResolvedScope {
-        scope: Scope {
-            kind: ScopeKind::Organization,
-            name: "acme".into(),
-            organization: "acme".into(),
-        },
-        role: Role::OrganizationUser,
-    };
+    let resolved = test_support::organization_scope(Role::OrganizationUser);
     let credentials = credentials
         .iter()
         .map(|(id, value)| Credential {
@@ -67,7 +50,7 @@ fn technical_user(token: &AccessToken, credentials: &[(&str, &Token)]) -> Techni
             retired_at: None,
         })
         .collect();
-    let mut user = build::technical_user(token, &resolved, false, later, credentials);
+    let mut user = operator_technical_user(token, &resolved, false, later, credentials);
     user.metadata.uid = Some(format!(
         "{}-user-uid",
         token.metadata.name.as_ref().unwrap()
@@ -117,7 +100,8 @@ fn world(users: Vec<TechnicalUser>, tokens: Vec<AccessToken>, budget: MissBudget
         gates: Arc::new(budget::IdGates::new(budget, 100)),
         last_used: Arc::new(LastUsed::default()),
         config,
-        metrics: Metrics::new(),
+        metrics: Arc::new(VerifierMetrics::register(&mut Default::default())),
+        process_metrics: Metrics::new(),
     };
     World {
         verifier,

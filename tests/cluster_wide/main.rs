@@ -2,13 +2,8 @@
 //! A separate test binary: cargo runs test binaries one at a time, so its cluster-wide
 //! operator never reconciles alongside the per-namespace operators of `tests/integration`.
 
-// Shared with tests/integration, which uses the parts this binary does not.
-#[allow(dead_code)]
-#[path = "../integration/fixtures.rs"]
-mod fixtures;
-#[allow(dead_code)]
-#[path = "../integration/harness.rs"]
-mod harness;
+#[path = "../support/mod.rs"]
+mod support;
 
 use kube::{
     Api,
@@ -18,8 +13,8 @@ use serde_json::json;
 
 use access_token_operator::api::{Group, Organization, Phase, TokenCounts};
 
-use fixtures::Tenant;
-use harness::{Operator, eventually, unique_name};
+use support::Tenant;
+use support::{Operator, eventually, unique_name};
 
 /// One cluster-wide operator at a time: two would reconcile the same objects concurrently.
 static ONE_OPERATOR: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -28,7 +23,7 @@ static ONE_OPERATOR: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 async fn organizations_and_groups_report_readiness_and_token_counts() {
     let _one = ONE_OPERATOR.lock().await;
     let tenant = Tenant::new("scopes").await;
-    let _operator = Operator::start_cluster_wide("cluster-wide").await;
+    let _operator = Operator::cluster_wide("cluster-wide").start().await;
     tenant
         .create_token("a", json!({"organization": tenant.organization}))
         .await;
@@ -101,7 +96,7 @@ async fn organizations_and_groups_report_readiness_and_token_counts() {
 async fn a_group_whose_organization_is_missing_is_not_ready() {
     let _one = ONE_OPERATOR.lock().await;
     let tenant = Tenant::new("orphan").await;
-    let _operator = Operator::start_cluster_wide("cluster-wide-orphan").await;
+    let _operator = Operator::cluster_wide("cluster-wide-orphan").start().await;
     let groups: Api<Group> = Api::all(tenant.client.clone());
     let name = unique_name("orphan-grp");
     let missing_org = unique_name("never-org");

@@ -14,7 +14,7 @@ use kube::{
 };
 use tokio::sync::OnceCell;
 
-use crate::harness::{client_with_token, cluster_env, eventually_for};
+use crate::support::{Run, client_with_token, cluster_env, eventually_for};
 
 /// Where both installs put the operator (the Helm release and the kustomize base agree).
 pub const NAMESPACE: &str = "access-token-operator";
@@ -41,22 +41,10 @@ pub fn image_tag() -> &'static str {
 /// Runs `program` from the repository root and returns its stdout; fails the test with its
 /// output if it fails.
 pub async fn run(program: &str, args: &[&str]) -> String {
-    let output = tokio::process::Command::new(program)
-        .args(args)
-        .current_dir(repo_root())
-        .stdin(std::process::Stdio::null())
-        .output()
+    Run::program(program, args)
+        .current_dir(&repo_root())
+        .succeed()
         .await
-        .unwrap_or_else(|e| panic!("{program} runs: {e}"));
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "{program} {} failed ({}):\n{stdout}\n{}",
-        args.join(" "),
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
 }
 
 /// `eventually` with this binary's longer deadline.

@@ -17,7 +17,7 @@ use crate::{
         NAMESPACE, ObjectRef, eventually_within, exists, image_repository, image_tag, kubectl_kind,
         objects_in, repo_root, run,
     },
-    harness::{admin_client, cluster_env},
+    support::{admin_client, cluster_env},
 };
 
 const RELEASE: &str = "access-token-operator";

@@ -18,12 +18,8 @@
 //! the runtime class the pods run with here; `pod_security_restricted_admits_the_shipped_pod`
 //! checks that the pod as shipped (without host networking) is admitted.
 
-#[allow(dead_code)]
-#[path = "../integration/fixtures.rs"]
-mod fixtures;
-#[allow(dead_code)]
-#[path = "../integration/harness.rs"]
-mod harness;
+#[path = "../support/mod.rs"]
+mod support;
 
 mod cluster;
 mod install;
@@ -46,9 +42,9 @@ use access_token_operator::api::{AccessToken, Phase};
 use cluster::{
     NAMESPACE, authenticated_as, eventually_within, load_image_once, pod_security_verdict,
 };
-use fixtures::Tenant;
-use harness::{Watchdog, admin_client};
 use install::Installer;
+use support::Tenant;
+use support::{Watchdog, admin_client};
 
 /// One install at a time: both use the same namespace, cluster-scoped names and node ports.
 static ONE_INSTALL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -122,7 +118,7 @@ async fn install_serve_fail_over_uninstall(installer: Installer) {
     let leader_node = leader_pod.spec.as_ref().unwrap().node_name.clone().unwrap();
     cluster::set_unschedulable(&client, &leader_node, true).await;
     // Bounded: the client retries a refused eviction (429) on its own.
-    harness::within(
+    support::within(
         std::time::Duration::from_secs(60),
         Api::<Pod>::namespaced(client.clone(), NAMESPACE).evict(&leader, &EvictParams::default()),
     )

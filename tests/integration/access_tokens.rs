@@ -1,4 +1,4 @@
-//! The behaviour of DESIGN.md, each against the real control plane and the operator process.
+//! The behaviour of docs/concepts/lifecycle.md, each against the real control plane and the operator process.
 
 use k8s_openapi::{
     ByteString,
@@ -18,9 +18,9 @@ use access_token_operator::{
     token::{Token, verify_token},
 };
 
-use crate::{
-    fixtures::{Tenant, ready_condition, secret_text},
-    harness::{Operator, VerifierProcess, VerifierSetup, delete_and_wait_gone, eventually, within},
+use crate::support::{
+    Operator, Tenant, VerifierProcess, VerifierSetup, delete_and_wait_gone, eventually,
+    ready_condition, secret_text, within,
 };
 
 #[tokio::test]
@@ -311,7 +311,7 @@ async fn namespace_not_in_token_namespaces_gets_no_secret_until_it_is_listed() {
     let _operator = Operator::start(&tenant.namespace).await;
     // An organization that admits some other namespace only.
     let orgs = tenant.organizations();
-    let other = crate::harness::unique_name("other-org");
+    let other = crate::support::unique_name("other-org");
     tenant
         .create_organization(&other, &["somewhere-else"])
         .await;
@@ -370,8 +370,8 @@ async fn namespace_not_in_token_namespaces_gets_no_secret_until_it_is_listed() {
 async fn unknown_scopes_wait_and_are_issued_once_they_exist() {
     let tenant = Tenant::new("unknown").await;
     let _operator = Operator::start(&tenant.namespace).await;
-    let missing_org = crate::harness::unique_name("late-org");
-    let missing_group = crate::harness::unique_name("late-grp");
+    let missing_org = crate::support::unique_name("late-org");
+    let missing_group = crate::support::unique_name("late-grp");
     tenant
         .create_token("org-t", json!({"organization": missing_org}))
         .await;

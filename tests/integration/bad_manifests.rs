@@ -1,30 +1,12 @@
 //! Bad input is refused by the API server at `kubectl apply`, with a message a person
 //! understands, and nothing is stored.
 
-use std::process::Stdio;
-
-use tokio::io::AsyncWriteExt;
-
-use crate::{fixtures::Tenant, harness::install_crds};
+use crate::support::{Tenant, install_crds, kubectl, text};
 
 /// Runs `kubectl apply -f -` on a manifest; returns (success, stdout + stderr).
 async fn kubectl_apply(manifest: &str) -> (bool, String) {
-    let mut child = tokio::process::Command::new("kubectl")
-        .args(["apply", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl runs (make test puts the pinned kubectl on PATH)");
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(manifest.as_bytes()).await.unwrap();
-    drop(stdin);
-    let output = child.wait_with_output().await.unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let output = kubectl(&["apply", "-f", "-"]).stdin(manifest).run().await;
+    let text = format!("{}{}", text(&output.stdout), text(&output.stderr));
     (output.status.success(), text)
 }
 
@@ -360,31 +342,12 @@ async fn scope_and_secret_name_edits_are_refused() {
     );
 }
 
-/// Runs kubectl with `args`; returns stdout, failing the test on a non-zero exit.
-async fn kubectl(args: &[&str]) -> String {
-    let output = tokio::process::Command::new("kubectl")
-        .args(args)
-        .output()
-        .await
-        .expect("kubectl runs");
-    assert!(
-        output.status.success(),
-        "kubectl {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
-
 #[tokio::test]
 async fn kubectl_explains_fields_and_shows_useful_columns() {
     install_crds().await;
     // The API server publishes a new CRD's OpenAPI schema shortly after it is established.
-    let explained = crate::harness::eventually("kubectl explain to know AccessToken", || async {
-        let output = tokio::process::Command::new("kubectl")
-            .args(["explain", "accesstoken.spec"])
-            .output()
-            .await
-            .expect("kubectl runs");
+    let explained = crate::support::eventually("kubectl explain to know AccessToken", || async {
+        let output = kubectl(&["explain", "accesstoken.spec"]).run().await;
         output
             .status
             .success()
@@ -404,19 +367,23 @@ async fn kubectl_explains_fields_and_shows_useful_columns() {
             "kubectl explain lacks {text:?}:\n{explained}"
         );
     }
-    let status = kubectl(&["explain", "accesstoken.status.tokenId"]).await;
+    let status = kubectl(&["explain", "accesstoken.status.tokenId"])
+        .succeed()
+        .await;
     let status = status.split_whitespace().collect::<Vec<_>>().join(" ");
     assert!(status.contains("public part of the token"), "{status}");
 
     let tenant = Tenant::new("columns").await;
-    let _operator = crate::harness::Operator::start(&tenant.namespace).await;
+    let _operator = crate::support::Operator::start(&tenant.namespace).await;
     tenant
         .create_token("cols", serde_json::json!({"organization": tenant.organization, "admin": true, "expiresAt": "2099-01-01T00:00:00Z"}))
         .await;
     let token = tenant
         .wait_for_phase("cols", access_token_operator::api::Phase::Active)
         .await;
-    let wide = kubectl(&["get", "atk", "-n", &tenant.namespace, "-o", "wide"]).await;
+    let wide = kubectl(&["get", "atk", "-n", &tenant.namespace, "-o", "wide"])
+        .succeed()
+        .await;
     let header: Vec<&str> = wide.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(
         header,
@@ -450,6 +417,7 @@ async fn kubectl_explains_fields_and_shows_useful_columns() {
         "-o",
         "name",
     ])
+    .succeed()
     .await;
     assert_eq!(selected.trim(), "accesstoken.iam.accesstoken.io/cols");
     let none = kubectl(&[
@@ -461,6 +429,7 @@ async fn kubectl_explains_fields_and_shows_useful_columns() {
         "-o",
         "name",
     ])
+    .succeed()
     .await;
     assert!(none.trim().is_empty(), "{none}");
 }

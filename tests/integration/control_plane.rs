@@ -11,7 +11,7 @@ use kube::{
 
 use access_token_operator::api::{Organization, OrganizationSpec};
 
-use crate::harness::{
+use crate::support::{
     DEADLINE, admin_client, client_with_token, cluster_env, eventually, install_crds,
     test_namespace, unique_name, within,
 };

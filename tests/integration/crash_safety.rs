@@ -8,10 +8,7 @@ use serde_json::json;
 
 use access_token_operator::{api::Phase, token::verify_token};
 
-use crate::{
-    fixtures::{Tenant, secret_text},
-    harness::{Operator, eventually},
-};
+use crate::support::{Operator, Tenant, eventually, secret_text};
 
 const TOKENS: usize = 8;
 
@@ -59,7 +56,10 @@ async fn killing_the_operator_mid_issue_never_makes_a_second_token_or_secret() {
     let tenant = Tenant::new("crash").await;
     // The first run dies right after staging a credential, so at least one kill is known to
     // land between the TechnicalUser and the Secret write; random kills follow.
-    let mut operator = Operator::start_crashing_at(&tenant.namespace, "credential-staged").await;
+    let mut operator = Operator::builder(&tenant.namespace)
+        .crash_at("credential-staged")
+        .start()
+        .await;
     for i in 0..TOKENS {
         tenant
             .create_token(
@@ -171,7 +171,10 @@ async fn a_crash_at_each_step_of_issuing_is_recovered_without_a_second_token() {
         // A namespace per point: the crashing operator must meet no other token first.
         let tenant = Tenant::new("crashpoint").await;
         let name = "t";
-        let mut operator = Operator::start_crashing_at(&tenant.namespace, point).await;
+        let mut operator = Operator::builder(&tenant.namespace)
+            .crash_at(point)
+            .start()
+            .await;
         tenant
             .create_token(name, json!({"organization": tenant.organization}))
             .await;

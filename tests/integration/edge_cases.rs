@@ -1,4 +1,4 @@
-//! Behaviours of DESIGN.md that no other test reaches: `secretTemplate` edits, the finalizer
+//! Behaviours of docs/concepts/lifecycle.md that no other test reaches: `secretTemplate` edits, the finalizer
 //! when the Secret is already gone, a Group that disappears and returns, `InvalidSpec` and
 //! `TechnicalUserConflict`.
 
@@ -10,10 +10,7 @@ use serde_json::json;
 
 use access_token_operator::api::{Group, Phase, TechnicalUser};
 
-use crate::{
-    fixtures::Tenant,
-    harness::{Operator, client_as, delete_and_wait_gone, eventually},
-};
+use crate::support::{Operator, Tenant, client_as, delete_and_wait_gone, eventually};
 
 #[tokio::test]
 async fn secret_template_keys_are_added_changed_and_removed() {
@@ -170,8 +167,8 @@ async fn a_technical_user_no_access_token_controls_is_a_conflict() {
     // it to plant one that no AccessToken controls.
     let operator_identity = format!(
         "system:serviceaccount:{}:{}",
-        crate::harness::OPERATOR_ACCOUNT.0,
-        crate::harness::OPERATOR_ACCOUNT.1
+        crate::support::OPERATOR_ACCOUNT.0,
+        crate::support::OPERATOR_ACCOUNT.1
     );
     let planted: TechnicalUser = serde_json::from_value(json!({
         "apiVersion": "iam.accesstoken.io/v1alpha1", "kind": "TechnicalUser",

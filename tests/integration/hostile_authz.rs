@@ -1,4 +1,4 @@
-//! Hostile tenants against the authorization rules (DESIGN.md, "Who may do what"), enforced
+//! Hostile tenants against the authorization rules (docs/concepts/authorization.md), enforced
 //! by the admission policies in deploy/ exactly as shipped: a namespace editor is not a scope
 //! admin; an organization admin manages its organization's and its groups' tokens; a group
 //! admin only its group's; nobody but the operator writes TechnicalUsers or the group index.
@@ -17,9 +17,8 @@ use access_token_operator::api::{
     AccessToken, Credential, Group, GroupSpec, Phase, TechnicalUser, TechnicalUserSpec,
 };
 
-use crate::{
-    fixtures::Tenant,
-    harness::{OPERATOR_ACCOUNT, Operator, admin_client, client_as, eventually, unique_name},
+use crate::support::{
+    OPERATOR_ACCOUNT, Operator, Tenant, admin_client, client_as, eventually, unique_name,
 };
 
 const GROUP_INDEX: &str = "access-token-operator-groups";
@@ -232,7 +231,7 @@ async fn an_organization_admin_manages_the_organizations_tokens_and_its_groups_t
             .await
             .expect("the scope's admin revokes");
         tenant.wait_for_phase(name, Phase::Revoked).await;
-        crate::harness::delete_and_wait_gone(&tokens, name).await;
+        crate::support::delete_and_wait_gone(&tokens, name).await;
     }
 }
 
@@ -295,7 +294,7 @@ async fn a_group_admin_manages_that_groups_tokens_and_no_others() {
     assert_refused(tokens.create(&post, &org_token).await, &org_right);
     assert_every_change_refused(&tokens, "org-token", &org_right).await;
 
-    crate::harness::delete_and_wait_gone(&tokens, "mine").await;
+    crate::support::delete_and_wait_gone(&tokens, "mine").await;
 }
 
 #[tokio::test]
@@ -382,5 +381,5 @@ async fn a_tenant_namespace_with_tokens_can_still_be_deleted() {
         .issue("t", json!({"organization": tenant.organization}))
         .await;
     let namespaces: Api<Namespace> = Api::all(admin_client().await);
-    crate::harness::delete_and_wait_gone(&namespaces, &tenant.namespace).await;
+    crate::support::delete_and_wait_gone(&namespaces, &tenant.namespace).await;
 }

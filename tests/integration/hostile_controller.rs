@@ -22,9 +22,8 @@ use access_token_operator::{
     token::verify_token,
 };
 
-use crate::{
-    fixtures::{Tenant, ready_condition},
-    harness::{DEADLINE, Operator, admin_client, eventually, unique_name, within},
+use crate::support::{
+    DEADLINE, Operator, Tenant, admin_client, eventually, ready_condition, unique_name, within,
 };
 
 /// Text of the test policy's denial. The operator must not copy the API server's message

@@ -9,13 +9,9 @@ use serde_json::{Value, json};
 
 use access_token_operator::api::Phase;
 
-use crate::{
-    fixtures::Tenant,
-    harness::{
-        LoopbackVerifier, OPERATOR_ACCOUNT, Operator, admin_client, eventually,
-        operator_kubeconfig, unique_name,
-    },
-    proxy::Proxy,
+use crate::support::{
+    LoopbackVerifier, OPERATOR_ACCOUNT, Operator, Proxy, Tenant, admin_client, eventually,
+    operator_kubeconfig, unique_name,
 };
 
 #[tokio::test]
@@ -41,13 +37,21 @@ async fn a_leader_cut_off_from_the_api_server_exits_before_a_standby_takes_over(
     };
     let proxy = Proxy::to_api_server().await;
     let through_proxy = proxy.kubeconfig(&operator_kubeconfig().await, &format!("{ns}-leader"));
-    let mut leader =
-        Operator::start_through(&ns, &format!("{ns}-leader"), &args("leader"), through_proxy).await;
+    let mut leader = Operator::builder(&ns)
+        .log_name(&format!("{ns}-leader"))
+        .args(&args("leader"))
+        .through(through_proxy)
+        .start()
+        .await;
     eventually("the replica behind the proxy to lead", || async {
         leader.logs().contains("acquired leadership").then_some(())
     })
     .await;
-    let standby = Operator::start_with_args(&ns, &format!("{ns}-standby"), &args("standby")).await;
+    let standby = Operator::builder(&ns)
+        .log_name(&format!("{ns}-standby"))
+        .args(&args("standby"))
+        .start()
+        .await;
     eventually("the standby to wait", || async {
         standby
             .logs()
@@ -190,12 +194,20 @@ async fn a_leader_that_stops_cleanly_hands_the_lease_over_at_once() {
             id,
         ]
     };
-    let mut leader = Operator::start_with_args(&ns, &format!("{ns}-leader"), &args("leader")).await;
+    let mut leader = Operator::builder(&ns)
+        .log_name(&format!("{ns}-leader"))
+        .args(&args("leader"))
+        .start()
+        .await;
     eventually("the first replica to lead", || async {
         leader.logs().contains("acquired leadership").then_some(())
     })
     .await;
-    let standby = Operator::start_with_args(&ns, &format!("{ns}-standby"), &args("standby")).await;
+    let standby = Operator::builder(&ns)
+        .log_name(&format!("{ns}-standby"))
+        .args(&args("standby"))
+        .start()
+        .await;
     eventually("the standby to wait", || async {
         standby
             .logs()

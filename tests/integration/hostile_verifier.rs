@@ -14,10 +14,7 @@ use serde_json::{Value, json};
 
 use access_token_operator::{api::Phase, token::Token};
 
-use crate::{
-    fixtures::Tenant,
-    harness::{Operator, VerifierProcess, eventually},
-};
+use crate::support::{Operator, Tenant, VerifierProcess, eventually};
 
 /// Concurrent forging clients (loopback, bounded).
 const FLOOD_CLIENTS: usize = 64;

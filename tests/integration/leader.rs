@@ -8,10 +8,7 @@ use serde_json::json;
 
 use access_token_operator::api::Phase;
 
-use crate::{
-    fixtures::Tenant,
-    harness::{Operator, eventually, unique_name},
-};
+use crate::support::{Operator, Tenant, eventually, unique_name};
 
 #[tokio::test]
 async fn only_the_lease_holder_reconciles_and_a_standby_takes_over() {
@@ -25,7 +22,7 @@ async fn only_the_lease_holder_reconciles_and_a_standby_takes_over() {
         [
             "--leader-elect",
             "--leader-election-namespace",
-            crate::harness::OPERATOR_ACCOUNT.0,
+            crate::support::OPERATOR_ACCOUNT.0,
             "--leader-election-lease-name",
             &lease,
             "--lease-duration-seconds",
@@ -35,14 +32,22 @@ async fn only_the_lease_holder_reconciles_and_a_standby_takes_over() {
         ]
     };
     let leases: Api<Lease> =
-        Api::namespaced(tenant.client.clone(), crate::harness::OPERATOR_ACCOUNT.0);
+        Api::namespaced(tenant.client.clone(), crate::support::OPERATOR_ACCOUNT.0);
     let holder = || async { leases.get_opt(&lease).await.ok()??.spec?.holder_identity };
-    let mut first = Operator::start_with_args(&ns, &format!("{ns}-first"), &args("first")).await;
+    let mut first = Operator::builder(&ns)
+        .log_name(&format!("{ns}-first"))
+        .args(&args("first"))
+        .start()
+        .await;
     eventually("the first replica to hold the Lease", || async {
         (holder().await.as_deref() == Some("first")).then_some(())
     })
     .await;
-    let _second = Operator::start_with_args(&ns, &format!("{ns}-second"), &args("second")).await;
+    let _second = Operator::builder(&ns)
+        .log_name(&format!("{ns}-second"))
+        .args(&args("second"))
+        .start()
+        .await;
 
     tenant
         .create_token("a", json!({"organization": tenant.organization}))

@@ -10,10 +10,7 @@ use serde_json::json;
 
 use access_token_operator::api::Phase;
 
-use crate::{
-    fixtures::Tenant,
-    harness::{Operator, eventually},
-};
+use crate::support::{Operator, Tenant, eventually};
 
 #[tokio::test]
 async fn the_token_value_is_only_ever_in_its_secret() {
@@ -44,7 +41,7 @@ async fn the_token_value_is_only_ever_in_its_secret() {
         .await
         .unwrap();
     let reissued = eventually("a reissued token", || async {
-        let token = access_token_operator::token::Token::parse(&crate::fixtures::secret_text(
+        let token = access_token_operator::token::Token::parse(&crate::support::secret_text(
             &tenant.secrets().get("t").await.ok()?,
             "token",
         ))

@@ -1,4 +1,4 @@
-//! DESIGN.md "Lifecycle beyond create/revoke/delete" and "Scope policy and the kill switch",
+//! docs/concepts/lifecycle.md from "Kill switch" to "Idle tokens" (rotation, policy, idleness),
 //! against the real control plane, the operator process and the verifier process.
 
 use kube::api::{Patch, PatchParams};
@@ -9,9 +9,8 @@ use access_token_operator::{
     token::Token,
 };
 
-use crate::{
-    fixtures::{Tenant, ready_condition},
-    harness::{LoopbackVerifier, Operator, eventually, operator_kubeconfig},
+use crate::support::{
+    LoopbackVerifier, Operator, Tenant, eventually, operator_kubeconfig, ready_condition,
 };
 
 /// Merge-patches an Organization's or Group's spec, as a platform admin would.
@@ -137,7 +136,7 @@ async fn the_group_kill_switch_stops_only_that_groups_tokens_and_reverses() {
 async fn organization_refusal(tenant: &Tenant, policy: Value) -> String {
     let organization: access_token_operator::api::Organization = serde_json::from_value(json!({
         "apiVersion": "iam.accesstoken.io/v1alpha1", "kind": "Organization",
-        "metadata": {"name": crate::harness::unique_name("policy")},
+        "metadata": {"name": crate::support::unique_name("policy")},
         "spec": {"tokenPolicy": policy},
     }))
     .expect("a well-typed Organization");
@@ -196,7 +195,7 @@ async fn wait_for_expiry(tenant: &Tenant, name: &str, lifetime: k8s_openapi::jif
         let reported = reported_expiry(tenant, name).await;
         let user = tenant.users().get(name).await.ok()?;
         let secret = tenant.secrets().get(name).await.ok()?;
-        let in_secret = crate::fixtures::secret_text(&secret, "expires-at");
+        let in_secret = crate::support::secret_text(&secret, "expires-at");
         (reported == expected
             && user.spec.expires_at.0 == expected
             && in_secret == expected.to_string())
@@ -421,7 +420,7 @@ where
 async fn wait_for_new_token(tenant: &Tenant, name: &str, old: &Token, seconds: u64) -> Token {
     within_seconds(seconds, "a new token in the Secret", || async {
         let secret = tenant.secrets().get(name).await.ok()?;
-        let value = Token::parse(&crate::fixtures::secret_text(&secret, "token")).ok()?;
+        let value = Token::parse(&crate::support::secret_text(&secret, "token")).ok()?;
         (value.id() != old.id()).then_some(value)
     })
     .await
@@ -439,7 +438,7 @@ async fn credentials(tenant: &Tenant, name: &str) -> Vec<access_token_operator::
 
 #[tokio::test]
 async fn a_manual_rotation_keeps_the_previous_token_working_for_the_overlap_and_not_after() {
-    use crate::{harness::VerifierProcess, verifier::whoami};
+    use crate::{support::VerifierProcess, verifier::whoami};
     let tenant = Tenant::new("rotate").await;
     let _operator = Operator::start(&tenant.namespace).await;
     let _verifier = VerifierProcess::start(&tenant.namespace).await;
@@ -580,7 +579,10 @@ async fn a_crash_at_each_step_of_a_rotation_leaves_one_new_token_that_works() {
             "rotation": {"trigger": "a", "overlap": "5m"}});
         let old = tenant.issue("t", spec).await;
         operator.kill().await;
-        let mut crashing = Operator::start_crashing_at(&tenant.namespace, point).await;
+        let mut crashing = Operator::builder(&tenant.namespace)
+            .crash_at(point)
+            .start()
+            .await;
         tenant
             .patch_spec("t", json!({"rotation": {"trigger": "b"}}))
             .await;

@@ -7,14 +7,15 @@
 //! with an operator process watching only that namespace. Tests that need a cluster-wide
 //! operator live in `tests/cluster_wide`; cargo runs test binaries one at a time.
 
+#[path = "../support/mod.rs"]
+mod support;
+
 mod access_tokens;
 mod argocd_health;
 mod bad_manifests;
 mod control_plane;
 mod crash_safety;
 mod edge_cases;
-mod fixtures;
-mod harness;
 mod hostile_authz;
 mod hostile_controller;
 mod hostile_partition;
@@ -24,7 +25,6 @@ mod leaks;
 mod lifecycle;
 mod observability;
 mod plugin;
-mod proxy;
 mod rbac;
 mod verified_record;
 mod verifier;

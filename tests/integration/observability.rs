@@ -15,12 +15,9 @@ use serde_json::json;
 
 use access_token_operator::api::{AccessToken, Phase};
 
-use crate::{
-    fixtures::Tenant,
-    harness::{
-        DEADLINE, Operator, delete_and_wait_gone, eventually, free_port, kubeconfig_with_token,
-        service_account_token, within,
-    },
+use crate::support::{
+    DEADLINE, Operator, Tenant, delete_and_wait_gone, eventually, free_port, kubeconfig_with_token,
+    service_account_token, within,
 };
 
 /// `GET http://<address><path>`: (status code, body), if the server answers.
@@ -43,12 +40,10 @@ async fn wait_for_code(address: &str, path: &str, code: u16) -> String {
 async fn a_controller_only_process_serves_probes_and_metrics_without_token_values() {
     let tenant = Tenant::new("obs-metrics").await;
     let address = format!("127.0.0.1:{}", free_port());
-    let _operator = Operator::start_with_args(
-        &tenant.namespace,
-        &tenant.namespace,
-        &["--probe-bind", &address],
-    )
-    .await;
+    let _operator = Operator::builder(&tenant.namespace)
+        .args(&["--probe-bind", &address])
+        .start()
+        .await;
     let spec = json!({"organization": tenant.organization, "expiresAt": "2031-01-01T00:00:00Z"});
     let token = tenant.issue("live", spec.clone()).await;
     tenant
@@ -225,20 +220,19 @@ async fn liveness_fails_while_the_controller_cannot_list_and_recovers_with_its_r
         .create_token("waiting", json!({"organization": tenant.organization}))
         .await;
     let address = format!("127.0.0.1:{}", free_port());
-    let operator = Operator::start_through(
-        &tenant.namespace,
-        &format!("{}-wedged", tenant.namespace),
-        &[
+    let operator = Operator::builder(&tenant.namespace)
+        .log_name(&format!("{}-wedged", tenant.namespace))
+        .args(&[
             "--probe-bind",
             &address,
             "--liveness-stall-seconds",
             "2",
             "--group-index-namespace",
             "",
-        ],
-        kubeconfig,
-    )
-    .await;
+        ])
+        .through(kubeconfig)
+        .start()
+        .await;
 
     let why = wait_for_code(&address, "/healthz", 503).await;
     assert!(why.contains("watches have failed"), "{why}");

@@ -14,10 +14,9 @@ use access_token_operator::api::{AccessToken, Phase};
 
 use crate::{
     argocd_health::health,
-    fixtures::Tenant,
-    harness::{
-        LoopbackVerifier, Operator, VerifierProcess, kubeconfig_with_token, operator_kubeconfig,
-        service_account_token, test_logs_dir,
+    support::{
+        LoopbackVerifier, Operator, Tenant, VerifierProcess, kubeconfig_with_token, kubectl,
+        operator_kubeconfig, service_account_token, test_logs_dir, text,
     },
 };
 
@@ -44,38 +43,19 @@ async fn kubectl_atk_with(
     stdin: Option<&str>,
     kubeconfig: Option<&std::path::Path>,
 ) -> Output {
-    use tokio::io::AsyncWriteExt as _;
     let path = format!(
         "{}:{}",
         plugin_dir().display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let mut command = tokio::process::Command::new("kubectl");
+    let mut run = kubectl(&["atk"]).args(args).env("PATH", path);
     if let Some(kubeconfig) = kubeconfig {
-        command.env("KUBECONFIG", kubeconfig);
+        run = run.kubeconfig(kubeconfig);
     }
-    let mut child = command
-        .arg("atk")
-        .args(args)
-        .env("PATH", path)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("kubectl runs");
-    let mut input = child.stdin.take().expect("stdin");
     if let Some(text) = stdin {
-        input
-            .write_all(text.as_bytes())
-            .await
-            .expect("stdin writes");
+        run = run.stdin(text);
     }
-    drop(input);
-    child.wait_with_output().await.expect("kubectl ends")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+    run.run().await
 }
 
 /// Runs the command and returns stdout; fails the test (with stderr) unless it succeeded.
@@ -156,7 +136,7 @@ async fn each_command_works_against_the_cluster() {
     let url = direct.url();
     let whoami_direct =
         || async { kubectl_atk(&["whoami", "-", "--verifier", &url], Some(value)).await };
-    let answer = crate::harness::eventually("the verifier to answer", || async {
+    let answer = crate::support::eventually("the verifier to answer", || async {
         let output = whoami_direct().await;
         output.status.success().then_some(output)
     })
@@ -171,7 +151,7 @@ async fn each_command_works_against_the_cluster() {
     ok(&["revoke", "ci", "-n", ns]).await;
     let revoked = tenant.wait_for_phase("ci", Phase::Revoked).await;
     assert!(revoked.spec.revoked);
-    let denied = crate::harness::eventually("the verifier to deny", || async {
+    let denied = crate::support::eventually("the verifier to deny", || async {
         let output = whoami_direct().await;
         (output.status.code() == Some(1)).then_some(output)
     })

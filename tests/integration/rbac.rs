@@ -5,24 +5,21 @@ use serde_json::json;
 
 use access_token_operator::api::Phase;
 
-use crate::{
-    fixtures::Tenant,
-    harness::{
-        LoopbackVerifier, OPERATOR_ACCOUNT, Operator, eventually, operator_kubeconfig,
-        service_account_token, unique_name,
-    },
+use crate::support::{
+    LoopbackVerifier, OPERATOR_ACCOUNT, Operator, Tenant, eventually, operator_kubeconfig,
+    service_account_token, unique_name,
 };
 
 #[tokio::test]
 async fn the_operator_works_with_exactly_the_shipped_cluster_role() {
-    // Every test runs the operator as its ServiceAccount (see harness::operator_kubeconfig);
+    // Every test runs the operator as its ServiceAccount (see support::operator_kubeconfig);
     // this one also proves the identity is really limited, and covers leader election and
     // the verifier's writes under the same rules.
     let tenant = Tenant::new("rbac").await;
     let sa_token = service_account_token(OPERATOR_ACCOUNT.0, OPERATOR_ACCOUNT.1).await;
 
     // The identity really is limited: it may not even list namespaces.
-    let as_operator = crate::harness::client_with_token(&sa_token).await;
+    let as_operator = crate::support::client_with_token(&sa_token).await;
     let denied = Api::<k8s_openapi::api::core::v1::Namespace>::all(as_operator)
         .list(&Default::default())
         .await;
@@ -41,8 +38,10 @@ async fn the_operator_works_with_exactly_the_shipped_cluster_role() {
         "--leader-election-lease-name",
         &lease,
     ];
-    let operator =
-        Operator::start_with_args(&tenant.namespace, &tenant.namespace, &leader_election).await;
+    let operator = Operator::builder(&tenant.namespace)
+        .args(&leader_election)
+        .start()
+        .await;
     tenant
         .create_token("t", json!({"group": tenant.group}))
         .await;

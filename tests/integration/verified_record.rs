@@ -9,8 +9,7 @@ use access_token_operator::token::Token;
 
 use crate::{
     access_tokens::plant_same_id_token,
-    fixtures::Tenant,
-    harness::{Operator, eventually},
+    support::{Operator, Tenant, eventually},
 };
 
 const RECORD: &str = "iam.accesstoken.io/verified-secret";

@@ -2,32 +2,23 @@
 //! `--authentication-token-webhook-config-file` asks it about bearer tokens, so `kubectl
 //! --token <token from the Secret>` shows and uses the token's identity.
 
-use std::process::Stdio;
-
 use k8s_openapi::jiff::{SignedDuration, Timestamp, Unit};
 use kube::api::DeleteParams;
 use serde_json::{Value, json};
 
 use access_token_operator::{api::Phase, token::Token};
 
-use crate::{
-    fixtures::Tenant,
-    harness::{Operator, VerifierProcess, eventually},
+use crate::support::{
+    Operator, Run, Tenant, VerifierProcess, eventually, kubectl, text, verifier_on,
 };
 
 /// `kubectl <args> --token <token>`: (success, stdout, stderr).
 async fn kubectl_as(token: &str, args: &[&str]) -> (bool, String, String) {
-    let output = tokio::process::Command::new("kubectl")
-        .args(args)
-        .arg(format!("--token={token}"))
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .expect("kubectl runs");
+    let output = kubectl(args).token(token).run().await;
     (
         output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
+        text(&output.stdout),
+        text(&output.stderr),
     )
 }
 
@@ -126,7 +117,7 @@ async fn kube_apiserver_authenticates_tokens_through_the_verifier() {
 
     // RBAC on the groups the verifier reports: org admins may list ConfigMaps, users may not.
     let (ok, _, stderr) = kubectl_as(
-        &crate::harness::cluster_env("ATO_UNPRIVILEGED_TOKEN"),
+        &crate::support::cluster_env("ATO_UNPRIVILEGED_TOKEN"),
         &["get", "configmaps", "-n", ns],
     )
     .await;
@@ -153,16 +144,7 @@ async fn kube_apiserver_authenticates_tokens_through_the_verifier() {
         ],
     ];
     for args in setup {
-        let output = tokio::process::Command::new("kubectl")
-            .args(&args)
-            .output()
-            .await
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        kubectl(&args).succeed().await;
     }
     eventually("the admin token to list ConfigMaps", || async {
         kubectl_as(admin.expose_secret(), &["get", "configmaps", "-n", ns])
@@ -397,17 +379,18 @@ async fn the_verifier_speaks_the_token_review_protocol() {
 
 #[tokio::test]
 async fn plain_http_is_served_on_loopback_only() {
-    let refused = tokio::process::Command::new(env!("CARGO_BIN_EXE_access-token-operator"))
-        .env("PROBE_BIND", "127.0.0.1:0")
-        .args([
+    let refused = Run::program(
+        env!("CARGO_BIN_EXE_access-token-operator"),
+        &[
             "verifier",
             "--verifier-bind",
             "0.0.0.0:0",
             "--insecure-http",
-        ])
-        .output()
-        .await
-        .unwrap();
+        ],
+    )
+    .env("PROBE_BIND", "127.0.0.1:0")
+    .run()
+    .await;
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(
@@ -415,20 +398,8 @@ async fn plain_http_is_served_on_loopback_only() {
         "{stderr}"
     );
 
-    let port = crate::harness::free_port();
-    let _child = tokio::process::Command::new(env!("CARGO_BIN_EXE_access-token-operator"))
-        .env("PROBE_BIND", "127.0.0.1:0")
-        .args([
-            "verifier",
-            "--verifier-bind",
-            &format!("127.0.0.1:{port}"),
-            "--insecure-http",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let port = crate::support::free_port();
+    let _child = verifier_on(port).arg("--insecure-http").spawn();
     let url = format!("http://127.0.0.1:{port}/healthz");
     eventually("plain HTTP on loopback to answer", || async {
         reqwest::get(&url)

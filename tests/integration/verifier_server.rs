@@ -20,10 +20,9 @@ use tokio::{
 use tokio_rustls::{TlsConnector, client::TlsStream};
 
 use crate::{
-    fixtures::Tenant,
-    harness::{
-        DEADLINE, Operator, VerifierProcess, VerifierSetup, cluster_env, eventually, unique_name,
-        within,
+    support::{
+        DEADLINE, Operator, Tenant, VerifierProcess, VerifierSetup, cluster_env, eventually,
+        unique_name, within,
     },
     verifier::whoami,
 };
@@ -119,7 +118,7 @@ fn first_certificate(path: &Path) -> Vec<u8> {
 /// The leaf certificate the verifier presents to a new connection (DER).
 async fn served_certificate(verifier: &VerifierProcess) -> Option<Vec<u8>> {
     let client = VerifierProcess::http_builder()
-        .identity(crate::harness::test_client_identity())
+        .identity(crate::support::test_client_identity())
         .tls_info(true)
         .build()
         .unwrap();

@@ -3,12 +3,8 @@
 //! not check" while it cannot know and is ready again after. A test binary of its own:
 //! cargo runs test binaries one at a time, so no other test sees the outage.
 
-#[allow(dead_code)]
-#[path = "../integration/fixtures.rs"]
-mod fixtures;
-#[allow(dead_code)]
-#[path = "../integration/harness.rs"]
-mod harness;
+#[path = "../support/mod.rs"]
+mod support;
 
 use std::time::Duration;
 
@@ -17,8 +13,8 @@ use serde_json::json;
 
 use access_token_operator::{api::Phase, token::verify_token};
 
-use fixtures::Tenant;
-use harness::{
+use support::Tenant;
+use support::{
     DEADLINE, LoopbackVerifier, Operator, cluster_env, eventually, operator_kubeconfig, within,
 };
 

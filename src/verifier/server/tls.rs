@@ -18,7 +18,7 @@ use tracing::{info, warn};
 
 use prometheus_client::metrics::{counter::Counter, family::Family};
 
-use crate::metrics::{ReloadLabels, ReloadResult};
+use crate::verifier::metrics::{ReloadLabels, ReloadResult};
 
 /// How often the files are read again to notice a change.
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(2);

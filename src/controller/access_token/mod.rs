@@ -22,18 +22,26 @@ use kube::{
 };
 use tracing::{info, instrument, warn};
 
-use super::{
-    Context,
-    build::{self, FINALIZER, MANAGER, Outcome, keys},
-    crash_point,
-    plan::{self, Decision, Refusal, SecretSeen, UserSeen, Wait, World},
-    restart, rotation, verified,
+pub(super) mod build;
+mod crash_point;
+mod first_status;
+mod plan;
+mod restart;
+mod rotation;
+pub(super) mod verified_secret;
+
+use self::{
+    build::Outcome,
+    plan::{Decision, Refusal, SecretSeen, UserSeen, Wait, World},
+    verified_secret as verified,
 };
+use super::{Context, OwnWrites};
 use crate::{
     Error, Result,
     api::{
         AccessToken, AccessTokenSpec, AccessTokenStatus, Credential, Group, Organization, Phase,
-        Reason, TechnicalUser,
+        Reason, TechnicalUser, conditions,
+        wellknown::{FINALIZER, OPERATOR_MANAGER, keys},
     },
     domain::{
         expiry::{self, InvalidLifetime},
@@ -57,8 +65,8 @@ pub async fn reconcile(watched: Arc<Watched>, ctx: Arc<Context>) -> Result<Actio
     tracing::debug!(name = %token.name_any(), version = token.resource_version(), "reconciling");
     let namespace = token.namespace().ok_or(Error::MissingNamespace)?;
     let api: Api<AccessToken> = Api::namespaced(ctx.client.clone(), &namespace);
-    if super::first_status::needed(&token) {
-        super::first_status::write(&api, &token).await?;
+    if first_status::needed(&token) {
+        first_status::write(&api, &token).await?;
     }
     let action = finalizer(&api, FINALIZER, token, |event| async {
         match event {
@@ -153,7 +161,7 @@ async fn fetch_scope(ctx: &Context, spec: &AccessTokenSpec) -> Result<FetchedSco
 }
 
 /// What the Organization and Group say about a token beyond where it acts (see
-/// DESIGN.md "Scope policy and the kill switch").
+/// docs/concepts/lifecycle.md#kill-switch and #token-policy).
 struct ScopeFacts {
     /// The kill switch that stops the token, if one is on.
     suspension: Option<ScopeProblem>,
@@ -204,7 +212,7 @@ fn shortened(
 struct Children<'a> {
     users: Api<TechnicalUser>,
     secrets: Api<Secret>,
-    own_writes: &'a super::OwnWrites,
+    own_writes: &'a OwnWrites,
 }
 
 /// What a mint attempt came to.
@@ -1171,7 +1179,7 @@ fn targets_rolled_out(
 ) {
     let judged = (verdict.done, verdict.reason, verdict.message.as_str());
     let type_ = crate::api::ConditionType::TargetsRolledOut;
-    build::put_condition(&mut status.conditions, type_, judged, generation);
+    conditions::put_condition(&mut status.conditions, type_, judged, generation);
     status.restarted_for = Some(token_id.to_string());
 }
 
@@ -1208,7 +1216,7 @@ fn expiring_soon(
 ) {
     let judged = (warning.soon, warning.reason, warning.message.as_str());
     let type_ = crate::api::ConditionType::ExpiringSoon;
-    build::put_condition(&mut status.conditions, type_, judged, generation);
+    conditions::put_condition(&mut status.conditions, type_, judged, generation);
     if warning.announce {
         status.expiry_warned_token_id = Some(token_id.to_string());
     }
@@ -1272,7 +1280,7 @@ async fn apply_user(
         .users
         .patch(
             &token.name_any(),
-            &PatchParams::apply(MANAGER).force(),
+            &PatchParams::apply(OPERATOR_MANAGER).force(),
             &Patch::Apply(patch),
         )
         .await

@@ -7,10 +7,9 @@
 use k8s_openapi::jiff::Timestamp;
 use kube::{Api, Resource, ResourceExt};
 
-use super::build;
 use crate::{
     Result,
-    api::{AccessToken, AccessTokenStatus, ConditionType, Reason},
+    api::{AccessToken, AccessTokenStatus, ConditionType, Reason, conditions},
 };
 
 const MESSAGE: &str = "The operator is issuing the token";
@@ -24,7 +23,7 @@ pub fn needed(token: &AccessToken) -> bool {
 pub fn status(token: &AccessToken, now: Timestamp) -> AccessTokenStatus {
     let generation = token.meta().generation;
     let condition = |type_, value| {
-        build::condition(
+        conditions::condition(
             &[],
             type_,
             value,
@@ -47,7 +46,7 @@ pub fn status(token: &AccessToken, now: Timestamp) -> AccessTokenStatus {
 /// Writes the first status of `token`.
 pub async fn write(api: &Api<AccessToken>, token: &AccessToken) -> Result<()> {
     let status = status(token, Timestamp::now());
-    super::apply_status(api, &token.name_any(), &status).await
+    crate::controller::apply_status(api, &token.name_any(), &status).await
 }
 
 #[cfg(test)]

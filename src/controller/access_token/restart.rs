@@ -1,4 +1,4 @@
-//! Restart targets of a rotation (DESIGN.md "Lifecycle beyond create/revoke/delete"): the
+//! Restart targets of a rotation (docs/concepts/lifecycle.md#restart-targets): the
 //! Deployments, StatefulSets and DaemonSets that read the Secret are restarted the way
 //! `kubectl rollout restart` does it, once the Secret holds the new token; the previous token
 //! goes as soon as all of them have rolled out. Only the pod template annotation

@@ -1,30 +1,19 @@
-//! `/metrics`, `/healthz` and `/readyz` on a plain HTTP port of their own, served by every
-//! process (`run` with or without the verifier, and `verifier`), and the liveness rule.
+//! The liveness rule of every process with controllers.
 //!
-//! Liveness: a controller is wedged when its watches keep failing (it cannot list or watch,
-//! e.g. its RBAC was taken away) with no finished reconcile in between, for longer than
-//! the stall limit; or when one reconcile has been running for longer than that while no
-//! other reconcile of that controller finished meanwhile (a long queue for the hasher, with
+//! A controller is wedged when its watches keep failing (it cannot list or watch, e.g. its
+//! RBAC was taken away) with no finished reconcile in between, for longer than the stall
+//! limit; or when one reconcile has been running for longer than that while no other
+//! reconcile of that controller finished meanwhile (a long queue for the hasher, with
 //! reconciles finishing, is progress). A restart is then the kubelet's remedy. A controller
 //! that is merely idle is live.
 
 use std::{
     collections::HashMap,
-    net::SocketAddr,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use axum::{
-    Router,
-    extract::State,
-    http::{StatusCode, header},
-    response::{IntoResponse, Response},
-    routing::get,
-};
-use tracing::{info, warn};
-
-use crate::metrics::{ControllerKind, Metrics};
+use super::metrics::ControllerKind;
 
 /// Default for how long a controller may fail to make progress before `/healthz` fails.
 pub const DEFAULT_STALL_LIMIT: Duration = Duration::from_secs(120);
@@ -145,107 +134,6 @@ impl Drop for Running {
     fn drop(&mut self) {
         self.progress.running.lock().expect("lock").remove(&self.id);
     }
-}
-
-/// Runs one reconcile of `controller`, timing it and tracking it for liveness.
-pub async fn observe_reconcile<T>(
-    metrics: Arc<Metrics>,
-    controller: ControllerKind,
-    reconcile: impl Future<Output = T>,
-) -> T {
-    let _running = metrics.progress.reconcile_started(controller);
-    let started = Instant::now();
-    let result = reconcile.await;
-    metrics.observe_reconcile_duration(controller, started.elapsed());
-    result
-}
-
-/// What the probe server reports on.
-#[derive(Clone)]
-pub struct Probes {
-    metrics: Arc<Metrics>,
-    /// Readiness of the verifier, when this process serves one.
-    verifier: Option<Arc<crate::verifier::Verifier>>,
-}
-
-impl Probes {
-    /// Probes over this process's metrics and, if it serves one, its verifier.
-    pub fn new(metrics: Arc<Metrics>, verifier: Option<Arc<crate::verifier::Verifier>>) -> Self {
-        Self { metrics, verifier }
-    }
-
-    fn live(&self) -> Result<(), String> {
-        match self.metrics.progress.stalled(Instant::now()) {
-            Some(why) => Err(why),
-            None => Ok(()),
-        }
-    }
-
-    fn ready(&self) -> Result<(), String> {
-        self.live()?;
-        match &self.verifier {
-            Some(verifier) if !verifier.is_ready() => Err(
-                "verifier caches not synced, or a watch failing for longer than the maximum staleness"
-                    .to_string(),
-            ),
-            _ => Ok(()),
-        }
-    }
-}
-
-/// The probe server's routes.
-pub fn router(probes: Probes) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/livez", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .with_state(probes)
-}
-
-fn answer(result: Result<(), String>) -> Response {
-    match result {
-        Ok(()) => "ok".into_response(),
-        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
-    }
-}
-
-async fn healthz(State(probes): State<Probes>) -> Response {
-    let live = probes.live();
-    if let Err(why) = &live {
-        warn!(reason = %why, "liveness probe failing");
-    }
-    answer(live)
-}
-
-async fn readyz(State(probes): State<Probes>) -> Response {
-    answer(probes.ready())
-}
-
-async fn metrics(State(probes): State<Probes>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        probes.metrics.encode(),
-    )
-        .into_response()
-}
-
-/// Binds `address` now (so a port in use fails the start), then serves until `shutdown`.
-pub async fn serve(
-    address: SocketAddr,
-    probes: Probes,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<impl Future<Output = std::io::Result<()>>> {
-    let listener = tokio::net::TcpListener::bind(address).await?;
-    info!(address = %listener.local_addr()?, "probes and metrics listening (plain HTTP)");
-    Ok(async move {
-        axum::serve(listener, router(probes))
-            .with_graceful_shutdown(shutdown)
-            .await
-    })
 }
 
 #[cfg(test)]

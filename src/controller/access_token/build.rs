@@ -6,45 +6,24 @@ use std::collections::BTreeMap;
 use k8s_openapi::{
     ByteString,
     api::core::v1::Secret,
-    apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, OwnerReference, Time},
+    apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time},
     jiff::Timestamp,
 };
 use kube::{Resource, ResourceExt};
 
-pub use crate::domain::{
-    ACCESS_TOKEN_LABEL, ACCESS_TOKEN_UID_LABEL, MANAGED_BY_LABEL, MANAGER, username,
-};
 use crate::{
     api::{
         AccessToken, AccessTokenStatus, ConditionType, Credential, Phase, Reason, Role, ScopeKind,
         TechnicalUser, TechnicalUserSpec,
+        conditions::{Readiness, conditions},
+        wellknown::{
+            ACCESS_TOKEN_LABEL, ACCESS_TOKEN_UID_LABEL, MANAGED_BY_LABEL, OPERATOR_MANAGER,
+            SECRET_TYPE, TEMPLATE_KEYS_ANNOTATION, keys,
+        },
     },
-    domain::scope::ResolvedScope,
+    domain::{scope::ResolvedScope, username},
     token::Token,
 };
-
-/// Finalizer that removes the TechnicalUser and Secret before an AccessToken goes away.
-pub const FINALIZER: &str = "iam.accesstoken.io/cleanup";
-/// The type of token Secrets.
-pub const SECRET_TYPE: &str = "iam.accesstoken.io/token";
-
-/// Keys of a token Secret.
-pub mod keys {
-    /// The token itself: the only place its value is ever written.
-    pub const TOKEN: &str = "token";
-    /// The public token id.
-    pub const TOKEN_ID: &str = "token-id";
-    /// The username the verifier reports.
-    pub const USERNAME: &str = "username";
-    /// The organization (also for group tokens: the group's organization).
-    pub const ORGANIZATION: &str = "organization";
-    /// The group (group tokens only).
-    pub const GROUP: &str = "group";
-    /// The role name.
-    pub const ROLE: &str = "role";
-    /// The effective expiry, RFC 3339.
-    pub const EXPIRES_AT: &str = "expires-at";
-}
 
 /// The Secret's name: `spec.secretName`, defaulting to the AccessToken's name.
 pub fn secret_name(token: &AccessToken) -> String {
@@ -103,7 +82,7 @@ pub fn is_child_of(meta: &ObjectMeta, uid: &str) -> bool {
         .any(|o| o.controller == Some(true));
     is_controlled_by(meta, uid)
         || (orphaned
-            && label(MANAGED_BY_LABEL) == Some(MANAGER)
+            && label(MANAGED_BY_LABEL) == Some(OPERATOR_MANAGER)
             && label(ACCESS_TOKEN_UID_LABEL) == Some(uid))
 }
 
@@ -133,7 +112,7 @@ pub fn technical_user(
 
 fn managed_labels(token: &AccessToken) -> BTreeMap<String, String> {
     BTreeMap::from([
-        (MANAGED_BY_LABEL.to_string(), MANAGER.to_string()),
+        (MANAGED_BY_LABEL.to_string(), OPERATOR_MANAGER.to_string()),
         (ACCESS_TOKEN_LABEL.to_string(), token.name_any()),
         (
             ACCESS_TOKEN_UID_LABEL.to_string(),
@@ -201,11 +180,6 @@ pub fn updated_secret(
     merge_secret_metadata(token, &mut updated.metadata);
     (updated != *existing).then_some(updated)
 }
-
-/// Annotation on a token Secret listing the label and annotation keys that came from
-/// `spec.secretTemplate`, so that keys removed from the template leave the Secret while keys
-/// others added stay.
-pub const TEMPLATE_KEYS_ANNOTATION: &str = "iam.accesstoken.io/secret-template-keys";
 
 /// The template keys recorded on a Secret: `labels` and `annotations`, each a key list.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
@@ -333,102 +307,16 @@ pub fn status(token: &AccessToken, outcome: &Outcome, now: Timestamp) -> AccessT
     }
 }
 
-/// What the conditions of any of the three kinds say.
-pub struct Readiness<'a> {
-    /// Whether Ready is True.
-    pub ready: bool,
-    /// Whether the object waits for an outside change (kstatus Stalled, present only while true).
-    pub stalled: bool,
-    /// The reason of both conditions.
-    pub reason: Reason,
-    /// The message of both conditions.
-    pub message: &'a str,
-}
-
-/// The one conditions builder of AccessToken, Organization and Group: `Ready` always,
-/// `Stalled` only while true, transition times kept for conditions that did not change.
-pub fn conditions(
-    previous: &[Condition],
-    readiness: Readiness<'_>,
-    generation: Option<i64>,
-    now: Timestamp,
-) -> Vec<Condition> {
-    let Readiness {
-        ready,
-        stalled,
-        reason,
-        message,
-    } = readiness;
-    let mut conditions = vec![condition(
-        previous,
-        ConditionType::Ready,
-        ready,
-        reason,
-        message,
-        generation,
-        now,
-    )];
-    if stalled {
-        conditions.push(condition(
-            previous,
-            ConditionType::Stalled,
-            true,
-            reason,
-            message,
-            generation,
-            now,
-        ));
-    }
-    conditions
-}
-
-/// Puts a condition of `type_` into `conditions`, replacing the one of that type (and keeping
-/// its transition time if its status did not change).
-pub fn put_condition(
-    conditions: &mut Vec<Condition>,
-    type_: ConditionType,
-    (value, reason, message): (bool, Reason, &str),
-    generation: Option<i64>,
-) {
-    let now = Timestamp::now();
-    let condition = condition(conditions, type_, value, reason, message, generation, now);
-    conditions.retain(|c| c.type_ != condition.type_);
-    conditions.push(condition);
-}
-
-/// A condition that keeps its previous `lastTransitionTime` unless its status changed.
-pub fn condition(
-    previous: &[Condition],
-    type_: ConditionType,
-    value: bool,
-    reason: Reason,
-    message: &str,
-    generation: Option<i64>,
-    now: Timestamp,
-) -> Condition {
-    let status = if value { "True" } else { "False" };
-    let last_transition_time = previous
-        .iter()
-        .find(|c| c.type_ == type_.as_str() && c.status == status)
-        .map(|c| c.last_transition_time.clone())
-        .unwrap_or(Time(now));
-    Condition {
-        type_: type_.as_str().to_string(),
-        status: status.to_string(),
-        reason: reason.as_str().to_string(),
-        message: message.to_string(),
-        observed_generation: generation,
-        last_transition_time,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{AccessTokenSpec, Scope, SecretTemplate};
+    use crate::{
+        api::{AccessTokenSpec, SecretTemplate},
+        test_support,
+    };
 
     fn access_token() -> AccessToken {
-        let mut token = AccessToken::new(
+        let mut token = test_support::access_token(
             "ci",
             AccessTokenSpec {
                 group: Some("platform".into()),
@@ -443,21 +331,13 @@ mod tests {
                 ..Default::default()
             },
         );
-        token.metadata.namespace = Some("acme-ci".into());
         token.metadata.uid = Some("uid-1".into());
         token.metadata.generation = Some(3);
         token
     }
 
     fn group_scope() -> ResolvedScope {
-        ResolvedScope {
-            scope: Scope {
-                kind: ScopeKind::Group,
-                name: "platform".into(),
-                organization: "acme".into(),
-            },
-            role: Role::GroupAdmin,
-        }
+        test_support::group_scope("acme", Role::GroupAdmin)
     }
 
     #[test]
@@ -477,7 +357,7 @@ mod tests {
         assert_eq!(get(keys::EXPIRES_AT), "2027-06-30T00:00:00Z");
         assert_eq!(secret.type_.as_deref(), Some(SECRET_TYPE));
         let labels = secret.metadata.labels.as_ref().unwrap();
-        assert_eq!(labels[MANAGED_BY_LABEL], MANAGER);
+        assert_eq!(labels[MANAGED_BY_LABEL], OPERATOR_MANAGER);
         assert_eq!(labels[ACCESS_TOKEN_LABEL], "ci");
         assert_eq!(labels["team"], "platform");
         assert_eq!(secret.metadata.annotations.as_ref().unwrap()["note"], "hi");
@@ -560,7 +440,7 @@ mod tests {
             "a removed template label goes"
         );
         assert_eq!(labels["added-by-someone"], "x", "a foreign label stays");
-        assert_eq!(labels[MANAGED_BY_LABEL], MANAGER);
+        assert_eq!(labels[MANAGED_BY_LABEL], OPERATOR_MANAGER);
         assert_eq!(
             updated.metadata.annotations, None,
             "no template, no annotations"

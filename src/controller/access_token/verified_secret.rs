@@ -45,7 +45,7 @@ pub fn set(user: &mut TechnicalUser, record: Option<String>) {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+pub(in crate::controller) mod tests {
     use super::*;
     use kube::api::ObjectMeta;
 

@@ -79,7 +79,7 @@ impl Proxy {
                 cluster.server = Some(format!("https://{}", self.address));
             }
         }
-        let path = crate::harness::test_logs_dir().join(format!("{name}.kubeconfig"));
+        let path = super::cluster::test_logs_dir().join(format!("{name}.kubeconfig"));
         std::fs::write(
             &path,
             serde_saphyr::to_string(&config).expect("kubeconfig serializes"),

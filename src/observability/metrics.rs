@@ -1,68 +1,20 @@
 //! Prometheus metrics, served at `/metrics` by the probe server (see `probes`) and by the
 //! verifier's server. Every label here comes from a fixed set (enums, or `Denial::as_str`), so
 //! the number of these series is fixed: no object names, no error text, no tokens. The
-//! per-token series (`token_metrics`) are labelled by namespace and name only, one per token.
+//! per-token series (`token_series`) are labelled by namespace and name only, one per token.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+pub use prometheus_client::registry::Registry;
 use prometheus_client::{
     encoding::{EncodeLabelSet, EncodeLabelValue},
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
-    registry::Registry,
 };
 
-use crate::verifier::Verdict;
+use super::{liveness::Progress, process::ProcessCollector, token_series::TokenInventory};
 
-/// Labels of the TokenReview counter.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReviewLabels {
-    /// How it was answered: `authenticated`, `unavailable`, or a denial's fixed label
-    /// (`Denial::as_str`).
-    pub outcome: &'static str,
-}
-
-impl From<&Verdict> for ReviewLabels {
-    fn from(verdict: &Verdict) -> Self {
-        let outcome = match verdict {
-            Verdict::Authenticated(_) => "authenticated",
-            Verdict::Unavailable(_) => "unavailable",
-            Verdict::Denied(denial) => denial.as_str(),
-        };
-        Self { outcome }
-    }
-}
-
-/// Whether an argon2 result came from the cache.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-pub enum CacheResult {
-    /// Answered from the cache.
-    Hit,
-    /// argon2 ran.
-    Miss,
-}
-
-/// Labels of the cache counter.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CacheLabels {
-    /// Hit or miss.
-    pub result: CacheResult,
-}
-
-/// What an argon2id verification found.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-pub enum Argon2Result {
-    /// The secret matched the hash.
-    Match,
-    /// It did not (a wrong or forged secret).
-    Mismatch,
-}
-
-/// Labels of the argon2 verification counter.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct Argon2Labels {
-    /// Match or mismatch.
-    pub result: Argon2Result,
-}
+/// The prefix of every family but the `process_*` ones.
+const PREFIX: &str = "access_token_operator";
 
 /// Which controller reconciled.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -102,22 +54,6 @@ pub struct FailureLabels {
     pub step: crate::error::Step,
 }
 
-/// Whether changed TLS files were loaded.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-pub enum ReloadResult {
-    /// The new certificate is served to new connections.
-    Success,
-    /// The files did not load; the previous certificate is still served.
-    Failure,
-}
-
-/// Labels of the TLS reload counter.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReloadLabels {
-    /// How it went.
-    pub result: ReloadResult,
-}
-
 /// Labels of the per-controller families.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ControllerLabels {
@@ -132,44 +68,31 @@ pub struct BuildLabels {
     pub version: &'static str,
 }
 
-/// All metrics of the process.
+/// The process's metrics: the registry every component registers its families into, and
+/// the controllers' families.
 pub struct Metrics {
-    registry: Registry,
+    registry: Mutex<Registry>,
     /// Whether the controllers make progress (read by `/healthz`).
-    pub progress: Arc<crate::probes::Progress>,
+    pub progress: Arc<Progress>,
     /// The AccessTokens the token metrics are computed from.
-    pub tokens: crate::token_metrics::TokenInventory,
+    pub tokens: TokenInventory,
     /// Time to run one reconcile, by controller.
     pub reconcile_seconds: Family<ControllerLabels, Histogram>,
     /// Failed list or watch requests of the controllers' watches, by controller.
     pub watch_errors: Family<ControllerLabels, Counter>,
-    /// TokenReviews answered, by outcome.
-    pub reviews: Family<ReviewLabels, Counter>,
-    /// Time to answer a TokenReview.
-    pub review_seconds: Histogram,
-    /// argon2 cache lookups.
-    pub cache: Family<CacheLabels, Counter>,
-    /// argon2id verifications run (the verifier's real hashing work), by result.
-    pub argon2_verifications: Family<Argon2Labels, Counter>,
-    /// Requests answered "could not check" because their token id's argon2 budget was spent.
-    pub argon2_budget_refusals: Counter,
     /// Reconciles, by controller and result.
     pub reconciles: Family<ReconcileLabels, Counter>,
     /// Failed reconciles, by controller and the step that failed.
     pub reconcile_failures: Family<FailureLabels, Counter>,
-    /// Connections the verifier's server holds open (bounded by its connection cap).
-    pub verifier_connections: Gauge,
-    /// Reloads of the verifier's TLS files after they changed, by result.
-    pub tls_reloads: Family<ReloadLabels, Counter>,
 }
 
 impl Metrics {
-    /// A fresh registry with every family registered.
+    /// A fresh registry with the process, build and controller families registered.
     pub fn new() -> Arc<Self> {
         let mut root = Registry::default();
-        root.register_collector(Box::new(crate::process_metrics::ProcessCollector));
-        let registry = root.sub_registry_with_prefix("access_token_operator");
-        let tokens = crate::token_metrics::TokenInventory::default();
+        root.register_collector(Box::new(ProcessCollector));
+        let registry = root.sub_registry_with_prefix(PREFIX);
+        let tokens = TokenInventory::default();
         registry.register_collector(Box::new(tokens.clone()));
         let build_info = Family::<BuildLabels, Gauge>::default();
         registry.register(
@@ -200,39 +123,6 @@ impl Metrics {
             "Failed list or watch requests of the controllers' watches, by controller",
             watch_errors.clone(),
         );
-        let reviews = Family::<ReviewLabels, Counter>::default();
-        registry.register(
-            "tokenreviews",
-            "TokenReviews answered, by outcome",
-            reviews.clone(),
-        );
-        // 100 µs to ~3 s: cached answers are sub-millisecond, argon2 tens of milliseconds.
-        let review_seconds = Histogram::new(
-            prometheus_client::metrics::histogram::exponential_buckets(0.0001, 3.0, 10),
-        );
-        registry.register(
-            "tokenreview_duration_seconds",
-            "Time to answer a TokenReview",
-            review_seconds.clone(),
-        );
-        let cache = Family::<CacheLabels, Counter>::default();
-        registry.register(
-            "argon2_cache_lookups",
-            "argon2 result cache lookups",
-            cache.clone(),
-        );
-        let argon2_verifications = Family::<Argon2Labels, Counter>::default();
-        registry.register(
-            "argon2_verifications",
-            "argon2id verifications run, by result",
-            argon2_verifications.clone(),
-        );
-        let argon2_budget_refusals = Counter::default();
-        registry.register(
-            "argon2_budget_refusals",
-            "Requests refused without hashing because their token id's argon2 budget was spent",
-            argon2_budget_refusals.clone(),
-        );
         let reconciles = Family::<ReconcileLabels, Counter>::default();
         registry.register(
             "reconciles",
@@ -244,18 +134,6 @@ impl Metrics {
             "reconcile_failures",
             "Failed reconciles, by controller and the step that failed",
             reconcile_failures.clone(),
-        );
-        let verifier_connections = Gauge::default();
-        registry.register(
-            "verifier_connections",
-            "Connections the verifier's server holds open",
-            verifier_connections.clone(),
-        );
-        let tls_reloads = Family::<ReloadLabels, Counter>::default();
-        registry.register(
-            "verifier_tls_reloads",
-            "Reloads of the verifier's TLS files after they changed, by result",
-            tls_reloads.clone(),
         );
         // Series of the fixed label sets exist from the start, at 0: a rate over a counter
         // that appears with its first increment would miss that increment.
@@ -270,34 +148,22 @@ impl Metrics {
             let _ = watch_errors.get_or_create(&ControllerLabels { controller });
             let _ = reconcile_seconds.get_or_create(&ControllerLabels { controller });
         }
-        for outcome in ["authenticated", "unavailable"] {
-            let _ = reviews.get_or_create(&ReviewLabels { outcome });
-        }
-        for result in [CacheResult::Hit, CacheResult::Miss] {
-            let _ = cache.get_or_create(&CacheLabels { result });
-        }
-        for result in [Argon2Result::Match, Argon2Result::Mismatch] {
-            let _ = argon2_verifications.get_or_create(&Argon2Labels { result });
-        }
-        for result in [ReloadResult::Success, ReloadResult::Failure] {
-            let _ = tls_reloads.get_or_create(&ReloadLabels { result });
-        }
         Arc::new(Self {
-            registry: root,
+            registry: Mutex::new(root),
             progress: Arc::default(),
             tokens,
             reconcile_seconds,
             watch_errors,
-            reviews,
-            review_seconds,
-            cache,
-            argon2_verifications,
-            argon2_budget_refusals,
             reconciles,
             reconcile_failures,
-            verifier_connections,
-            tls_reloads,
         })
+    }
+
+    /// Lets a component (the verifier) register its own families, under the common prefix,
+    /// as `register(&mut Registry) -> Self` does in controller-rs.
+    pub fn register<T>(&self, component: impl FnOnce(&mut Registry) -> T) -> T {
+        let mut root = self.registry.lock().expect("metrics registry lock");
+        component(root.sub_registry_with_prefix(PREFIX))
     }
 
     /// Counts a reconcile.
@@ -342,7 +208,8 @@ impl Metrics {
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+        let registry = self.registry.lock().expect("metrics registry lock");
+        prometheus_client::encoding::text::encode(&mut out, &registry)
             .expect("writing to a String cannot fail");
         out
     }
@@ -351,33 +218,12 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::verifier::Denial;
 
     #[test]
     fn outcomes_are_counted_under_fixed_labels() {
         let metrics = Metrics::new();
-        metrics
-            .reviews
-            .get_or_create(&(&Verdict::Denied(Denial::Revoked)).into())
-            .inc();
         metrics.reconciled(ControllerKind::AccessToken, true);
-        metrics
-            .argon2_verifications
-            .get_or_create(&Argon2Labels {
-                result: Argon2Result::Mismatch,
-            })
-            .inc();
         let text = metrics.encode();
-        assert!(
-            text.contains(
-                r#"access_token_operator_argon2_verifications_total{result="Mismatch"} 1"#
-            ),
-            "{text}"
-        );
-        assert!(
-            text.contains(r#"access_token_operator_tokenreviews_total{outcome="revoked"} 1"#),
-            "{text}"
-        );
         assert!(text.contains(r#"access_token_operator_reconciles_total{controller="AccessToken",result="Success"} 1"#), "{text}");
     }
 }

@@ -8,8 +8,8 @@ use std::{collections::HashMap, sync::Mutex};
 
 use kube::{ResourceExt, runtime::watcher};
 
-use super::access_token::Watched;
 use crate::api::{Phase, TokenCounts};
+use crate::controller::access_token::Watched;
 
 /// Which field of a token names the scope being counted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

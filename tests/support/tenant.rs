@@ -13,8 +13,9 @@ use access_token_operator::{
     token::Token,
 };
 
-use crate::harness::{
-    Watchdog, admin_client, eventually, install_crds, test_namespace, unique_name,
+use super::{
+    cluster::{admin_client, install_crds, test_namespace, unique_name},
+    wait::{Watchdog, eventually},
 };
 
 /// A namespace with an Organization and a Group that both admit it.

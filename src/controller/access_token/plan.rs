@@ -1,7 +1,7 @@
 //! The AccessToken reconciler's decisions, pure: from what `observe` read ([`World`]) to what
 //! `apply` must write ([`Decision`]), and, once the token is in place, the phase, status,
-//! Event and requeue that follow ([`settle`]). No API calls, so every row of DESIGN.md's
-//! behaviour list is a table test here.
+//! Event and requeue that follow ([`settle`]). No API calls, so the behaviours of
+//! docs/concepts/lifecycle.md are table tests here.
 
 use std::time::Duration;
 
@@ -452,30 +452,17 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     use super::*;
-    use crate::api::{Role, Scope, ScopeKind, TechnicalUserSpec};
-
-    fn now() -> Timestamp {
-        "2026-06-01T00:00:00Z".parse().unwrap()
-    }
+    use crate::{
+        api::{Role, TechnicalUserSpec},
+        test_support::{self, now},
+    };
 
     fn group_scope(organization: &str) -> ResolvedScope {
-        ResolvedScope {
-            scope: Scope {
-                kind: ScopeKind::Group,
-                name: "platform".into(),
-                organization: organization.into(),
-            },
-            role: Role::GroupUser,
-        }
+        test_support::group_scope(organization, Role::GroupUser)
     }
 
     fn credential(id: &str) -> Credential {
-        Credential {
-            id: id.into(),
-            hash: "$argon2id$...".into(),
-            not_after: Time(now()),
-            retired_at: None,
-        }
+        test_support::credential(id, now())
     }
 
     /// A TechnicalUser of ours, issued (one credential) for `organization`.

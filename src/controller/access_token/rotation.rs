@@ -1,4 +1,4 @@
-//! Rotation decisions (DESIGN.md "Lifecycle beyond create/revoke/delete"), pure: when a
+//! Rotation decisions (docs/concepts/lifecycle.md#rotation), pure: when a
 //! rotation is due, which credentials a rotation stages, and which previous credentials a
 //! TechnicalUser keeps. The TechnicalUser's credentials carry all the state a crash could
 //! lose: a rotated-out credential is marked `retiredAt` and bounded by `notAfter` (the end of
@@ -140,15 +140,13 @@ mod tests {
     use super::*;
 
     fn at(minutes: i64) -> Timestamp {
-        "2026-06-01T00:00:00Z".parse::<Timestamp>().unwrap() + SignedDuration::from_mins(minutes)
+        crate::test_support::now() + SignedDuration::from_mins(minutes)
     }
 
     fn credential(id: &str, not_after: i64, retired: Option<i64>) -> Credential {
         Credential {
-            id: id.into(),
-            hash: "$argon2id$...".into(),
-            not_after: Time(at(not_after)),
             retired_at: retired.map(|m| Time(at(m))),
+            ..crate::test_support::credential(id, at(not_after))
         }
     }
 

@@ -1,0 +1,310 @@
+//! Status of Organizations and Groups: a Ready condition and token counts by phase.
+
+use std::{sync::Arc, time::Duration};
+
+use futures::{StreamExt, future};
+use k8s_openapi::jiff::Timestamp;
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    runtime::{Controller, controller::Action, reflector::ObjectRef, watcher},
+};
+use serde::de::DeserializeOwned;
+use tracing::warn;
+
+use super::{Failures, WatchBackoff, access_token::Watched, filtered_watch, log_result, timed};
+
+pub(super) mod phase_index;
+
+use self::phase_index::{PhaseIndex, ScopeField};
+use crate::{
+    Result,
+    api::{
+        AccessToken, Group, Organization, Reason, ScopeStatus, TokenCounts,
+        conditions::{Readiness, conditions},
+    },
+    domain::policy,
+    error::{AtStep, Step},
+    observability::metrics::{ControllerKind, Metrics},
+};
+
+/// What the scope reconcilers need.
+pub struct Context {
+    /// Client for the API server.
+    pub client: Client,
+    /// Consecutive failures per Organization or Group, for the shared backoff.
+    pub failures: Failures,
+    /// Phases of the tokens, from this controller's own AccessToken watch.
+    pub tokens: Arc<PhaseIndex>,
+}
+
+/// How long a status reconcile waits for the token index's first list.
+const INDEX_NOT_READY: Duration = Duration::from_secs(1);
+
+/// An Organization or a Group: what the one status controller needs to know of each kind.
+pub trait ScopeObject:
+    Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static
+{
+    /// The controller, for metrics and liveness.
+    const CONTROLLER: ControllerKind;
+    /// The token field that names a scope of this kind.
+    const FIELD: ScopeField;
+    /// The status written last.
+    fn scope_status(&self) -> Option<&ScopeStatus>;
+    /// The scope of this kind a token names, if any.
+    fn named_by(token: AccessToken) -> Option<String>;
+    /// Whether tokens may be issued in this scope: `(ready, reason, message)`.
+    fn readiness(&self, client: &Client) -> impl Future<Output = Result<ScopeReadiness>> + Send;
+    /// Wakes the controller on what else its status depends on (a Group: its organization).
+    fn more_triggers(controller: Controller<Self>, client: &Client) -> Controller<Self>;
+}
+
+/// Whether a scope is ready, and why, as written into its Ready condition.
+pub struct ScopeReadiness {
+    ready: bool,
+    reason: Reason,
+    message: String,
+}
+
+impl ScopeObject for Organization {
+    const CONTROLLER: ControllerKind = ControllerKind::Organization;
+    const FIELD: ScopeField = ScopeField::Organization;
+
+    fn scope_status(&self) -> Option<&ScopeStatus> {
+        self.status.as_ref()
+    }
+
+    fn named_by(token: AccessToken) -> Option<String> {
+        token.spec.organization
+    }
+
+    async fn readiness(&self, _: &Client) -> Result<ScopeReadiness> {
+        Ok(ScopeReadiness {
+            ready: true,
+            reason: Reason::ScopeValid,
+            message: "Organization is ready for tokens".into(),
+        })
+    }
+
+    fn more_triggers(controller: Controller<Self>, _: &Client) -> Controller<Self> {
+        controller
+    }
+}
+
+impl ScopeObject for Group {
+    const CONTROLLER: ControllerKind = ControllerKind::Group;
+    const FIELD: ScopeField = ScopeField::Group;
+
+    fn scope_status(&self) -> Option<&ScopeStatus> {
+        self.status.as_ref()
+    }
+
+    fn named_by(token: AccessToken) -> Option<String> {
+        token.spec.group
+    }
+
+    /// Not ready while its organization is missing.
+    async fn readiness(&self, client: &Client) -> Result<ScopeReadiness> {
+        let org = &self.spec.organization;
+        let organization = Api::<Organization>::all(client.clone())
+            .get_opt(org)
+            .await
+            .at(Step::ReadScope)?
+            .filter(|o| o.meta().deletion_timestamp.is_none());
+        let Some(organization) = organization else {
+            return Ok(ScopeReadiness {
+                ready: false,
+                reason: Reason::OrganizationMissing,
+                message: format!(
+                    "Organization {org:?} does not exist; tokens scoped to this group are not issued"
+                ),
+            });
+        };
+        let looser = policy::looser_fields(
+            organization.spec.token_policy.as_ref(),
+            self.spec.token_policy.as_ref(),
+        );
+        Ok(ScopeReadiness {
+            ready: true,
+            reason: Reason::ScopeValid,
+            message: group_ready_message(org, &looser),
+        })
+    }
+
+    /// A change of its organization (created, deleted) changes a Group's readiness.
+    fn more_triggers(controller: Controller<Self>, client: &Client) -> Controller<Self> {
+        let groups = controller.store();
+        controller.watches(
+            Api::<Organization>::all(client.clone()),
+            watcher::Config::default(),
+            move |org| {
+                let name = org.name_any();
+                groups
+                    .state()
+                    .into_iter()
+                    .filter(|g| g.spec.organization == name)
+                    .map(|g| ObjectRef::from_obj(&*g))
+                    .collect::<Vec<_>>()
+            },
+        )
+    }
+}
+
+/// The status controller of one kind, woken by the tokens naming each object (counted in
+/// its own index of token phases) and by what else its readiness depends on.
+pub fn controller<K: ScopeObject>(
+    client: &Client,
+    tokens: Api<Watched>,
+    metrics: &Arc<Metrics>,
+) -> impl Future<Output = ()> + use<K> {
+    let metrics = metrics.clone();
+    let index = Arc::new(PhaseIndex::default());
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        failures: Failures::default(),
+        tokens: index.clone(),
+    });
+    let controller = Controller::new(Api::<K>::all(client.clone()), watcher::Config::default())
+        .trigger_backoff(WatchBackoff::default());
+    K::more_triggers(controller, client)
+        .watches_stream(
+            filtered_watch(tokens, watcher::Config::default(), move |event| {
+                index.on(event)
+            }),
+            |token: Watched| Some(ObjectRef::<K>::new(&K::named_by(token.0.ok()?)?)),
+        )
+        .shutdown_on_signal()
+        .run(
+            timed(metrics.clone(), K::CONTROLLER, reconcile::<K>),
+            error_policy,
+            ctx,
+        )
+        .for_each(move |result| {
+            log_result(&metrics, K::CONTROLLER, result);
+            future::ready(())
+        })
+}
+
+/// Writes an Organization's or Group's status: its readiness and its tokens by phase.
+async fn reconcile<K: ScopeObject>(object: Arc<K>, ctx: Arc<Context>) -> Result<Action> {
+    let Some(counts) = ctx.tokens.counts(K::FIELD, &object.name_any()) else {
+        return Ok(Action::requeue(INDEX_NOT_READY));
+    };
+    let readiness = object.readiness(&ctx.client).await?;
+    let status = scope_status(
+        object.scope_status(),
+        object.meta().generation,
+        readiness,
+        counts,
+    );
+    let action = write_status(
+        &Api::<K>::all(ctx.client.clone()),
+        &*object,
+        object.scope_status(),
+        status,
+    )
+    .await?;
+    ctx.failures.succeeded(&*object);
+    Ok(action)
+}
+
+/// The Ready message of a usable Group, naming the policy fields that have no effect.
+fn group_ready_message(org: &str, looser: &[&str]) -> String {
+    if looser.is_empty() {
+        return "Group is ready for tokens".to_string();
+    }
+    let fields = looser
+        .iter()
+        .map(|f| format!("tokenPolicy.{f}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "Group is ready for tokens; {fields} is looser than Organization {org:?}'s and has no effect (a group can only tighten its organization's policy)"
+    )
+}
+
+fn scope_status(
+    previous: Option<&ScopeStatus>,
+    generation: Option<i64>,
+    readiness: ScopeReadiness,
+    tokens: TokenCounts,
+) -> ScopeStatus {
+    let ScopeReadiness {
+        ready,
+        reason,
+        message,
+    } = readiness;
+    let previous_conditions = previous
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    let readiness = Readiness {
+        ready,
+        // Not ready means a missing organization: only an outside change fixes it.
+        stalled: !ready,
+        reason,
+        message: &message,
+    };
+    let conditions = conditions(previous_conditions, readiness, generation, Timestamp::now());
+    ScopeStatus {
+        observed_generation: generation,
+        conditions,
+        tokens,
+    }
+}
+
+async fn write_status<K>(
+    api: &Api<K>,
+    object: &K,
+    previous: Option<&ScopeStatus>,
+    status: ScopeStatus,
+) -> Result<Action>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    if previous != Some(&status) {
+        super::apply_status(api, &object.name_any(), &status).await?;
+    }
+    Ok(Action::await_change())
+}
+
+/// Retries a failed scope status write with the shared exponential backoff.
+fn error_policy<K>(object: Arc<K>, error: &crate::Error, ctx: Arc<Context>) -> Action
+where
+    K: Resource<DynamicType = ()>,
+{
+    let (failures, wait) = ctx.failures.failed(&*object);
+    warn!(kind = %K::kind(&()), name = %object.meta().name.clone().unwrap_or_default(), %error, failures, "status update failed");
+    Action::requeue(wait)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::phase_index::count;
+    use crate::api::{Phase, TokenCounts};
+
+    #[test]
+    fn counts_tokens_by_phase_and_no_status_as_pending() {
+        let mut counts = TokenCounts::default();
+        for phase in [
+            None,
+            Some(Phase::Active),
+            Some(Phase::Active),
+            Some(Phase::Revoked),
+            Some(Phase::Expired),
+            Some(Phase::Failed),
+            Some(Phase::Suspended),
+        ] {
+            count(&mut counts, phase);
+        }
+        assert_eq!(
+            counts,
+            TokenCounts {
+                pending: 1,
+                active: 2,
+                revoked: 1,
+                expired: 1,
+                failed: 1,
+                suspended: 1,
+            }
+        );
+    }
+}

@@ -1,0 +1,85 @@
+//! `access-token-operator run`: the controllers (under leader election if asked), the
+//! verifier when it has an address, and the probe server, in one process.
+
+use super::{
+    cli::RunArgs,
+    hash_pool::Hasher,
+    leader,
+    shutdown::shutdown_signal,
+    verifier::{ProcessMetrics, listen_config, serve_probes, start_verifier},
+};
+use crate::{controller, observability::logging, token::HashParams, verifier::server};
+
+pub(super) fn run(args: RunArgs) -> crate::Result<()> {
+    logging::init(args.log_format);
+    let params = HashParams {
+        memory_kib: args.hash.hash_memory_kib,
+        iterations: args.hash.hash_iterations,
+        parallelism: args.hash.hash_parallelism,
+    };
+    let hasher = Hasher::new(params, args.hash.hash_concurrency)?;
+    let listen = listen_config(&args.listen)?;
+    let election = args.leader_elect.then(|| leader::LeaderElection {
+        namespace: args.leader_election_namespace.clone(),
+        lease_name: args.leader_election_lease_name.clone(),
+        identity: args.instance.clone().unwrap_or_else(random_identity),
+        lease_duration_seconds: args.lease_duration_seconds,
+        renew_deadline_seconds: args
+            .renew_deadline_seconds
+            .unwrap_or(args.lease_duration_seconds.saturating_mul(2) / 3),
+    });
+    if let Some(election) = &election {
+        election.validate()?;
+    }
+    let config = controller::Config {
+        namespace: args.namespace,
+        instance: args.instance,
+        group_index_namespace: Some(args.group_index_namespace.clone())
+            .filter(|namespace| !namespace.is_empty()),
+        reconcile_concurrency: args.reconcile_concurrency,
+    };
+    tokio::runtime::Runtime::new()?.block_on(async {
+        let client = kube::Client::try_default().await?;
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            "access-token-operator starting"
+        );
+        let metrics = ProcessMetrics::new();
+        let verifier = match &listen {
+            Some(_) => Some(start_verifier(client.clone(), &args.listen, &metrics)?),
+            None => None,
+        };
+        let probes = serve_probes(&args.probe, &metrics.all, verifier.clone()).await?;
+        let verifier = async {
+            match (listen, verifier) {
+                (Some(listen), Some(verifier)) => {
+                    Ok(server::serve(verifier, listen, shutdown_signal()).await?)
+                }
+                _ => Ok(()),
+            }
+        };
+        let controllers = async {
+            let work = controller::run(client.clone(), config, hasher, metrics.all.clone());
+            match election {
+                Some(election) => {
+                    leader::run_as_leader(client.clone(), election, work, shutdown_signal()).await
+                }
+                None => work.await,
+            }
+        };
+        // Either half failing ends the process; on a clean shutdown both finish draining.
+        tokio::pin!(controllers, verifier);
+        let served = tokio::select! {
+            result = &mut controllers => { result?; verifier.await }
+            result = &mut verifier => { result?; controllers.await }
+        };
+        probes.abort();
+        served
+    })
+}
+
+/// A unique identity when no pod name is given: host name plus random digits.
+fn random_identity() -> String {
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    format!("{}-{:08x}", host.trim(), rand::random::<u32>())
+}

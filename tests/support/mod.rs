@@ -1,0 +1,26 @@
+//! The test-support layer of every test binary and of the benches, included with
+//! `#[path = "../support/mod.rs"] mod support;` (benches: `../tests/support/mod.rs`):
+//! the local control plane and the one CRD installer (`cluster`), waiting with deadlines
+//! (`wait`), the one process launcher (`process`) with the operator and verifier on top
+//! (`operator`, `verifier`), the one command runner (`kubectl`), tenants and their tokens
+//! (`tenant`), and a TCP proxy a test can cut (`proxy`).
+// Each binary uses the part it needs.
+#![allow(dead_code, unused_imports)]
+
+mod cluster;
+mod kubectl;
+mod operator;
+mod process;
+mod proxy;
+mod tenant;
+mod verifier;
+mod wait;
+
+pub use cluster::*;
+pub use kubectl::*;
+pub use operator::*;
+pub use process::*;
+pub use proxy::*;
+pub use tenant::*;
+pub use verifier::*;
+pub use wait::*;

@@ -1,0 +1,120 @@
+//! The one launcher of processes under test: the operator binary (as `run` or `verifier`)
+//! or another program, with its flags, environment and output, killed when dropped.
+
+use std::{
+    ffi::OsString,
+    path::{Path, PathBuf},
+    process::Stdio,
+};
+
+/// Where a launched process's output goes.
+#[derive(Clone)]
+enum Output {
+    /// Appended to a file (across restarts of the same process).
+    Log(PathBuf),
+    /// Discarded but for errors, which go to the caller's stderr (the benches').
+    ErrorsOnly,
+}
+
+/// What to start and how; `spawn` may be called again to restart it the same way.
+#[derive(Clone)]
+pub struct Launch {
+    program: OsString,
+    args: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
+    output: Output,
+}
+
+impl Launch {
+    /// This build's `access-token-operator` binary with `args`, its probes on any free port
+    /// (many processes run at once; a test that scrapes them passes `--probe-bind`).
+    pub fn operator_binary(args: &[&str]) -> Self {
+        Self::binary_at(env!("CARGO_BIN_EXE_access-token-operator"), args)
+    }
+
+    /// `operator_binary`, from a copy of it at `path` (a bench restarts what it measured).
+    pub fn binary_at(path: impl Into<OsString>, args: &[&str]) -> Self {
+        Self::program(path, args).env("PROBE_BIND", "127.0.0.1:0")
+    }
+
+    /// Runs `binary` instead, e.g. a copy of the operator binary.
+    pub fn binary(mut self, binary: impl Into<OsString>) -> Self {
+        self.program = binary.into();
+        self
+    }
+
+    /// Logs warnings and errors only (the benches: logging is not what they measure).
+    pub fn quiet(self) -> Self {
+        self.env("RUST_LOG", "warn")
+    }
+
+    /// Any program with `args`; its output is discarded but for errors until `log_to`.
+    pub fn program(program: impl Into<OsString>, args: &[&str]) -> Self {
+        Self {
+            program: program.into(),
+            args: args.iter().map(Into::into).collect(),
+            env: Vec::new(),
+            output: Output::ErrorsOnly,
+        }
+    }
+
+    /// One more argument.
+    pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// More arguments.
+    pub fn args<S: Into<OsString> + Clone>(mut self, args: &[S]) -> Self {
+        self.args.extend(args.iter().cloned().map(Into::into));
+        self
+    }
+
+    /// An environment variable.
+    pub fn env(mut self, name: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.env.push((name.into(), value.into()));
+        self
+    }
+
+    /// Authenticates with `kubeconfig` instead of the caller's KUBECONFIG.
+    pub fn kubeconfig(self, kubeconfig: &Path) -> Self {
+        self.env("KUBECONFIG", kubeconfig)
+    }
+
+    /// Appends stdout and stderr to `path`.
+    pub fn log_to(mut self, path: PathBuf) -> Self {
+        self.output = Output::Log(path);
+        self
+    }
+
+    /// Starts it; the child is killed when dropped (also when a test panics).
+    pub fn spawn(&self) -> tokio::process::Child {
+        let mut command = tokio::process::Command::new(&self.program);
+        command.args(&self.args).envs(self.env.iter().cloned());
+        match &self.output {
+            Output::Log(path) => {
+                let log = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .expect("log file opens");
+                command
+                    .stdout(log.try_clone().expect("log file clones"))
+                    .stderr(log);
+            }
+            Output::ErrorsOnly => {
+                command.stdout(Stdio::null()).stderr(Stdio::inherit());
+            }
+        }
+        command
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{} starts: {e}", self.program.to_string_lossy()))
+    }
+}
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("loopback binds");
+    listener.local_addr().expect("bound address").port()
+}
