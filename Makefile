@@ -1,23 +1,32 @@
-# The two commands of README.md, and the checks CI runs. Everything they need is built here.
+# The two commands of README.md (and the quick tier of the second), and the checks CI runs. Everything they need is built here.
 CARGO ?= cargo
 LOCAL_CLUSTER := hack/local-cluster.sh
 
-.PHONY: run test browser test-install test-image test-node test-e2e check crds control-plane helm image bench-verify bench-scale bench-proxy fuzz
+.PHONY: run test test-quick test-docs browser test-install test-image test-node test-e2e check crds docs check-docs control-plane helm image bench-verify bench-scale bench-proxy fuzz
 
 ## run: start a local control plane, install the CRDs, run the operator, apply examples/ (Ctrl-C stops all)
 run: control-plane
 	$(CARGO) build
 	$(LOCAL_CLUSTER) --kubeconfig target/local-cluster/kubeconfig -- hack/run-local.sh
 
-## test: build what is missing and run every test: unit and integration tests on a real control plane, the install renders, the image smoke test, the nodes, end to end on the nodes
-test: control-plane helm browser
+## test: build what is missing and run every test: unit, integration and browser tests on a real control plane (test-quick), the install renders, the documented from-source run, the image smoke test, the nodes, end to end on the nodes
+test: test-quick helm
+	$(MAKE) test-install test-docs test-image test-node test-e2e
+
+## test-quick: the unit, integration and browser tests on a real local control plane only (no Helm, image or nodes: no root or cgroup v1 needed)
+test-quick: control-plane browser
 	$(CARGO) test --no-run
 	$(LOCAL_CLUSTER) -- $(CARGO) test
-	$(MAKE) test-install test-image test-node test-e2e
 
-## test-install: the Helm chart and the kustomize installs render the same objects, lint clean, and apply (server dry run)
+## test-docs: the pages that tell you to run commands against a cluster, run as written against a local control plane (docs/installation/from-source.md)
+test-docs: control-plane
+	$(CARGO) build
+	$(LOCAL_CLUSTER) -- tests/docs/from-source.sh
+
+## test-install: the Helm chart and the kustomize installs render the same objects, lint clean, and apply (server dry run); the chart works as a subchart, pins no UID, takes extraArgs, ships the dashboard and a helm test
 test-install: control-plane helm
 	$(LOCAL_CLUSTER) -- tests/install/compare.sh
+	$(LOCAL_CLUSTER) -- tests/install/adopters.sh
 
 ## image: the container image as an OCI archive, target/image/access-token-operator.oci.tar (static musl binary, FROM scratch, UID 65532, OCI labels; buildah, no daemon)
 image:
@@ -69,6 +78,19 @@ check:
 	@# One way only: the verifier (tests included) never imports the controller.
 	! grep -rn "crate::controller" src/verifier
 	$(CARGO) deny --log-level error check licenses bans sources
+	$(MAKE) check-docs
+
+## docs: regenerate the reference pages of docs/reference/ (CRD fields, flags, Helm values) from their sources
+docs:
+	hack/ensure-packages.sh python3-yaml
+	$(CARGO) build --quiet
+	python3 hack/docs/generate.py --binary target/debug/access-token-operator
+
+## check-docs: fail when a generated reference page in docs/reference/ differs from its source (run `make docs`)
+check-docs:
+	hack/ensure-packages.sh python3-yaml
+	$(CARGO) build --quiet
+	python3 hack/docs/generate.py --binary target/debug/access-token-operator --check
 
 ## fuzz: bounded coverage-guided run of each fuzz target in fuzz/ (nightly toolchain + cargo-fuzz; FUZZ_RUNS executions each)
 FUZZ_RUNS ?= 5000000

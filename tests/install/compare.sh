@@ -5,8 +5,9 @@
 # 1. `helm template` and `kubectl kustomize` give the same objects for the same settings:
 #    the defaults <-> deploy/, verifier.enabled=false <-> overlays/without-verifier,
 #    watchNamespace=access-tokens <-> overlays/namespace-restricted, hostNetwork=true <->
-#    deploy/ with the Component overlays/host-network, proxy.enabled=true <-> overlays/proxy.
-#    Normalisation, and all
+#    deploy/ with the Component overlays/host-network, proxy.enabled=true <-> overlays/proxy,
+#    the webhook settings <-> the overlay docs/installation/kustomize.md shows
+#    (tests/install/webhook). Normalisation, and all
 #    of it: the Helm-only labels helm.sh/chart and app.kubernetes.io/instance, the label
 #    app.kubernetes.io/managed-by when it says Helm, and the annotation
 #    helm.sh/resource-policy are dropped; objects are sorted by kind, namespace, name.
@@ -46,7 +47,7 @@ normalise() {
 compare() {
   local name=$1 dir=$2; shift 2
   kubectl kustomize "$dir" >"$work/$name.kustomize.yaml"
-  "$helm" template "${release[@]}" --set namespace.create=true "$@" >"$work/$name.helm.yaml"
+  "$helm" template "${release[@]}" --skip-tests --set namespace.create=true "$@" >"$work/$name.helm.yaml"
   normalise "$work/$name.kustomize.yaml" >"$work/$name.kustomize.json"
   normalise "$work/$name.helm.yaml" >"$work/$name.helm.json"
   local count settings="${*:-(defaults)}"
@@ -76,6 +77,8 @@ compare without-verifier overlays/without-verifier --set verifier.enabled=false
 compare namespace-restricted overlays/namespace-restricted --set watchNamespace=access-tokens
 compare host-network tests/install/host-network --set hostNetwork=true
 compare proxy overlays/proxy --set proxy.enabled=true
+compare webhook tests/install/webhook --set verifier.service.clusterIP=10.0.0.200 \
+  --set verifier.clientCA.enabled=true,verifier.clientCA.secretName=access-token-webhook-client-ca
 
 # Lint: defaults, non-default values, and a value the strict schema must refuse.
 nondefault=(--set hostNetwork=true,runtimeClassName=gvisor,replicaCount=1,verifier.clientCA.enabled=true
@@ -96,7 +99,7 @@ else pass "values.schema.json refuses an unknown value"; fi
 "$helm" template "${release[@]}" "${nondefault[@]}" --show-only templates/deployment.yaml >"$work/deployment.yaml"
 normalise "$work/deployment.yaml" >"$work/nondefault.json"
 # Applied below without the prometheus-operator's kinds (their CRDs are not installed here).
-"$helm" template "${release[@]}" "${nondefault[@]}" --set serviceMonitor.enabled=false,prometheusRule.enabled=false \
+"$helm" template "${release[@]}" "${nondefault[@]}" --skip-tests --set serviceMonitor.enabled=false,prometheusRule.enabled=false \
   >"$work/nondefault.helm.yaml"
 if jq -e '.[] | select(.kind == "Deployment") | .spec.template.spec
     | .hostNetwork == true and .dnsPolicy == "ClusterFirstWithHostNet" and .runtimeClassName == "gvisor"

@@ -19,8 +19,9 @@ use serde_json::{Value, json};
 use access_token_operator::{api::Phase, token::Token};
 
 use crate::support::{
-    DEADLINE, Launch, Operator, Tenant, cluster_env, eventually, eventually_for, free_port,
-    kubeconfig_with_token, kubectl, service_account_token, strings, test_logs_dir, unique_name,
+    DEADLINE, Launch, METRICS_PAGE, Operator, PROXY_PREFIX, Tenant, assert_serves, cluster_env,
+    eventually, eventually_for, free_port, kubeconfig_with_token, kubectl, metric_names,
+    service_account_token, strings, test_logs_dir, unique_name,
 };
 
 /// The proxy process, serving the cluster CA's certificate on a loopback port of its own.
@@ -389,6 +390,15 @@ async fn tokens_act_through_the_proxy_as_their_own_identity_and_nothing_else() {
 
     // The values never reach the proxy's logs or metrics, though both saw them at work.
     let (logs, metrics) = (proxy.logs(), proxy.metrics().await);
+    // Every proxy metric docs/operations/metrics.md lists is served.
+    let documented: Vec<String> = metric_names(METRICS_PAGE)
+        .into_iter()
+        .filter(|name| name.starts_with(PROXY_PREFIX))
+        .collect();
+    assert!(!documented.is_empty(), "the proxy's metrics are documented");
+    for name in &documented {
+        assert_serves(&metrics, name);
+    }
     for token in [&admin, &user, &grp] {
         assert!(
             !logs.contains(secret_part(token)),
