@@ -123,8 +123,8 @@ async fn main() {
     let lists = time_lists(&paths, &format!("{configmaps}?labelSelector=set%3Dlist")).await;
     let watch = watch_delays(&paths, &api, &configmaps).await;
     let throughput = [
-        throughput(&paths, false, &format!("{configmaps}/list-0")).await,
-        throughput(&paths, true, &format!("{configmaps}/list-0")).await,
+        throughput(&paths, false, &format!("{configmaps}/list-0"), proxy_pid).await,
+        throughput(&paths, true, &format!("{configmaps}/list-0"), proxy_pid).await,
     ];
     let rss = rss_with_watches(&paths, proxy_pid, &configmaps).await;
     let report = report(&gets, &lists, &watch, throughput, rss);
@@ -287,8 +287,18 @@ async fn watch_delays(paths: &Paths, api: &Api<ConfigMap>, configmaps: &str) -> 
     delays
 }
 
-/// Successful GETs a second from `CLIENTS` concurrent keep-alive HTTP/1.1 clients.
-async fn throughput(paths: &Paths, proxied: bool, path: &str) -> f64 {
+/// One throughput run: successful GETs a second, and the CPU each process spent per GET.
+struct Throughput {
+    rate: f64,
+    /// CPU µs per GET: kube-apiserver, the proxy, this benchmark's clients.
+    cpu_us: [f64; 3],
+}
+
+/// Successful GETs a second from `CLIENTS` concurrent keep-alive HTTP/1.1 clients, and
+/// the CPU kube-apiserver, the proxy (`proxy_pid`) and the clients spent per GET.
+async fn throughput(paths: &Paths, proxied: bool, path: &str, proxy_pid: u32) -> Throughput {
+    let pids = [api_server_pid(), proxy_pid, std::process::id()];
+    let cpu_before = pids.map(cpu_seconds);
     let http = https_client(true);
     let done = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -316,7 +326,37 @@ async fn throughput(paths: &Paths, proxied: bool, path: &str) -> f64 {
     for worker in workers {
         worker.await.unwrap();
     }
-    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+    let gets = done.load(Ordering::Relaxed) as f64;
+    let cpu_after = pids.map(cpu_seconds);
+    Throughput {
+        rate: gets / started.elapsed().as_secs_f64(),
+        cpu_us: std::array::from_fn(|i| (cpu_after[i] - cpu_before[i]) / gets * 1e6),
+    }
+}
+
+/// CPU seconds (user and system) `pid` has used, from /proc (USER_HZ is 100 on Linux).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks as f64 / 100.0
+}
+
+/// The kube-apiserver of this control plane (the one serving `ATO_API_PORT`).
+fn api_server_pid() -> u32 {
+    let port = format!("--secure-port={}", env("ATO_API_PORT"));
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+                let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+                args.first().is_some_and(|a| a.ends_with(b"kube-apiserver"))
+                    && args.contains(&port.as_bytes())
+            })
+        })
+        .expect("kube-apiserver of this control plane runs")
 }
 
 /// The proxy's RSS (MiB) before and while it holds `WATCHES` open watches, each on a
@@ -368,7 +408,7 @@ fn report(
     gets: &[Vec<Duration>; 2],
     lists: &[Vec<Duration>; 2],
     watch: &[Vec<Duration>; 2],
-    throughput: [f64; 2],
+    throughput: [Throughput; 2],
     (rss_before, rss_watches): (f64, f64),
 ) -> String {
     let ratio = |direct: Duration, proxied: Duration| proxied.as_secs_f64() / direct.as_secs_f64();
@@ -410,15 +450,22 @@ fn report(
     out.push_str(&format!(
         "| throughput, {CLIENTS} clients, {} s | {:.0}/s | {:.0}/s | {:.2}× | ≥ 0.9× |\n",
         RUN_FOR.as_secs(),
-        throughput[0],
-        throughput[1],
-        throughput[1] / throughput[0],
+        throughput[0].rate,
+        throughput[1].rate,
+        throughput[1].rate / throughput[0].rate,
     ));
     out.push_str(&format!(
         "\nWatch delay through the proxy minus direct, p50: {:+.2} ms. Proxy RSS: {rss_before:.1} MiB idle, \
          {rss_watches:.1} MiB holding {WATCHES} open watches (each on its own HTTP/1.1 connection, \
          so {WATCHES} client and {WATCHES} upstream TLS connections; goal ≤ 64 MiB).\n",
         watch_extra * 1000.0,
+    ));
+    let [direct, proxied] = &throughput;
+    out.push_str(&format!(
+        "\nCPU per GET in the throughput runs (all three share the machine's 2 cores): \
+         kube-apiserver {:.0} µs direct, {:.0} µs behind the proxy (its impersonation checks); \
+         the proxy {:.0} µs; the benchmark's clients {:.0} µs direct, {:.0} µs to the proxy.\n",
+        direct.cpu_us[0], proxied.cpu_us[0], proxied.cpu_us[1], direct.cpu_us[2], proxied.cpu_us[2],
     ));
     out
 }

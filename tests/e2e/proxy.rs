@@ -104,6 +104,46 @@ async fn start_workload(tenant: &Tenant, http_port: u16) -> String {
     "workload".to_string()
 }
 
+/// A pod that mounts the token's Secret, sets `KUBECONFIG` to its `kubeconfig` key and runs
+/// `kubectl auth whoami` (host network: there is no CNI here; the kubeconfig names node 1's
+/// proxy). Returns the username it printed.
+async fn whoami_from_a_pod(tenant: &Tenant, secret: &str) -> String {
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "whoami"},
+        "spec": {
+            "hostNetwork": true,
+            "runtimeClassName": cluster_env("ATO_HOST_NETWORK_RUNTIME_CLASS"),
+            "restartPolicy": "Never",
+            "containers": [{
+                "name": "main", "image": WORKLOAD_IMAGE, "imagePullPolicy": "Never",
+                "command": ["sh", "-c", "mkdir -p /tmp && kubectl auth whoami -o jsonpath='{.status.userInfo.username}'"],
+                "env": [
+                    {"name": "KUBECONFIG", "value": "/token/kubeconfig"},
+                    {"name": "HOME", "value": "/tmp"},
+                ],
+                "volumeMounts": [{"name": "token", "mountPath": "/token", "readOnly": true}],
+            }],
+            "volumes": [{"name": "token", "secret": {"secretName": secret}}],
+        },
+    }))
+    .unwrap();
+    let pods: Api<Pod> = Api::namespaced(tenant.client.clone(), &tenant.namespace);
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("the whoami pod is created");
+    let phase = eventually_within("the whoami pod to finish", || async {
+        let phase = pods.get("whoami").await.ok()?.status?.phase?;
+        matches!(phase.as_str(), "Succeeded" | "Failed").then_some(phase)
+    })
+    .await;
+    let logs = pods
+        .logs("whoami", &Default::default())
+        .await
+        .expect("the whoami pod's log");
+    assert_eq!(phase, "Succeeded", "kubectl in the pod failed: {logs}");
+    logs.trim().to_string()
+}
+
 /// Lets the token's groups edit its namespace (exec, logs, port-forward included).
 async fn grant_edit(tenant: &Tenant) {
     let binding: RoleBinding = serde_json::from_value(json!({
@@ -163,6 +203,8 @@ async fn proxy_install_serves_exec_logs_port_forward_and_cp_with_the_secrets_kub
         (kubectl_output(&kubeconfig, &[], &whoami).await.ok()? == username).then_some(())
     })
     .await;
+    // A workload uses the Secret as it is: mounted, with KUBECONFIG pointing into it.
+    assert_eq!(whoami_from_a_pod(&tenant, "t").await, username);
 
     // exec, over WebSocket (kubectl's default) and over SPDY.
     for (protocol, env) in [

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The e2e's workload image: a static busybox (a shell for `kubectl exec`, tar for
-# `kubectl cp`, httpd for `kubectl port-forward`), built without a container daemon into
+# `kubectl cp`, httpd for `kubectl port-forward`) and the pinned static kubectl (a pod that
+# mounts a token's Secret and uses its kubeconfig), built without a container daemon into
 # target/image/e2e-workload.oci.tar as localhost/ato-e2e-workload:1. Prints the archive's path.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -13,6 +14,7 @@ rm -rf "$state"
 mkdir -p "$state/context/bin" "$state/tmp"
 trap 'rm -rf "$state"' EXIT
 cp /bin/busybox "$state/context/bin/busybox"
+cp "$(hack/control-plane/build.sh)/kubectl" "$state/context/bin/kubectl"
 for applet in sh tar cat echo sleep httpd mkdir ls; do ln -s busybox "$state/context/bin/$applet"; done
 printf 'FROM scratch\nCOPY bin/ /bin/\nENV PATH=/bin\n' >"$state/context/Containerfile"
 export TMPDIR="$state/tmp"
