@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 mod support;
 
 use support::{
-    Launch, apply_crds, create_namespace, free_port, poll_every, tls_verifier_on,
+    Launch, apply_crds, create_namespace, free_port, poll_every, proxy_kubeconfig, tls_verifier_on,
     write_benchmarks_section,
 };
 
@@ -75,6 +75,9 @@ async fn main() {
     let webhook_port: u16 = env("ATO_VERIFIER_PORT").parse().unwrap();
     let _verifier = tls_verifier_on(webhook_port).quiet().spawn();
     let proxy_port = free_port();
+    // As the proxy runs when installed: its own ServiceAccount, with the shipped RBAC (it
+    // may impersonate the shards the operator keeps, nothing more).
+    let proxy_kubeconfig = proxy_kubeconfig().await;
     let proxy = Launch::binary_at(
         binary,
         &[
@@ -87,6 +90,7 @@ async fn main() {
             &env("ATO_VERIFIER_KEY"),
         ],
     )
+    .kubeconfig(&proxy_kubeconfig)
     .quiet()
     .spawn();
     let proxy_pid = proxy.id().expect("the proxy runs");
@@ -161,9 +165,14 @@ async fn issue_token(client: &Client) -> String {
         .expect("binding");
     // The operator runs for the rest of the bench (lastUsedAt, like a real installation).
     std::mem::forget(
-        Launch::operator_binary(&["run", "--namespace", NAMESPACE])
-            .quiet()
-            .spawn(),
+        Launch::operator_binary(&[
+            "run",
+            "--namespace",
+            NAMESPACE,
+            "--impersonation-role-shards=16",
+        ])
+        .quiet()
+        .spawn(),
     );
     let token: AccessToken = serde_json::from_value(json!({
         "apiVersion": "iam.accesstoken.io/v1alpha1", "kind": "AccessToken",
@@ -297,7 +306,12 @@ struct Throughput {
 /// Successful GETs a second from `CLIENTS` concurrent keep-alive HTTP/1.1 clients, and
 /// the CPU kube-apiserver, the proxy (`proxy_pid`) and the clients spent per GET.
 async fn throughput(paths: &Paths, proxied: bool, path: &str, proxy_pid: u32) -> Throughput {
-    let pids = [api_server_pid(), proxy_pid, std::process::id()];
+    let api_port = paths
+        .direct
+        .rsplit(':')
+        .next()
+        .expect("the API server URL has a port");
+    let pids = [api_server_pid(api_port), proxy_pid, std::process::id()];
     let cpu_before = pids.map(cpu_seconds);
     let http = https_client(true);
     let done = Arc::new(AtomicU64::new(0));
@@ -343,9 +357,9 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks as f64 / 100.0
 }
 
-/// The kube-apiserver of this control plane (the one serving `ATO_API_PORT`).
-fn api_server_pid() -> u32 {
-    let port = format!("--secure-port={}", env("ATO_API_PORT"));
+/// The kube-apiserver of this control plane (the one serving `port`).
+fn api_server_pid(port: &str) -> u32 {
+    let port = format!("--secure-port={port}");
     std::fs::read_dir("/proc")
         .unwrap()
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())

@@ -2,7 +2,7 @@
 //! groups (the shard ClusterRoles the operator keeps), under the shipped RBAC and admission
 //! policies of overlays/proxy, and nothing else.
 
-use k8s_openapi::api::{core::v1::ServiceAccount, rbac::v1::ClusterRole};
+use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::{
     Api,
     api::{DeleteParams, Patch, PatchParams, PostParams},
@@ -12,31 +12,9 @@ use serde_json::json;
 use access_token_operator::impersonation::{DEFAULT_SHARDS, shard_name};
 
 use crate::support::{
-    OPERATOR_ACCOUNT, Operator, Tenant, admin_client, apply_manifests, client_with_token,
-    eventually, install_crds, kubeconfig_with_token, service_account_token, unique_name,
+    OPERATOR_ACCOUNT, Operator, PROXY_ACCOUNT, Tenant, admin_client, client_with_token, eventually,
+    proxy_kubeconfig, service_account_token, unique_name,
 };
-
-/// Namespace and name of the proxy's ServiceAccount in overlays/proxy.
-const PROXY_ACCOUNT: (&str, &str) = ("access-token-operator", "access-token-proxy");
-
-/// Installs the proxy's RBAC and admission policies as shipped, and its ServiceAccount.
-async fn install_proxy_rbac() {
-    install_crds().await;
-    let client = admin_client().await;
-    apply_manifests(&client, "overlays/proxy/proxy-rbac.yaml").await;
-    let account: ServiceAccount = serde_json::from_value(json!({
-        "metadata": {"name": PROXY_ACCOUNT.1, "namespace": PROXY_ACCOUNT.0}
-    }))
-    .unwrap();
-    Api::<ServiceAccount>::namespaced(client, PROXY_ACCOUNT.0)
-        .patch(
-            PROXY_ACCOUNT.1,
-            &PatchParams::apply("integration-tests"),
-            &Patch::Apply(&account),
-        )
-        .await
-        .expect("the proxy's ServiceAccount applies");
-}
 
 /// `kubectl auth can-i impersonate <what>` as the proxy's ServiceAccount.
 async fn proxy_can_impersonate(kubeconfig: &std::path::Path, what: &str) -> bool {
@@ -87,7 +65,7 @@ async fn proxy_may_impersonate(token: &str, group: &str, resource: &str, name: &
 
 #[tokio::test]
 async fn the_proxy_may_impersonate_the_live_tokens_and_nothing_else() {
-    install_proxy_rbac().await;
+    let proxy = proxy_kubeconfig().await;
     let tenant = Tenant::new("impersonate").await;
     let shards = DEFAULT_SHARDS.to_string();
     let _operator = Operator::builder(&tenant.namespace)
@@ -95,7 +73,6 @@ async fn the_proxy_may_impersonate_the_live_tokens_and_nothing_else() {
         .start()
         .await;
     let proxy_token = service_account_token(PROXY_ACCOUNT.0, PROXY_ACCOUNT.1).await;
-    let proxy = kubeconfig_with_token("proxy-service-account", &proxy_token);
 
     tenant
         .issue("t", json!({"organization": tenant.organization}))
@@ -153,7 +130,7 @@ async fn the_proxy_may_impersonate_the_live_tokens_and_nothing_else() {
 
 #[tokio::test]
 async fn the_shard_roles_hold_only_impersonate_on_our_names_whoever_writes_them() {
-    install_proxy_rbac().await;
+    proxy_kubeconfig().await;
     let admin = admin_client().await;
     let roles: Api<ClusterRole> = Api::all(admin.clone());
     // A shard name no operator in this run writes (past the default shards).
@@ -253,7 +230,7 @@ async fn the_shard_roles_hold_only_impersonate_on_our_names_whoever_writes_them(
 async fn the_operator_may_write_no_cluster_role_but_the_shards() {
     // Its create, patch and escalate rights name the shards only: as its ServiceAccount,
     // writing another ClusterRole is refused.
-    install_proxy_rbac().await;
+    proxy_kubeconfig().await;
     let operator =
         client_with_token(&service_account_token(OPERATOR_ACCOUNT.0, OPERATOR_ACCOUNT.1).await)
             .await;

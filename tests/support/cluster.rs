@@ -166,6 +166,41 @@ pub async fn operator_kubeconfig() -> std::path::PathBuf {
         .clone()
 }
 
+/// Namespace and name of the proxy's ServiceAccount in `overlays/proxy`.
+pub const PROXY_ACCOUNT: (&str, &str) = ("access-token-operator", "access-token-proxy");
+
+static PROXY_KUBECONFIG: OnceCell<std::path::PathBuf> = OnceCell::const_new();
+
+/// Installs the proxy's RBAC and admission policies as `overlays/proxy` ships them, and its
+/// ServiceAccount, once; returns a kubeconfig that authenticates as that ServiceAccount
+/// (what the proxy may read and impersonate, nothing more).
+pub async fn proxy_kubeconfig() -> std::path::PathBuf {
+    PROXY_KUBECONFIG
+        .get_or_init(|| async {
+            use k8s_openapi::api::core::v1::ServiceAccount;
+            install_crds().await;
+            let client = admin_client().await;
+            apply_manifests(&client, "overlays/proxy/proxy-rbac.yaml").await;
+            let (namespace, name) = PROXY_ACCOUNT;
+            let account: ServiceAccount = serde_json::from_value(
+                serde_json::json!({"metadata": {"name": name, "namespace": namespace}}),
+            )
+            .expect("a ServiceAccount");
+            Api::<ServiceAccount>::namespaced(client, namespace)
+                .patch(
+                    name,
+                    &PatchParams::apply("integration-tests"),
+                    &Patch::Apply(&account),
+                )
+                .await
+                .expect("the proxy's ServiceAccount applies");
+            let token = service_account_token(namespace, name).await;
+            kubeconfig_with_token("proxy-service-account", &token)
+        })
+        .await
+        .clone()
+}
+
 /// A token for a ServiceAccount from the TokenRequest API, valid for the whole test run.
 pub async fn service_account_token(namespace: &str, name: &str) -> String {
     use k8s_openapi::api::{
