@@ -75,8 +75,8 @@ check:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) clippy --test e2e -- -D warnings
-	@# One way only: the verifier (tests included) never imports the controller.
-	! grep -rn "crate::controller" src/verifier
+	@# One way only: the verifier and the proxy (tests included) never import the controller.
+	! grep -rn "crate::controller" src/verifier src/proxy
 	$(CARGO) deny --log-level error check licenses bans sources
 	$(MAKE) check-docs
 

@@ -10,7 +10,6 @@ pub mod controller;
 pub mod domain;
 pub mod error;
 pub mod impersonation;
-pub mod kubeconfig;
 pub mod observability;
 pub mod plugin;
 pub mod proxy;

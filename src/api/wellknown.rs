@@ -38,5 +38,5 @@ pub mod keys {
     /// The effective expiry, RFC 3339.
     pub const EXPIRES_AT: &str = "expires-at";
     /// A kubeconfig holding the token, when the operator knows where clients connect.
-    pub const KUBECONFIG: &str = crate::kubeconfig::KEY;
+    pub const KUBECONFIG: &str = "kubeconfig";
 }

@@ -1,7 +1,7 @@
 //! The controllers: AccessTokens into TechnicalUsers and Secrets, and the status of
 //! Organizations and Groups. `run` wires the watches; each reconciler lives in its own module.
 
-mod access_token;
+pub mod access_token;
 pub mod group_index;
 mod own_writes;
 mod scope_status;
@@ -53,6 +53,8 @@ pub struct Config {
     pub group_index_namespace: Option<String>,
     /// How many AccessTokens are reconciled at once (0: no bound).
     pub reconcile_concurrency: u16,
+    /// Where clients connect with a token: each token Secret then carries a `kubeconfig`.
+    pub kubeconfig: Option<access_token::kubeconfig::Endpoint>,
 }
 
 /// The default of [`Config::reconcile_concurrency`], chosen with `make bench-scale` (see
@@ -69,6 +71,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// argon2id hashing off the async threads.
     pub hasher: Hasher,
+    /// Where clients connect (the Secrets' `kubeconfig` key), if configured.
+    pub kubeconfig: Option<access_token::kubeconfig::Endpoint>,
     /// Consecutive failures per AccessToken, for exponential backoff.
     failures: Failures,
     /// AccessTokens whose Secret write failed, by uid: when the next write may be tried.
@@ -242,6 +246,7 @@ pub async fn run(
         ),
         client: client.clone(),
         hasher,
+        kubeconfig: config.kubeconfig.clone(),
         failures: Failures::default(),
         secret_writes: Mutex::default(),
         own_writes: own_writes.clone(),

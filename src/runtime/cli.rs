@@ -194,7 +194,7 @@ pub struct RunArgs {
     #[command(flatten)]
     pub probe: ProbeArgs,
     #[command(flatten)]
-    pub kubeconfig: crate::kubeconfig::KubeconfigArgs,
+    pub kubeconfig: crate::controller::access_token::kubeconfig::KubeconfigArgs,
     #[command(flatten)]
     pub impersonation: crate::impersonation::ImpersonationArgs,
 }

@@ -8,7 +8,12 @@ use super::{
     shutdown::shutdown_signal,
     verifier::{ProcessMetrics, listen_config, serve_probes, start_verifier},
 };
-use crate::{controller, observability::logging, token::HashParams, verifier::server};
+use crate::{
+    controller::{self, access_token::kubeconfig::Endpoint},
+    observability::logging,
+    token::HashParams,
+    verifier::server,
+};
 
 pub(super) fn run(args: RunArgs) -> crate::Result<()> {
     logging::init(args.log_format);
@@ -19,7 +24,6 @@ pub(super) fn run(args: RunArgs) -> crate::Result<()> {
     };
     let hasher = Hasher::new(params, args.hash.hash_concurrency)?;
     let listen = listen_config(&args.listen)?;
-    crate::kubeconfig::configure(crate::kubeconfig::Endpoint::from_args(&args.kubeconfig)?);
     let election = args.leader_elect.then(|| leader::LeaderElection {
         namespace: args.leader_election_namespace.clone(),
         lease_name: args.leader_election_lease_name.clone(),
@@ -38,6 +42,7 @@ pub(super) fn run(args: RunArgs) -> crate::Result<()> {
         group_index_namespace: Some(args.group_index_namespace.clone())
             .filter(|namespace| !namespace.is_empty()),
         reconcile_concurrency: args.reconcile_concurrency,
+        kubeconfig: Endpoint::from_args(&args.kubeconfig)?,
     };
     tokio::runtime::Runtime::new()?.block_on(async {
         let client = kube::Client::try_default().await?;

@@ -25,6 +25,8 @@ use crate::{
     token::Token,
 };
 
+use super::kubeconfig::Endpoint;
+
 /// The Secret's name: `spec.secretName`, defaulting to the AccessToken's name.
 pub fn secret_name(token: &AccessToken) -> String {
     token
@@ -127,6 +129,7 @@ pub fn secret_data(
     resolved: &ResolvedScope,
     value: &Token,
     expires_at: Timestamp,
+    kubeconfig: Option<&Endpoint>,
 ) -> BTreeMap<String, ByteString> {
     let namespace = token.namespace().unwrap_or_default();
     let text = |s: &str| ByteString(s.as_bytes().to_vec());
@@ -147,9 +150,9 @@ pub fn secret_data(
     if resolved.scope.kind == ScopeKind::Group {
         data.insert(keys::GROUP.to_string(), text(&resolved.scope.name));
     }
-    if let Some(endpoint) = crate::kubeconfig::configured() {
+    if let Some(endpoint) = kubeconfig {
         let user = username(&namespace, &token.name_any());
-        let config = crate::kubeconfig::render(endpoint, &namespace, &user, value);
+        let config = super::kubeconfig::render(endpoint, &namespace, &user, value);
         data.insert(keys::KUBECONFIG.to_string(), ByteString(config));
     }
     data
@@ -354,7 +357,10 @@ mod tests {
         let token = access_token();
         let value = Token::generate();
         let expiry: Timestamp = "2027-06-30T00:00:00Z".parse().unwrap();
-        let secret = new_secret(&token, secret_data(&token, &group_scope(), &value, expiry));
+        let secret = new_secret(
+            &token,
+            secret_data(&token, &group_scope(), &value, expiry, None),
+        );
         let data = secret.data.as_ref().unwrap();
         let get = |k: &str| String::from_utf8(data[k].0.clone()).unwrap();
         assert_eq!(get(keys::TOKEN), value.expose_secret());
@@ -403,7 +409,7 @@ mod tests {
         let token = access_token();
         let value = Token::generate();
         let expiry: Timestamp = "2027-06-30T00:00:00Z".parse().unwrap();
-        let data = secret_data(&token, &group_scope(), &value, expiry);
+        let data = secret_data(&token, &group_scope(), &value, expiry, None);
         let mut existing = new_secret(&token, data.clone());
         existing
             .data
@@ -416,7 +422,7 @@ mod tests {
         let updated = updated_secret(
             &token,
             &existing,
-            secret_data(&token, &group_scope(), &value, later),
+            secret_data(&token, &group_scope(), &value, later, None),
         )
         .expect("a new expiry needs a write");
         let updated_data = updated.data.unwrap();
@@ -433,7 +439,7 @@ mod tests {
         let mut token = access_token();
         let value = Token::generate();
         let expiry: Timestamp = "2027-06-30T00:00:00Z".parse().unwrap();
-        let data = secret_data(&token, &group_scope(), &value, expiry);
+        let data = secret_data(&token, &group_scope(), &value, expiry, None);
         let mut existing = new_secret(&token, data.clone());
         existing
             .metadata

@@ -25,6 +25,7 @@ use tracing::{info, instrument, warn};
 pub(super) mod build;
 mod crash_point;
 mod first_status;
+pub mod kubeconfig;
 mod plan;
 mod restart;
 mod rotation;
@@ -783,7 +784,7 @@ impl AccessToken {
         apply_user(children, &staged, self).await?;
         crash_point::reached("rotation-staged");
 
-        let data = build::secret_data(self, scope, &value, expires_at);
+        let data = build::secret_data(self, scope, &value, expires_at, ctx.kubeconfig.as_ref());
         let updated = build::updated_secret(self, &secret, data).unwrap_or(secret);
         let name = build::secret_name(self);
         let written = children
@@ -879,7 +880,7 @@ impl AccessToken {
         settled: &plan::Settled,
     ) -> Result<Option<Action>> {
         let expires_at = settled.outcome.expires_at.unwrap_or_else(Timestamp::now);
-        let data = build::secret_data(self, scope, token, expires_at);
+        let data = build::secret_data(self, scope, token, expires_at, ctx.kubeconfig.as_ref());
         let Some(updated) = build::updated_secret(self, secret, data) else {
             return Ok(None);
         };
@@ -958,7 +959,7 @@ impl AccessToken {
         apply_user(children, &staged, self).await?;
         crash_point::reached("credential-staged");
 
-        let data = build::secret_data(self, scope, &value, expires_at);
+        let data = build::secret_data(self, scope, &value, expires_at, ctx.kubeconfig.as_ref());
         let written = match existing {
             None => {
                 children

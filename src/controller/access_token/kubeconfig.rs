@@ -2,18 +2,13 @@
 //! kube-apiserver that runs the webhook) with the token as the user, ready for
 //! `kubectl --kubeconfig` or a pod's `KUBECONFIG`.
 //!
-//! The endpoint is the operator's configuration, set once at startup from flags
-//! ([`KubeconfigArgs`]); without it Secrets carry no `kubeconfig`.
-
-use std::sync::OnceLock;
+//! The endpoint is the operator's configuration (`controller::Config::kubeconfig`, from the
+//! flags of [`KubeconfigArgs`]); without it Secrets carry no `kubeconfig`.
 
 use base64::Engine as _;
 use serde::Serialize;
 
 use crate::token::Token;
-
-/// The Secret key.
-pub const KEY: &str = "kubeconfig";
 
 /// Flags naming where clients connect.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -80,20 +75,6 @@ impl Endpoint {
             ca_pem,
         }))
     }
-}
-
-static CONFIGURED: OnceLock<Endpoint> = OnceLock::new();
-
-/// Sets the process's endpoint (once, at startup, before the controllers run).
-pub fn configure(endpoint: Option<Endpoint>) {
-    if let Some(endpoint) = endpoint {
-        let _ = CONFIGURED.set(endpoint);
-    }
-}
-
-/// The process's endpoint, if one was configured.
-pub fn configured() -> Option<&'static Endpoint> {
-    CONFIGURED.get()
 }
 
 /// A kubeconfig: one cluster (the endpoint), one user holding the token, one context whose
