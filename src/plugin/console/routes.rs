@@ -86,19 +86,31 @@ async fn scope_of(state: &ConsoleState, kind: &str, name: &str) -> Result<Scope,
         })
 }
 
+/// The scope `kind`/`name` and its token table's rows as of `now`, or the error page.
+async fn scope_rows(
+    state: &ConsoleState,
+    kind: &str,
+    name: &str,
+    now: Timestamp,
+) -> Result<(Scope, String), Response> {
+    let scope = scope_of(state, kind, name).await?;
+    let (tokens, errors) = cluster::tokens(&state.client, &scope).await;
+    let rows = html::rows(&tokens, &errors, &scope, now);
+    Ok((scope, rows))
+}
+
 /// `/organizations/NAME`, `/groups/NAME`: the "Access Tokens" tab.
 pub async fn tokens_tab(
     State(state): State<ConsoleState>,
     Path((kind, name)): Path<(String, String)>,
 ) -> Response {
-    let scope = match scope_of(&state, &kind, &name).await {
-        Ok(scope) => scope,
-        Err(page) => return page,
-    };
     let now = Timestamp::now();
-    let (tokens, errors) = cluster::tokens(&state.client, &scope).await;
-    let rows = html::rows(&tokens, &errors, &scope, now);
-    Html(html::tokens_tab(&state.identity, &scope, &rows, now)).into_response()
+    match scope_rows(&state, &kind, &name, now).await {
+        Ok((scope, rows)) => {
+            Html(html::tokens_tab(&state.identity, &scope, &rows, now)).into_response()
+        }
+        Err(page) => page,
+    }
 }
 
 /// `/organizations/NAME/groups`: the "Groups" tab.
@@ -122,12 +134,10 @@ pub async fn rows(
     State(state): State<ConsoleState>,
     Path((kind, name)): Path<(String, String)>,
 ) -> Response {
-    let scope = match scope_of(&state, &kind, &name).await {
-        Ok(scope) => scope,
-        Err(page) => return page,
-    };
-    let (tokens, errors) = cluster::tokens(&state.client, &scope).await;
-    Html(html::rows(&tokens, &errors, &scope, Timestamp::now())).into_response()
+    match scope_rows(&state, &kind, &name, Timestamp::now()).await {
+        Ok((_, rows)) => Html(rows).into_response(),
+        Err(page) => page,
+    }
 }
 
 /// Server-sent events: `change` whenever a watch sees an AccessToken of the scope's
