@@ -10,6 +10,7 @@ pub mod controller;
 pub mod domain;
 pub mod error;
 pub mod impersonation;
+pub mod listener;
 pub mod observability;
 pub mod plugin;
 pub mod proxy;

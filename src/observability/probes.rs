@@ -2,7 +2,11 @@
 //! process (`run` with or without the verifier, and `verifier`). Liveness is `liveness`'s
 //! rule; readiness is what the process assembling the probes hands in.
 
-use std::{net::SocketAddr, sync::Arc, time::Instant};
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use axum::{
     Router,
@@ -11,9 +15,11 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use tracing::{info, warn};
+use tracing::warn;
 
 use super::metrics::Metrics;
+use crate::listener::{Limits, Listen, ServeError, Server};
+use prometheus_client::metrics::{family::Family, gauge::Gauge};
 
 /// Whether a part of the process (the verifier) may serve; why not if it may not.
 pub type Readiness = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
@@ -85,17 +91,33 @@ async fn metrics(State(probes): State<Probes>) -> Response {
         .into_response()
 }
 
-/// Binds `address` now (so a port in use fails the start), then serves until `shutdown`.
+/// What the probe port holds for its clients (the kubelet, Prometheus, a person with
+/// curl): a few connections, quick headers, no idle connection kept long.
+pub const PROBE_LIMITS: Limits = Limits {
+    max_connections: 64,
+    handshake_timeout: Duration::from_secs(5),
+    header_timeout: Duration::from_secs(5),
+    idle_timeout: Duration::from_secs(30),
+};
+
+/// Binds `address` now (so a port in use fails the start), then serves until `shutdown`,
+/// with the process's hardened accept loop ([`crate::listener`]) and [`PROBE_LIMITS`].
 pub async fn serve(
     address: SocketAddr,
     probes: Probes,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<impl Future<Output = std::io::Result<()>>> {
-    let listener = tokio::net::TcpListener::bind(address).await?;
-    info!(address = %listener.local_addr()?, "probes and metrics listening (plain HTTP)");
-    Ok(async move {
-        axum::serve(listener, router(probes))
-            .with_graceful_shutdown(shutdown)
-            .await
-    })
+) -> Result<impl Future<Output = Result<(), ServeError>>, ServeError> {
+    let server = Server {
+        name: "probes and metrics",
+        connections: Gauge::default(),
+        tls_reloads: Family::default(),
+        plain_http_anywhere: true,
+    };
+    let listen = Listen {
+        bind: address,
+        tls: None,
+        limits: PROBE_LIMITS,
+    };
+    let bound = server.bind(listen).await?;
+    Ok(bound.serve(router(probes), shutdown))
 }

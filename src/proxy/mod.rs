@@ -90,6 +90,7 @@ impl Proxy {
             name: "proxy",
             connections: self.metrics.connections.clone(),
             tls_reloads: self.metrics.tls_reloads.clone(),
+            plain_http_anywhere: false,
         };
         server.serve(router(self), listen, shutdown).await
     }

@@ -62,21 +62,7 @@ pub struct Argon2Labels {
     pub result: Argon2Result,
 }
 
-/// Whether changed TLS files were loaded.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-pub enum ReloadResult {
-    /// The new certificate is served to new connections.
-    Success,
-    /// The files did not load; the previous certificate is still served.
-    Failure,
-}
-
-/// Labels of the TLS reload counter.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReloadLabels {
-    /// How it went.
-    pub result: ReloadResult,
-}
+pub use crate::listener::{ReloadLabels, ReloadResult};
 
 /// The verifier's families.
 pub struct VerifierMetrics {

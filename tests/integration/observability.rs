@@ -294,3 +294,33 @@ async fn a_new_token_reads_reconciling_until_its_first_status_is_written() {
     let last = statuses.last().cloned().flatten().expect("Active");
     assert!(has(&last, "Ready"), "{last:?}");
 }
+
+#[tokio::test]
+async fn the_probe_port_cuts_off_a_stalled_request_header() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    // The probe port faces the pod network (the kubelet, Prometheus): a client that opens a
+    // connection and never finishes its header must not hold it (its limits: PROBE_LIMITS,
+    // a 5 s header timeout; before, the plain axum server waited forever).
+    let tenant = Tenant::new("obs-stall").await;
+    let address = format!("127.0.0.1:{}", free_port());
+    let _operator = Operator::builder(&tenant.namespace)
+        .args(&["--probe-bind", &address])
+        .start()
+        .await;
+    assert_eq!(wait_for_code(&address, "/healthz", 200).await, "ok");
+    let mut stalled = tokio::net::TcpStream::connect(&address).await.unwrap();
+    stalled
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nAcc")
+        .await
+        .unwrap();
+    stalled.flush().await.unwrap();
+    let mut answer = Vec::new();
+    // EOF or a reset: either way the server closed it (`within` fails the test otherwise).
+    let _ = within(DEADLINE, stalled.read_to_end(&mut answer)).await;
+    assert!(
+        !String::from_utf8_lossy(&answer).contains("200 OK"),
+        "the half request was not served"
+    );
+    // A prompt client is still served.
+    assert_eq!(wait_for_code(&address, "/healthz", 200).await, "ok");
+}

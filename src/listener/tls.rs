@@ -1,4 +1,4 @@
-//! The verifier's TLS configuration, built from PEM files and rebuilt when they change, so a
+//! A server's TLS configuration (the verifier's, the proxy's), built from PEM files and rebuilt when they change, so a
 //! renewed certificate (cert-manager, a rotated Secret volume) is served to new connections
 //! without a restart. A file that does not load is logged and the previous configuration kept.
 
@@ -18,7 +18,7 @@ use tracing::{info, warn};
 
 use prometheus_client::metrics::{counter::Counter, family::Family};
 
-use crate::verifier::metrics::{ReloadLabels, ReloadResult};
+use super::{ReloadLabels, ReloadResult};
 
 /// How often the files are read again to notice a change.
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(2);
