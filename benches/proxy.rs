@@ -22,8 +22,8 @@ use serde_json::{Value, json};
 mod support;
 
 use support::{
-    Launch, apply_crds, create_namespace, free_port, poll_every, proxy_kubeconfig, tls_verifier_on,
-    write_benchmarks_section,
+    Launch, apply_crds, create_all, create_namespace, free_port, poll_every, proxy_kubeconfig,
+    tls_verifier_on, write_benchmarks_section,
 };
 
 use access_token_operator::api::{AccessToken, Organization};
@@ -197,23 +197,13 @@ async fn issue_token(client: &Client) -> String {
 }
 
 async fn create_configmaps(api: &Api<ConfigMap>, set: &str, count: usize) {
-    use futures::StreamExt;
-    futures::stream::iter(0..count)
-        .map(|i| {
-            let api = api.clone();
-            let object: ConfigMap = serde_json::from_value(json!({
-                "metadata": {"name": format!("{set}-{i}"), "labels": {"set": set}},
-                "data": {"key": "a value of some thirty-two bytes"}}))
-            .unwrap();
-            async move {
-                api.create(&PostParams::default(), &object)
-                    .await
-                    .expect("created")
-            }
-        })
-        .buffer_unordered(32)
-        .collect::<Vec<_>>()
-        .await;
+    let object = |i: usize| -> ConfigMap {
+        serde_json::from_value(json!({
+            "metadata": {"name": format!("{set}-{i}"), "labels": {"set": set}},
+            "data": {"key": "a value of some thirty-two bytes"}}))
+        .unwrap()
+    };
+    create_all(api, (0..count).map(object)).await;
 }
 
 /// Sequential GETs, alternating the paths so both see the same moment of the machine.

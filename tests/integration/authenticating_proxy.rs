@@ -20,8 +20,8 @@ use access_token_operator::{api::Phase, token::Token};
 
 use crate::support::{
     DEADLINE, Launch, METRICS_PAGE, Operator, PROXY_PREFIX, Tenant, assert_serves, cluster_env,
-    eventually, eventually_for, free_port, kubeconfig_with_token, kubectl, metric_names,
-    service_account_token, strings, test_logs_dir, unique_name,
+    create_all, eventually, eventually_for, free_port, kubeconfig_with_token, kubectl,
+    metric_names, service_account_token, strings, test_logs_dir, unique_name,
 };
 
 /// The proxy process, serving the cluster CA's certificate on a loopback port of its own.
@@ -551,20 +551,7 @@ async fn watches_and_large_lists_stream_through_the_proxy() {
     assert!(event.contains("\"type\":\"ADDED\""), "{event}");
 
     // 5,000 objects in one list answer, complete.
-    use futures::StreamExt;
-    futures::stream::iter(0..4999)
-        .map(|i| {
-            let api = api.clone();
-            let object = configmap(format!("bulk-{i}"));
-            async move {
-                api.create(&PostParams::default(), &object)
-                    .await
-                    .expect("created")
-            }
-        })
-        .buffer_unordered(32)
-        .collect::<Vec<_>>()
-        .await;
+    create_all(&api, (0..4999).map(|i| configmap(format!("bulk-{i}")))).await;
     let all = api
         .list(&ListParams::default().labels("bulk=yes"))
         .await

@@ -221,15 +221,7 @@ async fn each_command_works_against_the_cluster() {
         .wait_for_reason("elsewhere", "OrganizationNotFound")
         .await;
     check_health(&pending, "Degraded");
-    let foreign: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
-        "metadata": {"name": "taken"}, "stringData": {"note": "not the operator's"}
-    }))
-    .expect("a Secret");
-    tenant
-        .secrets()
-        .create(&Default::default(), &foreign)
-        .await
-        .expect("Secret is created");
+    tenant.create_foreign_secret("taken").await;
     tenant
         .create_token(
             "conflict",

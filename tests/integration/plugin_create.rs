@@ -98,15 +98,7 @@ async fn create_prints_only_the_value_and_it_authenticates() {
 
     // A Secret name someone else holds: the token ends Failed; exit 4 with the reason. It
     // stays for the user to fix.
-    let foreign: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "taken"}, "stringData": {"note": "not the operator's"}
-    }))
-    .expect("a Secret");
-    tenant
-        .secrets()
-        .create(&Default::default(), &foreign)
-        .await
-        .expect("Secret is created");
+    tenant.create_foreign_secret("taken").await;
     let stuck = kubectl_atk(
         &[
             "create",

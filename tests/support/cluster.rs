@@ -240,6 +240,24 @@ pub async fn test_namespace(client: &Client, prefix: &str) -> String {
     name
 }
 
+/// Creates every one of `objects` through `api`, 32 requests in flight: bulk data for a test
+/// or a bench.
+pub async fn create_all<K>(api: &Api<K>, objects: impl IntoIterator<Item = K>)
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::Serialize + serde::de::DeserializeOwned,
+{
+    use futures::StreamExt as _;
+    futures::stream::iter(objects)
+        .map(|object| async move {
+            api.create(&PostParams::default(), &object)
+                .await
+                .unwrap_or_else(|e| panic!("{} is created: {e}", object.name_any()))
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+}
+
 /// Creates the namespace `name` (a bench's fixed one, or a test's unique one).
 pub async fn create_namespace(client: &Client, name: &str) {
     let namespace = Namespace {

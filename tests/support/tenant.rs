@@ -93,6 +93,19 @@ impl Tenant {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
+    /// Creates a Secret `name` in the tenant's namespace that the operator does not own (a
+    /// name someone else already holds).
+    pub async fn create_foreign_secret(&self, name: &str) {
+        let foreign: Secret = serde_json::from_value(json!({
+            "metadata": {"name": name}, "stringData": {"note": "not the operator's"}
+        }))
+        .expect("a Secret");
+        self.secrets()
+            .create(&PostParams::default(), &foreign)
+            .await
+            .expect("Secret is created");
+    }
+
     pub fn organizations(&self) -> Api<Organization> {
         Api::all(self.client.clone())
     }
