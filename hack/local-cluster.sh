@@ -44,6 +44,11 @@
 #                             TokenReviews; ATO_VERIFIER_CERT is valid for both node IPs, and
 #                             ATO_VERIFIER_PORT is 8443
 # Without --with-node none of this changes anything.
+# --with-node is for single-user hosts only (a CI runner, your own machine): the nodes run
+# root containerd and kubelet, and kube-apiserver admits privileged pods, so anyone holding a
+# cluster admin credential is root on the host. The credentials stay in the private (0700)
+# cluster directory: etcd takes client certificates only, and the admin bearer never appears
+# on a command line.
 #
 # COMMAND may restart etcd or kube-apiserver under whatever it runs: see "Restarts on
 # request" at the end of this script.
@@ -194,6 +199,18 @@ for client in kube-apiserver-webhook-client verifier-test-client; do
     -CAcreateserial -days 2 -extfile "$pki/client.ext" -out "$pki/$client.crt" 2>/dev/null
 done
 
+# etcd: TLS with client certificates from a CA of its own, for kube-apiserver (client) and
+# for etcd itself (server and its peer port), so nobody else on the host reads or writes it.
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=access-token-operator local etcd CA" \
+  -keyout "$pki/etcd-ca.key" -out "$pki/etcd-ca.crt" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n' >"$pki/etcd.ext"
+for cert in etcd apiserver-etcd-client; do
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=$cert" \
+    -keyout "$pki/$cert.key" -out "$pki/$cert.csr" 2>/dev/null
+  openssl x509 -req -in "$pki/$cert.csr" -CA "$pki/etcd-ca.crt" -CAkey "$pki/etcd-ca.key" \
+    -CAcreateserial -days 2 -extfile "$pki/etcd.ext" -out "$pki/$cert.crt" 2>/dev/null
+done
+
 admin_token="$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 unprivileged_token="$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 cat >"$pki/tokens.csv" <<EOF
@@ -238,16 +255,25 @@ EOF
 start_etcd() {
   start etcd "$bin_dir/etcd" \
     --name=default --data-dir="$dir/etcd" --unsafe-no-fsync --log-level=warn \
-    --listen-client-urls="http://127.0.0.1:$etcd_port" --advertise-client-urls="http://127.0.0.1:$etcd_port" \
-    --listen-peer-urls="http://127.0.0.1:$etcd_peer_port" --initial-advertise-peer-urls="http://127.0.0.1:$etcd_peer_port" \
-    --initial-cluster="default=http://127.0.0.1:$etcd_peer_port"
+    --cert-file="$pki/etcd.crt" --key-file="$pki/etcd.key" \
+    --client-cert-auth --trusted-ca-file="$pki/etcd-ca.crt" \
+    --peer-cert-file="$pki/etcd.crt" --peer-key-file="$pki/etcd.key" \
+    --peer-client-cert-auth --peer-trusted-ca-file="$pki/etcd-ca.crt" \
+    --listen-client-urls="https://127.0.0.1:$etcd_port" --advertise-client-urls="https://127.0.0.1:$etcd_port" \
+    --listen-peer-urls="https://127.0.0.1:$etcd_peer_port" --initial-advertise-peer-urls="https://127.0.0.1:$etcd_peer_port" \
+    --initial-cluster="default=https://127.0.0.1:$etcd_peer_port"
+}
+etcd_health() {
+  curl -fsS --cacert "$pki/etcd-ca.crt" --cert "$pki/apiserver-etcd-client.crt" --key "$pki/apiserver-etcd-client.key" \
+    "https://127.0.0.1:$etcd_port/health"
 }
 start_etcd
-wait_for etcd 30 curl -fsS "http://127.0.0.1:$etcd_port/health"
+wait_for etcd 30 etcd_health
 
 start_kube_apiserver() {
   start kube-apiserver "$bin_dir/kube-apiserver" \
-    --etcd-servers="http://127.0.0.1:$etcd_port" \
+    --etcd-servers="https://127.0.0.1:$etcd_port" --etcd-cafile="$pki/etcd-ca.crt" \
+    --etcd-certfile="$pki/apiserver-etcd-client.crt" --etcd-keyfile="$pki/apiserver-etcd-client.key" \
     --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$api_port" \
     --endpoint-reconciler-type=none \
     --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
@@ -263,7 +289,9 @@ start_kube_apiserver() {
     --enable-priority-and-fairness=false
 }
 start_kube_apiserver
-curl_api() { curl -fsS --cacert "$pki/ca.crt" -H "Authorization: Bearer $admin_token" "https://127.0.0.1:$api_port$1"; }
+# The admin bearer goes in a header file (mode 600), never on a command line other users see.
+(umask 077 && printf 'Authorization: Bearer %s\n' "$admin_token" >"$pki/admin-header")
+curl_api() { curl -fsS --cacert "$pki/ca.crt" -H @"$pki/admin-header" "https://127.0.0.1:$api_port$1"; }
 wait_for kube-apiserver 60 curl_api /readyz
 
 kubeconfig="$dir/admin.kubeconfig"
@@ -355,7 +383,7 @@ restart() { # name seconds-down
   stop "${pid_of[$name]}"
   sleep "$down"
   case "$name" in
-    etcd) start_etcd; wait_for etcd 30 curl -fsS "http://127.0.0.1:$etcd_port/health" ;;
+    etcd) start_etcd; wait_for etcd 30 etcd_health ;;
     kube-apiserver) start_kube_apiserver; wait_for kube-apiserver 60 curl_api /readyz ;;
   esac
   wait_for kube-apiserver 60 curl_api /readyz

@@ -115,12 +115,13 @@ pub struct VerifyCostArgs {
     /// Largest argon2id lane count accepted in a stored hash.
     #[arg(long, env = "VERIFY_MAX_PARALLELISM", default_value_t = HashLimits::default().parallelism)]
     pub verify_max_parallelism: u32,
-    /// Wrong secrets per token id that may cost an argon2 check per window; beyond, "could not check".
-    #[arg(long, env = "VERIFY_MISS_BUDGET", default_value_t = verifier::MissBudget::default().misses)]
-    pub verify_miss_budget: u32,
-    /// The window of --verify-miss-budget, in seconds.
-    #[arg(long, env = "VERIFY_MISS_WINDOW_SECONDS", default_value_t = verifier::MissBudget::default().window.as_secs())]
-    pub verify_miss_window_seconds: u64,
+    /// Deprecated, ignored (a per-id cap on wrong secrets let forgeries lock the owner out);
+    /// still accepted so existing manifests keep starting.
+    #[arg(long, env = "VERIFY_MISS_BUDGET", hide = true)]
+    pub verify_miss_budget: Option<u32>,
+    /// Deprecated, ignored (see --verify-miss-budget).
+    #[arg(long, env = "VERIFY_MISS_WINDOW_SECONDS", hide = true)]
+    pub verify_miss_window_seconds: Option<u64>,
 }
 
 #[derive(Args)]

@@ -2,6 +2,8 @@
 
 use std::{sync::Arc, time::Duration};
 
+use tracing::warn;
+
 use super::{
     cli::{ListenArgs, ProbeArgs, VerifierArgs, VerifyArgs},
     hash_pool::Hasher,
@@ -109,6 +111,12 @@ pub(super) fn start_verifier(
     // params are never used to hash here.
     let hasher = Hasher::new(HashParams::default(), args.verify_concurrency)?;
     let cost = &args.verify_cost;
+    if cost.verify_miss_budget.is_some() || cost.verify_miss_window_seconds.is_some() {
+        warn!(
+            "--verify-miss-budget and --verify-miss-window-seconds are deprecated and ignored: \
+             forged secrets queue one argon2 check at a time per token id instead"
+        );
+    }
     let config = verifier::Config {
         cache_capacity: args.verify_cache_capacity,
         max_staleness: Duration::from_secs(args.max_staleness_seconds),
@@ -116,10 +124,6 @@ pub(super) fn start_verifier(
             memory_kib: cost.verify_max_memory_kib,
             iterations: cost.verify_max_iterations,
             parallelism: cost.verify_max_parallelism,
-        },
-        miss_budget: verifier::MissBudget {
-            misses: cost.verify_miss_budget,
-            window: Duration::from_secs(cost.verify_miss_window_seconds),
         },
         ..verifier::Config::default()
     };

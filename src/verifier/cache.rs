@@ -4,9 +4,13 @@
 //! Only successes are remembered. One credential (token id + PHC string) has exactly one
 //! secret, so once a secret has matched, any other secret presented for that credential is
 //! refused by a constant-time compare of digests, without argon2: knowing a token id (they
-//! are public) buys no hashing for a token that has been used.
+//! are public) buys no hashing for a token that has been used. A proof is kept until its
+//! credential's `notAfter` (a credential is never accepted later), however long the token
+//! goes unused: nightly jobs and break-glass tokens are as well guarded as busy ones.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::jiff::Timestamp;
 
 use hmac::{Hmac, KeyInit, Mac};
 use rand::{TryRng, rngs::SysRng};
@@ -14,12 +18,28 @@ use sha2::Sha256;
 
 use crate::token::Token;
 
-/// Bounded (size, and idle time) map from credential to the digest of the secret that
-/// matched it. Capacity 0 disables it (every request then runs argon2).
+/// Bounded map from credential to the digest of the secret that matched it, each entry kept
+/// until its credential's `notAfter`. Capacity 0 disables it (every request then runs argon2).
 #[derive(Clone)]
 pub struct HashResultCache {
     key: [u8; 32],
-    verified: Option<moka::sync::Cache<[u8; 32], [u8; 32]>>,
+    verified: Option<moka::sync::Cache<[u8; 32], Proof>>,
+}
+
+/// The digest of a proven secret and when its credential stops being accepted.
+#[derive(Clone)]
+struct Proof {
+    digest: [u8; 32],
+    until: Instant,
+}
+
+/// Entries expire at their credential's `notAfter`, reads or not.
+struct UntilNotAfter;
+
+impl moka::Expiry<[u8; 32], Proof> for UntilNotAfter {
+    fn expire_after_create(&self, _: &[u8; 32], proof: &Proof, now: Instant) -> Option<Duration> {
+        Some(proof.until.saturating_duration_since(now))
+    }
 }
 
 impl std::fmt::Debug for HashResultCache {
@@ -31,9 +51,8 @@ impl std::fmt::Debug for HashResultCache {
 }
 
 impl HashResultCache {
-    /// At most `capacity` credentials, each forgotten after `idle` without a request: a token
-    /// in use stays known, so a flood for its id cannot bring back the argon2 path for it.
-    pub fn new(capacity: u64, idle: Duration) -> Result<Self, rand::rngs::SysError> {
+    /// At most `capacity` credentials.
+    pub fn new(capacity: u64) -> Result<Self, rand::rngs::SysError> {
         let mut key = [0u8; 32];
         SysRng.try_fill_bytes(&mut key)?;
         Ok(Self {
@@ -41,7 +60,7 @@ impl HashResultCache {
             verified: (capacity > 0).then(|| {
                 moka::sync::Cache::builder()
                     .max_capacity(capacity)
-                    .time_to_idle(idle)
+                    .expire_after(UntilNotAfter)
                     .build()
             }),
         })
@@ -80,21 +99,38 @@ impl HashResultCache {
             .verified
             .as_ref()?
             .get(&self.credential_key(token, phc))?;
-        Some(self.token_mac(token, phc).verify_slice(&known).is_ok())
+        Some(
+            self.token_mac(token, phc)
+                .verify_slice(&known.digest)
+                .is_ok(),
+        )
     }
 
-    /// Remembers that argon2id matched this token against this credential.
-    pub fn remember(&self, token: &Token, phc: &str) {
-        if let Some(verified) = &self.verified {
-            let digest = self.token_mac(token, phc).finalize().into_bytes().into();
-            verified.insert(self.credential_key(token, phc), digest);
-        }
+    /// Remembers that argon2id matched this token against this credential, until the
+    /// credential's `not_after`.
+    pub fn remember(&self, token: &Token, phc: &str, not_after: Timestamp) {
+        let Some(verified) = &self.verified else {
+            return;
+        };
+        let left = Timestamp::now().duration_until(not_after);
+        let Ok(left) = Duration::try_from(left) else {
+            return; // already past: the credential is refused before any lookup
+        };
+        let proof = Proof {
+            digest: self.token_mac(token, phc).finalize().into_bytes().into(),
+            until: Instant::now() + left,
+        };
+        verified.insert(self.credential_key(token, phc), proof);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn later() -> Timestamp {
+        Timestamp::now() + k8s_openapi::jiff::SignedDuration::from_hours(1)
+    }
 
     /// A token with the same id as `token` and another (random) secret: a forgery.
     fn forged(token: &Token) -> Token {
@@ -109,14 +145,14 @@ mod tests {
 
     #[test]
     fn after_one_success_other_secrets_for_the_credential_are_refused_without_argon2() {
-        let cache = HashResultCache::new(100, Duration::from_secs(60)).unwrap();
+        let cache = HashResultCache::new(100).unwrap();
         let token = Token::generate();
         assert_eq!(
             cache.check(&token, "$hash1"),
             None,
             "unknown: argon2 decides"
         );
-        cache.remember(&token, "$hash1");
+        cache.remember(&token, "$hash1", later());
         assert_eq!(cache.check(&token, "$hash1"), Some(true));
         let forgery = forged(&token);
         assert_eq!(forgery.id(), token.id());
@@ -132,17 +168,17 @@ mod tests {
 
     #[test]
     fn capacity_zero_remembers_nothing() {
-        let cache = HashResultCache::new(0, Duration::from_secs(60)).unwrap();
+        let cache = HashResultCache::new(0).unwrap();
         let token = Token::generate();
-        cache.remember(&token, "$h");
+        cache.remember(&token, "$h", later());
         assert_eq!(cache.check(&token, "$h"), None);
     }
 
     #[test]
     fn two_processes_key_differently() {
         let (one, two) = (
-            HashResultCache::new(1, Duration::from_secs(1)).unwrap(),
-            HashResultCache::new(1, Duration::from_secs(1)).unwrap(),
+            HashResultCache::new(1).unwrap(),
+            HashResultCache::new(1).unwrap(),
         );
         let token = Token::generate();
         assert_ne!(
@@ -153,5 +189,14 @@ mod tests {
             one.token_mac(&token, "h").finalize().into_bytes(),
             two.token_mac(&token, "h").finalize().into_bytes()
         );
+    }
+
+    #[test]
+    fn a_credential_past_its_not_after_is_not_remembered() {
+        let cache = HashResultCache::new(100).unwrap();
+        let token = Token::generate();
+        let past = Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_secs(1);
+        cache.remember(&token, "$h", past);
+        assert_eq!(cache.check(&token, "$h"), None);
     }
 }

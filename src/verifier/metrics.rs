@@ -1,4 +1,4 @@
-//! The verifier's metric families (TokenReviews, the argon2 cache and budget, connections,
+//! The verifier's metric families (TokenReviews, the argon2 cache and timeouts, connections,
 //! TLS reloads), registered into the process's registry by whoever assembles the process:
 //! a controller-only process serves them too, at zero, so dashboards and alerts always find
 //! them.
@@ -74,8 +74,8 @@ pub struct VerifierMetrics {
     pub cache: Family<CacheLabels, Counter>,
     /// argon2id verifications run (the verifier's real hashing work), by result.
     pub argon2_verifications: Family<Argon2Labels, Counter>,
-    /// Requests answered "could not check" because their token id's argon2 budget was spent.
-    pub argon2_budget_refusals: Counter,
+    /// Requests answered "could not check" because their argon2 check could not finish in time.
+    pub argon2_timeouts: Counter,
     /// Connections the verifier's server holds open (bounded by its connection cap).
     pub verifier_connections: Gauge,
     /// Reloads of the verifier's TLS files after they changed, by result.
@@ -113,11 +113,11 @@ impl VerifierMetrics {
             "argon2id verifications run, by result",
             argon2_verifications.clone(),
         );
-        let argon2_budget_refusals = Counter::default();
+        let argon2_timeouts = Counter::default();
         registry.register(
-            "argon2_budget_refusals",
-            "Requests refused without hashing because their token id's argon2 budget was spent",
-            argon2_budget_refusals.clone(),
+            "argon2_timeouts",
+            "Requests answered 'could not check' because their argon2 check (queue included) did not finish in time",
+            argon2_timeouts.clone(),
         );
         let verifier_connections = Gauge::default();
         registry.register(
@@ -148,7 +148,7 @@ impl VerifierMetrics {
             review_seconds,
             cache,
             argon2_verifications,
-            argon2_budget_refusals,
+            argon2_timeouts,
             verifier_connections,
             tls_reloads,
         }

@@ -11,13 +11,14 @@
 //! longer than `Config::max_staleness`, the verifier is not ready and answers "could not
 //! check" instead of deciding from state that may no longer be true (a revoke it missed).
 //! A wrong secret for a public token id costs bounded work: once a secret has matched a
-//! credential, any other is refused by a digest compare (cache.rs); before that, each id gets
-//! one argon2 at a time and a few misses per window (budget.rs), then "could not check".
+//! credential, any other is refused by a digest compare (cache.rs, remembered until the
+//! credential's notAfter); before that, each id gets one argon2 at a time (gates.rs), and no
+//! number of forgeries turns the owner's secret away.
 //! Stored PHC parameters above the configured limits are refused without hashing.
 
-mod budget;
 mod cache;
 pub mod decide;
+mod gates;
 mod index;
 mod last_used;
 pub mod metrics;
@@ -45,7 +46,6 @@ use kube::{
 };
 use tracing::{debug, info, warn};
 
-pub use budget::MissBudget;
 pub use cache::HashResultCache;
 pub use decide::{Denial, Identity};
 pub use index::CredentialIndex;
@@ -77,8 +77,6 @@ pub enum Verdict {
 pub struct Config {
     /// Most proven secrets (argon2 successes) remembered, as digests.
     pub cache_capacity: u64,
-    /// How long a proven secret is remembered without being presented again.
-    pub cache_ttl: Duration,
     /// Longest a request waits for its argon2 check (queueing included) before answering "unavailable".
     pub hash_wait: Duration,
     /// How often lastUsedAt is written.
@@ -87,20 +85,16 @@ pub struct Config {
     pub max_staleness: Duration,
     /// Largest argon2id parameters accepted in a stored PHC string.
     pub hash_limits: HashLimits,
-    /// Wrong secrets per token id that may cost an argon2 check, per window.
-    pub miss_budget: MissBudget,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
             cache_capacity: 100_000,
-            cache_ttl: Duration::from_secs(300),
             hash_wait: Duration::from_secs(2),
             last_used_interval: Duration::from_secs(10),
             max_staleness: Duration::from_secs(30),
             hash_limits: HashLimits::default(),
-            miss_budget: MissBudget::default(),
         }
     }
 }
@@ -117,7 +111,7 @@ pub struct Verifier {
     groups: Store<Group>,
     hasher: Hasher,
     cache: HashResultCache,
-    gates: Arc<budget::IdGates>,
+    gates: Arc<gates::IdGates>,
     last_used: Arc<LastUsed>,
     config: Config,
     metrics: Arc<VerifierMetrics>,
@@ -161,12 +155,9 @@ impl Verifier {
                 (last_used.clone(), client.clone(), config.last_used_interval);
             tokio::spawn(async move { last_used.flush_forever(client, interval).await });
         }
-        let cache = HashResultCache::new(config.cache_capacity, config.cache_ttl)
-            .map_err(|_| crate::Error::Randomness)?;
-        let gates = Arc::new(budget::IdGates::new(
-            config.miss_budget,
-            config.cache_capacity.max(10_000),
-        ));
+        let cache =
+            HashResultCache::new(config.cache_capacity).map_err(|_| crate::Error::Randomness)?;
+        let gates = Arc::new(gates::IdGates::new(config.cache_capacity.max(10_000)));
         let watches = [
             index_health,
             tokens_health,
@@ -296,7 +287,7 @@ impl Verifier {
             .get_or_create(&CacheLabels { result: lookup })
             .inc();
         if hashed {
-            match self.hash_within_budget(&token, unproven).await {
+            match self.hash_unproven(&token, unproven).await {
                 Ok(more) => matched.extend(more),
                 Err(reason) => return Verdict::Unavailable(reason),
             }
@@ -366,15 +357,17 @@ impl Verifier {
         })
     }
 
-    /// argon2id for candidates whose secret is not proven yet, within the id's budget: one
-    /// check at a time per id, a bounded number of misses per window, and `hash_wait` in
-    /// all. The check runs to its end even if this request stops waiting, so the gate stays
-    /// held and a miss is always counted.
-    async fn hash_within_budget(
+    /// argon2id for candidates whose secret is not proven yet: one check at a time per id
+    /// (first come, first served), within `hash_wait` in all. The check runs on its own task,
+    /// so the id's gate is held until argon2 has finished even if this request stops waiting;
+    /// a check whose requester has already given up is skipped, so a queue of abandoned
+    /// forgeries drains without hashing.
+    async fn hash_unproven(
         &self,
         token: &Token,
         unproven: Vec<Candidate>,
     ) -> Result<Vec<Candidate>, &'static str> {
+        let deadline = Instant::now() + self.config.hash_wait;
         let (gates, hasher, cache, metrics, limits, token) = (
             self.gates.clone(),
             self.hasher.clone(),
@@ -384,21 +377,18 @@ impl Verifier {
             token.clone(),
         );
         let work = tokio::spawn(async move {
-            let mut misses = gates.enter(token.id().as_str()).await;
+            let _gate = gates.enter(token.id().as_str()).await;
+            if Instant::now() >= deadline {
+                return Err(OVERLOADED);
+            }
             let mut matched = Vec::new();
             for candidate in unproven {
+                let phc = &candidate.credential.hash;
                 // Another request for this id may have proven its secret while this one waited.
-                match cache.check(&token, &candidate.credential.hash) {
-                    Some(true) => matched.push(candidate),
-                    Some(false) => {}
-                    None if !misses.allows(&gates.budget(), std::time::Instant::now()) => {
-                        metrics.argon2_budget_refusals.inc();
-                        return Err(BUDGET_SPENT);
-                    }
+                let ok = match cache.check(&token, phc) {
+                    Some(known) => known,
                     None => {
-                        let ok = hasher
-                            .verify_within(&token, &candidate.credential.hash, &limits)
-                            .await;
+                        let ok = hasher.verify_within(&token, phc, &limits).await;
                         let result = if ok {
                             Argon2Result::Match
                         } else {
@@ -409,26 +399,30 @@ impl Verifier {
                             .get_or_create(&Argon2Labels { result })
                             .inc();
                         if ok {
-                            cache.remember(&token, &candidate.credential.hash);
-                            matched.push(candidate);
-                        } else {
-                            misses.record_miss();
+                            cache.remember(&token, phc, candidate.credential.not_after.0);
                         }
+                        ok
                     }
+                };
+                if ok {
+                    matched.push(candidate);
                 }
             }
             Ok(matched)
         });
-        match tokio::time::timeout(self.config.hash_wait, work).await {
+        let result = match tokio::time::timeout_at(deadline.into(), work).await {
             Ok(Ok(result)) => result,
-            Ok(Err(_)) | Err(_) => Err("the verifier is overloaded; try again"),
+            Ok(Err(_)) | Err(_) => Err(OVERLOADED),
+        };
+        if result.is_err() {
+            self.metrics.argon2_timeouts.inc();
         }
+        result
     }
 }
 
-/// Answer when a token id's argon2 budget is spent: "could not check", never a denial, since
-/// the secret may be the right one.
-const BUDGET_SPENT: &str = "too many wrong secrets for this token id; try again later";
+/// Answer when argon2 could not run in time: "could not check", never a denial.
+const OVERLOADED: &str = "the verifier is overloaded; try again";
 
 /// A user holding the presented id whose state admits it; only the secret remains to check.
 struct Candidate {

@@ -1,7 +1,8 @@
 //! Hostile tenants against the authorization rules (docs/concepts/authorization.md), enforced
 //! by the admission policies in deploy/ exactly as shipped: a namespace editor is not a scope
 //! admin; an organization admin manages its organization's and its groups' tokens; a group
-//! admin only its group's; nobody but the operator writes TechnicalUsers or the group index.
+//! admin only its group's; nobody but the operator writes TechnicalUsers, the group index or
+//! status.
 
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::{
@@ -298,4 +299,86 @@ async fn a_tenant_namespace_with_tokens_can_still_be_deleted() {
         .await;
     let namespaces: Api<Namespace> = Api::all(admin_client().await);
     crate::support::delete_and_wait_gone(&namespaces, &tenant.namespace).await;
+}
+
+#[tokio::test]
+async fn nobody_but_the_operator_writes_status_whatever_rbac_says() {
+    let tenant = Tenant::new("authz-status").await;
+    let _operator = Operator::start(&tenant.namespace).await;
+    // The operator's own status writes pass: the token is issued and Active.
+    tenant
+        .issue("t", json!({"organization": tenant.organization}))
+        .await;
+    let before = tenant.tokens().get("t").await.unwrap().status.unwrap();
+    // A namespace owner as many platforms define one: every verb on every resource of the
+    // API group, which matches the status subresource too.
+    let (user, editor_client) = editor(&tenant, "owner").await;
+    grant_everything_in_namespace(&user, &tenant.namespace).await;
+    let needle = "is written by the access-token-operator only";
+
+    let tokens: Api<AccessToken> = Api::namespaced(editor_client, &tenant.namespace);
+    let far = "2125-01-01T00:00:00Z";
+    for (what, status) in [
+        ("extend the expiry", json!({"rotatedAt": far})),
+        ("defeat the idle timeout", json!({"lastUsedAt": far})),
+        (
+            "revive a rotated-out credential",
+            json!({"tokenId": "aaaaaaaaaaaa"}),
+        ),
+    ] {
+        let patch = Patch::Merge(json!({ "status": status }));
+        let result = tokens
+            .patch_status("t", &PatchParams::default(), &patch)
+            .await;
+        assert!(result.is_err(), "{what}: a status write by {user} passed");
+        assert_refused(result, needle);
+    }
+    // Nor a cluster admin, whom RBAC allows everything, on an AccessToken or a scope.
+    let admin = admin_client().await;
+    let patch = Patch::Merge(json!({"status": {"rotatedAt": far}}));
+    assert_refused(
+        Api::<AccessToken>::namespaced(admin.clone(), &tenant.namespace)
+            .patch_status("t", &PatchParams::default(), &patch)
+            .await,
+        needle,
+    );
+    let patch = Patch::Merge(json!({"status": {"observedGeneration": 0}}));
+    assert_refused(
+        Api::<access_token_operator::api::Organization>::all(admin)
+            .patch_status(&tenant.organization, &PatchParams::default(), &patch)
+            .await,
+        needle,
+    );
+
+    let after = tenant.tokens().get("t").await.unwrap().status.unwrap();
+    assert_eq!(after.rotated_at, before.rotated_at);
+    assert_eq!(after.last_used_at, before.last_used_at);
+    assert_eq!(after.token_id, before.token_id);
+}
+
+/// Grants `user` every verb on every resource of iam.accesstoken.io in `namespace`
+/// (`resources: ["*"]`, which matches subresources such as `accesstokens/status`).
+async fn grant_everything_in_namespace(user: &str, namespace: &str) {
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    let client = admin_client().await;
+    let name = unique_name("everything");
+    let role: Role = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "rules": [{"apiGroups": ["iam.accesstoken.io"], "resources": ["*"], "verbs": ["*"]}],
+    }))
+    .unwrap();
+    Api::<Role>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &role)
+        .await
+        .expect("the Role is created");
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [crate::support::user_subject(user)],
+    }))
+    .unwrap();
+    Api::<RoleBinding>::namespaced(client, namespace)
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("the RoleBinding is created");
 }

@@ -37,6 +37,16 @@ pub async fn admin_client() -> Client {
     Client::try_from(admin_config().await).expect("client builds")
 }
 
+/// kube-apiserver's URL, from KUBECONFIG.
+pub async fn api_server_url() -> String {
+    admin_config()
+        .await
+        .cluster_url
+        .to_string()
+        .trim_end_matches('/')
+        .to_string()
+}
+
 /// A client that authenticates with a bearer token instead of the admin identity.
 pub async fn client_with_token(token: &str) -> Client {
     let mut config = admin_config().await;
