@@ -16,7 +16,7 @@ test: test-quick helm
 ## test-quick: the unit, integration and browser tests on a real local control plane only (no Helm, image or nodes: no root or cgroup v1 needed)
 test-quick: control-plane browser
 	$(CARGO) test --no-run
-	$(LOCAL_CLUSTER) -- $(CARGO) test
+	hack/last-words.sh target/test-logs/test-quick.log -- $(LOCAL_CLUSTER) -- $(CARGO) test
 
 ## test-docs: the pages that tell you to run commands against a cluster, run as written against a local control plane (docs/installation/from-source.md)
 test-docs: control-plane
@@ -49,10 +49,10 @@ test-e2e: image helm
 	@# A cluster each: kube-apiserver 1.36 stops resolving a ConfigMap paramRef for good once
 	@# the policies using it are deleted (kubernetes/kubernetes#133827), so a reinstall in the
 	@# same cluster refuses every AccessToken until kube-apiserver restarts (README, Uninstall).
-	HELM="$$(hack/helm/build.sh)" $(LOCAL_CLUSTER) --with-node -- $(CARGO) test --test e2e helm_install
-	HELM="$$(hack/helm/build.sh)" $(LOCAL_CLUSTER) --with-node -- $(CARGO) test --test e2e kustomize_install
+	hack/last-words.sh target/test-logs/e2e-helm_install.log -- env HELM="$$(hack/helm/build.sh)" $(LOCAL_CLUSTER) --with-node -- $(CARGO) test --test e2e helm_install
+	hack/last-words.sh target/test-logs/e2e-kustomize_install.log -- env HELM="$$(hack/helm/build.sh)" $(LOCAL_CLUSTER) --with-node -- $(CARGO) test --test e2e kustomize_install
 	tests/e2e/workload-image.sh >/dev/null
-	HELM="$$(hack/helm/build.sh)" $(LOCAL_CLUSTER) --with-node -- $(CARGO) test --test e2e proxy_install
+	hack/last-words.sh target/test-logs/e2e-proxy_install.log -- env HELM="$$(hack/helm/build.sh)" $(LOCAL_CLUSTER) --with-node -- $(CARGO) test --test e2e proxy_install
 
 ## bench-verify: verifier TokenReview throughput/latency vs kube-apiserver, and revocation delay; writes BENCHMARKS.md
 bench-verify: control-plane
