@@ -451,6 +451,42 @@ mod tests {
     }
 
     #[test]
+    fn a_credential_past_its_not_after_is_expired_whatever_the_user_says() {
+        // A rotated-out credential still listed (the operator has not pruned it: it may be
+        // stopped) dies at the end of its overlap on the verifier's own clock.
+        let mut w = world(false);
+        w.user.spec.credentials[0].not_after = Time(w.now - SignedDuration::from_secs(1));
+        assert!(w.now < w.user.spec.expires_at.0);
+        assert_eq!(check(&w), Err(Denial::Expired));
+    }
+
+    #[test]
+    fn a_group_moved_to_another_organization_no_longer_matches_its_technical_user() {
+        // The other organization exists and admits the namespace: only the scope identity
+        // (which organization the group belongs to) differs from what the user was issued for.
+        let mut w = world(true);
+        w.group.spec.organization = "other".into();
+        let other = Arc::new(Organization::new(
+            "other",
+            OrganizationSpec {
+                display_name: None,
+                token_namespaces: vec!["acme-ci".into()],
+                ..Default::default()
+            },
+        ));
+        let (token, group) = (Arc::new(w.token.clone()), Arc::new(w.group.clone()));
+        let verdict = check_state(
+            &w.user,
+            &w.user.spec.credentials[0],
+            |ns, name| (ns == "acme-ci" && name == "ci").then(|| token.clone()),
+            |name| (name == "other").then(|| other.clone()),
+            |name| (name == "platform").then(|| group.clone()),
+            w.now,
+        );
+        assert_eq!(verdict, Err(Denial::ScopeInvalid));
+    }
+
+    #[test]
     fn the_role_follows_the_access_token_spec_at_once() {
         let mut w = world(false);
         w.token.spec.admin = false;

@@ -275,3 +275,42 @@ async fn a_hash_over_the_limits_is_refused_without_argon2() {
     assert_eq!(argon2_runs(&w.verifier, Argon2Result::Mismatch), 0);
     assert_eq!(argon2_runs(&w.verifier, Argon2Result::Match), 0);
 }
+
+#[tokio::test]
+async fn a_revoke_that_lands_while_the_hash_waits_wins() {
+    let value = Token::generate();
+    let a = access_token("a");
+    let users = vec![technical_user(&a, &[(value.id().as_str(), &value)])];
+    let World {
+        verifier,
+        tokens: mut writer,
+    } = world(users, vec![a.clone()], Config::default());
+    let verifier = Arc::new(verifier);
+    // Hold the id's gate: the review passes its state check, then waits for its argon2 turn.
+    let gate = verifier.gates.enter(value.id().as_str()).await;
+    let review = {
+        let (verifier, value) = (verifier.clone(), value.clone());
+        tokio::spawn(async move { verifier.review(value.expose_secret()).await })
+    };
+    // On this single-threaded runtime each yield lets the review run up to its next wait.
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!review.is_finished(), "the review waits at the id's gate");
+    let mut revoked = a;
+    revoked.spec.revoked = true;
+    writer.apply_watcher_event(&watcher::Event::Apply(kube::core::DeserializeGuard(Ok(
+        revoked,
+    ))));
+    drop(gate);
+    assert_eq!(
+        review.await.unwrap(),
+        Verdict::Denied(Denial::Revoked),
+        "the state is read again after the hash"
+    );
+    assert_eq!(
+        argon2_runs(&verifier, Argon2Result::Match),
+        1,
+        "the secret was checked: the revoke landed during the wait, not before the state check"
+    );
+}

@@ -330,6 +330,16 @@ async fn scope_and_secret_name_edits_are_refused() {
     ))
     .await;
     assert!(ok, "revoke, admin and lifetime are editable: {output}");
+    // Naming the Secret as it already is (the default, metadata.name) is no change.
+    let (ok, output) = kubectl_apply(&token_manifest(
+        ns,
+        "t",
+        &format!(
+            "  organization: {org}\n  revoked: true\n  admin: true\n  lifetime: 2w\n  secretName: t\n"
+        ),
+    ))
+    .await;
+    assert!(ok, "secretName set to the default it had: {output}");
 
     // A Group's organization is immutable too.
     let (ok, output) = kubectl_apply(&format!(
@@ -432,4 +442,24 @@ async fn kubectl_explains_fields_and_shows_useful_columns() {
     .succeed()
     .await;
     assert!(none.trim().is_empty(), "{none}");
+
+    // The short names: atk, tu, org, grp.
+    let short = kubectl(&[
+        "get",
+        "atk,tu,org,grp",
+        "-n",
+        &tenant.namespace,
+        "-o",
+        "name",
+    ])
+    .succeed()
+    .await;
+    for name in [
+        "accesstoken.iam.accesstoken.io/cols".to_string(),
+        "technicaluser.iam.accesstoken.io/cols".to_string(),
+        format!("organization.iam.accesstoken.io/{}", tenant.organization),
+        format!("group.iam.accesstoken.io/{}", tenant.group),
+    ] {
+        assert!(short.lines().any(|line| line == name), "{name} in {short}");
+    }
 }

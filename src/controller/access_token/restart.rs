@@ -281,6 +281,128 @@ mod tests {
     }
 
     #[test]
+    fn a_statefulset_is_rolled_out_once_every_replica_runs_the_update_revision_and_is_ready() {
+        use k8s_openapi::api::apps::v1::{StatefulSetSpec, StatefulSetStatus};
+        let set = |generation: i64, status: StatefulSetStatus| {
+            let mut set = StatefulSet {
+                spec: Some(StatefulSetSpec {
+                    replicas: Some(2),
+                    ..Default::default()
+                }),
+                status: Some(status),
+                ..Default::default()
+            };
+            set.metadata.generation = Some(generation);
+            set
+        };
+        let done = StatefulSetStatus {
+            observed_generation: Some(3),
+            current_revision: Some("web-2".into()),
+            update_revision: Some("web-2".into()),
+            ready_replicas: Some(2),
+            replicas: 2,
+            ..Default::default()
+        };
+        assert_eq!(
+            statefulset_rollout(&set(3, done.clone())),
+            Rollout::Complete
+        );
+        for (why, generation, status) in [
+            ("the restart not seen yet", 4, done.clone()),
+            (
+                "pods still on the old revision",
+                3,
+                StatefulSetStatus {
+                    current_revision: Some("web-1".into()),
+                    ..done.clone()
+                },
+            ),
+            (
+                "no update revision reported",
+                3,
+                StatefulSetStatus {
+                    current_revision: None,
+                    update_revision: None,
+                    ..done.clone()
+                },
+            ),
+            (
+                "a replica not ready",
+                3,
+                StatefulSetStatus {
+                    ready_replicas: Some(1),
+                    ..done.clone()
+                },
+            ),
+            (
+                "an extra replica left",
+                3,
+                StatefulSetStatus {
+                    replicas: 3,
+                    ..done.clone()
+                },
+            ),
+        ] {
+            assert_eq!(
+                statefulset_rollout(&set(generation, status)),
+                Rollout::InProgress,
+                "{why}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_daemonset_is_rolled_out_once_every_scheduled_pod_is_updated_and_available() {
+        use k8s_openapi::api::apps::v1::DaemonSetStatus;
+        let set = |generation: i64, status: DaemonSetStatus| {
+            let mut set = DaemonSet {
+                status: Some(status),
+                ..Default::default()
+            };
+            set.metadata.generation = Some(generation);
+            set
+        };
+        let done = DaemonSetStatus {
+            observed_generation: Some(5),
+            desired_number_scheduled: 3,
+            updated_number_scheduled: Some(3),
+            number_available: Some(3),
+            ..Default::default()
+        };
+        assert_eq!(daemonset_rollout(&set(5, done.clone())), Rollout::Complete);
+        for (why, generation, status) in [
+            ("the restart not seen yet", 6, done.clone()),
+            (
+                "a node still runs the old pod",
+                5,
+                DaemonSetStatus {
+                    updated_number_scheduled: Some(2),
+                    ..done.clone()
+                },
+            ),
+            (
+                "a pod not available",
+                5,
+                DaemonSetStatus {
+                    number_available: Some(2),
+                    ..done.clone()
+                },
+            ),
+        ] {
+            assert_eq!(
+                daemonset_rollout(&set(generation, status)),
+                Rollout::InProgress,
+                "{why}"
+            );
+        }
+        assert_eq!(
+            daemonset_rollout(&DaemonSet::default()),
+            Rollout::InProgress,
+            "no status yet"
+        );
+    }
+
+    #[test]
     fn the_verdict_names_missing_and_stuck_targets_and_drops_the_previous_token_only_when_all_rolled_out()
      {
         let all = judge(
