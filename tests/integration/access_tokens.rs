@@ -527,7 +527,7 @@ async fn a_deleted_secret_gets_a_fresh_token_and_the_old_one_stops_working() {
     .await;
     assert!(verify_token(&new, &user.spec.credentials[0].hash));
     assert!(!verify_token(&old, &user.spec.credentials[0].hash));
-    tenant.wait_for_event("t", "TokenReissued").await;
+    tenant.wait_for_warning("t", "TokenReissued").await;
     eventually("status to show the new token id", || async {
         let token = tenant.tokens().get("t").await.ok()?;
         (token.status?.token_id? == new.id().as_str()).then_some(())
@@ -567,7 +567,7 @@ async fn a_tampered_secret_gets_a_fresh_token() {
         !verify_token(&planted, &user.spec.credentials[0].hash),
         "a planted token is never accepted"
     );
-    tenant.wait_for_event("t", "TokenReissued").await;
+    tenant.wait_for_warning("t", "TokenReissued").await;
 
     // Garbage in the token key is also repaired.
     let patch = json!({"stringData": {"token": "not a token"}});
@@ -797,7 +797,7 @@ async fn a_tampered_secret_with_the_same_id_gets_a_fresh_token() {
         !verify_token(&planted, &user.spec.credentials[0].hash),
         "a planted token is never accepted"
     );
-    tenant.wait_for_event("t", "TokenReissued").await;
+    tenant.wait_for_warning("t", "TokenReissued").await;
 }
 
 #[tokio::test]

@@ -276,6 +276,18 @@ async fn nobody_but_the_operator_writes_technical_users_or_the_group_index() {
             .await,
         "ConfigMap access-token-operator-groups is written by the access-token-operator only",
     );
+    // Nor freeze it (immutable) or fill it (binaryData): the operator could no longer write it.
+    for freeze in [
+        json!({"immutable": true}),
+        json!({"binaryData": {"padding": "AAAA"}}),
+    ] {
+        assert_refused(
+            config_maps
+                .patch(GROUP_INDEX, &PatchParams::default(), &Patch::Merge(freeze))
+                .await,
+            "ConfigMap access-token-operator-groups is written by the access-token-operator only",
+        );
+    }
     assert_refused(
         config_maps
             .delete(GROUP_INDEX, &DeleteParams::default())
@@ -381,4 +393,41 @@ async fn grant_everything_in_namespace(user: &str, namespace: &str) {
         .create(&PostParams::default(), &binding)
         .await
         .expect("the RoleBinding is created");
+}
+
+#[tokio::test]
+async fn the_garbage_collector_may_update_metadata_but_not_a_spec() {
+    // kube-controller-manager's garbage collector passes the policies for updates that leave
+    // the spec alone (orphaning strips owner references); a spec change in its name is refused.
+    let tenant = Tenant::new("authz-gc").await;
+    let _operator = Operator::start(&tenant.namespace).await;
+    tenant
+        .issue("t", json!({"organization": tenant.organization}))
+        .await;
+    let gc =
+        crate::support::client_as("system:serviceaccount:kube-system:generic-garbage-collector")
+            .await;
+    let tokens: Api<AccessToken> = Api::namespaced(gc.clone(), &tenant.namespace);
+    let users: Api<TechnicalUser> = Api::namespaced(gc, &tenant.namespace);
+    let revoke = Patch::Merge(json!({"spec": {"revoked": true}}));
+    assert_refused(
+        tokens.patch("t", &PatchParams::default(), &revoke).await,
+        &organization_right(&tenant.organization),
+    );
+    let enable =
+        Patch::Merge(json!({"spec": {"disabled": true, "expiresAt": "2125-01-01T00:00:00Z"}}));
+    assert_refused(
+        users.patch("t", &PatchParams::default(), &enable).await,
+        "TechnicalUsers are written by the access-token-operator only",
+    );
+    let label = Patch::Merge(json!({"metadata": {"labels": {"gc-was-here": "yes"}}}));
+    tokens
+        .patch("t", &PatchParams::default(), &label)
+        .await
+        .expect("a metadata-only update by the garbage collector passes");
+    users
+        .patch("t", &PatchParams::default(), &label)
+        .await
+        .expect("a metadata-only update by the garbage collector passes");
+    assert!(!tenant.tokens().get("t").await.unwrap().spec.revoked);
 }

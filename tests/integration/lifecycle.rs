@@ -874,6 +874,13 @@ async fn the_operator_may_only_set_the_restart_annotation_of_a_workload() {
         json!({"spec": {"template": {"metadata": {"annotations": {"other": "x"}}}}}),
         json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "other"}]}}}}),
         json!({"metadata": {"labels": {"x": "y"}}}),
+        // An owner that does not exist: the garbage collector would delete the workload.
+        json!({"metadata": {"ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap",
+            "name": "gone", "uid": "00000000-0000-0000-0000-000000000000"}]}}),
+        json!({"metadata": {"finalizers": ["example.com/hold"]}}),
+        json!({"spec": {"paused": true}}),
+        json!({"spec": {"minReadySeconds": 3600}}),
+        json!({"spec": {"strategy": {"type": "Recreate", "rollingUpdate": null}}}),
     ] {
         match patch(forbidden.clone()).await {
             Err(kube::Error::Api(status)) => assert!(

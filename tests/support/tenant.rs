@@ -241,7 +241,25 @@ impl Tenant {
             .collect()
     }
 
-    /// Waits until an Event with `reason` was recorded for `object`.
+    /// Waits until a Warning Event with `reason` was recorded for `object` (a Normal one
+    /// with that reason does not count: the type is part of what people are told).
+    pub async fn wait_for_warning(&self, object: &str, reason: &str) {
+        eventually(
+            &format!("a Warning Event {reason} for {object}"),
+            || async {
+                self.events_for(object)
+                    .await
+                    .iter()
+                    .any(|e| {
+                        e.reason.as_deref() == Some(reason) && e.type_.as_deref() == Some("Warning")
+                    })
+                    .then_some(())
+            },
+        )
+        .await
+    }
+
+    /// Waits for an Event with this reason (any type) on an object in this namespace.
     pub async fn wait_for_event(&self, object: &str, reason: &str) {
         eventually(&format!("a {reason} Event for {object}"), || async {
             self.event_reasons(object)
