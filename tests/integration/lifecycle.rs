@@ -879,7 +879,7 @@ async fn the_operator_may_only_set_the_restart_annotation_of_a_workload() {
             "name": "gone", "uid": "00000000-0000-0000-0000-000000000000"}]}}),
         json!({"metadata": {"finalizers": ["example.com/hold"]}}),
         json!({"spec": {"paused": true}}),
-        json!({"spec": {"minReadySeconds": 3600}}),
+        json!({"spec": {"minReadySeconds": 30}}),
         json!({"spec": {"strategy": {"type": "Recreate", "rollingUpdate": null}}}),
     ] {
         match patch(forbidden.clone()).await {
