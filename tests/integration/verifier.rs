@@ -17,9 +17,39 @@ async fn kubectl_as(token: &str, args: &[&str]) -> (bool, String, String) {
     kubectl(args).token(token).outcome().await
 }
 
-/// The user info kube-apiserver sees for `token`, or `None` if it is not authenticated.
+/// The user info kube-apiserver sees for `token`, or `None` if the verifier denies it.
+/// kube-apiserver answers 401 both for a denial and when the webhook could not check (an
+/// `error`): after a 401 the verifier on the webhook port is asked directly, and a "could
+/// not check" is retried, never taken for a denial.
 pub(crate) async fn whoami(token: &str) -> Option<Value> {
-    kubectl::<&str>(&[]).token(token).user_info().await
+    eventually("kube-apiserver to decide on the token", || async {
+        match kubectl::<&str>(&[]).token(token).user_info().await {
+            Some(info) => Some(Some(info)),
+            None => (!webhook_could_not_check(token).await).then_some(None),
+        }
+    })
+    .await
+}
+
+/// Whether the verifier serving kube-apiserver's webhook port answers "could not check" for
+/// `token` (false when it denies it, accepts it, or does not run).
+async fn webhook_could_not_check(token: &str) -> bool {
+    let http = VerifierProcess::http_builder()
+        .identity(crate::support::test_client_identity())
+        .build()
+        .expect("client builds");
+    let port = crate::support::cluster_env("ATO_VERIFIER_PORT");
+    let body = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}});
+    let Ok(response) = http
+        .post(format!("https://127.0.0.1:{port}/tokenreviews"))
+        .json(&body)
+        .send()
+        .await
+    else {
+        return false;
+    };
+    let answer: Value = response.json().await.unwrap_or_default();
+    answer["status"]["error"].is_string()
 }
 
 #[tokio::test]
