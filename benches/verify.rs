@@ -286,23 +286,7 @@ async fn first_verifications(
 /// A counter's value from /metrics (0 if absent).
 async fn metric(http: &reqwest::Client, url: &str, series: &str) -> u64 {
     let text = http.get(url).send().await.unwrap().text().await.unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(&format!("{series} ")))
-        .map(|value| value.trim().parse::<f64>().unwrap() as u64)
-        .unwrap_or(0)
-}
-
-/// A well-formed token for `id` with a random secret and a valid checksum.
-fn forged(id: &str) -> String {
-    let body = format!("atk_{id}_{}", Token::generate().expose_secret_part());
-    let mut crc = crc32fast::hash(body.as_bytes());
-    let alphabet = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    let mut check = [b'0'; 6];
-    for digit in check.iter_mut().rev() {
-        *digit = alphabet[(crc % 62) as usize];
-        crc /= 62;
-    }
-    format!("{body}{}", String::from_utf8_lossy(&check))
+    support::series_value(&text, series).unwrap_or(0.0) as u64
 }
 
 /// Forged secrets for one id from `FLOOD_CLIENTS` clients, bounded in count and time.
@@ -335,7 +319,8 @@ impl Flood {
                         && started.elapsed() < FLOOD_FOR
                         && !stop.load(Ordering::Relaxed)
                     {
-                        let (ok, error) = review(&http, &url, None, &forged(&id)).await;
+                        let (ok, error) =
+                            review(&http, &url, None, &support::forged_token(&id)).await;
                         sent += 1;
                         authenticated += usize::from(ok);
                         errors += usize::from(error.is_some());

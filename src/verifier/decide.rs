@@ -343,14 +343,23 @@ mod tests {
     }
 
     fn check(w: &World) -> Result<Identity, Denial> {
+        check_with(w, std::slice::from_ref(&w.org))
+    }
+
+    /// `check` with these Organizations in the cluster instead of `w.org` alone.
+    fn check_with(w: &World, organizations: &[Organization]) -> Result<Identity, Denial> {
         let token = Arc::new(w.token.clone());
-        let org = Arc::new(w.org.clone());
         let group = Arc::new(w.group.clone());
         check_state(
             &w.user,
             &w.user.spec.credentials[0],
             |ns, name| (ns == "acme-ci" && name == "ci").then(|| token.clone()),
-            |name| (name == "acme").then(|| org.clone()),
+            |name| {
+                organizations
+                    .iter()
+                    .find(|org| org.metadata.name.as_deref() == Some(name))
+                    .map(|org| Arc::new(org.clone()))
+            },
             |name| (name == "platform").then(|| group.clone()),
             w.now,
         )
@@ -466,23 +475,15 @@ mod tests {
         // (which organization the group belongs to) differs from what the user was issued for.
         let mut w = world(true);
         w.group.spec.organization = "other".into();
-        let other = Arc::new(Organization::new(
+        let other = Organization::new(
             "other",
             OrganizationSpec {
                 display_name: None,
                 token_namespaces: vec!["acme-ci".into()],
                 ..Default::default()
             },
-        ));
-        let (token, group) = (Arc::new(w.token.clone()), Arc::new(w.group.clone()));
-        let verdict = check_state(
-            &w.user,
-            &w.user.spec.credentials[0],
-            |ns, name| (ns == "acme-ci" && name == "ci").then(|| token.clone()),
-            |name| (name == "other").then(|| other.clone()),
-            |name| (name == "platform").then(|| group.clone()),
-            w.now,
         );
+        let verdict = check_with(&w, &[other]);
         assert_eq!(verdict, Err(Denial::ScopeInvalid));
     }
 

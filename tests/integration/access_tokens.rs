@@ -737,16 +737,8 @@ async fn a_lost_secret_whose_name_is_taken_removes_the_issued_credential() {
 /// `token` with its random secret replaced by `secret_part` and a matching checksum: a
 /// well-formed token with the same public id, which only the argon2 check can tell apart.
 fn same_id_other_secret(token: &Token, secret_part: &str) -> Token {
-    const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
     let body = format!("atk_{}_{secret_part}", token.id().as_str());
-    let mut n = crc32fast::hash(body.as_bytes());
-    let mut check = [b'0'; 6];
-    for digit in check.iter_mut().rev() {
-        *digit = BASE62[(n % 62) as usize];
-        n /= 62;
-    }
-    Token::parse(&format!("{body}{}", String::from_utf8_lossy(&check)))
-        .expect("a well-formed token")
+    Token::parse(&crate::support::with_checksum(&body)).expect("a well-formed token")
 }
 
 /// Writes into Secret `secret` a token with `issued`'s id and another secret (see

@@ -325,7 +325,7 @@ async fn nobody_but_the_operator_writes_status_whatever_rbac_says() {
     // A namespace owner as many platforms define one: every verb on every resource of the
     // API group, which matches the status subresource too.
     let (user, editor_client) = editor(&tenant, "owner").await;
-    grant_everything_in_namespace(&user, &tenant.namespace).await;
+    crate::support::grant_everything_in_namespace(&user, &tenant.namespace).await;
     let needle = "is written by the access-token-operator only";
 
     let tokens: Api<AccessToken> = Api::namespaced(editor_client, &tenant.namespace);
@@ -366,33 +366,6 @@ async fn nobody_but_the_operator_writes_status_whatever_rbac_says() {
     assert_eq!(after.rotated_at, before.rotated_at);
     assert_eq!(after.last_used_at, before.last_used_at);
     assert_eq!(after.token_id, before.token_id);
-}
-
-/// Grants `user` every verb on every resource of iam.accesstoken.io in `namespace`
-/// (`resources: ["*"]`, which matches subresources such as `accesstokens/status`).
-async fn grant_everything_in_namespace(user: &str, namespace: &str) {
-    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-    let client = admin_client().await;
-    let name = unique_name("everything");
-    let role: Role = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "rules": [{"apiGroups": ["iam.accesstoken.io"], "resources": ["*"], "verbs": ["*"]}],
-    }))
-    .unwrap();
-    Api::<Role>::namespaced(client.clone(), namespace)
-        .create(&PostParams::default(), &role)
-        .await
-        .expect("the Role is created");
-    let binding: RoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-        "subjects": [crate::support::user_subject(user)],
-    }))
-    .unwrap();
-    Api::<RoleBinding>::namespaced(client, namespace)
-        .create(&PostParams::default(), &binding)
-        .await
-        .expect("the RoleBinding is created");
 }
 
 #[tokio::test]

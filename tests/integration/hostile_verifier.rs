@@ -17,7 +17,10 @@ use serde_json::{Value, json};
 use access_token_operator::token::Token;
 
 use crate::{
-    support::{Operator, Tenant, VerifierProcess, api_server_url, eventually, secret_text},
+    support::{
+        Operator, Tenant, VerifierProcess, api_server_url, eventually, forged_token, secret_text,
+        series_value, token_review,
+    },
     verifier::whoami,
 };
 
@@ -28,26 +31,6 @@ const FLOOD_MAX_PER_CLIENT: u64 = 5_000;
 /// Forged secrets the verifier must have hashed for the flooded id before the owner tries:
 /// far past the 5 a minute that once locked the owner out.
 const IN_FULL_SWING: u64 = 100;
-
-/// A well-formed token for `id` with a random secret and a valid checksum: what anyone who
-/// has seen the id can make.
-fn forged(id: &str) -> String {
-    let secret = &Token::generate().expose_secret_part().to_string();
-    let body = format!("atk_{id}_{secret}");
-    let mut crc = crc32fast::hash(body.as_bytes());
-    let alphabet = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    let mut check = [b'0'; 6];
-    for digit in check.iter_mut().rev() {
-        *digit = alphabet[(crc % 62) as usize];
-        crc /= 62;
-    }
-    let forged = format!("{body}{}", String::from_utf8_lossy(&check));
-    assert!(
-        Token::parse(&forged).is_ok(),
-        "forgery passes the format check"
-    );
-    forged
-}
 
 /// Where forged secrets are presented.
 #[derive(Clone)]
@@ -86,20 +69,10 @@ impl Target {
                 }
             }
             Target::Verifier { http, url } => {
-                let body = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}});
-                let answer: Value = http
-                    .post(format!("{url}/tokenreviews"))
-                    .json(&body)
-                    .send()
+                let status = token_review(http, &format!("{url}/tokenreviews"), token)
                     .await
-                    .expect("the verifier answers")
-                    .json()
-                    .await
-                    .expect("JSON");
-                match (
-                    &answer["status"]["authenticated"],
-                    &answer["status"]["error"],
-                ) {
+                    .expect("the verifier answers with JSON");
+                match (&status["authenticated"], &status["error"]) {
                     (Value::Bool(true), _) => Answer::Authenticated,
                     (_, Value::String(_)) => Answer::Other,
                     _ => Answer::Denied,
@@ -120,10 +93,7 @@ async fn metric(verifier: &VerifierProcess, series: &str) -> u64 {
         .text()
         .await
         .expect("text");
-    text.lines()
-        .find_map(|line| line.strip_prefix(&format!("{series} ")))
-        .map(|value| value.trim().parse::<f64>().expect("a number") as u64)
-        .unwrap_or(0)
+    series_value(&text, series).unwrap_or(0.0) as u64
 }
 
 const MISMATCHES: &str = r#"access_token_operator_argon2_verifications_total{result="Mismatch"}"#;
@@ -156,7 +126,7 @@ impl Flood {
                         if stop.load(Ordering::Relaxed) {
                             break;
                         }
-                        let answer = target.present(&forged(&id)).await;
+                        let answer = target.present(&forged_token(&id)).await;
                         tally.sent.fetch_add(1, Ordering::Relaxed);
                         match answer {
                             Answer::Authenticated => {

@@ -34,22 +34,11 @@ pub(crate) async fn whoami(token: &str) -> Option<Value> {
 /// Whether the verifier serving kube-apiserver's webhook port answers "could not check" for
 /// `token` (false when it denies it, accepts it, or does not run).
 async fn webhook_could_not_check(token: &str) -> bool {
-    let http = VerifierProcess::http_builder()
-        .identity(crate::support::test_client_identity())
-        .build()
-        .expect("client builds");
     let port = crate::support::cluster_env("ATO_VERIFIER_PORT");
-    let body = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}});
-    let Ok(response) = http
-        .post(format!("https://127.0.0.1:{port}/tokenreviews"))
-        .json(&body)
-        .send()
+    let endpoint = format!("https://127.0.0.1:{port}/tokenreviews");
+    crate::support::token_review(&VerifierProcess::test_client(), &endpoint, token)
         .await
-    else {
-        return false;
-    };
-    let answer: Value = response.json().await.unwrap_or_default();
-    answer["status"]["error"].is_string()
+        .is_some_and(|status| status["error"].is_string())
 }
 
 #[tokio::test]

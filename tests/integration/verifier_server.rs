@@ -142,13 +142,7 @@ async fn metric(verifier: &VerifierProcess, series: &str) -> Option<f64> {
         .text()
         .await
         .ok()?;
-    let prefix = format!("{series} ");
-    Some(
-        text.lines()
-            .find_map(|line| line.strip_prefix(prefix.as_str()))
-            .and_then(|value| value.parse().ok())
-            .unwrap_or(0.0),
-    )
+    Some(crate::support::series_value(&text, series).unwrap_or(0.0))
 }
 
 #[tokio::test]

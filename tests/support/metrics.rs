@@ -40,3 +40,17 @@ pub fn assert_serves(served: &str, name: &str) {
         "{name} is documented but not served:\n{served}"
     );
 }
+
+/// The value of the series `series` (name and labels, as printed) in the scrape `text`;
+/// `None` when the scrape does not hold it; a value that is not a number fails the test.
+pub fn series_value(text: &str, series: &str) -> Option<f64> {
+    let prefix = format!("{series} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(prefix.as_str()))
+        .map(|value| {
+            value
+                .trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("{series} has a value that is not a number: {value}"))
+        })
+}

@@ -3,13 +3,14 @@
 //! the local control plane and the one CRD installer (`cluster`), waiting with deadlines
 //! (`wait`), the one process launcher (`process`) with the operator and verifier on top
 //! (`operator`, `verifier`), the one command runner (`kubectl`), tenants and their tokens
-//! (`tenant`), the RBAC tests grant people (`rbac`), a TCP proxy a test can cut (`proxy`), the benches' results file
+//! (`tenant`), forged tokens (`forgery`), the RBAC tests grant people (`rbac`), a TCP proxy a test can cut (`proxy`), the benches' results file
 //! (`benchmarks`), and the documented metric names (`metrics`).
 // Each binary uses the part it needs.
 #![allow(dead_code, unused_imports)]
 
 mod benchmarks;
 mod cluster;
+mod forgery;
 mod kubectl;
 mod metrics;
 mod operator;
@@ -22,6 +23,7 @@ mod wait;
 
 pub use benchmarks::*;
 pub use cluster::*;
+pub use forgery::*;
 pub use kubectl::*;
 pub use metrics::*;
 pub use operator::*;

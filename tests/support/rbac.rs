@@ -2,7 +2,7 @@
 //! Group (`admin` makes a scope admin), and the built-in `edit` role in a namespace.
 
 use k8s_openapi::api::rbac::v1::{
-    ClusterRole, ClusterRoleBinding, PolicyRule, RoleBinding, RoleRef, Subject,
+    ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
 };
 use kube::{
     Api, Client,
@@ -73,19 +73,18 @@ pub async fn grant_scope_admin(user: &str, resource: &str, name: &str) {
     grant_on_scope(user, resource, name, &["admin"]).await;
 }
 
-/// Binds the built-in `edit` role to `user` in `namespace` and waits until the aggregation
-/// controller has filled it from deploy/tenant-roles.yaml (AccessTokens readable).
-pub async fn bind_edit(user: &str, namespace: &str) {
+/// Binds the (Cluster)Role `kind`/`role` to `user` in `namespace`, as RoleBinding `name`.
+async fn bind_in_namespace(user: &str, namespace: &str, name: &str, kind: &str, role: &str) {
     let binding = RoleBinding {
         metadata: ObjectMeta {
-            name: Some(format!("{user}-edit")),
+            name: Some(name.into()),
             namespace: Some(namespace.into()),
             ..Default::default()
         },
         role_ref: RoleRef {
             api_group: Some("rbac.authorization.k8s.io".into()),
-            kind: "ClusterRole".into(),
-            name: "edit".into(),
+            kind: kind.into(),
+            name: role.into(),
         },
         subjects: Some(vec![user_subject(user)]),
     };
@@ -93,6 +92,44 @@ pub async fn bind_edit(user: &str, namespace: &str) {
         .create(&PostParams::default(), &binding)
         .await
         .expect("RoleBinding is created");
+}
+
+/// Grants `user` every verb on every resource of iam.accesstoken.io in `namespace`
+/// (`resources: ["*"]`, which matches subresources such as `accesstokens/status`): a
+/// "namespace owner" role as many platforms define one.
+pub async fn grant_everything_in_namespace(user: &str, namespace: &str) {
+    let name = unique_name("everything");
+    let role = Role {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(namespace.into()),
+            ..Default::default()
+        },
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec!["iam.accesstoken.io".into()]),
+            resources: Some(vec!["*".into()]),
+            verbs: vec!["*".into()],
+            ..Default::default()
+        }]),
+    };
+    Api::<Role>::namespaced(admin_client().await, namespace)
+        .create(&PostParams::default(), &role)
+        .await
+        .expect("the Role is created");
+    bind_in_namespace(user, namespace, &name, "Role", &name).await;
+}
+
+/// Binds the built-in `edit` role to `user` in `namespace` and waits until the aggregation
+/// controller has filled it from deploy/tenant-roles.yaml (AccessTokens readable).
+pub async fn bind_edit(user: &str, namespace: &str) {
+    bind_in_namespace(
+        user,
+        namespace,
+        &format!("{user}-edit"),
+        "ClusterRole",
+        "edit",
+    )
+    .await;
     let tokens: Api<AccessToken> = Api::namespaced(client_as(user).await, namespace);
     eventually(
         &format!("{user} to read AccessTokens in {namespace} through edit"),

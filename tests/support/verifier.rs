@@ -93,16 +93,26 @@ impl LoopbackVerifier {
 
     /// The `status` of a TokenReview of `token`, if the verifier answers.
     pub async fn review(&self, token: &str) -> Option<serde_json::Value> {
-        let body = serde_json::json!({
-            "apiVersion": "authentication.k8s.io/v1",
-            "kind": "TokenReview",
-            "spec": {"token": token},
-        });
-        let url = format!("http://127.0.0.1:{}/tokenreviews", self.port);
-        let response = self.http.post(url).json(&body).send().await.ok()?;
-        let answer: serde_json::Value = response.json().await.ok()?;
-        answer.get("status").cloned()
+        let endpoint = format!("http://127.0.0.1:{}/tokenreviews", self.port);
+        token_review(&self.http, &endpoint, token).await
     }
+}
+
+/// The `status` of a TokenReview of `token` posted to `endpoint` (a verifier's
+/// `.../tokenreviews`), if it answers with JSON.
+pub async fn token_review(
+    http: &reqwest::Client,
+    endpoint: &str,
+    token: &str,
+) -> Option<serde_json::Value> {
+    let body = serde_json::json!({
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenReview",
+        "spec": {"token": token},
+    });
+    let response = http.post(endpoint).json(&body).send().await.ok()?;
+    let answer: serde_json::Value = response.json().await.ok()?;
+    answer.get("status").cloned()
 }
 
 /// kube-apiserver asks the verifier on one fixed port, so one test at a time may serve it.
@@ -182,6 +192,12 @@ impl VerifierProcess {
     /// An HTTPS client that trusts the local cluster's CA (which signed the verifier's
     /// certificate) and presents the test client certificate the verifier requires.
     pub fn http(&self) -> reqwest::Client {
+        Self::test_client()
+    }
+
+    /// The client `http` returns, without a verifier at hand (e.g. to ask the one serving
+    /// kube-apiserver's webhook port, `ATO_VERIFIER_PORT`).
+    pub fn test_client() -> reqwest::Client {
         Self::http_builder()
             .identity(test_client_identity())
             .build()
