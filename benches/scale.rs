@@ -522,19 +522,11 @@ struct Sample {
 
 impl Sample {
     fn of(pid: u32) -> Self {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let kib = |field: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
+        let memory = support::Memory::of(pid);
         Sample {
             cpu: cpu_seconds(pid),
-            rss: kib("VmRSS:") / 1024.0,
-            hwm: kib("VmHWM:") / 1024.0,
+            rss: memory.rss,
+            hwm: memory.peak,
         }
     }
 }

@@ -8,6 +8,7 @@ mod access_token;
 pub mod conditions;
 mod scope;
 mod technical_user;
+mod trimmed;
 pub mod wellknown;
 
 pub use access_token::{
@@ -19,6 +20,7 @@ pub use scope::{
     Group, GroupSpec, Organization, OrganizationSpec, ScopeStatus, TokenCounts, TokenPolicy,
 };
 pub use technical_user::{Credential, Role, Scope, ScopeKind, TechnicalUser, TechnicalUserSpec};
+pub use trimmed::{Invalid, LIST_PAGE_SIZE, Trim, Trimmed};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;

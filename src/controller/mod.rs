@@ -307,7 +307,8 @@ fn token_controller(
     own_writes: Arc<OwnWrites>,
 ) -> Controller<Watched> {
     let (reader, writer) = reflector::store();
-    // Secrets as metadata only (`PartialObjectMeta`): their data never passes through here.
+    // Secrets as metadata only (`PartialObjectMeta`: kube asks for metadata alone), so
+    // their data is neither sent nor parsed here.
     let (users, secrets): (Api<TechnicalUser>, Api<PartialObjectMeta<Secret>>) =
         match &config.namespace {
             Some(ns) => (
@@ -326,13 +327,14 @@ fn token_controller(
             kube::runtime::controller::Config::default().concurrency(config.reconcile_concurrency),
         )
         .trigger_backoff(WatchBackoff::default())
-        .owns_stream(filtered_watch(users, managed.clone(), {
+        .owns_stream(filtered_watch(watcher(users, managed.clone()), {
             let own_writes = own_writes.clone();
             move |event| own_writes.triggers(event)
         }))
-        .owns_stream(filtered_watch(secrets, managed, move |event| {
-            own_writes.triggers(event)
-        }));
+        .owns_stream(filtered_watch(
+            watcher(secrets, tenant_written(managed)),
+            move |event| own_writes.triggers(event),
+        ));
     let (by_org, by_group) = (controller.store(), controller.store());
     controller
         .watches_stream(
@@ -364,10 +366,9 @@ fn own_changes(
     tokens: Api<Watched>,
     writer: reflector::store::Writer<Watched>,
 ) -> impl Stream<Item = Result<Watched, watcher::Error>> + Send + 'static {
-    // The store keeps every AccessToken: without their managedFields (no reconcile reads
-    // them; status and Secret writes are server-side applies), a third of each object.
-    let watched = watcher(tokens, watcher::Config::default())
-        .modify(|token: &mut Watched| token.managed_fields_mut().clear());
+    // The store keeps every AccessToken as `Trimmed`: metadata cut to what reconciles read
+    // (no labels, annotations or managed fields a tenant could pad).
+    let watched = watcher(tokens, tenant_written(watcher::Config::default()));
     reflector(writer, watched)
         .applied_objects()
         .predicate_filter(
@@ -382,28 +383,33 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
     let mut changes = SpecChanges::default();
-    filtered_watch(api, watcher::Config::default(), move |event| {
+    filtered_watch(watcher(api, watcher::Config::default()), move |event| {
         changes.on(event)
     })
 }
 
-/// A watch of `api` whose events go through `filter`, which returns the objects that go on
-/// to trigger reconciles; errors pass (the controller's watch backoff handles them).
+/// A watch's events through `filter`, which returns the objects that go on to trigger
+/// reconciles; errors pass (the controller's watch backoff handles them).
 fn filtered_watch<K>(
-    api: Api<K>,
-    config: watcher::Config,
+    events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
     mut filter: impl FnMut(watcher::Event<K>) -> Vec<K> + Send + 'static,
 ) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+    K: Send + 'static,
 {
-    watcher(api, config).flat_map(move |event| {
+    events.flat_map(move |event| {
         let passed: Vec<_> = match event {
             Ok(event) => filter(event).into_iter().map(Ok).collect(),
             Err(error) => vec![Err(error)],
         };
         stream::iter(passed)
     })
+}
+
+/// How AccessTokens (and the Secrets of tokens, which tenants may edit) are listed: in small
+/// pages, so what tenants pad them with cannot make a relist's response large.
+fn tenant_written(config: watcher::Config) -> watcher::Config {
+    config.page_size(crate::api::LIST_PAGE_SIZE)
 }
 
 /// Which changes of a scope object (Organization or Group) reach the tokens: a new one, a

@@ -6,14 +6,14 @@
 
 use std::sync::{Arc, Mutex};
 
-use kube::{ResourceExt, core::DeserializeGuard, runtime::reflector::Store};
+use kube::{ResourceExt, runtime::reflector::Store};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
     metrics::gauge::ConstGauge,
 };
 
-use crate::api::{AccessToken, Phase};
+use crate::api::{AccessToken, Phase, Trimmed};
 
 /// Every phase a token can show; each gets a `tokens` series, zero included, so that
 /// an alert on a phase has a series to compare. Later phases are counted as they come.
@@ -29,15 +29,15 @@ pub const PHASES: [&str; 6] = [
 /// The AccessToken cache of the running controller, read on each scrape; empty until the
 /// controller runs (a replica that is not the leader reports no tokens).
 #[derive(Clone, Debug, Default)]
-pub struct TokenInventory(Arc<Mutex<Option<Store<DeserializeGuard<AccessToken>>>>>);
+pub struct TokenInventory(Arc<Mutex<Option<Store<Trimmed<AccessToken>>>>>);
 
 impl TokenInventory {
     /// Reads tokens from `store` from now on.
-    pub fn attach(&self, store: Store<DeserializeGuard<AccessToken>>) {
+    pub fn attach(&self, store: Store<Trimmed<AccessToken>>) {
         *self.0.lock().expect("lock") = Some(store);
     }
 
-    fn tokens(&self) -> Vec<Arc<DeserializeGuard<AccessToken>>> {
+    fn tokens(&self) -> Vec<Arc<Trimmed<AccessToken>>> {
         let store = self.0.lock().expect("lock").clone();
         store.map(|s| s.state()).unwrap_or_default()
     }

@@ -57,8 +57,8 @@ impl CredentialIndex {
         self.inner.write().expect("lock").insert(Arc::new(user));
     }
 
-    /// Removes a user.
-    pub fn delete(&self, user: &TechnicalUser) {
+    /// Removes a user (or what is left of one that no longer deserializes).
+    pub fn delete(&self, user: &impl kube::Resource) {
         self.inner
             .write()
             .expect("lock")

@@ -37,8 +37,7 @@ use std::{
 use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
 use kube::{
-    Api, Client, ResourceExt,
-    core::DeserializeGuard,
+    Api, Client, Resource, ResourceExt,
     runtime::{
         reflector::{self, ObjectRef, Store},
         watcher,
@@ -55,7 +54,7 @@ use metrics::{
 };
 
 use crate::{
-    api::{AccessToken, Credential, Group, Organization, TechnicalUser},
+    api::{AccessToken, Credential, Group, Organization, TechnicalUser, Trimmed},
     observability::metrics::Metrics,
     runtime::hash_pool::Hasher,
     token::{HashLimits, Token},
@@ -106,7 +105,7 @@ pub struct Verifier {
     watches: [Arc<WatchHealth>; 4],
     /// AccessTokens as written by tenants: one that no longer deserializes is kept as such
     /// (and treated as absent) instead of failing the whole watch for every token.
-    tokens: Store<DeserializeGuard<AccessToken>>,
+    tokens: Store<Trimmed<AccessToken>>,
     organizations: Store<Organization>,
     groups: Store<Group>,
     hasher: Hasher,
@@ -132,23 +131,29 @@ impl Verifier {
         let watch_config = watch_config(config.max_staleness);
         let index_health = Arc::new(WatchHealth::new("TechnicalUser"));
         tokio::spawn(feed_index(
-            Api::<TechnicalUser>::all(client.clone()),
+            Api::<Trimmed<TechnicalUser>>::all(client.clone()),
             watch_config.clone(),
             index.clone(),
             index_health.clone(),
         ));
         let (tokens, tokens_health) = spawn_reflector(
             "AccessToken",
-            Api::<DeserializeGuard<AccessToken>>::all(client.clone()),
+            Api::<Trimmed<AccessToken>>::all(client.clone()),
             watch_config.clone(),
+            lighten,
         );
         let (organizations, organizations_health) = spawn_reflector(
             "Organization",
             Api::<Organization>::all(client.clone()),
             watch_config.clone(),
+            |_| {},
         );
-        let (groups, groups_health) =
-            spawn_reflector("Group", Api::<Group>::all(client.clone()), watch_config);
+        let (groups, groups_health) = spawn_reflector(
+            "Group",
+            Api::<Group>::all(client.clone()),
+            watch_config,
+            |_| {},
+        );
         let last_used = Arc::new(LastUsed::default());
         {
             let (last_used, client, interval) =
@@ -499,7 +504,18 @@ impl WatchHealth {
 /// than after the default 295 s.
 fn watch_config(max_staleness: Duration) -> watcher::Config {
     let seconds = u32::try_from(max_staleness.as_secs()).unwrap_or(u32::MAX);
-    watcher::Config::default().timeout(seconds.clamp(10, 290))
+    watcher::Config::default()
+        .timeout(seconds.clamp(10, 290))
+        .page_size(crate::api::LIST_PAGE_SIZE)
+}
+
+/// An AccessToken as the verifier keeps it: without what no decision reads and a tenant can
+/// make large (finalizers, the Secret template), so its memory per token stays bounded.
+fn lighten(token: &mut Trimmed<AccessToken>) {
+    token.meta_mut().finalizers = None;
+    if let Ok(token) = &mut token.0 {
+        token.spec.secret_template = None;
+    }
 }
 
 /// Backoff between restarts of a failed watch: long enough not to hammer a struggling API
@@ -557,6 +573,7 @@ fn spawn_reflector<K>(
     kind: &'static str,
     api: Api<K>,
     config: watcher::Config,
+    lighten: fn(&mut K),
 ) -> (Store<K>, Arc<WatchHealth>)
 where
     K: kube::Resource<DynamicType = ()>
@@ -569,24 +586,32 @@ where
 {
     let (reader, mut writer) = reflector::store();
     let health = Arc::new(WatchHealth::new(kind));
-    tokio::spawn(run_watch(api, config, health.clone(), move |event| {
+    tokio::spawn(run_watch(api, config, health.clone(), move |mut event| {
+        match &mut event {
+            watcher::Event::Apply(object)
+            | watcher::Event::InitApply(object)
+            | watcher::Event::Delete(object) => lighten(object),
+            watcher::Event::Init | watcher::Event::InitDone => {}
+        }
         writer.apply_watcher_event(&event);
     }));
     (reader, health)
 }
 
 async fn feed_index(
-    api: Api<TechnicalUser>,
+    api: Api<Trimmed<TechnicalUser>>,
     config: watcher::Config,
     index: Arc<CredentialIndex>,
     health: Arc<WatchHealth>,
 ) {
     let mut synced = false;
     run_watch(api, config, health, |event| match event {
-        watcher::Event::Apply(user) => index.apply(user),
-        watcher::Event::Delete(user) => index.delete(&user),
+        // A user that no longer deserializes is treated as absent: only its tokens are denied.
+        watcher::Event::Apply(Trimmed(Ok(user))) => index.apply(user),
+        watcher::Event::Apply(gone) | watcher::Event::Delete(gone) => index.delete(&gone),
         watcher::Event::Init => index.relist_start(),
-        watcher::Event::InitApply(user) => index.relist_apply(user),
+        watcher::Event::InitApply(Trimmed(Ok(user))) => index.relist_apply(user),
+        watcher::Event::InitApply(Trimmed(Err(_))) => {}
         watcher::Event::InitDone => {
             index.relist_done();
             if !std::mem::replace(&mut synced, true) {

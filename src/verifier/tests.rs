@@ -31,7 +31,7 @@ fn token_with_id(id: &str) -> Token {
 
 struct World {
     verifier: Verifier,
-    tokens: reflector::store::Writer<kube::core::DeserializeGuard<AccessToken>>,
+    tokens: reflector::store::Writer<crate::api::Trimmed<AccessToken>>,
 }
 
 fn access_token(name: &str) -> AccessToken {
@@ -62,9 +62,7 @@ fn technical_user(token: &AccessToken, credentials: &[(&str, &Token)]) -> Techni
 fn world(users: Vec<TechnicalUser>, tokens: Vec<AccessToken>, config: Config) -> World {
     let (token_store, mut token_writer) = reflector::store();
     for token in tokens {
-        token_writer.apply_watcher_event(&watcher::Event::Apply(kube::core::DeserializeGuard(Ok(
-            token,
-        ))));
+        token_writer.apply_watcher_event(&watcher::Event::Apply(crate::api::Trimmed(Ok(token))));
     }
     let (organizations, mut org_writer) = reflector::store();
     let mut org = Organization::new(
@@ -233,9 +231,7 @@ async fn colliding_ids_are_resolved_by_checking_each_candidate() {
     let mut revoked = a;
     revoked.spec.revoked = true;
     w.tokens
-        .apply_watcher_event(&watcher::Event::Apply(kube::core::DeserializeGuard(Ok(
-            revoked,
-        ))));
+        .apply_watcher_event(&watcher::Event::Apply(crate::api::Trimmed(Ok(revoked))));
     let verdict = w.verifier.review(second.expose_secret()).await;
     assert_eq!(username(&verdict), Some("accesstoken:acme-ci:b"));
     assert_eq!(
@@ -299,9 +295,7 @@ async fn a_revoke_that_lands_while_the_hash_waits_wins() {
     assert!(!review.is_finished(), "the review waits at the id's gate");
     let mut revoked = a;
     revoked.spec.revoked = true;
-    writer.apply_watcher_event(&watcher::Event::Apply(kube::core::DeserializeGuard(Ok(
-        revoked,
-    ))));
+    writer.apply_watcher_event(&watcher::Event::Apply(crate::api::Trimmed(Ok(revoked))));
     drop(gate);
     assert_eq!(
         review.await.unwrap(),

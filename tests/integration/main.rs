@@ -28,6 +28,7 @@ mod leader;
 mod leaks;
 mod lifecycle;
 mod observability;
+mod padding;
 mod plugin;
 mod plugin_create;
 mod plugin_flags;

@@ -118,13 +118,17 @@ impl Operator {
         self.child = Some(launch.spawn());
     }
 
-    /// Asks the operator to stop (SIGTERM, as the kubelet would) and waits until it has.
-    pub async fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = self
-            .child
+    /// The running process's id.
+    pub fn pid(&self) -> u32 {
+        self.child
             .as_ref()
             .and_then(|child| child.id())
-            .expect("operator is running");
+            .expect("operator is running")
+    }
+
+    /// Asks the operator to stop (SIGTERM, as the kubelet would) and waits until it has.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.pid();
         let sent = tokio::process::Command::new("kill")
             .args(["-TERM", &pid.to_string()])
             .status()

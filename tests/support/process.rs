@@ -118,3 +118,32 @@ pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("loopback binds");
     listener.local_addr().expect("bound address").port()
 }
+
+/// A process's resident memory, in MiB, from `/proc/<pid>/status`: now and at its peak.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Memory {
+    /// `VmRSS`.
+    pub rss: f64,
+    /// `VmHWM`, the peak resident set since the process started.
+    pub peak: f64,
+}
+
+impl Memory {
+    /// The memory of process `pid` (zeros if it is gone).
+    pub fn of(pid: u32) -> Self {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let mib = |field: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+                / 1024.0
+        };
+        Memory {
+            rss: mib("VmRSS:"),
+            peak: mib("VmHWM:"),
+        }
+    }
+}

@@ -52,7 +52,7 @@ fn spawn_verifier(
 /// A verifier process serving plain HTTP on a free loopback port, for tests that talk to it
 /// directly (no TLS, and not kube-apiserver's webhook port). Killed when dropped.
 pub struct LoopbackVerifier {
-    _child: tokio::process::Child,
+    child: tokio::process::Child,
     port: u16,
     http: reqwest::Client,
     log_path: PathBuf,
@@ -67,7 +67,7 @@ impl LoopbackVerifier {
         flags.extend(args.iter().map(Into::into));
         let (child, log_path) = spawn_verifier(log_name, kubeconfig, port, flags);
         Self {
-            _child: child,
+            child,
             port,
             http: reqwest::Client::new(),
             log_path,
@@ -77,6 +77,11 @@ impl LoopbackVerifier {
     /// What the verifier has logged so far.
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// The running process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("verifier is running")
     }
 
     /// `http://127.0.0.1:<port>`.
@@ -214,6 +219,11 @@ impl VerifierProcess {
     /// What the verifier has logged so far.
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// The running process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("verifier is running")
     }
 }
 

@@ -55,7 +55,7 @@ use crate::{
 
 /// An AccessToken as watched: one that no longer deserializes (stored under an older schema,
 /// say) arrives as an error for that object alone instead of stopping the watch for all.
-pub type Watched = kube::core::DeserializeGuard<AccessToken>;
+pub type Watched = crate::api::Trimmed<AccessToken>;
 
 /// Entry point from the controller: routes to reconcile or cleanup through the finalizer.
 pub async fn reconcile(watched: Arc<Watched>, ctx: Arc<Context>) -> Result<Action> {
@@ -83,11 +83,7 @@ pub async fn reconcile(watched: Arc<Watched>, ctx: Arc<Context>) -> Result<Actio
 
 /// An AccessToken that does not deserialize: nothing is written for it (its TechnicalUser,
 /// if any, keeps its state), a Warning says why, and it waits for its next change.
-async fn undecodable(
-    watched: &Watched,
-    invalid: &kube::core::error_boundary::InvalidObject,
-    ctx: &Context,
-) -> Action {
+async fn undecodable(watched: &Watched, invalid: &crate::api::Invalid, ctx: &Context) -> Action {
     warn!(name = %watched.name_any(), namespace = watched.namespace(), error = %invalid.error, "AccessToken does not deserialize");
     let note = "The AccessToken could not be read (it does not match the operator's schema); nothing is changed until it is fixed".to_string();
     ctx.publish(

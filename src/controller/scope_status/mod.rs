@@ -167,9 +167,10 @@ pub fn controller<K: ScopeObject>(
         .trigger_backoff(WatchBackoff::default());
     K::more_triggers(controller, client)
         .watches_stream(
-            filtered_watch(tokens, watcher::Config::default(), move |event| {
-                index.on(event)
-            }),
+            filtered_watch(
+                watcher(tokens, super::tenant_written(watcher::Config::default())),
+                move |event| index.on(event),
+            ),
             |token: Watched| Some(ObjectRef::<K>::new(&K::named_by(token.0.ok()?)?)),
         )
         .shutdown_on_signal()

@@ -139,8 +139,8 @@ pub fn count(counts: &mut TokenCounts, phase: Option<Phase>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::Trimmed;
     use crate::api::{AccessToken, AccessTokenSpec, AccessTokenStatus};
-    use kube::core::DeserializeGuard;
 
     fn token(name: &str, org: &str, phase: Option<Phase>) -> Watched {
         let mut token = AccessToken::new(
@@ -155,7 +155,7 @@ mod tests {
             phase: Some(p),
             ..Default::default()
         });
-        DeserializeGuard(Ok(token))
+        Trimmed(Ok(token))
     }
 
     #[test]
