@@ -1,6 +1,8 @@
 //! HTTP(S) front of the verifier: `POST /tokenreviews` (also `/`) speaking the Kubernetes
 //! webhook token authentication protocol (`authentication.k8s.io/v1` TokenReview), plus
-//! `/healthz`, `/readyz` and `/metrics`.
+//! `/healthz` and `/readyz`. Not `/metrics`: the per-token series name every tenant's
+//! tokens, and every client of this port (kube-apiserver, extra verifier clients) would see
+//! them; metrics are served on the probe port alone.
 //!
 //! It sits on kube-apiserver's login path, so no client may hold it: it runs the process's
 //! hardened accept loop ([`crate::listener`]), request bodies are bounded and requests time
@@ -40,7 +42,6 @@ pub fn router(verifier: Arc<Verifier>) -> Router {
         .route("/", post(token_review))
         .route("/healthz", get(healthz))
         .route("/readyz", get(ready))
-        .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -62,17 +63,6 @@ pub async fn serve(
         plain_http_anywhere: false,
     };
     server.serve(router(verifier), listen, shutdown).await
-}
-
-async fn metrics(State(verifier): State<Arc<Verifier>>) -> Response {
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        verifier.process_metrics().encode(),
-    )
-        .into_response()
 }
 
 /// The same liveness as the probe port's (controllers in this process making progress).

@@ -82,17 +82,10 @@ impl Target {
     }
 }
 
-/// A counter's value from the verifier's /metrics (0 if not yet present).
+/// A counter's value from the verifier's metrics, on its probe port (0 if not yet present).
 async fn metric(verifier: &VerifierProcess, series: &str) -> u64 {
-    let text = verifier
-        .http()
-        .get(format!("{}/metrics", verifier.url))
-        .send()
-        .await
-        .expect("metrics answer")
-        .text()
-        .await
-        .expect("text");
+    let text = verifier.metrics().await;
+    assert!(!text.is_empty(), "the verifier's probe port serves metrics");
     series_value(&text, series).unwrap_or(0.0) as u64
 }
 

@@ -131,18 +131,10 @@ async fn served_certificate(verifier: &VerifierProcess) -> Option<Vec<u8>> {
     info.peer_certificate().map(<[u8]>::to_vec)
 }
 
-/// A value from the verifier's `/metrics` (a fresh connection each time).
+/// A value from the verifier's metrics (on its probe port).
 async fn metric(verifier: &VerifierProcess, series: &str) -> Option<f64> {
-    let text = verifier
-        .http()
-        .get(format!("{}/metrics", verifier.url))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    Some(crate::support::series_value(&text, series).unwrap_or(0.0))
+    let text = verifier.metrics().await;
+    (!text.is_empty()).then(|| crate::support::series_value(&text, series).unwrap_or(0.0))
 }
 
 #[tokio::test]

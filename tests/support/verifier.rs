@@ -32,21 +32,38 @@ pub fn tls_verifier_on(port: u16) -> Launch {
 /// Starts the verifier on 127.0.0.1:`port` with `kubeconfig` and `flags`, logging (at debug
 /// level) to a fresh `target/test-logs/<log_name>-verifier.log`; killed when the returned
 /// child is dropped.
-fn spawn_verifier(
-    log_name: &str,
-    kubeconfig: &Path,
-    port: u16,
-    flags: Vec<OsString>,
-) -> (tokio::process::Child, PathBuf) {
+/// A started verifier: its process, log file and probe port (where its metrics are).
+struct Spawned {
+    child: tokio::process::Child,
+    log_path: PathBuf,
+    probe_url: String,
+}
+
+fn spawn_verifier(log_name: &str, kubeconfig: &Path, port: u16, flags: Vec<OsString>) -> Spawned {
     let log_path = test_logs_dir().join(format!("{log_name}-verifier.log"));
     let _ = std::fs::remove_file(&log_path);
+    let probe = free_port();
     let child = verifier_on(port)
         .args(&flags)
+        .env("PROBE_BIND", format!("127.0.0.1:{probe}"))
         .kubeconfig(kubeconfig)
         .env("RUST_LOG", "warn,access_token_operator=debug")
         .log_to(log_path.clone())
         .spawn();
-    (child, log_path)
+    Spawned {
+        child,
+        log_path,
+        probe_url: format!("http://127.0.0.1:{probe}"),
+    }
+}
+
+/// The metrics page a verifier serves on its probe port (empty until it answers).
+async fn metrics_page(probe_url: &str) -> String {
+    let response = reqwest::get(format!("{probe_url}/metrics")).await;
+    match response {
+        Ok(response) => response.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
 }
 
 /// A verifier process serving plain HTTP on a free loopback port, for tests that talk to it
@@ -56,6 +73,7 @@ pub struct LoopbackVerifier {
     port: u16,
     http: reqwest::Client,
     log_path: PathBuf,
+    probe_url: String,
 }
 
 impl LoopbackVerifier {
@@ -65,13 +83,19 @@ impl LoopbackVerifier {
         let port = free_port();
         let mut flags = vec![OsString::from("--insecure-http")];
         flags.extend(args.iter().map(Into::into));
-        let (child, log_path) = spawn_verifier(log_name, kubeconfig, port, flags);
+        let spawned = spawn_verifier(log_name, kubeconfig, port, flags);
         Self {
-            child,
+            child: spawned.child,
             port,
             http: reqwest::Client::new(),
-            log_path,
+            log_path: spawned.log_path,
+            probe_url: spawned.probe_url,
         }
+    }
+
+    /// Its metrics page, from its probe port (empty until it answers).
+    pub async fn metrics(&self) -> String {
+        metrics_page(&self.probe_url).await
     }
 
     /// What the verifier has logged so far.
@@ -131,6 +155,7 @@ pub struct VerifierProcess {
     /// `https://127.0.0.1:<port>`.
     pub url: String,
     log_path: PathBuf,
+    probe_url: String,
 }
 
 /// How to start a `VerifierProcess` other than with the launcher's defaults.
@@ -177,12 +202,13 @@ impl VerifierProcess {
             cluster_env("ATO_VERIFIER_CLIENT_CA").into(),
         ];
         flags.extend(setup.args.iter().map(Into::into));
-        let (child, log_path) = spawn_verifier(log_name, &kubeconfig, port, flags);
+        let spawned = spawn_verifier(log_name, &kubeconfig, port, flags);
         let verifier = Self {
-            child,
+            child: spawned.child,
             _port: port_guard,
             url: format!("https://127.0.0.1:{port}"),
-            log_path,
+            log_path: spawned.log_path,
+            probe_url: spawned.probe_url,
         };
         let client = verifier.http();
         let ready = format!("{}/readyz", verifier.url);
@@ -224,6 +250,11 @@ impl VerifierProcess {
     /// The running process's id.
     pub fn pid(&self) -> u32 {
         self.child.id().expect("verifier is running")
+    }
+
+    /// Its metrics page, from its probe port (empty until it answers).
+    pub async fn metrics(&self) -> String {
+        metrics_page(&self.probe_url).await
     }
 }
 
