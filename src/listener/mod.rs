@@ -1,10 +1,14 @@
 //! The hardened accept loop every server of this process runs (the verifier, the
 //! authenticating proxy, the probe and metrics port): no client may hold it. Connections
-//! are capped (beyond the cap they wait in the listen backlog, unaccepted), the TLS
-//! handshake, the request header and idle connections time out, HTTP/1 buffers and HTTP/2
-//! streams and header lists are bounded, TLS files are re-read when they change (see
-//! [`tls`]), and a stop drains connections for a bounded time.
+//! are capped (beyond the cap they wait in the listen backlog, unaccepted), each client
+//! address gets at most a share of them and some are kept for addresses that have
+//! authenticated before ([`peers`]), the TLS handshake, the request header and idle
+//! connections time out (an HTTP/2 connection is idle when no request is in flight, whatever
+//! frames move), connections end at a maximum age, HTTP/2 peers are pinged, HTTP/1 buffers
+//! and HTTP/2 streams and header lists are bounded, TLS files are re-read when they change
+//! (see [`tls`]), and a stop drains connections for a bounded time.
 
+mod peers;
 pub mod tls;
 
 use std::{
@@ -12,7 +16,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     task::{Context, Poll},
     time::{Duration, Instant},
@@ -54,6 +58,8 @@ const MAX_HTTP2_HEADER_LIST: u32 = 16 * 1024;
 
 /// How long a connection being closed may take to finish the requests in flight.
 const CLOSE_GRACE: Duration = Duration::from_secs(11);
+/// HTTP/2 peers are pinged this often, and closed when a ping goes unanswered this long.
+const HTTP2_KEEP_ALIVE: (Duration, Duration) = (Duration::from_secs(30), Duration::from_secs(10));
 
 /// Whether changed TLS files were loaded.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -93,9 +99,17 @@ pub struct Limits {
     /// Longest an HTTP/1 request header may take to arrive, counted from when the server
     /// starts waiting for it (so it also closes a keep-alive connection that sends nothing).
     pub header_timeout: Duration,
-    /// A connection with no bytes read or written for this long is closed (gracefully:
-    /// requests in flight finish).
+    /// A connection idle for this long is closed (gracefully: requests in flight finish).
+    /// Idle: HTTP/1, no bytes read or written; HTTP/2, no request in flight (pings and
+    /// window updates do not count).
     pub idle_timeout: Duration,
+    /// Connections one client address may hold at once.
+    pub max_connections_per_peer: usize,
+    /// Of `max_connections`, how many are kept for addresses that have presented an
+    /// accepted client certificate before (with a client CA only; without one, none).
+    pub reserved_for_authenticated: usize,
+    /// A connection is closed (gracefully) this long after it was accepted; `None`: never.
+    pub max_connection_age: Option<Duration>,
 }
 
 impl Default for Limits {
@@ -105,6 +119,9 @@ impl Default for Limits {
             handshake_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(90),
+            max_connections_per_peer: 256,
+            reserved_for_authenticated: 256,
+            max_connection_age: Some(Duration::from_secs(600)),
         }
     }
 }
@@ -250,6 +267,13 @@ impl Bound {
         let limits = listen.limits;
         let max = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
         let slots = Arc::new(Semaphore::new(max));
+        let client_auth = listen.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+        let reserved = if client_auth {
+            limits.reserved_for_authenticated
+        } else {
+            0
+        };
+        let peers = peers::Peers::new(max, limits.max_connections_per_peer, reserved);
         let (stop, stopping) = watch::channel(false);
         tokio::pin!(shutdown);
         loop {
@@ -271,9 +295,19 @@ impl Bound {
                     }
                 },
             };
+            // Refused: closed at once (the client sees the connection end), its slot free again.
+            let held = match peers.admit(peer.ip()) {
+                Ok(held) => held,
+                Err(refusal) => {
+                    debug!(%peer, ?refusal, "connection refused a slot");
+                    continue;
+                }
+            };
             let _ = stream.set_nodelay(true);
             let connection = Connection {
                 slot: Slot::new(slot, &connections),
+                held,
+                client_auth,
                 app: app.clone(),
                 peer,
                 limits,
@@ -318,6 +352,10 @@ impl Drop for Slot {
 /// One accepted connection and what it needs to be served.
 struct Connection {
     slot: Slot,
+    /// Its client address's share of the slots.
+    held: peers::Held,
+    /// Whether a completed TLS handshake means an accepted client certificate.
+    client_auth: bool,
     app: Router,
     peer: SocketAddr,
     limits: Limits,
@@ -325,7 +363,7 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run(self, stream: TcpStream, acceptor: Option<TlsAcceptor>) {
+    async fn run(mut self, stream: TcpStream, acceptor: Option<TlsAcceptor>) {
         let activity = Arc::new(Activity::new());
         let io = Tracked {
             inner: stream,
@@ -338,6 +376,9 @@ impl Connection {
                     tokio::time::timeout(self.limits.handshake_timeout, acceptor.accept(io)).await;
                 match handshake {
                     Ok(Ok(stream)) => {
+                        if self.client_auth {
+                            self.held.authenticated();
+                        }
                         let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
                         self.serve(stream, h2, &activity).await
                     }
@@ -359,14 +400,27 @@ impl Connection {
             peer: self.peer,
             activity: activity.clone(),
         };
+        if h2 {
+            // Frames that are no request (a client's pings) must not keep it from idling.
+            activity.count_bytes.store(false, Ordering::Relaxed);
+        }
         let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
             request.extensions_mut().insert(info.clone());
-            app.call(request)
+            // In flight until its response is ready (a streamed body marks itself).
+            let in_flight = info.stream_started();
+            let response = app.call(request);
+            async move {
+                let response = response.await;
+                drop(in_flight);
+                response
+            }
         });
         let io = TokioIo::new(io);
         if h2 {
             let connection = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
+                .keep_alive_interval(HTTP2_KEEP_ALIVE.0)
+                .keep_alive_timeout(HTTP2_KEEP_ALIVE.1)
                 .max_concurrent_streams(MAX_HTTP2_STREAMS)
                 .max_header_list_size(MAX_HTTP2_HEADER_LIST)
                 .serve_connection(io, service);
@@ -387,8 +441,8 @@ impl Connection {
     }
 
     /// Runs the connection until it ends, goes idle for `idle_timeout` (with no stream in
-    /// flight), or the server stops; in the last two cases shuts it down gracefully, bounded
-    /// by the request timeout.
+    /// flight), reaches its maximum age, or the server stops; in the last three cases shuts
+    /// it down gracefully, bounded by the request timeout.
     async fn drive<C: Future>(
         self,
         connection: C,
@@ -414,22 +468,33 @@ impl Connection {
                 }
             }
         };
+        let aged = async {
+            match limits.max_connection_age {
+                Some(age) => tokio::time::sleep(age.saturating_sub(activity.start.elapsed())).await,
+                None => std::future::pending().await,
+            }
+            debug!("closing a connection at its maximum age");
+        };
         tokio::pin!(connection);
         tokio::select! {
             _ = connection.as_mut() => return,
             _ = idle_or_stopping => {}
+            _ = aged => {}
         }
         graceful_shutdown(connection.as_mut());
         let _ = tokio::time::timeout(CLOSE_GRACE, connection).await;
     }
 }
 
-/// When a connection last moved a byte, for the idle timeout.
+/// When a connection was last active, for the idle timeout.
 struct Activity {
     start: Instant,
     last_millis: AtomicU64,
-    /// Long-lived responses in flight (see [`ConnectionInfo::stream_started`]).
+    /// Requests and long-lived responses in flight (see [`ConnectionInfo::stream_started`]).
     in_flight: AtomicUsize,
+    /// Whether bytes moving count as activity (HTTP/1, and a TLS handshake); on HTTP/2 only
+    /// requests do.
+    count_bytes: AtomicBool,
 }
 
 impl Activity {
@@ -438,6 +503,13 @@ impl Activity {
             start: Instant::now(),
             last_millis: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
+            count_bytes: AtomicBool::new(true),
+        }
+    }
+
+    fn moved_bytes(&self) {
+        if self.count_bytes.load(Ordering::Relaxed) {
+            self.touch();
         }
     }
 
@@ -470,7 +542,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
         let before = buf.filled().len();
         let result = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            self.activity.touch();
+            self.activity.moved_bytes();
         }
         result
     }
@@ -484,7 +556,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
     ) -> Poll<std::io::Result<usize>> {
         let result = Pin::new(&mut self.inner).poll_write(cx, buf);
         if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
+            self.activity.moved_bytes();
         }
         result
     }
@@ -496,7 +568,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
     ) -> Poll<std::io::Result<usize>> {
         let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
+            self.activity.moved_bytes();
         }
         result
     }

@@ -92,12 +92,16 @@ async fn metrics(State(probes): State<Probes>) -> Response {
 }
 
 /// What the probe port holds for its clients (the kubelet, Prometheus, a person with
-/// curl): a few connections, quick headers, no idle connection kept long.
+/// curl): a few connections, a quarter of them per address, quick headers, no idle
+/// connection kept long.
 pub const PROBE_LIMITS: Limits = Limits {
     max_connections: 64,
     handshake_timeout: Duration::from_secs(5),
     header_timeout: Duration::from_secs(5),
     idle_timeout: Duration::from_secs(30),
+    max_connections_per_peer: 16,
+    reserved_for_authenticated: 0,
+    max_connection_age: Some(Duration::from_secs(300)),
 };
 
 /// Binds `address` now (so a port in use fails the start), then serves until `shutdown`,

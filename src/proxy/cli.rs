@@ -71,6 +71,11 @@ impl ProxyFlags {
                 handshake_timeout: Duration::from_secs(self.proxy_handshake_timeout_seconds),
                 header_timeout: Duration::from_secs(self.proxy_header_timeout_seconds),
                 idle_timeout: Duration::from_secs(self.proxy_idle_timeout_seconds),
+                // Its clients are people and CI jobs, often many behind one NAT address, and
+                // their watches, logs and exec sessions last as long as they need.
+                max_connections_per_peer: self.proxy_max_connections,
+                reserved_for_authenticated: 0,
+                max_connection_age: None,
             },
         })
     }

@@ -82,6 +82,21 @@ pub struct ListenArgs {
     #[arg(long, default_value_t = server::Limits::default().idle_timeout.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..))]
     pub verifier_idle_timeout_seconds: u64,
+    /// Connections one client address may hold at once (kube-apiserver multiplexes its
+    /// TokenReviews over a few); beyond it a new connection is closed at once.
+    #[arg(long, env = "VERIFIER_MAX_CONNECTIONS_PER_PEER", default_value_t = server::Limits::default().max_connections_per_peer,
+          value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
+    pub verifier_max_connections_per_peer: usize,
+    /// With --client-ca-file: connections (of --verifier-max-connections, at most half) kept
+    /// for addresses that have presented an accepted client certificate before, so clients
+    /// that never authenticated cannot take every slot from kube-apiserver.
+    #[arg(long, env = "VERIFIER_RESERVED_CONNECTIONS", default_value_t = server::Limits::default().reserved_for_authenticated,
+          value_parser = clap::value_parser!(u32).map(|n| n as usize))]
+    pub verifier_reserved_connections: usize,
+    /// Seconds after which a connection is closed gracefully, however busy (clients
+    /// reconnect; no connection holds a slot for ever); 0: never.
+    #[arg(long, default_value_t = server::Limits::default().max_connection_age.map_or(0, |age| age.as_secs()))]
+    pub verifier_max_connection_age_seconds: u64,
     #[command(flatten)]
     pub verify: VerifyArgs,
 }

@@ -73,6 +73,10 @@ pub(super) fn listen_config(args: &ListenArgs) -> crate::Result<Option<server::L
         handshake_timeout: Duration::from_secs(args.verifier_handshake_timeout_seconds),
         header_timeout: Duration::from_secs(args.verifier_header_timeout_seconds),
         idle_timeout: Duration::from_secs(args.verifier_idle_timeout_seconds),
+        max_connections_per_peer: args.verifier_max_connections_per_peer,
+        reserved_for_authenticated: args.verifier_reserved_connections,
+        max_connection_age: (args.verifier_max_connection_age_seconds > 0)
+            .then(|| Duration::from_secs(args.verifier_max_connection_age_seconds)),
     };
     Ok(Some(server::Listen { bind, tls, limits }))
 }

@@ -412,3 +412,180 @@ async fn beyond_the_connection_cap_a_client_waits_until_a_connection_closes() {
     let answer = within(DEADLINE, third).await.unwrap().unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
+
+/// A verifier on a private port whose timeouts outlast the test (only the limit under test
+/// closes anything), with `args` on top.
+async fn patient_verifier(log_name: &str, args: &[&str]) -> VerifierProcess {
+    let mut all = vec![
+        "--verifier-handshake-timeout-seconds",
+        "3600",
+        "--verifier-header-timeout-seconds",
+        "3600",
+        "--verifier-idle-timeout-seconds",
+        "3600",
+    ];
+    all.extend_from_slice(args);
+    VerifierProcess::start_with(
+        log_name,
+        VerifierSetup {
+            args: all.into_iter().map(String::from).collect(),
+            private_port: true,
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// A TCP connection to the verifier from loopback address `source` (all of 127/8 is local,
+/// so each test client can be an address of its own).
+async fn tcp_from(verifier: &VerifierProcess, source: [u8; 4]) -> TcpStream {
+    let address: std::net::SocketAddr =
+        verifier.url.trim_start_matches("https://").parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind((source, 0).into()).unwrap();
+    within(DEADLINE, socket.connect(address)).await.unwrap()
+}
+
+/// Whether the server ended `tcp` without serving it (read: end of stream or a reset). A
+/// connection it holds sends nothing and is never ended here, so `within` fails the test.
+async fn refused(mut tcp: TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(within(DEADLINE, tcp.read(&mut byte)).await, Ok(0) | Err(_))
+}
+
+/// `GET /healthz` over TLS with the test's client certificate, from loopback `source`;
+/// `None` if the server ends the connection before the handshake completes.
+async fn healthz_from(verifier: &VerifierProcess, source: [u8; 4]) -> Option<String> {
+    let tcp = tcp_from(verifier, source).await;
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    let mut stream = within(DEADLINE, raw_connector().connect(name, tcp))
+        .await
+        .ok()?;
+    Some(within(DEADLINE, get_healthz(&mut stream)).await)
+}
+
+#[tokio::test]
+async fn one_address_holds_at_most_its_share_of_the_connections() {
+    let verifier = patient_verifier(
+        "connection-share",
+        &["--verifier-max-connections-per-peer", "2"],
+    )
+    .await;
+    let hog = [127, 0, 0, 3];
+    // Two held (they never even start TLS), the third from the same address ended at once.
+    let first = tcp_from(&verifier, hog).await;
+    let _second = tcp_from(&verifier, hog).await;
+    assert!(
+        refused(tcp_from(&verifier, hog).await).await,
+        "a third is refused"
+    );
+    // Another address is served meanwhile.
+    let answer = healthz_from(&verifier, [127, 0, 0, 4])
+        .await
+        .expect("served");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // Once one of the two closes, the address may connect again.
+    drop(first);
+    let answer = eventually("the address's slot to be given back", || async {
+        let answer = healthz_from(&verifier, hog).await?;
+        answer.starts_with("HTTP/1.1 200").then_some(answer)
+    })
+    .await;
+    assert!(answer.contains("ok"), "{answer}");
+}
+
+#[tokio::test]
+async fn connections_are_kept_for_clients_that_authenticated_before() {
+    // 4 slots, 2 kept: clients that never presented a certificate share the other 2.
+    let verifier = patient_verifier(
+        "connection-reserve",
+        &[
+            "--verifier-max-connections",
+            "4",
+            "--verifier-reserved-connections",
+            "2",
+        ],
+    )
+    .await;
+    // The launcher's readiness probe authenticated from 127.0.0.1 (its client certificate).
+    let strangers = ([127, 0, 0, 5], [127, 0, 0, 6]);
+    let _held = (
+        tcp_from(&verifier, strangers.0).await,
+        tcp_from(&verifier, strangers.1).await,
+    );
+    assert!(
+        refused(tcp_from(&verifier, strangers.0).await).await,
+        "the unauthenticated share is taken"
+    );
+    assert!(
+        refused(tcp_from(&verifier, [127, 0, 0, 7]).await).await,
+        "by any address that never authenticated"
+    );
+    let answer = healthz_from(&verifier, [127, 0, 0, 1])
+        .await
+        .expect("served");
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "an authenticated client is served: {answer}"
+    );
+}
+
+#[tokio::test]
+async fn a_connection_is_closed_at_its_maximum_age_however_it_is_used() {
+    let verifier = patient_verifier(
+        "connection-age",
+        &["--verifier-max-connection-age-seconds", "2"],
+    )
+    .await;
+    let tcp = tcp_from(&verifier, [127, 0, 0, 1]).await;
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    let mut stream = within(DEADLINE, raw_connector().connect(name, tcp))
+        .await
+        .unwrap();
+    // A keep-alive request: only the maximum age can end this connection (every timeout is
+    // an hour); the answer comes, then the end of the stream.
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = within(DEADLINE, stream.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+#[tokio::test]
+async fn an_http2_client_that_only_pings_is_idle_and_closed() {
+    let verifier = VerifierProcess::start_with(
+        "connection-pings",
+        VerifierSetup {
+            args: ["--verifier-idle-timeout-seconds", "3"]
+                .map(String::from)
+                .to_vec(),
+            private_port: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    // HTTP/2, pinging every second while idle, and never closing on its own.
+    let client = VerifierProcess::http_builder()
+        .identity(crate::support::test_client_identity())
+        .http2_prior_knowledge()
+        .http2_keep_alive_interval(Duration::from_secs(1))
+        .http2_keep_alive_while_idle(true)
+        .pool_idle_timeout(None)
+        .build()
+        .unwrap();
+    let answer = client
+        .get(format!("{}/healthz", verifier.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.version(), reqwest::Version::HTTP_2);
+    let open = "access_token_operator_verifier_connections";
+    eventually("the pinging connection to be closed as idle", || async {
+        let text = verifier.metrics().await;
+        (crate::support::series_value(&text, open) == Some(0.0)).then_some(())
+    })
+    .await;
+}
