@@ -19,7 +19,9 @@ async fn a_leader_cut_off_from_the_api_server_exits_before_a_standby_takes_over(
     let tenant = Tenant::new("partition-leader").await;
     let ns = tenant.namespace.clone();
     let lease = unique_name("partition-leader");
-    // 6 s lease, 4 s renew deadline: the leader must be gone 2 s before the Lease lapses.
+    // 20 s lease, 14 s renew deadline: the leader must be gone 6 s before the Lease lapses.
+    // (Long enough that a busy machine stalling the leader for seconds before the cut does
+    // not make it miss its deadline early: audit F1.)
     let args = |id| {
         [
             "--leader-elect",
@@ -28,9 +30,9 @@ async fn a_leader_cut_off_from_the_api_server_exits_before_a_standby_takes_over(
             "--leader-election-lease-name",
             &lease,
             "--lease-duration-seconds",
-            "6",
+            "20",
             "--renew-deadline-seconds",
-            "4",
+            "14",
             "--instance",
             id,
         ]

@@ -18,12 +18,16 @@ use crate::support::{
 
 /// `kubectl auth can-i impersonate <what>` as the proxy's ServiceAccount.
 async fn proxy_can_impersonate(kubeconfig: &std::path::Path, what: &str) -> bool {
-    let output = tokio::process::Command::new("kubectl")
-        .args(["auth", "can-i", "impersonate", what])
-        .env("KUBECONFIG", kubeconfig)
-        .output()
-        .await
-        .expect("kubectl runs");
+    let output = crate::support::within(
+        crate::support::DEADLINE,
+        tokio::process::Command::new("kubectl")
+            .args(["auth", "can-i", "impersonate", what])
+            .env("KUBECONFIG", kubeconfig)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("kubectl runs");
     let answer = String::from_utf8_lossy(&output.stdout);
     // "no" may be followed by the RBAC authorizer's reasons (e.g. shards not written yet).
     match answer.split_whitespace().next().unwrap_or_default() {

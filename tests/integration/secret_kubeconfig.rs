@@ -22,19 +22,23 @@ async fn kubeconfig_in_secret(tenant: &Tenant, name: &str) -> Option<(Value, Str
 async fn whoami(kubeconfig: &Value, file: &str) -> Option<String> {
     let path = test_logs_dir().join(file);
     std::fs::write(&path, serde_json::to_vec(kubeconfig).unwrap()).unwrap();
-    let output = tokio::process::Command::new("kubectl")
-        .args([
-            "auth",
-            "whoami",
-            "-o",
-            "jsonpath={.status.userInfo.username}",
-        ])
-        .arg("--kubeconfig")
-        .arg(&path)
-        .env_remove("KUBECONFIG")
-        .output()
-        .await
-        .expect("kubectl runs");
+    let output = crate::support::within(
+        crate::support::DEADLINE,
+        tokio::process::Command::new("kubectl")
+            .args([
+                "auth",
+                "whoami",
+                "-o",
+                "jsonpath={.status.userInfo.username}",
+            ])
+            .arg("--kubeconfig")
+            .arg(&path)
+            .env_remove("KUBECONFIG")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("kubectl runs");
     output
         .status
         .success()

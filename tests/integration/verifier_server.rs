@@ -38,11 +38,15 @@ fn scratch_dir(prefix: &str) -> PathBuf {
 
 /// Runs the openssl CLI, failing the test if it fails.
 async fn openssl(args: &[&str]) {
-    let output = tokio::process::Command::new("openssl")
-        .args(args)
-        .output()
-        .await
-        .expect("openssl runs");
+    let output = crate::support::within(
+        crate::support::DEADLINE,
+        tokio::process::Command::new("openssl")
+            .args(args)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("openssl runs");
     assert!(
         output.status.success(),
         "{}",
@@ -324,7 +328,7 @@ async fn get_healthz(stream: &mut TlsStream<TcpStream>) -> String {
         .await
         .unwrap();
     let mut answer = Vec::new();
-    let _ = stream.read_to_end(&mut answer).await;
+    let _ = within(DEADLINE, stream.read_to_end(&mut answer)).await;
     String::from_utf8_lossy(&answer).into_owned()
 }
 

@@ -113,10 +113,26 @@ impl Launch {
     }
 }
 
-/// A loopback port nothing listens on right now.
+/// A loopback port nothing listens on right now, never handed out before in this test
+/// process and never one of the local cluster's own (the webhook port, which is unbound
+/// between the tests that take turns serving it): many tests pick ports at once (audit F8).
 pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("loopback binds");
-    listener.local_addr().expect("bound address").port()
+    static HANDED_OUT: std::sync::Mutex<Option<std::collections::HashSet<u16>>> =
+        std::sync::Mutex::new(None);
+    let mut handed_out = HANDED_OUT.lock().expect("lock");
+    let taken = handed_out.get_or_insert_with(|| {
+        ["ATO_VERIFIER_PORT", "ATO_API_PORT"]
+            .iter()
+            .filter_map(|name| std::env::var(name).ok()?.parse().ok())
+            .collect()
+    });
+    loop {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("loopback binds");
+        let port = listener.local_addr().expect("bound address").port();
+        if taken.insert(port) {
+            return port;
+        }
+    }
 }
 
 /// A process's resident memory, in MiB, from `/proc/<pid>/status`: now and at its peak.

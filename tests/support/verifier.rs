@@ -259,10 +259,11 @@ impl VerifierProcess {
 }
 
 impl Drop for VerifierProcess {
-    /// Kills the verifier and waits until it is gone, so the next test can bind the port.
+    /// Kills the verifier and waits until it is gone (up to 10 s: a busy machine may take a
+    /// moment to reap it), so the next test can bind the port (audit F9).
     fn drop(&mut self) {
         let _ = self.child.start_kill();
-        for _ in 0..50 {
+        for _ in 0..500 {
             if self.child.try_wait().ok().flatten().is_some() {
                 return;
             }
