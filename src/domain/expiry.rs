@@ -87,19 +87,6 @@ pub fn created(token: &crate::api::AccessToken, now: Timestamp) -> Timestamp {
         .unwrap_or(now)
 }
 
-/// The effective expiry of an AccessToken (its creation time, if not yet known, counts as `now`).
-pub fn of_token(
-    token: &crate::api::AccessToken,
-    now: Timestamp,
-) -> Result<Timestamp, InvalidLifetime> {
-    let created = created(token, now);
-    effective_expiry(
-        created,
-        token.spec.expires_at.as_ref().map(|t| t.0),
-        token.spec.lifetime.as_deref(),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -225,11 +225,20 @@ mod tests {
             ["maxLifetime", "defaultLifetime", "expiryWarning"]
         );
         assert!(looser_fields(Some(&org), Some(&tighter)).is_empty());
+        assert!(
+            looser_fields(Some(&org), Some(&org)).is_empty(),
+            "the same values are not looser"
+        );
     }
 
     #[test]
     fn no_policy_is_the_designs_defaults() {
         assert_eq!(combine(None, None), EffectivePolicy::default());
+        assert_eq!(
+            EffectivePolicy::default().expiry_warning,
+            days(7),
+            "ExpiringSoon 7 days ahead unless a policy says otherwise (DESIGN.md)"
+        );
         let p = combine(Some(&policy(Some("30d"), None, None)), None);
         assert_eq!(p.default_lifetime, days(30), "90d capped at the max");
     }
@@ -268,5 +277,11 @@ mod tests {
             "2026-01-08T00:00:00Z".parse().unwrap()
         );
         assert_eq!(defaulted.capped_from, None);
+        let at_the_cap = token_expiry(&token(None, Some("30d")), &p, now).unwrap();
+        assert_eq!(
+            (at_the_cap.expires_at, at_the_cap.capped_from),
+            ("2026-01-31T00:00:00Z".parse().unwrap(), None),
+            "exactly the max is not capped"
+        );
     }
 }

@@ -467,7 +467,18 @@ mod tests {
         // Other argon2 variants are not what the operator writes: refused.
         let argon2i = phc.replace("$argon2id$", "$argon2i$");
         assert_eq!(phc_params(&argon2i), None);
+        // Nor another argon2 version, nor a string without its hash.
+        assert_eq!(phc_params(&phc.replace("$v=19$", "$v=16$")), None);
+        let without_hash = &phc[..phc.rfind('$').expect("a hash part")];
+        assert_eq!(phc_params(without_hash), None);
         assert!(!verify_token_within(&t, &argon2i, &HashLimits::default()));
+    }
+
+    #[test]
+    fn the_hard_limits_admit_themselves_and_nothing_above() {
+        assert!(check_limits(MAX_MEMORY_KIB, MAX_ITERATIONS).is_ok());
+        assert!(check_limits(MAX_MEMORY_KIB + 1, 1).is_err());
+        assert!(check_limits(1024, MAX_ITERATIONS + 1).is_err());
     }
 
     #[test]

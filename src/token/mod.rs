@@ -150,12 +150,6 @@ impl From<TokenId> for String {
     }
 }
 
-impl AsRef<str> for TokenId {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
-}
-
 /// A complete, well-formed token: the secret itself.
 ///
 /// `Debug` and `Display` redact the secret, and there is no `Serialize` and no
