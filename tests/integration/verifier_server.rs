@@ -457,14 +457,19 @@ async fn refused(mut tcp: TcpStream) -> bool {
     matches!(within(DEADLINE, tcp.read(&mut byte)).await, Ok(0) | Err(_))
 }
 
-/// `GET /healthz` over TLS with the test's client certificate, from loopback `source`;
-/// `None` if the server ends the connection before the handshake completes.
-async fn healthz_from(verifier: &VerifierProcess, source: [u8; 4]) -> Option<String> {
+/// A TLS connection with the test's client certificate from loopback `source`; `None` if
+/// the server ends it before the handshake completes.
+async fn tls_from(verifier: &VerifierProcess, source: [u8; 4]) -> Option<TlsStream<TcpStream>> {
     let tcp = tcp_from(verifier, source).await;
     let name = ServerName::try_from("127.0.0.1").unwrap();
-    let mut stream = within(DEADLINE, raw_connector().connect(name, tcp))
+    within(DEADLINE, raw_connector().connect(name, tcp))
         .await
-        .ok()?;
+        .ok()
+}
+
+/// `GET /healthz` over [`tls_from`]; `None` if the connection was refused.
+async fn healthz_from(verifier: &VerifierProcess, source: [u8; 4]) -> Option<String> {
+    let mut stream = tls_from(verifier, source).await?;
     Some(within(DEADLINE, get_healthz(&mut stream)).await)
 }
 
@@ -541,11 +546,7 @@ async fn a_connection_is_closed_at_its_maximum_age_however_it_is_used() {
         &["--verifier-max-connection-age-seconds", "2"],
     )
     .await;
-    let tcp = tcp_from(&verifier, [127, 0, 0, 1]).await;
-    let name = ServerName::try_from("127.0.0.1").unwrap();
-    let mut stream = within(DEADLINE, raw_connector().connect(name, tcp))
-        .await
-        .unwrap();
+    let mut stream = tls_from(&verifier, [127, 0, 0, 1]).await.expect("served");
     // A keep-alive request: only the maximum age can end this connection (every timeout is
     // an hour); the answer comes, then the end of the stream.
     stream
