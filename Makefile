@@ -46,13 +46,10 @@ test-node:
 test-e2e: image helm
 	hack/control-plane/build.sh --with-node >/dev/null
 	$(CARGO) test --test e2e --no-run
-	@# A cluster each: kube-apiserver 1.36 stops resolving a ConfigMap paramRef for good once
-	@# the policies using it are deleted (kubernetes/kubernetes#133827), so a reinstall in the
-	@# same cluster refuses every AccessToken until kube-apiserver restarts (README, Uninstall).
-	hack/last-words.sh target/test-logs/e2e-helm_install.log -- env HELM="$$(hack/helm/build.sh)" $(LOCAL_CLUSTER) --with-node -- $(CARGO) test --test e2e helm_install
-	hack/last-words.sh target/test-logs/e2e-kustomize_install.log -- env HELM="$$(hack/helm/build.sh)" $(LOCAL_CLUSTER) --with-node -- $(CARGO) test --test e2e kustomize_install
 	tests/e2e/workload-image.sh >/dev/null
-	hack/last-words.sh target/test-logs/e2e-proxy_install.log -- env HELM="$$(hack/helm/build.sh)" $(LOCAL_CLUSTER) --with-node -- $(CARGO) test --test e2e proxy_install
+	@# One cluster, three installs in turn (one test thread: Helm, kustomize, then the proxy,
+	@# which stays installed): each uninstall is followed by a reinstall in the same cluster.
+	hack/last-words.sh target/test-logs/e2e.log -- env HELM="$$(hack/helm/build.sh)" $(LOCAL_CLUSTER) --with-node -- $(CARGO) test --test e2e -- --test-threads 1 helm_install kustomize_install proxy_install
 
 ## bench-verify: verifier TokenReview throughput/latency vs kube-apiserver, and revocation delay; writes BENCHMARKS.md
 bench-verify: control-plane

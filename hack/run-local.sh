@@ -44,6 +44,12 @@ KUBECONFIG="$proxy_kubeconfig" target/debug/access-token-operator proxy \
 proxy=$!
 trap 'kill -TERM $operator $proxy 2>/dev/null; wait $operator $proxy' EXIT INT TERM
 
+# Scopes first: a group token is issued only if it is newer than its Group (a later second;
+# docs/concepts/lifecycle.md, "A group token older than its Group").
+kubectl apply -f examples/00-namespaces.yaml -f examples/10-organization.yaml \
+  -f examples/15-scope-admins.yaml -f examples/20-group.yaml >/dev/null
+group_created=$(kubectl get group acme-platform -o jsonpath='{.metadata.creationTimestamp}')
+until [[ "$(date -u +%Y-%m-%dT%H:%M:%SZ)" > "$group_created" ]]; do sleep 0.2; done
 kubectl apply -f examples/ >/dev/null
 kubectl wait --for=jsonpath='{.status.phase}'=Active --timeout=60s -n acme-ci accesstoken/ci-deployer >/dev/null || true
 cat >&2 <<MSG

@@ -42,6 +42,7 @@ pub(crate) fn scope(kind: ScopeKind, name: &str, organization: &str) -> Scope {
         kind,
         name: name.into(),
         organization: organization.into(),
+        uid: None,
     }
 }
 
@@ -50,14 +51,20 @@ pub(crate) fn organization_scope(role: Role) -> ResolvedScope {
     ResolvedScope {
         scope: scope(ScopeKind::Organization, "acme", "acme"),
         role,
+        group_created: None,
     }
 }
+
+/// When the test fixtures' Group `platform` was created: before any token they make.
+pub(crate) const GROUP_CREATED: k8s_openapi::jiff::Timestamp =
+    k8s_openapi::jiff::Timestamp::constant(1_600_000_000, 0);
 
 /// Group `platform` of `organization` resolved with `role`.
 pub(crate) fn group_scope(organization: &str, role: Role) -> ResolvedScope {
     ResolvedScope {
         scope: scope(ScopeKind::Group, "platform", organization),
         role,
+        group_created: Some(GROUP_CREATED),
     }
 }
 

@@ -242,6 +242,9 @@ pub struct AccessTokenStatus {
     /// The scope, as organization/<name> or group/<name>.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
+    /// The uid of the Organization or Group the token was issued for (recorded in its TechnicalUser too): one deleted and created again under the same name is another scope, and the token stays disabled there (reason ScopeChanged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope_uid: Option<String>,
     /// Name of the TechnicalUser backing the token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub technical_user: Option<String>,

@@ -60,8 +60,12 @@ pub enum Reason {
     /// The token's namespace is not in the scope's `tokenNamespaces`.
     NamespaceNotAllowed,
     /// The token's group now belongs to another organization than the one the token was
-    /// issued for (deleted and re-created elsewhere): the token stays disabled.
+    /// issued for, or its Organization or Group was deleted and created again (another
+    /// uid): the token stays disabled.
     ScopeChanged,
+    /// A group token not newer than its Group: it was written when the admission policy could
+    /// not check its writer against the group, so it is never issued.
+    GroupNewerThanToken,
     /// A Secret with the target name exists and is not owned by this AccessToken.
     SecretConflict,
     /// Writing the token's Secret keeps failing (admission, quota, ...); retried with backoff.
@@ -119,6 +123,7 @@ impl Reason {
             Self::GroupOrganizationNotFound => "GroupOrganizationNotFound",
             Self::NamespaceNotAllowed => "NamespaceNotAllowed",
             Self::ScopeChanged => "ScopeChanged",
+            Self::GroupNewerThanToken => "GroupNewerThanToken",
             Self::SecretConflict => "SecretConflict",
             Self::SecretWriteFailed => "SecretWriteFailed",
             Self::TechnicalUserConflict => "TechnicalUserConflict",

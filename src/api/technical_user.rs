@@ -54,6 +54,23 @@ pub struct Scope {
     pub name: String,
     /// The organization: the scope itself for organization scope, the group's organization for group scope.
     pub organization: String,
+    /// The uid of the Organization or Group the token was issued for. One deleted and created again under the same name has another uid, and does not inherit the token (a user written before uids were recorded is compared by name until the operator rewrites it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+}
+
+impl Scope {
+    /// Whether `self`, a scope resolved now, is the scope a token was `issued` for: same kind,
+    /// name and organization, and the same object (uid) where the issued scope recorded one.
+    pub fn is_issued_scope(&self, issued: &Scope) -> bool {
+        self.kind == issued.kind
+            && self.name == issued.name
+            && self.organization == issued.organization
+            && issued
+                .uid
+                .as_ref()
+                .is_none_or(|uid| self.uid.as_ref() == Some(uid))
+    }
 }
 
 /// Which kind of object a scope names.

@@ -2,7 +2,6 @@
 //! Organizations and Groups. `run` wires the watches; each reconciler lives in its own module.
 
 pub mod access_token;
-pub mod group_index;
 mod own_writes;
 mod scope_status;
 
@@ -48,9 +47,6 @@ pub struct Config {
     pub namespace: Option<String>,
     /// Reporting instance for Events (e.g. the pod name).
     pub instance: Option<String>,
-    /// Namespace of the group index ConfigMap that the AccessToken admission policy reads
-    /// (see `group_index`); `None` writes no index.
-    pub group_index_namespace: Option<String>,
     /// How many AccessTokens are reconciled at once (0: no bound).
     pub reconcile_concurrency: u16,
     /// Where clients connect with a token: each token Secret then carries a `kubeconfig`.
@@ -251,15 +247,6 @@ pub async fn run(
         secret_writes: Mutex::default(),
         own_writes: own_writes.clone(),
     });
-    let group_index_task = {
-        let (client, namespace) = (client.clone(), config.group_index_namespace.clone());
-        async move {
-            match namespace {
-                Some(namespace) => group_index::run(client, namespace).await,
-                None => future::pending().await,
-            }
-        }
-    };
     let token_controller = token_controller(&client, &config, tokens.clone(), own_writes);
     metrics.tokens.attach(token_controller.store());
     let token_task = token_controller
@@ -283,8 +270,7 @@ pub async fn run(
             namespace = config.namespace.as_deref(),
             "watching AccessTokens in one namespace"
         );
-        // The index task only ends with its watch; the controller ends on a signal.
-        future::select(Box::pin(token_task), Box::pin(group_index_task)).await;
+        token_task.await;
         return Ok(());
     }
     info!("watching AccessTokens in all namespaces");
@@ -293,7 +279,7 @@ pub async fn run(
         scope_status::controller::<Organization>(&client, tokens.clone(), &metrics),
         scope_status::controller::<Group>(&client, tokens, &metrics),
     );
-    future::select(Box::pin(controllers), Box::pin(group_index_task)).await;
+    controllers.await;
     Ok(())
 }
 

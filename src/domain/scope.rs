@@ -1,6 +1,7 @@
 //! Resolution of an AccessToken's scope against the Organizations and Groups it names. Pure:
 //! the caller passes lookups, so this is tested without an API server.
 
+use k8s_openapi::jiff::Timestamp;
 use kube::{Resource, ResourceExt};
 
 use crate::api::{AccessTokenSpec, Group, Organization, Reason, Role, Scope, ScopeKind};
@@ -17,10 +18,13 @@ pub struct ScopeProblem {
 /// A scope that exists and admits the token's namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolvedScope {
-    /// Where the token acts.
+    /// Where the token acts, with the uid of the object it names.
     pub scope: Scope,
     /// The role it holds there.
     pub role: Role,
+    /// When the Group of a group token was created (`None` for organization tokens): a group
+    /// token is issued only if it is newer than its Group (see `plan::unproven_admission`).
+    pub group_created: Option<Timestamp>,
 }
 
 /// Resolves and authorises the scope of a token living in `namespace`. Objects being deleted
@@ -50,8 +54,10 @@ pub fn resolve_scope(
                     kind: ScopeKind::Organization,
                     name: org_name.clone(),
                     organization: org_name.clone(),
+                    uid: org.uid(),
                 },
                 role: Role::new(ScopeKind::Organization, spec.admin),
+                group_created: None,
             })
         }
         (None, Some(group_name)) => {
@@ -77,8 +83,10 @@ pub fn resolve_scope(
                     kind: ScopeKind::Group,
                     name: group_name.clone(),
                     organization: org_name.clone(),
+                    uid: grp.uid(),
                 },
                 role: Role::new(ScopeKind::Group, spec.admin),
+                group_created: grp.meta().creation_timestamp.as_ref().map(|t| t.0),
             })
         }
         // The schema refuses both and neither; an object from before the rule existed still

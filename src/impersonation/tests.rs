@@ -9,6 +9,7 @@ fn token(namespace: &str, name: &str, uid: &str, org: &str) -> Impersonable {
             kind: ScopeKind::Organization,
             name: org.to_string(),
             organization: org.to_string(),
+            uid: None,
         }),
     }
 }
@@ -21,6 +22,7 @@ fn user(name: &str, labels: &[(&str, &str)]) -> TechnicalUser {
                 kind: ScopeKind::Group,
                 name: "web".into(),
                 organization: "acme".into(),
+                uid: None,
             },
             role: Role::GroupUser,
             disabled: false,
@@ -171,6 +173,7 @@ fn the_default_shards_hold_100000_tokens_under_the_object_size_limit() {
             kind: ScopeKind::Group,
             name: format!("group-{}", i % 1000),
             organization: "acme".into(),
+            uid: None,
         }),
     });
     let planned = plan(live, DEFAULT_SHARDS, SHARD_BUDGET_BYTES);

@@ -189,14 +189,10 @@ pub struct RunArgs {
     /// exits; shorter than the lease duration (default: two thirds of it, 10 with 15).
     #[arg(long)]
     pub renew_deadline_seconds: Option<u64>,
-    /// Namespace of the group index ConfigMap (group -> organization) that the AccessToken
-    /// admission policy reads; the operator's own namespace. Empty: write no index.
-    #[arg(
-        long,
-        env = "GROUP_INDEX_NAMESPACE",
-        default_value = "access-token-operator"
-    )]
-    pub group_index_namespace: String,
+    /// No longer used (the group-token admission policy reads the Groups themselves); still
+    /// accepted so that an older manifest's flag does not stop the operator.
+    #[arg(long, hide = true)]
+    pub group_index_namespace: Option<String>,
     /// How many AccessTokens are reconciled at once (0: no bound).
     #[arg(long, env = "RECONCILE_CONCURRENCY", default_value_t = controller::DEFAULT_RECONCILE_CONCURRENCY)]
     pub reconcile_concurrency: u16,

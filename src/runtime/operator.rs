@@ -36,11 +36,14 @@ pub(super) fn run(args: RunArgs) -> crate::Result<()> {
     if let Some(election) = &election {
         election.validate()?;
     }
+    if args.group_index_namespace.is_some() {
+        tracing::warn!(
+            "--group-index-namespace is ignored: the group-token admission policy reads the Groups themselves"
+        );
+    }
     let config = controller::Config {
         namespace: args.namespace,
         instance: args.instance,
-        group_index_namespace: Some(args.group_index_namespace.clone())
-            .filter(|namespace| !namespace.is_empty()),
         reconcile_concurrency: args.reconcile_concurrency,
         kubeconfig: Endpoint::from_args(&args.kubeconfig)?,
     };

@@ -206,7 +206,9 @@ pub fn check_state(
     }
     let resolved = resolve_scope(&namespace, &token.spec, &organization, &group)
         .map_err(|_| Denial::ScopeInvalid)?;
-    if resolved.scope != user.spec.scope {
+    // By name and, once the operator recorded it, by uid: a scope deleted and created again
+    // under the same name is another scope, even while no operator runs to disable the user.
+    if !resolved.scope.is_issued_scope(&user.spec.scope) {
         return Err(Denial::ScopeInvalid);
     }
     // The kill switch, read from the Organization and Group themselves: no wait for the
@@ -279,12 +281,14 @@ mod tests {
                 kind: ScopeKind::Group,
                 name: "platform".into(),
                 organization: "acme".into(),
+                uid: None,
             }
         } else {
             Scope {
                 kind: ScopeKind::Organization,
                 name: "acme".into(),
                 organization: "acme".into(),
+                uid: None,
             }
         };
         let mut user = TechnicalUser::new(
@@ -488,6 +492,29 @@ mod tests {
     }
 
     #[test]
+    fn a_scope_deleted_and_created_again_no_longer_matches_its_technical_user() {
+        for group_scoped in [false, true] {
+            let mut w = world(group_scoped);
+            w.org.metadata.uid = Some("org-uid-2".into());
+            w.group.metadata.uid = Some("group-uid-2".into());
+            let now = if group_scoped {
+                "group-uid-2"
+            } else {
+                "org-uid-2"
+            };
+            assert!(check(&w).is_ok(), "a user without a uid: by name");
+            w.user.spec.scope.uid = Some(now.into());
+            assert!(check(&w).is_ok(), "the object it was issued for");
+            w.user.spec.scope.uid = Some("uid-1".into());
+            assert_eq!(
+                check(&w),
+                Err(Denial::ScopeInvalid),
+                "group: {group_scoped}"
+            );
+        }
+    }
+
+    #[test]
     fn the_role_follows_the_access_token_spec_at_once() {
         let mut w = world(false);
         w.token.spec.admin = false;
@@ -501,6 +528,7 @@ mod tests {
         let resolved = crate::domain::scope::ResolvedScope {
             scope: w.user.spec.scope.clone(),
             role: w.user.spec.role,
+            group_created: None,
         };
         let built = crate::test_support::operator_technical_user(
             &w.token,

@@ -122,6 +122,7 @@ mod tests {
                     kind: ScopeKind::Organization,
                     name: "acme".into(),
                     organization: "acme".into(),
+                    uid: None,
                 },
                 role: Role::OrganizationUser,
                 disabled: false,

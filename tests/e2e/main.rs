@@ -6,12 +6,11 @@
 //! leader's node drained (cordon, then the leader pod evicted) and the standby taking over
 //! with no token issued twice, and an uninstall that leaves nothing behind.
 //!
-//! `make test-e2e` (part of `make test`) builds the image and Helm and runs each install in
-//! a cluster with nodes of its own (`cargo test --test e2e helm_install`, then
-//! `kustomize_install`): kube-apiserver 1.36 stops resolving the admission policies'
-//! ConfigMap parameter once they are deleted, so a second install in the same cluster would
-//! be refused every AccessToken (kubernetes/kubernetes#133827; README, "Uninstall"). A plain `cargo test` skips this binary
-//! (`test = false` in Cargo.toml): it needs the nodes.
+//! `make test-e2e` (part of `make test`) builds the image and Helm and runs the three installs
+//! (Helm, kustomize, Helm with the proxy) one after the other in one cluster with nodes, each
+//! uninstalled before the next: so a reinstall in the same cluster is proven to work, with
+//! the admission policies checked live after each (`admission_policies_are_live`). A plain
+//! `cargo test` skips this binary (`test = false` in Cargo.toml): it needs the nodes.
 //!
 //! The pods use host networking because kube-apiserver listens on loopback only. Pod
 //! Security `restricted` forbids that, so the test cluster's admission configuration exempts
@@ -229,29 +228,49 @@ async fn pod_security_restricted_admits_the_shipped_pod(client: &kube::Client) {
     );
 }
 
-/// Waits until kube-apiserver enforces the installed admission policies with their
-/// parameter (the group index ConfigMap): for a moment after an install its informers have
-/// not seen the ConfigMap, and the policies refuse every AccessToken ("no params found",
-/// failing closed). Checked with a server-side dry run.
-async fn admission_policies_are_live(tenant: &Tenant) {
-    let probe: AccessToken = serde_json::from_value(json!({
-        "apiVersion": "iam.accesstoken.io/v1alpha1", "kind": "AccessToken",
-        "metadata": {"name": "admission-probe", "namespace": tenant.namespace},
-        "spec": {"organization": tenant.organization},
-    }))
-    .unwrap();
+/// Waits until kube-apiserver enforces the installed admission policies, the group policy
+/// with its parameters (the Groups): a namespace editor who manages no scope is refused a
+/// token of the tenant's Group, naming the right she lacks, and an organization admin's token
+/// is admitted. Checked with server-side dry runs (nothing is written). This runs after every
+/// install, and `make test-e2e` installs three times in one cluster, so it is also the proof
+/// that a reinstall works without restarting kube-apiserver (security review N4; with the
+/// earlier ConfigMap parameter it refused every AccessToken: kubernetes/kubernetes#133827).
+pub(crate) async fn admission_policies_are_live(tenant: &Tenant) {
+    let token = |spec| -> AccessToken {
+        serde_json::from_value(json!({
+            "apiVersion": "iam.accesstoken.io/v1alpha1", "kind": "AccessToken",
+            "metadata": {"name": "admission-probe", "namespace": tenant.namespace},
+            "spec": spec,
+        }))
+        .unwrap()
+    };
     let dry_run = PostParams {
         dry_run: true,
         ..Default::default()
     };
-    eventually_within("the admission policies to see their parameter", || async {
-        match tenant.tokens().create(&dry_run, &probe).await {
-            Ok(_) => Some(()),
-            Err(e) if e.to_string().contains("no params found") => None,
-            Err(e) => panic!("a dry-run AccessToken is admitted: {e}"),
-        }
-    })
+    let (_, editor) = support::editor(tenant, "e2e-editor").await;
+    let as_editor: Api<AccessToken> = Api::namespaced(editor, &tenant.namespace);
+    let group_probe = token(json!({"group": tenant.group}));
+    let needed = format!(
+        r#"needs verb "admin" on groups.iam.accesstoken.io "{}""#,
+        tenant.group
+    );
+    eventually_within(
+        "the group-token policy to read the tenant's Group",
+        || async {
+            match as_editor.create(&dry_run, &group_probe).await {
+                Err(kube::Error::Api(status)) if status.message.contains(&needed) => Some(()),
+                _ => None,
+            }
+        },
+    )
     .await;
+    let org_probe = token(json!({"organization": tenant.organization}));
+    tenant
+        .tokens()
+        .create(&dry_run, &org_probe)
+        .await
+        .expect("an organization token is admitted");
 }
 
 /// Deletes the tenant's tokens and waits until the operator has removed them with their

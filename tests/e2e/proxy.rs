@@ -182,6 +182,7 @@ async fn proxy_install_serves_exec_logs_port_forward_and_cp_with_the_secrets_kub
     cluster::wait_for_rollout_of(&client, "access-token-proxy", PROXY_SELECTOR).await;
 
     let tenant = Tenant::in_installed_cluster("e2e-proxy", watchdog).await;
+    crate::admission_policies_are_live(&tenant).await;
     grant_edit(&tenant).await;
     let http_port = free_port();
     let pod = start_workload(&tenant, http_port).await;

@@ -120,8 +120,7 @@ done
 
 # A real install, upgrade and uninstall: the CRDs are the release's (adopted from the kubectl
 # apply above with --take-ownership), an upgrade updates them (--reset-values: without any
-# value on its command line, helm upgrade reuses the last ones), an uninstall keeps them and
-# the group index ConfigMap (the admission policy lets only the operator delete it).
+# value on its command line, helm upgrade reuses the last ones), an uninstall keeps them.
 # No node runs the pods here: nothing waits for them.
 crd=accesstokens.iam.accesstoken.io
 if "$helm" install "${release[@]}" --take-ownership >"$work/helm.log" 2>&1 \
@@ -133,9 +132,8 @@ if "$helm" install "${release[@]}" --take-ownership >"$work/helm.log" 2>&1 \
   && [ "$(kubectl get crd "$crd" -o jsonpath='{.metadata.annotations.helm\.sh/resource-policy}')" = keep ] \
   && "$helm" uninstall access-token-operator --namespace access-token-operator >>"$work/helm.log" 2>&1 \
   && kubectl get crd "$crd" >/dev/null \
-  && kubectl get configmap -n access-token-operator access-token-operator-groups >/dev/null \
   && ! kubectl get deployment -n access-token-operator access-token-operator >/dev/null 2>&1; then
-  pass "helm install, upgrade (updates the CRDs' metadata), uninstall (keeps CRDs and group index)"
+  pass "helm install, upgrade (updates the CRDs' metadata), uninstall (keeps the CRDs)"
 else fail "helm install/upgrade/uninstall"; cat "$work/helm.log" >&2; fi
 # And the kustomize base for real, as README says: plain client-side `kubectl apply -k`.
 if kubectl apply -k deploy >"$work/apply.log" 2>&1; then pass "kubectl apply -k deploy"

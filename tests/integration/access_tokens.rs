@@ -19,8 +19,8 @@ use access_token_operator::{
 };
 
 use crate::support::{
-    Operator, Tenant, VerifierProcess, VerifierSetup, delete_and_wait_gone, eventually,
-    ready_condition, secret_text, within,
+    Operator, Tenant, VerifierProcess, delete_and_wait_gone, eventually, ready_condition,
+    secret_text, within,
 };
 
 #[tokio::test]
@@ -221,14 +221,7 @@ async fn verifier_accepts(verifier: &VerifierProcess, token: &str) -> bool {
 async fn delete_with_orphan_propagation_still_removes_both_children() {
     let tenant = Tenant::new("orphan").await;
     let mut operator = Operator::start(&tenant.namespace).await;
-    let verifier = VerifierProcess::start_with(
-        "orphan-verifier",
-        VerifierSetup {
-            private_port: true,
-            ..Default::default()
-        },
-    )
-    .await;
+    let verifier = VerifierProcess::start_private("orphan-verifier").await;
     let issued = tenant
         .issue("t", json!({"organization": tenant.organization}))
         .await;
@@ -367,7 +360,11 @@ async fn namespace_not_in_token_namespaces_gets_no_secret_until_it_is_listed() {
 }
 
 #[tokio::test]
-async fn unknown_scopes_wait_and_are_issued_once_they_exist() {
+/// docs/concepts/lifecycle.md, "Invalid or unauthorised scope" and "A group token older than
+/// its Group": an organization token waits for its Organization; a group token written before
+/// its Group existed was checked by no admission policy, so it is never issued, and one
+/// created anew is.
+async fn unknown_scopes_wait_and_only_a_group_token_newer_than_its_group_is_issued() {
     let tenant = Tenant::new("unknown").await;
     let _operator = Operator::start(&tenant.namespace).await;
     let missing_org = crate::support::unique_name("late-org");
@@ -405,11 +402,29 @@ async fn unknown_scopes_wait_and_are_issued_once_they_exist() {
         .create_organization(&missing_org, &[&tenant.namespace])
         .await;
     tenant.wait_for_phase("org-t", Phase::Active).await;
+    let refused = tenant.wait_for_reason("grp-t", "GroupNewerThanToken").await;
+    let message = &crate::support::ready_condition(&refused).unwrap().message;
+    assert!(
+        message.contains("Delete this AccessToken and create it again"),
+        "{message}"
+    );
+    tenant
+        .wait_for_warning("grp-t", "GroupNewerThanToken")
+        .await;
+    assert!(tenant.secrets().get_opt("grp-t").await.unwrap().is_none());
+    assert!(tenant.users().get_opt("grp-t").await.unwrap().is_none());
+
+    // Created again (by whoever the policy now checks against the Group): issued.
+    crate::support::delete_and_wait_gone(&tenant.tokens(), "grp-t").await;
+    crate::support::newer_than_group(&tenant.client, &missing_group).await;
+    tenant
+        .create_token("grp-t", json!({"group": missing_group}))
+        .await;
     tenant.wait_for_phase("grp-t", Phase::Active).await;
 }
 
 #[tokio::test]
-async fn a_scope_that_disappears_disables_the_token_and_its_return_restores_it() {
+async fn a_scope_that_stops_admitting_the_token_disables_it_until_it_admits_it_again() {
     let tenant = Tenant::new("scopegone").await;
     let _operator = Operator::start(&tenant.namespace).await;
     let issued = tenant
@@ -418,10 +433,12 @@ async fn a_scope_that_disappears_disables_the_token_and_its_return_restores_it()
 
     // Taking the namespace off the list is the scope no longer admitting the token.
     let orgs = tenant.organizations();
+    let listed =
+        |namespaces: Vec<String>| Patch::Merge(json!({"spec": {"tokenNamespaces": namespaces}}));
     orgs.patch(
         &tenant.organization,
         &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"tokenNamespaces": []}})),
+        &listed(vec![]),
     )
     .await
     .unwrap();
@@ -429,17 +446,14 @@ async fn a_scope_that_disappears_disables_the_token_and_its_return_restores_it()
     assert_eq!(token.status.unwrap().phase, Some(Phase::Failed));
     tenant.wait_for_user_disabled("t").await;
 
-    // Deleting the organization outright keeps it closed.
-    orgs.delete(&tenant.organization, &DeleteParams::default())
-        .await
-        .unwrap();
-    tenant.wait_for_reason("t", "OrganizationNotFound").await;
-    assert!(tenant.users().get("t").await.unwrap().spec.disabled);
-
-    // The organization returns: the same token works again, without an edit.
-    tenant
-        .create_organization(&tenant.organization, &[&tenant.namespace])
-        .await;
+    // Listed again: the same token works again, without an edit.
+    orgs.patch(
+        &tenant.organization,
+        &PatchParams::default(),
+        &listed(vec![tenant.namespace.clone()]),
+    )
+    .await
+    .unwrap();
     tenant.wait_for_phase("t", Phase::Active).await;
     let user = tenant.users().get("t").await.unwrap();
     assert!(!user.spec.disabled);
@@ -447,6 +461,14 @@ async fn a_scope_that_disappears_disables_the_token_and_its_return_restores_it()
         tenant.token_in_secret("t").await.expose_secret(),
         issued.expose_secret()
     );
+
+    // Deleting the organization outright closes it (created again, it is another scope:
+    // `a_scope_created_again_under_the_same_name_inherits_no_token_even_without_the_operator`).
+    orgs.delete(&tenant.organization, &DeleteParams::default())
+        .await
+        .unwrap();
+    tenant.wait_for_reason("t", "OrganizationNotFound").await;
+    tenant.wait_for_user_disabled("t").await;
 }
 
 #[tokio::test]
@@ -792,18 +814,71 @@ async fn a_tampered_secret_with_the_same_id_gets_a_fresh_token() {
     tenant.wait_for_warning("t", "TokenReissued").await;
 }
 
+/// docs/concepts/lifecycle.md, "Scope deleted and created again" (security review N10): the
+/// verifier compares the uid the TechnicalUser was issued for with the scope it reads, so a
+/// Group deleted and created again under the same name does not inherit the tokens even while
+/// no operator runs; the operator then reports ScopeChanged, for Organizations too.
+#[tokio::test]
+async fn a_scope_created_again_under_the_same_name_inherits_no_token_even_without_the_operator() {
+    let tenant = Tenant::new("rebirth").await;
+    let operator = Operator::start(&tenant.namespace).await;
+    let by_group = tenant.issue("g", json!({"group": tenant.group})).await;
+    let by_org = tenant
+        .issue("o", json!({"organization": tenant.organization}))
+        .await;
+    drop(operator);
+
+    let groups: Api<Group> = Api::all(tenant.client.clone());
+    let old = groups.get(&tenant.group).await.unwrap();
+    delete_and_wait_gone(&groups, &tenant.group).await;
+    groups
+        .create(
+            &PostParams::default(),
+            &Group::new(&tenant.group, old.spec.clone()),
+        )
+        .await
+        .unwrap();
+    let user = tenant.users().get("g").await.unwrap();
+    assert!(!user.spec.disabled, "no operator ran to disable it");
+    assert_eq!(user.spec.scope.uid, old.metadata.uid);
+
+    // A verifier started now reads the new Group in its first list (it is ready once its
+    // caches are): the scope resolves by name, and only the uid tells it apart.
+    let verifier = VerifierProcess::start_private("rebirth-verifier").await;
+    assert!(
+        verifier_accepts(&verifier, by_org.expose_secret()).await,
+        "the organization token, whose scope is untouched, still works"
+    );
+    assert!(
+        !verifier_accepts(&verifier, by_group.expose_secret()).await,
+        "the group token is denied by uid"
+    );
+
+    // The operator then disables it and says why; an Organization works the same way.
+    let _operator = Operator::start(&tenant.namespace).await;
+    tenant.wait_for_reason("g", "ScopeChanged").await;
+    tenant.wait_for_user_disabled("g").await;
+    let organizations: Api<access_token_operator::api::Organization> =
+        Api::all(tenant.client.clone());
+    let org = organizations.get(&tenant.organization).await.unwrap();
+    delete_and_wait_gone(&organizations, &tenant.organization).await;
+    tenant
+        .create_organization(&tenant.organization, &[&tenant.namespace])
+        .await;
+    let token = tenant.wait_for_reason("o", "ScopeChanged").await;
+    assert_eq!(token.status.unwrap().scope_uid, org.metadata.uid);
+    tenant.wait_for_user_disabled("o").await;
+    eventually("the verifier to deny the organization token", || async {
+        (!verifier_accepts(&verifier, by_org.expose_secret()).await).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_group_recreated_under_another_organization_keeps_its_token_disabled() {
     let tenant = Tenant::new("rescope").await;
     let _operator = Operator::start(&tenant.namespace).await;
-    let verifier = VerifierProcess::start_with(
-        "rescope-verifier",
-        VerifierSetup {
-            private_port: true,
-            ..Default::default()
-        },
-    )
-    .await;
+    let verifier = VerifierProcess::start_private("rescope-verifier").await;
     let issued = tenant.issue("t", json!({"group": tenant.group})).await;
     eventually("the verifier to accept the token", || async {
         verifier_accepts(&verifier, issued.expose_secret())

@@ -1,5 +1,5 @@
 //! Behaviours of docs/concepts/lifecycle.md that no other test reaches: `secretTemplate` edits, the finalizer
-//! when the Secret is already gone, a Group that disappears and returns, `InvalidSpec` and
+//! when the Secret is already gone, a Group that disappears and is created again, `InvalidSpec` and
 //! `TechnicalUserConflict`.
 
 use kube::{
@@ -106,37 +106,51 @@ async fn the_finalizer_completes_when_the_secret_is_already_gone() {
     tenant.wait_for_event("t", "TokenDeleted").await;
 }
 
+/// docs/concepts/lifecycle.md, "Invalid or unauthorised scope" and "Scope deleted and created
+/// again": a Group that disappears disables its tokens, and a Group created again under the
+/// same name is another object whose admins approved none of them: they stay disabled.
 #[tokio::test]
-async fn a_group_that_disappears_disables_its_tokens_and_its_return_restores_them() {
+async fn a_group_that_disappears_disables_its_tokens_and_one_created_again_does_not_revive_them() {
     let tenant = Tenant::new("groupgone").await;
     let _operator = Operator::start(&tenant.namespace).await;
     let issued = tenant.issue("t", json!({"group": tenant.group})).await;
 
     let groups: Api<Group> = Api::all(tenant.client.clone());
     let group = groups.get(&tenant.group).await.unwrap();
+    let issued_for = tenant.users().get("t").await.unwrap().spec.scope.uid;
+    assert_eq!(
+        issued_for, group.metadata.uid,
+        "the TechnicalUser names the Group's uid"
+    );
     delete_and_wait_gone(&groups, &tenant.group).await;
     let token = tenant.wait_for_reason("t", "GroupNotFound").await;
     assert_eq!(token.status.unwrap().phase, Some(Phase::Failed));
     tenant.wait_for_user_disabled("t").await;
 
-    // The group returns: the same token works again, without an edit.
+    // The same name and spec again: another Group.
     let returned = Group::new(&tenant.group, group.spec.clone());
     groups
         .create(&PostParams::default(), &returned)
         .await
         .unwrap();
-    tenant.wait_for_phase("t", Phase::Active).await;
-    let user = eventually("the TechnicalUser to be enabled", || async {
-        let user = tenant.users().get("t").await.ok()?;
-        (!user.spec.disabled).then_some(user)
-    })
-    .await;
-    assert_eq!(user.spec.credentials.len(), 1);
-    assert_eq!(user.spec.credentials[0].id, issued.id().as_str());
+    let token = tenant.wait_for_reason("t", "ScopeChanged").await;
+    let message = &crate::support::ready_condition(&token).unwrap().message;
+    assert!(message.contains("deleted and created again"), "{message}");
     assert_eq!(
-        tenant.token_in_secret("t").await.expose_secret(),
-        issued.expose_secret(),
-        "the same token, not a new one"
+        token.status.unwrap().scope_uid,
+        issued_for,
+        "status names the Group the token was issued for"
+    );
+    let user = tenant.users().get("t").await.unwrap();
+    assert!(user.spec.disabled, "still disabled");
+    assert_eq!(
+        user.spec.scope.uid, issued_for,
+        "never bound to the new Group"
+    );
+    assert_eq!(
+        user.spec.credentials[0].id,
+        issued.id().as_str(),
+        "nothing reissued"
     );
 }
 

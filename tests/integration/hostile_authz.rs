@@ -1,10 +1,10 @@
 //! Hostile tenants against the authorization rules (docs/concepts/authorization.md), enforced
 //! by the admission policies in deploy/ exactly as shipped: a namespace editor is not a scope
 //! admin; an organization admin manages its organization's and its groups' tokens; a group
-//! admin only its group's; nobody but the operator writes TechnicalUsers, the group index or
-//! status.
+//! admin only its group's; a token written before its Group existed is never issued; nobody
+//! but the operator writes TechnicalUsers or status.
 
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use k8s_openapi::api::core::v1::Namespace;
 use kube::{
     Api,
     api::{DeleteParams, Patch, PatchParams, PostParams},
@@ -12,15 +12,12 @@ use kube::{
 use serde_json::{Value, json};
 
 use access_token_operator::api::{
-    AccessToken, Credential, Group, GroupSpec, Phase, TechnicalUser, TechnicalUserSpec,
+    AccessToken, Credential, Group, Phase, TechnicalUser, TechnicalUserSpec,
 };
 
 use crate::support::{
-    OPERATOR_ACCOUNT, Operator, Tenant, admin_client, editor, eventually, grant_scope_admin,
-    unique_name,
+    Operator, Tenant, admin_client, editor, eventually, grant_scope_admin, unique_name,
 };
-
-const GROUP_INDEX: &str = "access-token-operator-groups";
 
 fn access_token(namespace: &str, name: &str, spec: Value) -> AccessToken {
     serde_json::from_value(json!({
@@ -68,14 +65,27 @@ async fn assert_every_change_refused(tokens: &Api<AccessToken>, name: &str, need
     assert_refused(tokens.delete(name, &DeleteParams::default()).await, needle);
 }
 
-/// Waits until the operator's group index maps `group` to `organization` (the admission
-/// policy reads it to let organization admins manage group tokens).
-async fn wait_for_group_index(group: &str, organization: &str) {
-    let config_maps: Api<ConfigMap> = Api::namespaced(admin_client().await, OPERATOR_ACCOUNT.0);
-    eventually(&format!("the group index to list {group}"), || async {
-        let index = config_maps.get_opt(GROUP_INDEX).await.ok()??;
-        (index.data?.get(group)? == organization).then_some(())
-    })
+/// Waits until kube-apiserver's group-token policy reads Group `group`: it takes the Groups
+/// as its parameters, from an informer that sees a new Group within moments. Until then a
+/// token of the group is checked against no Group, so the probe is a dry run (nothing is
+/// written) of such a token by `tokens`' user, who must not manage the group: refused once
+/// the policy reads the Group.
+async fn wait_until_the_policy_reads(tokens: &Api<AccessToken>, group: &str) {
+    let namespace = tokens.namespace().expect("a namespaced Api").to_string();
+    let probe = access_token(&namespace, "policy-probe", json!({"group": group}));
+    let dry_run = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    eventually(
+        &format!("the group-token policy to read Group {group}"),
+        || async {
+            match tokens.create(&dry_run, &probe).await {
+                Err(kube::Error::Api(status)) if status.code == 403 => Some(()),
+                _ => None,
+            }
+        },
+    )
     .await;
 }
 
@@ -87,10 +97,10 @@ async fn a_namespace_editor_without_the_scope_admin_right_is_refused_every_token
     let group_spec = json!({"group": tenant.group});
     tenant.issue("org-token", org_spec.clone()).await;
     tenant.issue("group-token", group_spec.clone()).await;
-    wait_for_group_index(&tenant.group, &tenant.organization).await;
 
     let (_, mallory) = editor(&tenant, "mallory").await;
     let tokens: Api<AccessToken> = Api::namespaced(mallory, &tenant.namespace);
+    wait_until_the_policy_reads(&tokens, &tenant.group).await;
     let (org_right, group_right) = (
         organization_right(&tenant.organization),
         group_right(&tenant.group),
@@ -123,7 +133,6 @@ async fn an_organization_admin_manages_the_organizations_tokens_and_its_groups_t
     let _operator = Operator::start(&tenant.namespace).await;
     let (olivia, client) = editor(&tenant, "olivia").await;
     grant_scope_admin(&olivia, "organizations", &tenant.organization).await;
-    wait_for_group_index(&tenant.group, &tenant.organization).await;
     let tokens: Api<AccessToken> = Api::namespaced(client, &tenant.namespace);
 
     for (name, spec) in [
@@ -158,29 +167,15 @@ async fn a_group_admin_manages_that_groups_tokens_and_no_others() {
     let _operator = Operator::start(&tenant.namespace).await;
     // A second group of the same organization, admitting the same namespace.
     let other_group = unique_name("authz-other");
-    Api::<Group>::all(tenant.client.clone())
-        .create(
-            &PostParams::default(),
-            &Group::new(
-                &other_group,
-                GroupSpec {
-                    organization: tenant.organization.clone(),
-                    display_name: None,
-                    token_namespaces: vec![tenant.namespace.clone()],
-                    ..Default::default()
-                },
-            ),
-        )
-        .await
-        .expect("Group is created");
+    tenant.create_group(&other_group).await;
     tenant
         .issue("org-token", json!({"organization": tenant.organization}))
         .await;
-    wait_for_group_index(&other_group, &tenant.organization).await;
 
     let (gina, client) = editor(&tenant, "gina").await;
     grant_scope_admin(&gina, "groups", &tenant.group).await;
     let tokens: Api<AccessToken> = Api::namespaced(client, &tenant.namespace);
+    wait_until_the_policy_reads(&tokens, &other_group).await;
 
     let mine = access_token(&tenant.namespace, "mine", json!({"group": tenant.group}));
     eventually(
@@ -214,8 +209,51 @@ async fn a_group_admin_manages_that_groups_tokens_and_no_others() {
     crate::support::delete_and_wait_gone(&tokens, "mine").await;
 }
 
+/// Security review N4/N10: the group-token policy reads a group's organization from the
+/// Group itself, so a token naming a Group that does not exist yet is checked against nothing
+/// and admitted. The operator never issues it: it is not newer than its Group. Once the Group
+/// exists, its writer may not even delete it, and writing it anew is checked.
 #[tokio::test]
-async fn nobody_but_the_operator_writes_technical_users_or_the_group_index() {
+async fn a_token_written_before_its_group_exists_is_never_issued() {
+    let tenant = Tenant::new("authz-early").await;
+    let _operator = Operator::start(&tenant.namespace).await;
+    let (_, mallory) = editor(&tenant, "mallory").await;
+    let tokens: Api<AccessToken> = Api::namespaced(mallory, &tenant.namespace);
+    let future = unique_name("authz-future");
+    let early = access_token(
+        &tenant.namespace,
+        "early",
+        json!({"group": future, "admin": true}),
+    );
+    eventually(
+        "the editor's RBAC to let her create AccessTokens",
+        || async { tokens.create(&PostParams::default(), &early).await.ok() },
+    )
+    .await;
+    tenant.wait_for_reason("early", "GroupNotFound").await;
+
+    // A platform admin creates the Group, admitting the namespace.
+    tenant.create_group(&future).await;
+    let refused = tenant.wait_for_reason("early", "GroupNewerThanToken").await;
+    assert_eq!(refused.status.unwrap().phase, Some(Phase::Pending));
+    assert!(tenant.secrets().get_opt("early").await.unwrap().is_none());
+    assert!(tenant.users().get_opt("early").await.unwrap().is_none());
+
+    // Now the policy reads the Group: the writer may neither change nor delete nor rewrite it.
+    wait_until_the_policy_reads(&tokens, &future).await;
+    assert_every_change_refused(&tokens, "early", &group_right(&future)).await;
+    crate::support::delete_and_wait_gone(&tenant.tokens(), "early").await;
+    assert_refused(
+        tokens.create(&PostParams::default(), &early).await,
+        &group_right(&future),
+    );
+    let _ = Api::<Group>::all(tenant.client.clone())
+        .delete(&future, &DeleteParams::default())
+        .await;
+}
+
+#[tokio::test]
+async fn nobody_but_the_operator_writes_technical_users() {
     let tenant = Tenant::new("authz-tu").await;
     let _operator = Operator::start(&tenant.namespace).await;
     tenant
@@ -266,34 +304,6 @@ async fn nobody_but_the_operator_writes_technical_users_or_the_group_index() {
         );
         assert_refused(users.delete("t", &DeleteParams::default()).await, needle);
     }
-
-    // The group index decides who manages group tokens: its data is the operator's alone.
-    let config_maps: Api<ConfigMap> = Api::namespaced(admin_client().await, OPERATOR_ACCOUNT.0);
-    let forge_index = Patch::Merge(json!({"data": {tenant.group.clone(): "someone-elses-org"}}));
-    assert_refused(
-        config_maps
-            .patch(GROUP_INDEX, &PatchParams::default(), &forge_index)
-            .await,
-        "ConfigMap access-token-operator-groups is written by the access-token-operator only",
-    );
-    // Nor freeze it (immutable) or fill it (binaryData): the operator could no longer write it.
-    for freeze in [
-        json!({"immutable": true}),
-        json!({"binaryData": {"padding": "AAAA"}}),
-    ] {
-        assert_refused(
-            config_maps
-                .patch(GROUP_INDEX, &PatchParams::default(), &Patch::Merge(freeze))
-                .await,
-            "ConfigMap access-token-operator-groups is written by the access-token-operator only",
-        );
-    }
-    assert_refused(
-        config_maps
-            .delete(GROUP_INDEX, &DeleteParams::default())
-            .await,
-        "admin may not delete it",
-    );
 
     let after = tenant.users().get("t").await.expect("still there");
     assert_eq!(after.spec, issued.spec, "the TechnicalUser is unchanged");

@@ -195,14 +195,7 @@ async fn liveness_fails_while_the_controller_cannot_list_and_recovers_with_its_r
     let address = format!("127.0.0.1:{}", free_port());
     let operator = Operator::builder(&tenant.namespace)
         .log_name(&format!("{}-wedged", tenant.namespace))
-        .args(&[
-            "--probe-bind",
-            &address,
-            "--liveness-stall-seconds",
-            "2",
-            "--group-index-namespace",
-            "",
-        ])
+        .args(&["--probe-bind", &address, "--liveness-stall-seconds", "2"])
         .through(kubeconfig)
         .start()
         .await;

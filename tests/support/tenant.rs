@@ -18,6 +18,26 @@ use super::{
     wait::{Watchdog, eventually},
 };
 
+/// Returns once a token created now is newer than Group `name`: the operator issues a group
+/// token only if it is (creation timestamps count whole seconds, so at most a second).
+pub async fn newer_than_group(client: &Client, name: &str) {
+    let group = Api::<Group>::all(client.clone())
+        .get(name)
+        .await
+        .expect("the Group exists");
+    let created = group
+        .metadata
+        .creation_timestamp
+        .expect("the API server sets creationTimestamp")
+        .0
+        .as_second();
+    eventually(
+        &format!("the second after Group {name} was created"),
+        || async { (k8s_openapi::jiff::Timestamp::now().as_second() > created).then_some(()) },
+    )
+    .await;
+}
+
 /// A namespace with an Organization and a Group that both admit it.
 pub struct Tenant {
     pub client: Client,
@@ -72,6 +92,7 @@ impl Tenant {
             )
             .await
             .expect("Group is created");
+        newer_than_group(&client, &group).await;
         Self {
             client,
             namespace,
@@ -121,6 +142,23 @@ impl Tenant {
             .create(&PostParams::default(), &organization)
             .await
             .expect("Organization is created");
+    }
+
+    /// Creates Group `name` of the tenant's organization, admitting the tenant's namespace.
+    pub async fn create_group(&self, name: &str) {
+        let group = Group::new(
+            name,
+            GroupSpec {
+                organization: self.organization.clone(),
+                display_name: None,
+                token_namespaces: vec![self.namespace.clone()],
+                ..Default::default()
+            },
+        );
+        Api::<Group>::all(self.client.clone())
+            .create(&PostParams::default(), &group)
+            .await
+            .expect("Group is created");
     }
 
     /// Waits until the TechnicalUser `name` is disabled (the token stops working).

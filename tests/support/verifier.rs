@@ -176,6 +176,15 @@ impl VerifierProcess {
         Self::start_with(log_name, VerifierSetup::default()).await
     }
 
+    /// Starts the verifier on a port of its own, with the default setup.
+    pub async fn start_private(log_name: &str) -> Self {
+        let setup = VerifierSetup {
+            private_port: true,
+            ..Default::default()
+        };
+        Self::start_with(log_name, setup).await
+    }
+
     /// Starts the verifier as `setup` says and waits until it reports ready. It requires
     /// client certificates from `ATO_VERIFIER_CLIENT_CA`, as kube-apiserver presents one.
     pub async fn start_with(log_name: &str, setup: VerifierSetup) -> Self {

@@ -298,6 +298,8 @@ pub fn status(token: &AccessToken, outcome: &Outcome, now: Timestamp) -> AccessT
         phase: Some(outcome.phase),
         token_id: outcome.token_id.clone(),
         scope: scope_display(token),
+        // Set by the controller once the token is issued (see `AccessToken::settle`).
+        scope_uid: previous.scope_uid,
         technical_user: Some(token.name_any()),
         secret_name: Some(secret_name(token)),
         username: Some(username(&namespace, &token.name_any())),

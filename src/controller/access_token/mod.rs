@@ -358,6 +358,7 @@ impl AccessToken {
             name: self.name_any(),
             previous: (status.phase, ready.map(|c| c.reason.clone())),
             issued: status.token_id,
+            created: expiry::created(self, Timestamp::now()),
             scope,
             expiry,
             user,
@@ -582,6 +583,7 @@ impl AccessToken {
                 self.meta().generation,
             );
             rotated.apply(status);
+            status.scope_uid = scope.scope.uid.clone();
             status.reactivated_for = self.spec.reactivate.clone();
             status.reactivated_at = facts.reactivated_at.map(Time);
             if let Some(verdict) = &restarts {

@@ -9,7 +9,7 @@ use k8s_openapi::{api::core::v1::Secret, jiff::Timestamp};
 
 use super::build::Outcome;
 use crate::{
-    api::{Credential, Phase, Reason, TechnicalUser},
+    api::{Credential, Phase, Reason, ScopeKind, TechnicalUser},
     domain::{
         expiry::InvalidLifetime,
         scope::{ResolvedScope, ScopeProblem},
@@ -32,6 +32,8 @@ pub struct World {
     pub previous: (Option<Phase>, Option<String>),
     /// The token id reported so far: set once a token was issued.
     pub issued: Option<String>,
+    /// When the AccessToken was created (`metadata.creationTimestamp`).
+    pub created: Timestamp,
     /// The scope, resolved against the Organization and Group read.
     pub scope: Result<ResolvedScope, ScopeProblem>,
     /// The effective expiry.
@@ -130,6 +132,7 @@ pub fn decide(world: World) -> Decision {
         name,
         previous,
         issued,
+        created,
         scope,
         expiry,
         user,
@@ -163,6 +166,17 @@ pub fn decide(world: World) -> Decision {
     if let Some(message) = scope_changed(ours.as_ref(), &scope.0) {
         let disabled = ours.and_then(disabled);
         return refuse(disabled, Reason::ScopeChanged, message, Wait::ForChange);
+    }
+    if !holds_credentials(ours.as_ref())
+        && let Some(message) = unproven_admission(&scope.0, created)
+    {
+        let disabled = ours.and_then(disabled);
+        return refuse(
+            disabled,
+            Reason::GroupNewerThanToken,
+            message,
+            Wait::ForChange,
+        );
     }
     issue(secret, scope, issued.is_some()).unwrap_or_else(|| {
         let emptied = ours.and_then(without_credentials);
@@ -216,13 +230,53 @@ fn issue(
     })
 }
 
-/// Why an issued token's TechnicalUser names another organization than its scope now does
-/// (a group deleted and re-created elsewhere), if it does.
+fn holds_credentials(user: Option<&TechnicalUser>) -> bool {
+    user.is_some_and(|u| !u.spec.credentials.is_empty())
+}
+
+/// Why an issued token's TechnicalUser is not for the scope the spec resolves to now, if it
+/// is not: the group belongs to another organization, or the Organization or Group was
+/// deleted and created again under the same name (another uid). Either way the admins who
+/// wrote the token were checked against another scope.
 fn scope_changed(user: Option<&TechnicalUser>, scope: &ResolvedScope) -> Option<String> {
-    let issued = user.filter(|u| !u.spec.credentials.is_empty() && u.spec.scope != scope.scope)?;
+    let issued =
+        user.filter(|u| holds_credentials(Some(u)) && !scope.scope.is_issued_scope(&u.spec.scope))?;
+    let (now, then) = (&scope.scope, &issued.spec.scope);
+    Some(if now.organization != then.organization {
+        format!(
+            "Group {:?} now belongs to Organization {:?}, but this token was issued for Organization {:?}; it stays disabled. Create a new AccessToken to act in the new organization",
+            now.name, now.organization, then.organization
+        )
+    } else {
+        format!(
+            "{:?} {:?} was deleted and created again after this token was issued (uid {} is not {}): its admins never approved this token, so it stays disabled. Create a new AccessToken to act in it",
+            now.kind,
+            now.name,
+            now.uid.as_deref().unwrap_or("unknown"),
+            then.uid.as_deref().unwrap_or("unknown"),
+        )
+    })
+}
+
+/// Why a group token that holds no credential yet must not be issued, if it must not: it is
+/// not newer than its Group. The admission policy checks who manages a group against the
+/// Group itself (deploy/admission-policies.yaml), so a token written while its Group did not
+/// exist was not checked at all, and one written in the same second may have been written
+/// before the API server saw the Group. Creation timestamps count whole seconds, so the same
+/// second counts as "not newer".
+fn unproven_admission(scope: &ResolvedScope, created: Timestamp) -> Option<String> {
+    if scope.scope.kind != ScopeKind::Group {
+        return None;
+    }
+    let group_created = match scope.group_created {
+        Some(at) if at.as_second() < created.as_second() => return None,
+        at => at,
+    };
     Some(format!(
-        "Group {:?} now belongs to Organization {:?}, but this token was issued for Organization {:?}; it stays disabled. Create a new AccessToken to act in the new organization",
-        scope.scope.name, scope.scope.organization, issued.spec.scope.organization
+        "Group {:?} was created at {}, not before this AccessToken (created at {}): when the token was written, the API server could not check that its writer manages the group, so it is never issued. Delete this AccessToken and create it again: an admin of the group or of its organization is checked then",
+        scope.scope.name,
+        group_created.map_or_else(|| "an unknown time".to_string(), |t| t.to_string()),
+        created
     ))
 }
 
@@ -496,6 +550,7 @@ mod tests {
             name: "t".into(),
             previous: (Some(Phase::Active), Some("TokenActive".into())),
             issued: Some("id1".into()),
+            created: now(),
             scope: Ok(group_scope("acme")),
             expiry: Ok(now()),
             user: user("acme", false),
@@ -649,6 +704,109 @@ mod tests {
         assert_eq!(user.spec.scope.organization, "acme", "never moved");
         assert_eq!(r.outcome.reason, Reason::ScopeChanged);
         assert_eq!(r.outcome.phase, Phase::Failed);
+    }
+
+    /// `group_scope("acme")` with the Group's uid `uid`.
+    fn group_with_uid(uid: Option<&str>) -> ResolvedScope {
+        let mut scope = group_scope("acme");
+        scope.scope.uid = uid.map(Into::into);
+        scope
+    }
+
+    /// The healthy world, its user issued for the Group with uid `issued_for`.
+    fn issued_for(issued_for: Option<&str>) -> World {
+        let mut user = user("acme", false);
+        if let UserSeen::Ours(u) = &mut user {
+            u.spec.scope.uid = issued_for.map(Into::into);
+        }
+        World {
+            user,
+            scope: Ok(group_with_uid(Some("uid-2"))),
+            ..world()
+        }
+    }
+
+    #[test]
+    fn a_scope_deleted_and_created_again_disables_the_token_issued_for_the_old_one() {
+        let r = refused(issued_for(Some("uid-1")));
+        let user = r.user.expect("disabled");
+        assert!(user.spec.disabled);
+        assert_eq!(
+            user.spec.scope.uid.as_deref(),
+            Some("uid-1"),
+            "never rebound"
+        );
+        assert_eq!(r.outcome.reason, Reason::ScopeChanged);
+        assert!(r.outcome.message.contains("deleted and created again"));
+        assert!(matches!(
+            decide(issued_for(Some("uid-2"))),
+            Decision::Keep { .. }
+        ));
+        // A user written before uids were recorded is the scope's by name: adopted, and the
+        // uid written with the rest of the user.
+        match decide(issued_for(None)) {
+            Decision::Keep { scope, .. } => assert_eq!(scope.scope.uid.as_deref(), Some("uid-2")),
+            _ => panic!("a user without a uid is kept"),
+        }
+    }
+
+    #[test]
+    fn a_group_token_not_newer_than_its_group_is_never_issued() {
+        let group_created = test_support::GROUP_CREATED;
+        let unissued = |created: Timestamp, user: UserSeen| World {
+            previous: (None, None),
+            issued: None,
+            created,
+            user,
+            secret: SecretSeen::Missing,
+            ..world()
+        };
+        let second = k8s_openapi::jiff::SignedDuration::from_secs(1);
+        let same_second = group_created + k8s_openapi::jiff::SignedDuration::from_millis(900);
+        for created in [group_created - second, group_created, same_second] {
+            let r = refused(unissued(created, UserSeen::Missing));
+            assert_eq!(r.outcome.reason, Reason::GroupNewerThanToken, "{created}");
+            assert_eq!(r.outcome.phase, Phase::Pending);
+            assert!(
+                r.outcome
+                    .message
+                    .contains("Delete this AccessToken and create it again")
+            );
+        }
+        let (fresh, _) = minted(unissued(group_created + second, UserSeen::Missing));
+        assert!(
+            !fresh,
+            "a token of the next second is issued into a new Secret"
+        );
+        // A user that lost its credentials holds nothing to keep: the rule applies again.
+        let mut emptied = user("acme", false);
+        if let UserSeen::Ours(u) = &mut emptied {
+            u.spec.credentials.clear();
+        }
+        let r = refused(unissued(group_created, emptied));
+        assert_eq!(r.outcome.reason, Reason::GroupNewerThanToken);
+        assert!(r.user.expect("disabled").spec.disabled);
+        // An issued token is judged by the uid it was issued for, not by creation times
+        // (tokens written before the rule, next to their Group, keep working).
+        let issued = World {
+            created: group_created,
+            ..world()
+        };
+        assert!(matches!(decide(issued), Decision::Keep { .. }));
+        // An organization token is checked by name, not against an object: no such rule.
+        let org = World {
+            scope: Ok(test_support::organization_scope(Role::OrganizationUser)),
+            ..unissued(group_created, UserSeen::Missing)
+        };
+        assert!(matches!(decide(org), Decision::Mint { .. }));
+        // A Group without a creation time (never from the API server) proves nothing.
+        let mut unknown = group_scope("acme");
+        unknown.group_created = None;
+        let r = refused(World {
+            scope: Ok(unknown),
+            ..unissued(group_created + second, UserSeen::Missing)
+        });
+        assert_eq!(r.outcome.reason, Reason::GroupNewerThanToken);
     }
 
     #[test]

@@ -469,7 +469,7 @@ pub async fn create(client: &Client, scope: &Scope, new: &NewToken) -> Result<St
 
 /// Reasons of `Ready=False` that no retry fixes: the token waits for someone to change
 /// something, so the dialog says why instead of waiting.
-const WAITS_FOR_A_CHANGE: [&str; 10] = [
+const WAITS_FOR_A_CHANGE: [&str; 11] = [
     "PolicyViolation",
     "NamespaceNotAllowed",
     "OrganizationNotFound",
@@ -480,6 +480,7 @@ const WAITS_FOR_A_CHANGE: [&str; 10] = [
     "InvalidSpec",
     "ScopeSuspended",
     "ScopeChanged",
+    "GroupNewerThanToken",
 ];
 
 /// Waits for Active, or for the operator's reason why the token cannot be issued.
