@@ -242,6 +242,9 @@ pub struct AccessTokenStatus {
     /// The scope, as organization/<name> or group/<name>.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
+    /// The organization whose admins manage the token: its own, or its group's (for an issued token, the one it was issued for). Written by the operator alone; the admission policy lets that organization's admins change and delete a group token by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization: Option<String>,
     /// The uid of the Organization or Group the token was issued for (recorded in its TechnicalUser too): one deleted and created again under the same name is another scope, and the token stays disabled there (reason ScopeChanged).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope_uid: Option<String>,

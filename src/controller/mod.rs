@@ -24,7 +24,6 @@ use kube::{
         watcher,
     },
 };
-use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
 use access_token::Watched;
@@ -322,26 +321,52 @@ fn token_controller(
             move |event| own_writes.triggers(event),
         ));
     let (by_org, by_group) = (controller.store(), controller.store());
+    // Which organization each Group belongs to, so that an Organization's change wakes only
+    // its own tokens and its groups' (audit F12: every group token in the cluster before).
+    let (groups, groups_writer) = reflector::store::<Group>();
+    let group_events = reflector(
+        groups_writer,
+        watcher(
+            Api::<Group>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    );
     controller
         .watches_stream(
-            spec_changes(Api::<Organization>::all(client.clone())),
+            spec_changes(watcher(
+                Api::<Organization>::all(client.clone()),
+                watcher::Config::default(),
+            )),
             move |org| {
-                // Group tokens too: the organization of their group may be this one. Scope
-                // changes are rare, and a reconcile with nothing to do writes nothing.
                 let name = org.name_any();
-                tokens_where(&by_org, |t| {
-                    t.spec.organization.as_deref() == Some(name.as_str()) || t.spec.group.is_some()
-                })
+                let group_organization = |group: &str| {
+                    groups
+                        .get(&ObjectRef::new(group))
+                        .map(|g| g.spec.organization.clone())
+                };
+                tokens_where(&by_org, |t| of_organization(t, &name, group_organization))
             },
         )
-        .watches_stream(
-            spec_changes(Api::<Group>::all(client.clone())),
-            move |group| {
-                tokens_where(&by_group, |t| {
-                    t.spec.group.as_deref() == Some(&group.name_any())
-                })
-            },
-        )
+        .watches_stream(spec_changes(group_events), move |group| {
+            tokens_where(&by_group, |t| {
+                t.spec.group.as_deref() == Some(&group.name_any())
+            })
+        })
+}
+
+/// Whether `token` acts in organization `name`: an organization token of it, or a token of a
+/// group of it. A group `group_organization` does not know yet counts as one of it: a wasted
+/// reconcile writes nothing, a missed one would leave the token on the old state.
+fn of_organization(
+    token: &AccessToken,
+    name: &str,
+    group_organization: impl Fn(&str) -> Option<String>,
+) -> bool {
+    match (&token.spec.organization, &token.spec.group) {
+        (Some(organization), _) => organization == name,
+        (None, Some(group)) => group_organization(group).is_none_or(|o| o == name),
+        (None, None) => false,
+    }
 }
 
 /// AccessTokens as their own controller hears of them (its store sees every change): new
@@ -364,14 +389,14 @@ fn own_changes(
 }
 
 /// Organizations or Groups as the token controller hears of them: see [`SpecChanges`].
-fn spec_changes<K>(api: Api<K>) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
+fn spec_changes<K>(
+    events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+    K: Resource<DynamicType = ()> + Clone + Send + 'static,
 {
     let mut changes = SpecChanges::default();
-    filtered_watch(watcher(api, watcher::Config::default()), move |event| {
-        changes.on(event)
-    })
+    filtered_watch(events, move |event| changes.on(event))
 }
 
 /// A watch's events through `filter`, which returns the objects that go on to trigger
@@ -606,6 +631,34 @@ fn backoff(failures: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_organization_change_wakes_its_tokens_and_its_groups_tokens_only() {
+        let token = |json: serde_json::Value| -> AccessToken {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "iam.accesstoken.io/v1alpha1", "kind": "AccessToken",
+                "metadata": {"name": "t"}, "spec": json,
+            }))
+            .unwrap()
+        };
+        let group_organization = |group: &str| match group {
+            "web" => Some("acme".to_string()),
+            "ops" => Some("other".to_string()),
+            _ => None,
+        };
+        let of_acme = |t: &AccessToken| of_organization(t, "acme", group_organization);
+        assert!(of_acme(&token(serde_json::json!({"organization": "acme"}))));
+        assert!(!of_acme(&token(
+            serde_json::json!({"organization": "other"})
+        )));
+        assert!(of_acme(&token(serde_json::json!({"group": "web"}))));
+        assert!(!of_acme(&token(serde_json::json!({"group": "ops"}))));
+        assert!(
+            of_acme(&token(serde_json::json!({"group": "unseen"}))),
+            "a group not seen yet may be acme's"
+        );
+        assert!(!of_acme(&token(serde_json::json!({}))));
+    }
 
     #[test]
     fn a_failed_secret_write_waits_out_a_growing_backoff_unless_the_spec_changes() {

@@ -381,18 +381,7 @@ async fn unknown_scopes_wait_and_only_a_group_token_newer_than_its_group_is_issu
     tenant.wait_for_reason("grp-t", "GroupNotFound").await;
 
     // The group appears, naming an organization that does not exist yet.
-    Api::<Group>::all(tenant.client.clone())
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "apiVersion": "iam.accesstoken.io/v1alpha1", "kind": "Group",
-                "metadata": {"name": missing_group},
-                "spec": {"organization": missing_org, "tokenNamespaces": [tenant.namespace]}
-            }))
-            .unwrap(),
-        )
-        .await
-        .unwrap();
+    tenant.create_group_of(&missing_group, &missing_org).await;
     tenant
         .wait_for_reason("grp-t", "GroupOrganizationNotFound")
         .await;
@@ -894,18 +883,7 @@ async fn a_group_recreated_under_another_organization_keeps_its_token_disabled()
         .await;
     let groups: Api<Group> = Api::all(tenant.client.clone());
     delete_and_wait_gone(&groups, &tenant.group).await;
-    groups
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "apiVersion": "iam.accesstoken.io/v1alpha1", "kind": "Group",
-                "metadata": {"name": tenant.group},
-                "spec": {"organization": other, "tokenNamespaces": [tenant.namespace]}
-            }))
-            .unwrap(),
-        )
-        .await
-        .unwrap();
+    tenant.create_group_of(&tenant.group, &other).await;
 
     let token = tenant.wait_for_reason("t", "ScopeChanged").await;
     assert_eq!(token.status.unwrap().phase, Some(Phase::Failed));

@@ -12,7 +12,7 @@ use kube::{
 use serde_json::{Value, json};
 
 use access_token_operator::api::{
-    AccessToken, Credential, Group, Phase, TechnicalUser, TechnicalUserSpec,
+    AccessToken, Credential, Phase, TechnicalUser, TechnicalUserSpec,
 };
 
 use crate::support::{
@@ -247,9 +247,6 @@ async fn a_token_written_before_its_group_exists_is_never_issued() {
         tokens.create(&PostParams::default(), &early).await,
         &group_right(&future),
     );
-    let _ = Api::<Group>::all(tenant.client.clone())
-        .delete(&future, &DeleteParams::default())
-        .await;
 }
 
 #[tokio::test]

@@ -56,6 +56,9 @@ async fn restarts_of_kube_apiserver_and_etcd_lose_and_duplicate_nothing() {
     let issued = tenant
         .issue("before", json!({"organization": tenant.organization}))
         .await;
+    tenant
+        .issue("group-token", json!({"group": tenant.group}))
+        .await;
 
     // A verifier of its own on a private port, with a short staleness bound.
     let kubeconfig = operator_kubeconfig().await;
@@ -97,6 +100,55 @@ async fn restarts_of_kube_apiserver_and_etcd_lose_and_duplicate_nothing() {
         (verifier.review(&secret).await?["authenticated"] == true).then_some(())
     })
     .await;
+    // A restarted kube-apiserver resolves the group-token create policy's parameter kind (the
+    // Group CRD) through its API discovery, which it refreshes within about 30 s: until then
+    // it refuses new AccessTokens, failing closed (kubernetes/kubernetes#124237;
+    // docs/operations/high-availability.md). Only that refusal is waited out, how long it
+    // lasted is shown, and while it lasts a change of a group token (checked without a
+    // parameter) must pass.
+    let back = std::time::Instant::now();
+    let probe: access_token_operator::api::AccessToken = serde_json::from_value(json!({
+        "apiVersion": "iam.accesstoken.io/v1alpha1", "kind": "AccessToken",
+        "metadata": {"name": "admission-probe", "namespace": tenant.namespace},
+        "spec": {"organization": tenant.organization},
+    }))
+    .unwrap();
+    let dry_run = kube::api::PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let revoke = kube::api::Patch::Merge(json!({"spec": {"revoked": true}}));
+    let dry_revoke = kube::api::PatchParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let refused = std::sync::atomic::AtomicU32::new(0);
+    eventually("kube-apiserver to admit new AccessTokens again", || async {
+        match tenant.tokens().create(&dry_run, &probe).await {
+            Ok(_) => Some(()),
+            Err(e)
+                if e.to_string()
+                    .contains("failed to find resource referenced by paramKind") =>
+            {
+                refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if let Err(e) = tenant
+                    .tokens()
+                    .patch("group-token", &dry_revoke, &revoke)
+                    .await
+                {
+                    panic!("a group token's revoke is refused while new tokens wait: {e}");
+                }
+                None
+            }
+            Err(e) => panic!("only the unresolved parameter kind may refuse a token: {e}"),
+        }
+    })
+    .await;
+    eprintln!(
+        "new AccessTokens admitted again {:?} after the verifier authenticated ({} refusals)",
+        back.elapsed(),
+        refused.into_inner()
+    );
     // The operator resumes on its own: a token created after the restart is issued.
     tenant
         .create_token(
@@ -130,14 +182,14 @@ async fn restarts_of_kube_apiserver_and_etcd_lose_and_duplicate_nothing() {
         ListParams::default().labels("app.kubernetes.io/managed-by=access-token-operator");
     assert_eq!(
         tenant.secrets().list(&managed).await.unwrap().items.len(),
-        3
+        4
     );
     assert_eq!(
         tenant.token_in_secret("before").await.expose_secret(),
         issued.expose_secret(),
         "the token issued before the restarts is unchanged"
     );
-    for name in ["before", "after-apiserver", "after-etcd"] {
+    for name in ["before", "group-token", "after-apiserver", "after-etcd"] {
         let value = tenant.token_in_secret(name).await;
         let user = eventually("one credential", || async {
             let user = tenant.users().get(name).await.ok()?;

@@ -9,7 +9,10 @@ use kube::{
 use serde_json::{Value, json};
 
 use access_token_operator::{
-    api::{AccessToken, Group, GroupSpec, Organization, OrganizationSpec, Phase, TechnicalUser},
+    api::{
+        AccessToken, Group, GroupSpec, Organization, OrganizationSpec, Phase, ScopeKind,
+        TechnicalUser,
+    },
     token::Token,
 };
 
@@ -44,6 +47,8 @@ pub struct Tenant {
     pub namespace: String,
     pub organization: String,
     pub group: String,
+    /// More Organizations and Groups the test created through the Tenant, deleted with it.
+    more_scopes: std::sync::Mutex<Vec<(ScopeKind, String)>>,
     /// The test's timeout, disarmed when the Tenant is dropped.
     _watchdog: Watchdog,
 }
@@ -98,6 +103,7 @@ impl Tenant {
             namespace,
             organization,
             group,
+            more_scopes: std::sync::Mutex::default(),
             _watchdog: watchdog,
         }
     }
@@ -142,14 +148,27 @@ impl Tenant {
             .create(&PostParams::default(), &organization)
             .await
             .expect("Organization is created");
+        self.remember(ScopeKind::Organization, name);
+    }
+
+    fn remember(&self, kind: ScopeKind, name: &str) {
+        let mut more = self.more_scopes.lock().expect("lock");
+        if !more.iter().any(|(k, n)| *k == kind && n == name) {
+            more.push((kind, name.to_string()));
+        }
     }
 
     /// Creates Group `name` of the tenant's organization, admitting the tenant's namespace.
     pub async fn create_group(&self, name: &str) {
+        self.create_group_of(name, &self.organization).await;
+    }
+
+    /// Creates Group `name` of `organization`, admitting the tenant's namespace.
+    pub async fn create_group_of(&self, name: &str, organization: &str) {
         let group = Group::new(
             name,
             GroupSpec {
-                organization: self.organization.clone(),
+                organization: organization.to_string(),
                 display_name: None,
                 token_namespaces: vec![self.namespace.clone()],
                 ..Default::default()
@@ -159,6 +178,7 @@ impl Tenant {
             .create(&PostParams::default(), &group)
             .await
             .expect("Group is created");
+        self.remember(ScopeKind::Group, name);
     }
 
     /// Waits until the TechnicalUser `name` is disabled (the token stops working).
@@ -322,6 +342,7 @@ impl Drop for Tenant {
             self.organization.clone(),
             self.group.clone(),
         );
+        let more_scopes = std::mem::take(&mut *self.more_scopes.lock().expect("lock"));
         // Own thread and runtime: Drop cannot await, and the test's runtime may be unwinding.
         let cleanup = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -348,6 +369,18 @@ impl Drop for Tenant {
                     let _ = Api::<Organization>::all(client.clone())
                         .delete(&organization, &delete)
                         .await;
+                    for (kind, name) in &more_scopes {
+                        let _ = match kind {
+                            ScopeKind::Organization => Api::<Organization>::all(client.clone())
+                                .delete(name, &delete)
+                                .await
+                                .map(|_| ()),
+                            ScopeKind::Group => Api::<Group>::all(client.clone())
+                                .delete(name, &delete)
+                                .await
+                                .map(|_| ()),
+                        };
+                    }
                     // Gone, not just Terminating: a token still listed there could meet the
                     // next cluster-wide operator, which would put its finalizer back.
                     let namespaces: Api<Namespace> = Api::all(client);

@@ -264,6 +264,9 @@ pub struct Outcome {
     pub token_id: Option<String>,
     /// The effective expiry, if it could be computed.
     pub expires_at: Option<Timestamp>,
+    /// The organization whose admins manage the token (`status.organization`), if known now;
+    /// `None` keeps the one reported.
+    pub organization: Option<String>,
 }
 
 /// The status for `outcome`, keeping the transition times of conditions that did not change.
@@ -300,6 +303,7 @@ pub fn status(token: &AccessToken, outcome: &Outcome, now: Timestamp) -> AccessT
         scope: scope_display(token),
         // Set by the controller once the token is issued (see `AccessToken::settle`).
         scope_uid: previous.scope_uid,
+        organization: outcome.organization.clone().or(previous.organization),
         technical_user: Some(token.name_any()),
         secret_name: Some(secret_name(token)),
         username: Some(username(&namespace, &token.name_any())),
@@ -477,6 +481,7 @@ mod tests {
             stalled: false,
             token_id: Some("abc".into()),
             expires_at: None,
+            organization: None,
         };
         token.status = Some(status(&token, &active, then));
         let again = status(&token, &active, now);

@@ -157,6 +157,26 @@ async fn fetch_scope(ctx: &Context, spec: &AccessTokenSpec) -> Result<FetchedSco
     })
 }
 
+/// The organization whose admins manage a token (`status.organization`): for one issued, the
+/// organization it was issued for (a group moved or created again elsewhere does not hand it
+/// to other admins); otherwise its own, or its Group's as read now.
+fn managing_organization(
+    spec: &AccessTokenSpec,
+    user: &UserSeen,
+    fetched: &FetchedScope,
+) -> Option<String> {
+    match user {
+        UserSeen::Ours(user) if !user.spec.credentials.is_empty() => {
+            Some(user.spec.scope.organization.clone())
+        }
+        _ => match (&spec.organization, &spec.group) {
+            (Some(organization), _) => Some(organization.clone()),
+            (None, Some(group)) => fetched.group(group).map(|g| g.spec.organization.clone()),
+            (None, None) => None,
+        },
+    }
+}
+
 /// What the Organization and Group say about a token beyond where it acts (see
 /// docs/concepts/lifecycle.md#kill-switch and #token-policy).
 struct ScopeFacts {
@@ -359,6 +379,7 @@ impl AccessToken {
             previous: (status.phase, ready.map(|c| c.reason.clone())),
             issued: status.token_id,
             created: expiry::created(self, Timestamp::now()),
+            organization: managing_organization(&self.spec, &user, &fetched),
             scope,
             expiry,
             user,
@@ -496,13 +517,14 @@ impl AccessToken {
     ) -> Result<Action> {
         let previous = self.status.as_ref().and_then(|s| s.phase);
         let hold = self.hold(facts);
-        let settled = plan::settle(
+        let mut settled = plan::settle(
             previous,
             hold.as_ref(),
             token.id().as_str(),
             expires_at,
             Timestamp::now(),
         );
+        settled.outcome.organization = Some(scope.scope.organization.clone());
         let disabled = hold.is_some();
         let now = Timestamp::now();
         let mut previous = applied
@@ -1090,6 +1112,7 @@ impl AccessToken {
             stalled: true,
             token_id,
             expires_at,
+            organization: None,
         };
         ctx.secret_writes
             .lock()

@@ -34,6 +34,8 @@ pub struct World {
     pub issued: Option<String>,
     /// When the AccessToken was created (`metadata.creationTimestamp`).
     pub created: Timestamp,
+    /// The organization whose admins manage the token, if known (see `status.organization`).
+    pub organization: Option<String>,
     /// The scope, resolved against the Organization and Group read.
     pub scope: Result<ResolvedScope, ScopeProblem>,
     /// The effective expiry.
@@ -133,13 +135,15 @@ pub fn decide(world: World) -> Decision {
         previous,
         issued,
         created,
+        organization,
         scope,
         expiry,
         user,
         secret,
     } = world;
     let refuse = |user, reason, message, wait| {
-        let refusal = refusal(&previous, issued.clone(), user, reason, message, wait);
+        let mut refusal = refusal(&previous, issued.clone(), user, reason, message, wait);
+        refusal.outcome.organization = organization.clone();
         Decision::Refuse(Box::new(refusal))
     };
     let ours = match user {
@@ -324,6 +328,7 @@ fn refusal(
             stalled: true,
             token_id,
             expires_at: None,
+            organization: None,
         },
         wait,
     }
@@ -450,6 +455,7 @@ pub fn settle(
             stalled: false,
             token_id: Some(token_id.to_string()),
             expires_at: Some(expires_at),
+            organization: None,
         },
         transition,
         requeue,
@@ -551,6 +557,7 @@ mod tests {
             previous: (Some(Phase::Active), Some("TokenActive".into())),
             issued: Some("id1".into()),
             created: now(),
+            organization: Some("acme".into()),
             scope: Ok(group_scope("acme")),
             expiry: Ok(now()),
             user: user("acme", false),
@@ -766,6 +773,11 @@ mod tests {
         for created in [group_created - second, group_created, same_second] {
             let r = refused(unissued(created, UserSeen::Missing));
             assert_eq!(r.outcome.reason, Reason::GroupNewerThanToken, "{created}");
+            assert_eq!(
+                r.outcome.organization.as_deref(),
+                Some("acme"),
+                "status names the admins who may delete it"
+            );
             assert_eq!(r.outcome.phase, Phase::Pending);
             assert!(
                 r.outcome
