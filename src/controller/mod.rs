@@ -302,11 +302,7 @@ fn token_controller(
             ),
             None => (Api::all(client.clone()), Api::all(client.clone())),
         };
-    let managed = watcher::Config::default().labels(&format!(
-        "{}={}",
-        wellknown::MANAGED_BY_LABEL,
-        wellknown::OPERATOR_MANAGER
-    ));
+    let managed = owned_children();
     let controller = Controller::for_stream(own_changes(tokens, writer), reader)
         .with_config(
             kube::runtime::controller::Config::default().concurrency(config.reconcile_concurrency),
@@ -317,7 +313,7 @@ fn token_controller(
             move |event| own_writes.triggers(event)
         }))
         .owns_stream(filtered_watch(
-            watcher(secrets, tenant_written(managed)),
+            watcher(secrets, owned_secrets()),
             move |event| own_writes.triggers(event),
         ));
     let (by_org, by_group) = (controller.store(), controller.store());
@@ -415,6 +411,22 @@ where
         };
         stream::iter(passed)
     })
+}
+
+/// The TechnicalUsers and Secrets the operator watches: those carrying its label only, so
+/// that no other Secret of the cluster is ever sent to it or cached (DESIGN.md, "Never").
+fn owned_children() -> watcher::Config {
+    watcher::Config::default().labels(&format!(
+        "{}={}",
+        wellknown::MANAGED_BY_LABEL,
+        wellknown::OPERATOR_MANAGER
+    ))
+}
+
+/// The Secrets of tokens: the operator's label (and metadata only, by the `Api` type), in
+/// small pages since tenants may pad them.
+fn owned_secrets() -> watcher::Config {
+    tenant_written(owned_children())
 }
 
 /// How AccessTokens (and the Secrets of tokens, which tenants may edit) are listed: in small
@@ -631,6 +643,18 @@ fn backoff(failures: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_operators_own_secrets_are_watched_in_small_pages() {
+        let config = owned_secrets();
+        assert_eq!(
+            config.label_selector.as_deref(),
+            Some("app.kubernetes.io/managed-by=access-token-operator"),
+            "a foreign Secret is never listed, sent or cached (audit S9)"
+        );
+        assert_eq!(config.page_size, Some(crate::api::LIST_PAGE_SIZE));
+        assert_eq!(owned_children().label_selector, config.label_selector);
+    }
 
     #[test]
     fn an_organization_change_wakes_its_tokens_and_its_groups_tokens_only() {
