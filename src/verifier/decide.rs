@@ -492,6 +492,22 @@ mod tests {
     }
 
     #[test]
+    fn the_owner_is_the_controlling_access_token_not_any_access_token_reference() {
+        // Another AccessToken named before the controller (only the operator writes users,
+        // so this never happens; it pins down which reference counts).
+        let mut w = world(false);
+        let controller = w.user.metadata.owner_references.take().unwrap().remove(0);
+        let other = OwnerReference {
+            name: "other".into(),
+            uid: "other-uid".into(),
+            controller: Some(false),
+            ..controller.clone()
+        };
+        w.user.metadata.owner_references = Some(vec![other, controller]);
+        assert!(check(&w).is_ok(), "the controller reference counts");
+    }
+
+    #[test]
     fn a_scope_deleted_and_created_again_no_longer_matches_its_technical_user() {
         for group_scoped in [false, true] {
             let mut w = world(group_scoped);

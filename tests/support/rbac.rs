@@ -1,8 +1,9 @@
 //! RBAC a platform admin would grant people in the tests: rights on one Organization or
 //! Group (`admin` makes a scope admin), and the built-in `edit` role in a namespace.
 
-use k8s_openapi::api::rbac::v1::{
-    ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
+use k8s_openapi::api::{
+    authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec},
+    rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject},
 };
 use kube::{
     Api, Client,
@@ -117,6 +118,31 @@ pub async fn grant_everything_in_namespace(user: &str, namespace: &str) {
         .await
         .expect("the Role is created");
     bind_in_namespace(user, namespace, &name, "Role", &name).await;
+    // The grant reaches the authorizer's cache a moment later: wait until it answers with it,
+    // so that a refusal the test then sees is the admission policies', not RBAC's lag.
+    let review = SelfSubjectAccessReview {
+        spec: SelfSubjectAccessReviewSpec {
+            resource_attributes: Some(ResourceAttributes {
+                namespace: Some(namespace.into()),
+                verb: Some("patch".into()),
+                group: Some("iam.accesstoken.io".into()),
+                resource: Some("accesstokens".into()),
+                subresource: Some("status".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let reviews: Api<SelfSubjectAccessReview> = Api::all(client_as(user).await);
+    eventually(
+        &format!("RBAC to give {user} everything in {namespace}"),
+        || async {
+            let answer = reviews.create(&PostParams::default(), &review).await.ok()?;
+            answer.status?.allowed.then_some(())
+        },
+    )
+    .await;
 }
 
 /// Binds the built-in `edit` role to `user` in `namespace` and waits until the aggregation
