@@ -139,6 +139,17 @@ pub fn next_overlap_end(previous: &[Credential]) -> Option<Timestamp> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_rotation_event_names_the_field_that_caused_it() {
+        // The TokenRotated Event says why, in the words of the spec a user would look at.
+        assert!(Cause::Trigger.describe().contains("spec.rotation.trigger"));
+        assert!(
+            Cause::Renewal
+                .describe()
+                .contains("spec.rotation.renewBefore")
+        );
+    }
+
     fn at(minutes: i64) -> Timestamp {
         crate::test_support::now() + SignedDuration::from_mins(minutes)
     }
