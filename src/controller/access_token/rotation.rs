@@ -140,6 +140,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_overlap_is_the_specs_or_an_hour() {
+        assert_eq!(overlap(Some("2h")), SignedDuration::from_hours(2));
+        assert_eq!(overlap(None), DEFAULT_OVERLAP);
+        assert_eq!(DEFAULT_OVERLAP, SignedDuration::from_hours(1));
+    }
+
+    #[test]
     fn the_rotation_event_names_the_field_that_caused_it() {
         // The TokenRotated Event says why, in the words of the spec a user would look at.
         assert!(Cause::Trigger.describe().contains("spec.rotation.trigger"));
