@@ -22,7 +22,7 @@ pub const NAMESPACE: &str = "access-token-operator";
 pub const POD_SELECTOR: &str = "app.kubernetes.io/name=access-token-operator";
 /// Pods start from an image already on the node, but a busy 2-core machine runs two
 /// kubelets, two containerds and the control plane: more than the integration tests' minute.
-const DEADLINE: Duration = Duration::from_secs(180);
+pub const DEADLINE: Duration = Duration::from_secs(180);
 
 /// The repository's root (paths in the Makefile and scripts are relative to it).
 pub fn repo_root() -> PathBuf {

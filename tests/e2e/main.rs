@@ -236,36 +236,18 @@ async fn pod_security_restricted_admits_the_shipped_pod(client: &kube::Client) {
 /// that a reinstall works without restarting kube-apiserver (security review N4; with the
 /// earlier ConfigMap parameter it refused every AccessToken: kubernetes/kubernetes#133827).
 pub(crate) async fn admission_policies_are_live(tenant: &Tenant) {
-    let token = |spec| -> AccessToken {
-        serde_json::from_value(json!({
-            "apiVersion": "iam.accesstoken.io/v1alpha1", "kind": "AccessToken",
-            "metadata": {"name": "admission-probe", "namespace": tenant.namespace},
-            "spec": spec,
-        }))
-        .unwrap()
-    };
+    let (_, editor) = support::editor(tenant, "e2e-editor").await;
+    let as_editor: Api<AccessToken> = Api::namespaced(editor, &tenant.namespace);
+    support::wait_until_the_group_policy_reads(&as_editor, &tenant.group, cluster::DEADLINE).await;
     let dry_run = PostParams {
         dry_run: true,
         ..Default::default()
     };
-    let (_, editor) = support::editor(tenant, "e2e-editor").await;
-    let as_editor: Api<AccessToken> = Api::namespaced(editor, &tenant.namespace);
-    let group_probe = token(json!({"group": tenant.group}));
-    let needed = format!(
-        r#"needs verb "admin" on groups.iam.accesstoken.io "{}""#,
-        tenant.group
+    let org_probe = support::access_token(
+        &tenant.namespace,
+        "admission-probe",
+        json!({"organization": tenant.organization}),
     );
-    eventually_within(
-        "the group-token policy to read the tenant's Group",
-        || async {
-            match as_editor.create(&dry_run, &group_probe).await {
-                Err(kube::Error::Api(status)) if status.message.contains(&needed) => Some(()),
-                _ => None,
-            }
-        },
-    )
-    .await;
-    let org_probe = token(json!({"organization": tenant.organization}));
     tenant
         .tokens()
         .create(&dry_run, &org_probe)

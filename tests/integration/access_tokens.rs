@@ -381,7 +381,7 @@ async fn unknown_scopes_wait_and_only_a_group_token_newer_than_its_group_is_issu
     tenant.wait_for_reason("grp-t", "GroupNotFound").await;
 
     // The group appears, naming an organization that does not exist yet.
-    tenant.create_group_of(&missing_group, &missing_org).await;
+    let late_group = tenant.create_group_of(&missing_group, &missing_org).await;
     tenant
         .wait_for_reason("grp-t", "GroupOrganizationNotFound")
         .await;
@@ -405,7 +405,7 @@ async fn unknown_scopes_wait_and_only_a_group_token_newer_than_its_group_is_issu
 
     // Created again (by whoever the policy now checks against the Group): issued.
     crate::support::delete_and_wait_gone(&tenant.tokens(), "grp-t").await;
-    crate::support::newer_than_group(&tenant.client, &missing_group).await;
+    crate::support::newer_than_group(&late_group).await;
     tenant
         .create_token("grp-t", json!({"group": missing_group}))
         .await;

@@ -9,25 +9,16 @@ use kube::{
     Api,
     api::{DeleteParams, Patch, PatchParams, PostParams},
 };
-use serde_json::{Value, json};
+use serde_json::json;
 
 use access_token_operator::api::{
     AccessToken, Credential, Phase, TechnicalUser, TechnicalUserSpec,
 };
 
 use crate::support::{
-    Operator, Tenant, admin_client, editor, eventually, grant_scope_admin, unique_name,
+    DEADLINE, Operator, Tenant, access_token, admin_client, editor, eventually, grant_scope_admin,
+    unique_name, wait_until_the_group_policy_reads,
 };
-
-fn access_token(namespace: &str, name: &str, spec: Value) -> AccessToken {
-    serde_json::from_value(json!({
-        "apiVersion": "iam.accesstoken.io/v1alpha1",
-        "kind": "AccessToken",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": spec,
-    }))
-    .expect("a valid AccessToken")
-}
 
 /// Asserts a write was refused by the API server (403) with a message containing `needle`.
 #[track_caller]
@@ -65,30 +56,6 @@ async fn assert_every_change_refused(tokens: &Api<AccessToken>, name: &str, need
     assert_refused(tokens.delete(name, &DeleteParams::default()).await, needle);
 }
 
-/// Waits until kube-apiserver's group-token policy reads Group `group`: it takes the Groups
-/// as its parameters, from an informer that sees a new Group within moments. Until then a
-/// token of the group is checked against no Group, so the probe is a dry run (nothing is
-/// written) of such a token by `tokens`' user, who must not manage the group: refused once
-/// the policy reads the Group.
-async fn wait_until_the_policy_reads(tokens: &Api<AccessToken>, group: &str) {
-    let namespace = tokens.namespace().expect("a namespaced Api").to_string();
-    let probe = access_token(&namespace, "policy-probe", json!({"group": group}));
-    let dry_run = PostParams {
-        dry_run: true,
-        ..Default::default()
-    };
-    eventually(
-        &format!("the group-token policy to read Group {group}"),
-        || async {
-            match tokens.create(&dry_run, &probe).await {
-                Err(kube::Error::Api(status)) if status.code == 403 => Some(()),
-                _ => None,
-            }
-        },
-    )
-    .await;
-}
-
 #[tokio::test]
 async fn a_namespace_editor_without_the_scope_admin_right_is_refused_every_token_write() {
     let tenant = Tenant::new("authz-editor").await;
@@ -100,7 +67,7 @@ async fn a_namespace_editor_without_the_scope_admin_right_is_refused_every_token
 
     let (_, mallory) = editor(&tenant, "mallory").await;
     let tokens: Api<AccessToken> = Api::namespaced(mallory, &tenant.namespace);
-    wait_until_the_policy_reads(&tokens, &tenant.group).await;
+    wait_until_the_group_policy_reads(&tokens, &tenant.group, DEADLINE).await;
     let (org_right, group_right) = (
         organization_right(&tenant.organization),
         group_right(&tenant.group),
@@ -175,7 +142,7 @@ async fn a_group_admin_manages_that_groups_tokens_and_no_others() {
     let (gina, client) = editor(&tenant, "gina").await;
     grant_scope_admin(&gina, "groups", &tenant.group).await;
     let tokens: Api<AccessToken> = Api::namespaced(client, &tenant.namespace);
-    wait_until_the_policy_reads(&tokens, &other_group).await;
+    wait_until_the_group_policy_reads(&tokens, &other_group, DEADLINE).await;
 
     let mine = access_token(&tenant.namespace, "mine", json!({"group": tenant.group}));
     eventually(
@@ -240,7 +207,7 @@ async fn a_token_written_before_its_group_exists_is_never_issued() {
     assert!(tenant.users().get_opt("early").await.unwrap().is_none());
 
     // Now the policy reads the Group: the writer may neither change nor delete nor rewrite it.
-    wait_until_the_policy_reads(&tokens, &future).await;
+    wait_until_the_group_policy_reads(&tokens, &future, DEADLINE).await;
     assert_every_change_refused(&tokens, "early", &group_right(&future)).await;
     crate::support::delete_and_wait_gone(&tenant.tokens(), "early").await;
     assert_refused(

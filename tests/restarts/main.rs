@@ -107,12 +107,11 @@ async fn restarts_of_kube_apiserver_and_etcd_lose_and_duplicate_nothing() {
     // lasted is shown, and while it lasts a change of a group token (checked without a
     // parameter) must pass.
     let back = std::time::Instant::now();
-    let probe: access_token_operator::api::AccessToken = serde_json::from_value(json!({
-        "apiVersion": "iam.accesstoken.io/v1alpha1", "kind": "AccessToken",
-        "metadata": {"name": "admission-probe", "namespace": tenant.namespace},
-        "spec": {"organization": tenant.organization},
-    }))
-    .unwrap();
+    let probe = support::access_token(
+        &tenant.namespace,
+        "admission-probe",
+        json!({"organization": tenant.organization}),
+    );
     let dry_run = kube::api::PostParams {
         dry_run: true,
         ..Default::default()

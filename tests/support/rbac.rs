@@ -14,8 +14,8 @@ use access_token_operator::api::AccessToken;
 
 use super::{
     cluster::{admin_client, client_as, unique_name},
-    tenant::Tenant,
-    wait::eventually,
+    tenant::{Tenant, access_token},
+    wait::{eventually, eventually_for},
 };
 
 /// An RBAC subject for the (impersonated) user `user`.
@@ -171,4 +171,39 @@ pub async fn editor(tenant: &Tenant, prefix: &str) -> (String, Client) {
     bind_edit(&user, &tenant.namespace).await;
     let client = client_as(&user).await;
     (user, client)
+}
+
+/// Waits up to `limit` until kube-apiserver's group-token create policy reads Group `group`:
+/// it takes the Groups as its parameters, from an informer that sees a new Group (or, after an
+/// install, the Group kind) a moment later, and until then a token of the group is checked
+/// against no Group. The probe is a server-side dry run (nothing is written) of such a token by
+/// `tokens`' user, who must not manage the group: refused, naming the group right, once the
+/// policy reads the Group.
+pub async fn wait_until_the_group_policy_reads(
+    tokens: &Api<AccessToken>,
+    group: &str,
+    limit: std::time::Duration,
+) {
+    let namespace = tokens.namespace().expect("a namespaced Api").to_string();
+    let probe = access_token(
+        &namespace,
+        "policy-probe",
+        serde_json::json!({"group": group}),
+    );
+    let dry_run = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let needed = format!(r#"needs verb "admin" on groups.iam.accesstoken.io "{group}""#);
+    eventually_for(
+        limit,
+        &format!("the group-token policy to read Group {group}"),
+        || async {
+            match tokens.create(&dry_run, &probe).await {
+                Err(kube::Error::Api(status)) if status.message.contains(&needed) => Some(()),
+                _ => None,
+            }
+        },
+    )
+    .await;
 }

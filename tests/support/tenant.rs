@@ -21,21 +21,43 @@ use super::{
     wait::{Watchdog, eventually},
 };
 
-/// Returns once a token created now is newer than Group `name`: the operator issues a group
-/// token only if it is (creation timestamps count whole seconds, so at most a second).
-pub async fn newer_than_group(client: &Client, name: &str) {
-    let group = Api::<Group>::all(client.clone())
-        .get(name)
-        .await
-        .expect("the Group exists");
+/// An AccessToken with this spec (JSON, as a user would write it).
+pub fn access_token(namespace: &str, name: &str, spec: Value) -> AccessToken {
+    serde_json::from_value(json!({
+        "apiVersion": "iam.accesstoken.io/v1alpha1",
+        "kind": "AccessToken",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }))
+    .expect("a valid AccessToken")
+}
+
+/// Group `name` of `organization`, admitting `namespace`.
+fn group_admitting(name: &str, organization: &str, namespace: &str) -> Group {
+    Group::new(
+        name,
+        GroupSpec {
+            organization: organization.to_string(),
+            display_name: None,
+            token_namespaces: vec![namespace.to_string()],
+            ..Default::default()
+        },
+    )
+}
+
+/// Returns once a token created now is newer than `group` (as the API server returned it):
+/// the operator issues a group token only if it is (creation timestamps count whole seconds,
+/// so at most a second).
+pub async fn newer_than_group(group: &Group) {
     let created = group
         .metadata
         .creation_timestamp
+        .as_ref()
         .expect("the API server sets creationTimestamp")
         .0
         .as_second();
     eventually(
-        &format!("the second after Group {name} was created"),
+        &format!("the second after Group {} was created", group.name_any()),
         || async { (k8s_openapi::jiff::Timestamp::now().as_second() > created).then_some(()) },
     )
     .await;
@@ -82,22 +104,14 @@ impl Tenant {
         )
         .await
         .expect("Organization is created");
-        Api::<Group>::all(client.clone())
+        let created = Api::<Group>::all(client.clone())
             .create(
                 &PostParams::default(),
-                &Group::new(
-                    &group,
-                    GroupSpec {
-                        organization: organization.clone(),
-                        display_name: None,
-                        token_namespaces: vec![namespace.clone()],
-                        ..Default::default()
-                    },
-                ),
+                &group_admitting(&group, &organization, &namespace),
             )
             .await
             .expect("Group is created");
-        newer_than_group(&client, &group).await;
+        newer_than_group(&created).await;
         Self {
             client,
             namespace,
@@ -159,26 +173,20 @@ impl Tenant {
     }
 
     /// Creates Group `name` of the tenant's organization, admitting the tenant's namespace.
-    pub async fn create_group(&self, name: &str) {
-        self.create_group_of(name, &self.organization).await;
+    pub async fn create_group(&self, name: &str) -> Group {
+        self.create_group_of(name, &self.organization).await
     }
 
-    /// Creates Group `name` of `organization`, admitting the tenant's namespace.
-    pub async fn create_group_of(&self, name: &str, organization: &str) {
-        let group = Group::new(
-            name,
-            GroupSpec {
-                organization: organization.to_string(),
-                display_name: None,
-                token_namespaces: vec![self.namespace.clone()],
-                ..Default::default()
-            },
-        );
-        Api::<Group>::all(self.client.clone())
+    /// Creates Group `name` of `organization`, admitting the tenant's namespace; returns it as
+    /// the API server stored it.
+    pub async fn create_group_of(&self, name: &str, organization: &str) -> Group {
+        let group = group_admitting(name, organization, &self.namespace);
+        let created = Api::<Group>::all(self.client.clone())
             .create(&PostParams::default(), &group)
             .await
             .expect("Group is created");
         self.remember(ScopeKind::Group, name);
+        created
     }
 
     /// Waits until the TechnicalUser `name` is disabled (the token stops working).
@@ -197,13 +205,7 @@ impl Tenant {
 
     /// Creates an AccessToken with this spec (JSON, as a user would write it).
     pub async fn create_token(&self, name: &str, spec: Value) -> AccessToken {
-        let token: AccessToken = serde_json::from_value(json!({
-            "apiVersion": "iam.accesstoken.io/v1alpha1",
-            "kind": "AccessToken",
-            "metadata": {"name": name, "namespace": self.namespace},
-            "spec": spec,
-        }))
-        .expect("a valid AccessToken");
+        let token = access_token(&self.namespace, name, spec);
         self.tokens()
             .create(&PostParams::default(), &token)
             .await

@@ -166,7 +166,7 @@ fn managing_organization(
     fetched: &FetchedScope,
 ) -> Option<String> {
     match user {
-        UserSeen::Ours(user) if !user.spec.credentials.is_empty() => {
+        UserSeen::Ours(user) if plan::holds_credentials(Some(user)) => {
             Some(user.spec.scope.organization.clone())
         }
         _ => match (&spec.organization, &spec.group) {

@@ -142,8 +142,15 @@ pub fn decide(world: World) -> Decision {
         secret,
     } = world;
     let refuse = |user, reason, message, wait| {
-        let mut refusal = refusal(&previous, issued.clone(), user, reason, message, wait);
-        refusal.outcome.organization = organization.clone();
+        let refusal = refusal(
+            &previous,
+            issued.clone(),
+            organization.clone(),
+            user,
+            reason,
+            message,
+            wait,
+        );
         Decision::Refuse(Box::new(refusal))
     };
     let ours = match user {
@@ -234,7 +241,8 @@ fn issue(
     })
 }
 
-fn holds_credentials(user: Option<&TechnicalUser>) -> bool {
+/// Whether a TechnicalUser holds a credential: a token was issued for its scope.
+pub(super) fn holds_credentials(user: Option<&TechnicalUser>) -> bool {
     user.is_some_and(|u| !u.spec.credentials.is_empty())
 }
 
@@ -300,9 +308,12 @@ fn without_credentials(mut user: TechnicalUser) -> Option<TechnicalUser> {
     })
 }
 
+/// A refusal of a token whose status said `previous` (phase, Ready reason) and `token_id`;
+/// `organization` is the one whose admins manage it.
 fn refusal(
     (_, previous_reason): &(Option<Phase>, Option<String>),
     token_id: Option<String>,
+    organization: Option<String>,
     user: Option<TechnicalUser>,
     reason: Reason,
     message: String,
@@ -328,7 +339,7 @@ fn refusal(
             stalled: true,
             token_id,
             expires_at: None,
-            organization: None,
+            organization,
         },
         wait,
     }
