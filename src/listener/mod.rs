@@ -267,13 +267,7 @@ impl Bound {
         let limits = listen.limits;
         let max = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
         let slots = Arc::new(Semaphore::new(max));
-        let client_auth = listen.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
-        let reserved = if client_auth {
-            limits.reserved_for_authenticated
-        } else {
-            0
-        };
-        let peers = peers::Peers::new(max, limits.max_connections_per_peer, reserved);
+        let (peers, client_auth) = peer_limits(&listen, max);
         let (stop, stopping) = watch::channel(false);
         tokio::pin!(shutdown);
         loop {
@@ -325,6 +319,20 @@ impl Bound {
         let _ = tokio::time::timeout(DRAIN_TIMEOUT, slots.acquire_many(all)).await;
         Ok(())
     }
+}
+
+/// The per-peer limits of `listen`'s `max` connections, and whether clients authenticate
+/// with certificates (then some slots are reserved for them).
+fn peer_limits(listen: &Listen, max: usize) -> (Arc<peers::Peers>, bool) {
+    let limits = &listen.limits;
+    let client_auth = listen.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+    let reserved = if client_auth {
+        limits.reserved_for_authenticated
+    } else {
+        0
+    };
+    let peers = peers::Peers::new(max, limits.max_connections_per_peer, reserved);
+    (peers, client_auth)
 }
 
 /// A connection slot, counted in the connections gauge while held.

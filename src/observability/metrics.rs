@@ -86,6 +86,31 @@ pub struct Metrics {
     pub reconcile_failures: Family<FailureLabels, Counter>,
 }
 
+/// Registers `metric` under `name` and returns it: a metric is a handle, so the registry
+/// and the caller share its series.
+pub fn registered<M>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M
+where
+    M: prometheus_client::registry::Metric + Clone,
+{
+    registry.register(name, help, metric.clone());
+    metric
+}
+
+/// `build_info`: the running version, always 1.
+fn register_build_info(registry: &mut Registry) {
+    let build_info = Family::<BuildLabels, Gauge>::default();
+    registry.register(
+        "build_info",
+        "The running version (always 1)",
+        build_info.clone(),
+    );
+    build_info
+        .get_or_create(&BuildLabels {
+            version: env!("CARGO_PKG_VERSION"),
+        })
+        .set(1);
+}
+
 impl Metrics {
     /// A fresh registry with the process, build and controller families registered.
     pub fn new() -> Arc<Self> {
@@ -94,17 +119,7 @@ impl Metrics {
         let registry = root.sub_registry_with_prefix(PREFIX);
         let tokens = TokenInventory::default();
         registry.register_collector(Box::new(tokens.clone()));
-        let build_info = Family::<BuildLabels, Gauge>::default();
-        registry.register(
-            "build_info",
-            "The running version (always 1)",
-            build_info.clone(),
-        );
-        build_info
-            .get_or_create(&BuildLabels {
-                version: env!("CARGO_PKG_VERSION"),
-            })
-            .set(1);
+        register_build_info(registry);
         // 1 ms to ~60 s: a reconcile without hashing takes milliseconds, one that mints
         // waits for argon2 (tens of milliseconds to seconds under load).
         let reconcile_seconds = Family::<ControllerLabels, Histogram>::new_with_constructor(|| {

@@ -201,31 +201,36 @@ impl LeaseLock {
         i32::try_from(self.duration.as_secs()).unwrap_or(i32::MAX)
     }
 
+    /// Creates the Lease, held by us; a replica that created it first holds it.
+    async fn create(&self, now: MicroTime) -> kube::Result<Attempt> {
+        let lease = Lease {
+            metadata: ObjectMeta {
+                name: Some(self.name.clone()),
+                ..Default::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some(self.identity.clone()),
+                lease_duration_seconds: Some(self.duration_seconds()),
+                acquire_time: Some(now.clone()),
+                renew_time: Some(now),
+                lease_transitions: Some(0),
+                ..Default::default()
+            }),
+        };
+        match self.api.create(&PostParams::default(), &lease).await {
+            Ok(_) => Ok(Attempt::Held),
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                Ok(Attempt::HeldByOther("another replica".into()))
+            }
+            Err(error) => Err(error),
+        }
+    }
+
     /// Reads the Lease and renews it if ours, takes it if free or expired, else reports the holder.
     async fn try_acquire_or_renew(&mut self) -> kube::Result<Attempt> {
         let now = MicroTime(Timestamp::now());
         let Some(current) = self.api.get_opt(&self.name).await? else {
-            let lease = Lease {
-                metadata: ObjectMeta {
-                    name: Some(self.name.clone()),
-                    ..Default::default()
-                },
-                spec: Some(LeaseSpec {
-                    holder_identity: Some(self.identity.clone()),
-                    lease_duration_seconds: Some(self.duration_seconds()),
-                    acquire_time: Some(now.clone()),
-                    renew_time: Some(now),
-                    lease_transitions: Some(0),
-                    ..Default::default()
-                }),
-            };
-            return match self.api.create(&PostParams::default(), &lease).await {
-                Ok(_) => Ok(Attempt::Held),
-                Err(kube::Error::Api(status)) if status.code == 409 => {
-                    Ok(Attempt::HeldByOther("another replica".into()))
-                }
-                Err(error) => Err(error),
-            };
+            return self.create(now).await;
         };
         let version = current.resource_version().unwrap_or_default();
         if self.observed.as_ref().map(|(seen, _)| seen) != Some(&version) {

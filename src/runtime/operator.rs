@@ -17,25 +17,9 @@ use crate::{
 
 pub(super) fn run(args: RunArgs) -> crate::Result<()> {
     logging::init(args.log_format);
-    let params = HashParams {
-        memory_kib: args.hash.hash_memory_kib,
-        iterations: args.hash.hash_iterations,
-        parallelism: args.hash.hash_parallelism,
-    };
-    let hasher = Hasher::new(params, args.hash.hash_concurrency)?;
+    let hasher = hasher(&args)?;
     let listen = listen_config(&args.listen)?;
-    let election = args.leader_elect.then(|| leader::LeaderElection {
-        namespace: args.leader_election_namespace.clone(),
-        lease_name: args.leader_election_lease_name.clone(),
-        identity: args.instance.clone().unwrap_or_else(random_identity),
-        lease_duration_seconds: args.lease_duration_seconds,
-        renew_deadline_seconds: args
-            .renew_deadline_seconds
-            .unwrap_or(args.lease_duration_seconds.saturating_mul(2) / 3),
-    });
-    if let Some(election) = &election {
-        election.validate()?;
-    }
+    let election = leader_election(&args)?;
     if args.group_index_namespace.is_some() {
         tracing::warn!(
             "--group-index-namespace is ignored: the group-token admission policy reads the Groups themselves"
@@ -91,6 +75,33 @@ pub(super) fn run(args: RunArgs) -> crate::Result<()> {
         probes.abort();
         served
     })
+}
+
+/// The argon2id pool of `--hash-*`.
+fn hasher(args: &RunArgs) -> crate::Result<Hasher> {
+    let params = HashParams {
+        memory_kib: args.hash.hash_memory_kib,
+        iterations: args.hash.hash_iterations,
+        parallelism: args.hash.hash_parallelism,
+    };
+    Ok(Hasher::new(params, args.hash.hash_concurrency)?)
+}
+
+/// The leader election `--leader-elect` asks for, validated.
+fn leader_election(args: &RunArgs) -> crate::Result<Option<leader::LeaderElection>> {
+    let election = args.leader_elect.then(|| leader::LeaderElection {
+        namespace: args.leader_election_namespace.clone(),
+        lease_name: args.leader_election_lease_name.clone(),
+        identity: args.instance.clone().unwrap_or_else(random_identity),
+        lease_duration_seconds: args.lease_duration_seconds,
+        renew_deadline_seconds: args
+            .renew_deadline_seconds
+            .unwrap_or(args.lease_duration_seconds.saturating_mul(2) / 3),
+    });
+    if let Some(election) = &election {
+        election.validate()?;
+    }
+    Ok(election)
 }
 
 /// A unique identity when no pod name is given: host name plus random digits.

@@ -10,6 +10,7 @@ use prometheus_client::{
 };
 
 use super::Verdict;
+use crate::observability::metrics::registered;
 
 /// Labels of the TokenReview counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -86,64 +87,52 @@ impl VerifierMetrics {
     /// Registers the families into `registry`, each fixed series at 0 from the start (a
     /// rate over a counter that appears with its first increment would miss that increment).
     pub fn register(registry: &mut Registry) -> Self {
-        let reviews = Family::<ReviewLabels, Counter>::default();
-        registry.register(
+        let reviews = registered(
+            registry,
             "tokenreviews",
             "TokenReviews answered, by outcome",
-            reviews.clone(),
+            Family::<ReviewLabels, Counter>::default(),
         );
         // 100 µs to ~3 s: cached answers are sub-millisecond, argon2 tens of milliseconds.
-        let review_seconds = Histogram::new(
-            prometheus_client::metrics::histogram::exponential_buckets(0.0001, 3.0, 10),
-        );
-        registry.register(
+        let review_seconds = registered(
+            registry,
             "tokenreview_duration_seconds",
             "Time to answer a TokenReview",
-            review_seconds.clone(),
+            Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                0.0001, 3.0, 10,
+            )),
         );
-        let cache = Family::<CacheLabels, Counter>::default();
-        registry.register(
+        let cache = registered(
+            registry,
             "argon2_cache_lookups",
             "argon2 result cache lookups",
-            cache.clone(),
+            Family::<CacheLabels, Counter>::default(),
         );
-        let argon2_verifications = Family::<Argon2Labels, Counter>::default();
-        registry.register(
+        let argon2_verifications = registered(
+            registry,
             "argon2_verifications",
             "argon2id verifications run, by result",
-            argon2_verifications.clone(),
+            Family::<Argon2Labels, Counter>::default(),
         );
-        let argon2_timeouts = Counter::default();
-        registry.register(
+        let argon2_timeouts = registered(
+            registry,
             "argon2_timeouts",
             "Requests answered 'could not check' because their argon2 check (queue included) did not finish in time",
-            argon2_timeouts.clone(),
+            Counter::default(),
         );
-        let verifier_connections = Gauge::default();
-        registry.register(
+        let verifier_connections = registered(
+            registry,
             "verifier_connections",
             "Connections the verifier's server holds open",
-            verifier_connections.clone(),
+            Gauge::default(),
         );
-        let tls_reloads = Family::<ReloadLabels, Counter>::default();
-        registry.register(
+        let tls_reloads = registered(
+            registry,
             "verifier_tls_reloads",
             "Reloads of the verifier's TLS files after they changed, by result",
-            tls_reloads.clone(),
+            Family::<ReloadLabels, Counter>::default(),
         );
-        for outcome in ["authenticated", "unavailable"] {
-            let _ = reviews.get_or_create(&ReviewLabels { outcome });
-        }
-        for result in [CacheResult::Hit, CacheResult::Miss] {
-            let _ = cache.get_or_create(&CacheLabels { result });
-        }
-        for result in [Argon2Result::Match, Argon2Result::Mismatch] {
-            let _ = argon2_verifications.get_or_create(&Argon2Labels { result });
-        }
-        for result in [ReloadResult::Success, ReloadResult::Failure] {
-            let _ = tls_reloads.get_or_create(&ReloadLabels { result });
-        }
-        Self {
+        let metrics = Self {
             reviews,
             review_seconds,
             cache,
@@ -151,6 +140,26 @@ impl VerifierMetrics {
             argon2_timeouts,
             verifier_connections,
             tls_reloads,
+        };
+        metrics.create_fixed_series();
+        metrics
+    }
+
+    /// The fixed series, at 0.
+    fn create_fixed_series(&self) {
+        for outcome in ["authenticated", "unavailable"] {
+            let _ = self.reviews.get_or_create(&ReviewLabels { outcome });
+        }
+        for result in [CacheResult::Hit, CacheResult::Miss] {
+            let _ = self.cache.get_or_create(&CacheLabels { result });
+        }
+        for result in [Argon2Result::Match, Argon2Result::Mismatch] {
+            let _ = self
+                .argon2_verifications
+                .get_or_create(&Argon2Labels { result });
+        }
+        for result in [ReloadResult::Success, ReloadResult::Failure] {
+            let _ = self.tls_reloads.get_or_create(&ReloadLabels { result });
         }
     }
 }

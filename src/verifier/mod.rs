@@ -257,46 +257,15 @@ impl Verifier {
         if users.is_empty() {
             return Verdict::Denied(Denial::UnknownId);
         }
-        // State first, for every user holding the id (normally one): a revoked, expired,
-        // deleted or untrusted token, or a hash over the limits, is denied without hashing.
         let now = Timestamp::now();
-        let mut denial = None;
-        let mut admitted = Vec::new();
-        for user in &users {
-            match self.state_of(user, id, now) {
-                Ok(candidate) => admitted.push(candidate),
-                Err(reason) => denial = Some(decide::preferred(denial, reason)),
-            }
-        }
-        if admitted.is_empty() {
-            return Verdict::Denied(denial.unwrap_or(Denial::UnknownId));
-        }
-        // Secrets already proven by argon2: a constant-time digest compare decides.
-        let mut matched = Vec::new();
-        let mut unproven = Vec::new();
-        for candidate in admitted {
-            match self.cache.check(&token, &candidate.credential.hash) {
-                Some(true) => matched.push(candidate),
-                Some(false) => {}
-                None => unproven.push(candidate),
-            }
-        }
-        let hashed = !unproven.is_empty();
-        let lookup = if hashed {
-            CacheResult::Miss
-        } else {
-            CacheResult::Hit
+        let admitted = match self.admitted(&users, id, now) {
+            Ok(admitted) => admitted,
+            Err(denial) => return Verdict::Denied(denial),
         };
-        self.metrics
-            .cache
-            .get_or_create(&CacheLabels { result: lookup })
-            .inc();
-        if hashed {
-            match self.hash_unproven(&token, unproven).await {
-                Ok(more) => matched.extend(more),
-                Err(reason) => return Verdict::Unavailable(reason),
-            }
-        }
+        let (mut matched, hashed) = match self.matching(&token, admitted).await {
+            Ok(matched) => matched,
+            Err(reason) => return Verdict::Unavailable(reason),
+        };
         let candidate = match matched.len() {
             0 => return Verdict::Denied(Denial::WrongSecret),
             1 => matched.pop().expect("one"),
@@ -324,6 +293,62 @@ impl Verifier {
         self.last_used
             .record(&identity.namespace, &identity.name, now);
         Verdict::Authenticated(Box::new(identity))
+    }
+
+    /// The candidates among the users holding `id` (normally one) whose state admits them at
+    /// `now`, or the most telling denial: a revoked, expired, deleted or untrusted token, or a
+    /// hash over the limits, is denied without hashing.
+    fn admitted(
+        &self,
+        users: &[Arc<TechnicalUser>],
+        id: &str,
+        now: Timestamp,
+    ) -> Result<Vec<Candidate>, Denial> {
+        let mut denial = None;
+        let mut admitted = Vec::new();
+        for user in users {
+            match self.state_of(user, id, now) {
+                Ok(candidate) => admitted.push(candidate),
+                Err(reason) => denial = Some(decide::preferred(denial, reason)),
+            }
+        }
+        if admitted.is_empty() {
+            return Err(denial.unwrap_or(Denial::UnknownId));
+        }
+        Ok(admitted)
+    }
+
+    /// The candidates whose secret `token` matches: secrets already proven by argon2 by a
+    /// constant-time digest compare, the others by argon2 (then `true`: the world may have
+    /// moved on meanwhile).
+    async fn matching(
+        &self,
+        token: &Token,
+        admitted: Vec<Candidate>,
+    ) -> Result<(Vec<Candidate>, bool), &'static str> {
+        let mut matched = Vec::new();
+        let mut unproven = Vec::new();
+        for candidate in admitted {
+            match self.cache.check(token, &candidate.credential.hash) {
+                Some(true) => matched.push(candidate),
+                Some(false) => {}
+                None => unproven.push(candidate),
+            }
+        }
+        let hashed = !unproven.is_empty();
+        let lookup = if hashed {
+            CacheResult::Miss
+        } else {
+            CacheResult::Hit
+        };
+        self.metrics
+            .cache
+            .get_or_create(&CacheLabels { result: lookup })
+            .inc();
+        if hashed {
+            matched.extend(self.hash_unproven(token, unproven).await?);
+        }
+        Ok((matched, hashed))
     }
 
     /// The AccessToken `namespace/name` from the watch; `None` if absent or undecodable (its

@@ -43,9 +43,9 @@ pub fn status(token: &AccessToken, now: Timestamp) -> AccessTokenStatus {
     }
 }
 
-/// Writes the first status of `token`.
-pub async fn write(api: &Api<AccessToken>, token: &AccessToken) -> Result<()> {
-    let status = status(token, Timestamp::now());
+/// Writes the first status of `token`, at `now`.
+pub async fn write(api: &Api<AccessToken>, token: &AccessToken, now: Timestamp) -> Result<()> {
+    let status = status(token, now);
     crate::controller::apply_status(api, &token.name_any(), &status).await
 }
 

@@ -66,12 +66,13 @@ pub async fn reconcile(watched: Arc<Watched>, ctx: Arc<Context>) -> Result<Actio
     tracing::debug!(name = %token.name_any(), version = token.resource_version(), "reconciling");
     let namespace = token.namespace().ok_or(Error::MissingNamespace)?;
     let api: Api<AccessToken> = Api::namespaced(ctx.client.clone(), &namespace);
+    let now = Timestamp::now();
     if first_status::needed(&token) {
-        first_status::write(&api, &token).await?;
+        first_status::write(&api, &token, now).await?;
     }
     let action = finalizer(&api, FINALIZER, token, |event| async {
         match event {
-            Finalizer::Apply(token) => token.reconcile(&ctx).await,
+            Finalizer::Apply(token) => token.reconcile(&ctx, now).await,
             Finalizer::Cleanup(token) => token.cleanup(&ctx).await,
         }
     })
@@ -186,56 +187,77 @@ struct ScopeFacts {
     shortened: Option<(Timestamp, Timestamp)>,
     /// The policy that applies to the token.
     policy: policy::EffectivePolicy,
-    /// A rotation finished (the Secret moved on) whose status was never written: its trigger
-    /// counts as acted on.
-    recovered_rotation: bool,
     /// When the token goes (or went) idle, if the policy has an idleTimeout.
     idle_at: Option<Timestamp>,
     /// When `spec.reactivate` last changed (now, if this reconcile sees a new value).
     reactivated_at: Option<Timestamp>,
 }
 
-/// The expiry to issue or keep: a token never issued that asks for more than the policy
-/// allows is refused (PolicyViolation); an issued one is capped.
-fn within_policy(
-    status: &AccessTokenStatus,
-    expiry: PolicyExpiry,
-) -> Result<Timestamp, InvalidLifetime> {
-    match expiry.capped_from {
-        Some(asked) if status.token_id.is_none() => Err(InvalidLifetime::PolicyViolation {
-            asked,
-            allowed: expiry.expires_at,
-        }),
-        _ => Ok(expiry.expires_at),
-    }
+/// When the token in the Secret was born.
+#[derive(Clone, Copy)]
+struct Born {
+    /// Its last rotation, or the AccessToken's creation.
+    at: Timestamp,
+    /// The rotation was recovered from the TechnicalUser: it finished (the Secret moved on)
+    /// but its status was never written, so its trigger counts as acted on.
+    recovered: bool,
 }
 
-/// (reported, new) when the scope's policy moved an issued token's reported expiry earlier:
-/// its `maxLifetime` caps what the spec asks, or its `defaultLifetime` (itself at most
-/// `maxLifetime`) gives the expiry of a token whose spec asks for none.
-fn shortened(
-    spec: &AccessTokenSpec,
-    status: &AccessTokenStatus,
-    expiry: PolicyExpiry,
-) -> Option<(Timestamp, Timestamp)> {
-    let reported = status.expires_at.as_ref()?.0;
-    let by_policy =
-        expiry.capped_from.is_some() || (spec.expires_at.is_none() && spec.lifetime.is_none());
-    (status.token_id.is_some() && by_policy && expiry.expires_at < reported)
-        .then_some((reported, expiry.expires_at))
-}
-
-/// The APIs of one AccessToken's children, and where writes of them are noted.
-struct Children<'a> {
+/// One reconcile pass of an AccessToken: the APIs of its children, where writes of them are
+/// noted, and the one clock reading every decision and status of the pass uses.
+struct Pass<'a> {
     users: Api<TechnicalUser>,
     secrets: Api<Secret>,
     own_writes: &'a OwnWrites,
+    now: Timestamp,
+}
+
+/// Where a token acts and what its scope says: the same for every step of one pass.
+#[derive(Clone, Copy)]
+struct Placed<'a> {
+    scope: &'a ResolvedScope,
+    facts: &'a ScopeFacts,
+}
+
+/// A token in its Secret, with the credential it verifies against.
+struct Issued {
+    token: Token,
+    /// The Secret as read or written; `None` if it is not to be refreshed.
+    secret: Option<Secret>,
+    credential: Credential,
+    expires_at: Timestamp,
+}
+
+/// What settling a token in place wrote, for its status report.
+struct Report<'a> {
+    token_id: &'a str,
+    expires_at: Timestamp,
+    settled: plan::Settled,
+    /// Whether the token is held disabled (revoked, suspended or idle).
+    held: bool,
+    /// The previous credentials kept, most recent first.
+    previous: Vec<Credential>,
+    rotated_at: Option<Timestamp>,
+    restarts: Option<restart::Verdict>,
+}
+
+/// A Secret write backoff still running: how long it lasts, and the status to keep reporting.
+struct Waiting {
+    left: Duration,
+    outcome: Option<Outcome>,
+}
+
+/// What the status reports after a Secret write failed.
+struct Unwritten {
+    phase: Phase,
+    token_id: Option<String>,
+    expires_at: Option<Timestamp>,
 }
 
 /// What a mint attempt came to.
 enum Minted {
     /// The token is in the Secret, its credential in the TechnicalUser.
-    Written(Token, Box<Secret>, Credential),
+    Written(Box<Issued>),
     /// Writing the Secret failed (not a race); the staged credential is replaced next time.
     SecretWriteFailed(kube::Error),
 }
@@ -265,53 +287,47 @@ fn held_token(secret: &Secret) -> Option<Token> {
 
 impl AccessToken {
     #[instrument(skip_all, fields(namespace = self.namespace(), name = %self.name_any()))]
-    async fn reconcile(&self, ctx: &Context) -> Result<Action> {
+    async fn reconcile(&self, ctx: &Context, now: Timestamp) -> Result<Action> {
         let namespace = self.namespace().ok_or(Error::MissingNamespace)?;
-        let children = Children {
+        let pass = Pass {
             users: Api::namespaced(ctx.client.clone(), &namespace),
             secrets: Api::namespaced(ctx.client.clone(), &namespace),
             own_writes: &ctx.own_writes,
+            now,
         };
-        let (world, facts) = self.observe(ctx, &children).await?;
+        let (world, facts) = self.observe(ctx, &pass).await?;
         let applied = match &world.user {
             UserSeen::Ours(user) => Some(user.clone()),
             _ => None,
         };
         match plan::decide(world) {
-            Decision::Refuse(refusal) => self.refuse(ctx, &children, *refusal).await,
-            Decision::Keep {
-                scope,
-                expires_at,
-                token,
-                secret,
-                credential,
-            } => {
-                // Current, so not retired (a rotation that crashed before its Secret write
-                // did not happen).
-                let credential = Credential {
-                    not_after: Time(expires_at),
-                    retired_at: None,
-                    ..credential
+            Decision::Refuse(refusal) => self.refuse(ctx, &pass, *refusal).await,
+            Decision::Keep(keep) => {
+                let plan::Keep {
+                    scope,
+                    expires_at,
+                    token,
+                    secret,
+                    credential,
+                } = *keep;
+                let placed = Placed {
+                    scope: &scope,
+                    facts: &facts,
                 };
-                if let Some(cause) = self.rotation_due(&facts, expires_at) {
-                    let current = (token, *secret, credential);
-                    let rotating = (&scope, &facts, cause);
-                    return self
-                        .rotate_and_settle(ctx, &children, rotating, current, applied)
-                        .await;
-                }
-                let issued = (token, Some(*secret), credential);
-                self.settle(ctx, &children, &scope, &facts, expires_at, issued, applied)
+                let issued = Issued {
+                    token,
+                    secret: Some(secret),
+                    credential,
+                    expires_at,
+                };
+                self.settle(ctx, &pass, placed, issued, applied).await
+            }
+            Decision::Rotate(keep, cause) => {
+                self.rotate_and_settle(ctx, &pass, &facts, *keep, cause, applied)
                     .await
             }
-            Decision::Mint {
-                scope,
-                expires_at,
-                existing,
-                why,
-            } => {
-                let minting = (&scope, &facts);
-                self.mint_and_settle(ctx, &children, minting, expires_at, existing, why, applied)
+            Decision::Mint(mint) => {
+                self.mint_and_settle(ctx, &pass, &facts, *mint, applied)
                     .await
             }
         }
@@ -320,7 +336,7 @@ impl AccessToken {
     /// Reads the token's world: its scope (from the API server, not a watch cache: a
     /// reconcile triggered by a scope change must see that change), expiry, TechnicalUser
     /// and Secret, verifying the Secret's token against the TechnicalUser's credentials.
-    async fn observe(&self, ctx: &Context, children: &Children<'_>) -> Result<(World, ScopeFacts)> {
+    async fn observe(&self, ctx: &Context, pass: &Pass<'_>) -> Result<(World, ScopeFacts)> {
         let namespace = self.namespace().ok_or(Error::MissingNamespace)?;
         let uid = self.uid().ok_or(Error::MissingUid)?;
         let fetched = fetch_scope(ctx, &self.spec).await?;
@@ -330,7 +346,7 @@ impl AccessToken {
             |n| fetched.organization(n),
             |n| fetched.group(n),
         );
-        let user = match children
+        let user = match pass
             .users
             .get_opt(&self.name_any())
             .await
@@ -341,62 +357,80 @@ impl AccessToken {
             Some(user) => UserSeen::Ours(Box::new(user)),
         };
         let secret_name = build::secret_name(self);
-        let secret = match read_secret(&children.secrets, &secret_name, &uid).await? {
+        let secret = match read_secret(&pass.secrets, &secret_name, &uid).await? {
             None => SecretSeen::Missing,
             Some(secret) if !build::is_controlled_by(&secret.metadata, &uid) => SecretSeen::Foreign,
             Some(secret) => self.inspect_secret(ctx, secret, &user).await,
         };
+        let status = self.status.clone().unwrap_or_default();
+        let born = self.born(&status, &user, &secret, pass.now);
+        let (facts, expiry) = self.scope_facts(&fetched, &status, born, pass.now);
+        let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
+        let world = World {
+            secret_name,
+            name: self.name_any(),
+            previous: (status.phase, ready.map(|c| c.reason.clone())),
+            created: expiry::created(self, pass.now),
+            organization: managing_organization(&self.spec, &user, &fetched),
+            scope,
+            expiry: expiry.and_then(|e| plan::within_policy(&status, e)),
+            user,
+            secret,
+            rotation: self.spec.rotation.as_ref().map(|r| plan::RotationAsk {
+                trigger: r.trigger.clone(),
+                renew_before: r.renew_before.clone(),
+                acted_on: status.rotation_trigger.clone(),
+                recovered: born.recovered,
+            }),
+            now: pass.now,
+            issued: status.token_id,
+        };
+        Ok((world, facts))
+    }
+
+    /// What the Organization and Group say about the token (kill switch, policy, idleness),
+    /// and the expiry their policy gives it.
+    fn scope_facts(
+        &self,
+        fetched: &FetchedScope,
+        status: &AccessTokenStatus,
+        born: Born,
+        now: Timestamp,
+    ) -> (ScopeFacts, Result<PolicyExpiry, InvalidLifetime>) {
         let (organization, group) = (
             |n: &str| fetched.organization(n),
             |n: &str| fetched.group(n),
         );
-        let status = self.status.clone().unwrap_or_default();
         let policy = policy::of_scope(&self.spec, organization, group);
-        let (born, recovered_rotation) = self.born(&status, &user, &secret);
-        let reactivated_at = self.reactivated_at(&status);
-        let expiry = policy::token_expiry_from(self, &policy, born);
+        let reactivated_at = self.reactivated_at(status, now);
+        let expiry = policy::token_expiry_from(self, &policy, born.at);
         let facts = ScopeFacts {
             suspension: suspension(&self.spec, organization, group),
             shortened: expiry
                 .as_ref()
                 .ok()
-                .and_then(|e| shortened(&self.spec, &status, *e)),
+                .and_then(|e| plan::shortened(&self.spec, status, *e)),
             policy,
-            recovered_rotation,
             idle_at: plan::idle_at(
                 policy.idle_timeout,
                 status.last_used_at.as_ref().map(|t| t.0),
-                born,
+                born.at,
                 reactivated_at,
             ),
             reactivated_at,
         };
-        let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
-        let expiry = expiry.and_then(|e| within_policy(&status, e));
-        let world = World {
-            secret_name,
-            name: self.name_any(),
-            previous: (status.phase, ready.map(|c| c.reason.clone())),
-            issued: status.token_id,
-            created: expiry::created(self, Timestamp::now()),
-            organization: managing_organization(&self.spec, &user, &fetched),
-            scope,
-            expiry,
-            user,
-            secret,
-        };
-        Ok((world, facts))
+        (facts, expiry)
     }
 
     /// When the token in the Secret was born: its last rotation (from status, or recovered
-    /// from the TechnicalUser after a crash that lost the status write) or its creation; and
-    /// whether it was recovered.
+    /// from the TechnicalUser after a crash that lost the status write) or its creation.
     fn born(
         &self,
         status: &AccessTokenStatus,
         user: &UserSeen,
         secret: &SecretSeen,
-    ) -> (Timestamp, bool) {
+        now: Timestamp,
+    ) -> Born {
         let reported = status.rotated_at.as_ref().map(|t| t.0);
         let recovered = match (user, secret) {
             (UserSeen::Ours(user), SecretSeen::Holding { token, .. }) => {
@@ -405,10 +439,12 @@ impl AccessToken {
             _ => None,
         };
         let newer = recovered.filter(|r| reported.is_none_or(|at| *r > at));
-        let born = newer
-            .or(reported)
-            .unwrap_or_else(|| expiry::created(self, Timestamp::now()));
-        (born, newer.is_some())
+        Born {
+            at: newer
+                .or(reported)
+                .unwrap_or_else(|| expiry::created(self, now)),
+            recovered: newer.is_some(),
+        }
     }
 
     async fn inspect_secret(&self, ctx: &Context, secret: Secret, user: &UserSeen) -> SecretSeen {
@@ -429,12 +465,7 @@ impl AccessToken {
 
     /// Applies a refusal: the TechnicalUser first (disabled, or without a lost token's
     /// credential: fail closed), then the Event and the status.
-    async fn refuse(
-        &self,
-        ctx: &Context,
-        children: &Children<'_>,
-        refusal: Refusal,
-    ) -> Result<Action> {
+    async fn refuse(&self, ctx: &Context, pass: &Pass<'_>, refusal: Refusal) -> Result<Action> {
         let Refusal {
             user,
             outcome,
@@ -442,7 +473,7 @@ impl AccessToken {
             wait,
         } = refusal;
         if let Some(user) = user {
-            apply_user(children, &user, self).await?;
+            apply_user(pass, &user, self).await?;
             warn!(
                 reason = outcome.reason.as_str(),
                 "token disabled or its lost credential removed"
@@ -454,7 +485,7 @@ impl AccessToken {
             ctx.publish(self, EventType::Warning, outcome.reason, "Validate", note)
                 .await;
         }
-        self.write_status(ctx, &outcome).await?;
+        self.write_status(ctx, &outcome, pass.now).await?;
         Ok(match wait {
             Wait::ForChange => Action::await_change(),
             Wait::Recheck => Action::requeue(plan::RECHECK),
@@ -462,124 +493,93 @@ impl AccessToken {
     }
 
     /// Mints a token unless a Secret write backoff is still running, then settles it.
-    #[allow(clippy::too_many_arguments)]
     async fn mint_and_settle(
         &self,
         ctx: &Context,
-        children: &Children<'_>,
-        (scope, facts): (&ResolvedScope, &ScopeFacts),
-        expires_at: Timestamp,
-        existing: Option<Box<Secret>>,
-        why: Option<&'static str>,
+        pass: &Pass<'_>,
+        facts: &ScopeFacts,
+        minting: plan::Mint,
         applied: Option<Box<TechnicalUser>>,
     ) -> Result<Action> {
         if let Some(waiting) = self.secret_write_waiting(ctx) {
-            return self.keep_waiting(ctx, waiting).await;
+            return self.keep_waiting(ctx, pass, waiting).await;
         }
+        let placed = Placed {
+            scope: &minting.scope,
+            facts,
+        };
         // No token the Secret holds verified (or there is none): nothing to keep.
-        let existing = existing.map(|s| *s);
-        let disabled = self.hold(facts).is_some();
         match self
-            .mint(ctx, children, (scope, disabled), expires_at, existing)
+            .mint(ctx, pass, placed, minting.expires_at, minting.existing)
             .await?
         {
-            Minted::Written(token, secret, credential) => {
+            Minted::Written(issued) => {
                 let secret_name = build::secret_name(self);
-                self.announce_mint(ctx, &token, &secret_name, why).await;
+                self.announce_mint(ctx, &issued.token, &secret_name, minting.why)
+                    .await;
                 // The pre-mint TechnicalUser is not what is applied now, and its previous
                 // credentials went with the mint (the Secret lost its token).
                 drop(applied);
-                let issued = (token, Some(*secret), credential);
-                self.settle(ctx, children, scope, facts, expires_at, issued, None)
-                    .await
+                self.settle(ctx, pass, placed, *issued, None).await
             }
             Minted::SecretWriteFailed(error) => {
-                let token_id = self.status.as_ref().and_then(|s| s.token_id.clone());
-                self.secret_write_failed(ctx, &error, Phase::Failed, token_id, None)
-                    .await
+                let failed = Unwritten {
+                    phase: Phase::Failed,
+                    token_id: self.status.as_ref().and_then(|s| s.token_id.clone()),
+                    expires_at: None,
+                };
+                self.secret_write_failed(ctx, pass, &error, failed).await
             }
         }
     }
 
     /// With the token in its Secret: applies the TechnicalUser (role, disabled, expiry, the
-    /// one credential), announces a change of state, keeps the Secret's descriptive keys
-    /// current, and reports the status.
-    #[allow(clippy::too_many_arguments)]
+    /// one credential and the previous ones still in their overlap), announces a change of
+    /// state, keeps the Secret's descriptive keys current, and reports the status.
     async fn settle(
         &self,
         ctx: &Context,
-        children: &Children<'_>,
-        scope: &ResolvedScope,
-        facts: &ScopeFacts,
-        expires_at: Timestamp,
-        (token, secret, credential): (Token, Option<Secret>, Credential),
+        pass: &Pass<'_>,
+        placed: Placed<'_>,
+        issued: Issued,
         applied: Option<Box<TechnicalUser>>,
     ) -> Result<Action> {
-        let previous = self.status.as_ref().and_then(|s| s.phase);
-        let hold = self.hold(facts);
+        let (now, token_id) = (pass.now, issued.token.id().to_string());
+        let hold = self.hold(placed.facts, now);
+        let previous_phase = self.status.as_ref().and_then(|s| s.phase);
         let mut settled = plan::settle(
-            previous,
+            previous_phase,
             hold.as_ref(),
-            token.id().as_str(),
-            expires_at,
-            Timestamp::now(),
+            &token_id,
+            issued.expires_at,
+            now,
         );
-        settled.outcome.organization = Some(scope.scope.organization.clone());
-        let disabled = hold.is_some();
-        let now = Timestamp::now();
-        let mut previous = applied
-            .as_ref()
-            .map(|u| rotation::previous(&u.spec.credentials, &credential.id, now))
-            .unwrap_or_default();
-        let rotated_at = self.rotated_at(&previous, &credential.id);
+        settled.outcome.organization = Some(placed.scope.scope.organization.clone());
+        let applied_credentials = applied.as_ref().map(|u| u.spec.credentials.as_slice());
+        let mut previous =
+            rotation::previous(applied_credentials.unwrap_or_default(), &token_id, now);
+        let rotated_at = self.rotated_at(&previous, &token_id);
         let restarts = self
-            .restart_targets(ctx, &credential.id, rotated_at, &previous)
+            .restart_targets(ctx, &token_id, rotated_at, &previous)
             .await?;
         if restarts.as_ref().is_some_and(|r| r.drop_previous) {
             previous.clear(); // every target runs the new token: the previous one goes now
         }
-        // The Secret as read or just written holds this credential's token: recorded, so
-        // that later reconciles (and a restarted operator) need no argon2 for it.
-        let record = secret
-            .as_ref()
-            .and_then(|s| verified::record(s, &credential.id));
-        let mut credentials = previous.clone();
-        credentials.push(credential);
-        let mut desired =
-            build::technical_user(self, scope, disabled, expires_at, credentials.clone());
-        verified::set(&mut desired, record);
-        let recorded = |u: &TechnicalUser| {
-            u.annotations()
-                .get(verified::VERIFIED_SECRET_ANNOTATION)
-                .cloned()
-        };
-        if applied.as_ref().map(|u| {
-            (
-                &u.spec,
-                &u.metadata.owner_references,
-                &u.metadata.labels,
-                recorded(u),
-            )
-        }) != Some((
-            &desired.spec,
-            &desired.metadata.owner_references,
-            &desired.metadata.labels,
-            recorded(&desired),
-        )) {
-            apply_user(children, &desired, self).await?;
-        }
+        let held = hold.is_some();
+        self.apply_settled_user(pass, placed.scope, held, &issued, &previous, applied)
+            .await?;
         crash_point::reached("user-applied");
-        self.announce_shortened(ctx, facts).await;
+        self.announce_shortened(ctx, placed.facts).await;
         // The token's state changed with the TechnicalUser: say so even if the Secret's
         // update below fails (the status written then already carries the new phase).
         if let Some((reason, note)) = settled.transition.clone() {
-            info!(token_id = %token.id(), reason = reason.as_str(), "token state changed");
+            info!(%token_id, reason = reason.as_str(), "token state changed");
             ctx.publish(self, EventType::Normal, reason, "Update", note)
                 .await;
         }
-        if let Some(secret) = &secret
+        if let Some(secret) = &issued.secret
             && let Some(action) = self
-                .refresh_secret(ctx, children, scope, &token, secret, &settled)
+                .refresh_secret(ctx, pass, placed.scope, &issued.token, secret, &settled)
                 .await?
         {
             return Ok(action);
@@ -587,73 +587,98 @@ impl AccessToken {
         if let Some(uid) = self.uid() {
             ctx.secret_writes.lock().expect("lock").clear(&uid);
         }
+        let report = Report {
+            token_id: &token_id,
+            expires_at: issued.expires_at,
+            settled,
+            held,
+            previous,
+            rotated_at,
+            restarts,
+        };
+        self.report_settled(ctx, pass, placed, report).await
+    }
+
+    /// Applies the TechnicalUser of a token in place, if it differs from the one applied:
+    /// the previous credentials then the current one, and the record that the Secret as read
+    /// or just written holds this credential's token (so that later reconciles, and a
+    /// restarted operator, need no argon2 for it).
+    async fn apply_settled_user(
+        &self,
+        pass: &Pass<'_>,
+        scope: &ResolvedScope,
+        disabled: bool,
+        issued: &Issued,
+        previous: &[Credential],
+        applied: Option<Box<TechnicalUser>>,
+    ) -> Result<()> {
+        let record = issued
+            .secret
+            .as_ref()
+            .and_then(|s| verified::record(s, &issued.credential.id));
+        let mut credentials = previous.to_vec();
+        credentials.push(issued.credential.clone());
+        let mut desired =
+            build::technical_user(self, scope, disabled, issued.expires_at, credentials);
+        verified::set(&mut desired, record);
+        if plan::user_changed(applied.as_deref(), &desired) {
+            apply_user(pass, &desired, self).await?;
+        }
+        Ok(())
+    }
+
+    /// Reports a settled token: its status (phase, ExpiringSoon, rotation, restart targets),
+    /// then the Events that status records as sent, and when to look again.
+    async fn report_settled(
+        &self,
+        ctx: &Context,
+        pass: &Pass<'_>,
+        placed: Placed<'_>,
+        report: Report<'_>,
+    ) -> Result<Action> {
+        let (now, facts, token_id) = (pass.now, placed.facts, report.token_id);
+        let warned = self
+            .status
+            .as_ref()
+            .and_then(|s| s.expiry_warned_token_id.as_deref());
         let warning = plan::expiry_warning(
-            token.id().as_str(),
-            expires_at,
+            token_id,
+            report.expires_at,
             facts.policy.expiry_warning,
-            self.status
-                .as_ref()
-                .and_then(|s| s.expiry_warned_token_id.as_deref()),
-            Timestamp::now(),
+            warned,
+            now,
         );
-        let rotated = self.rotation_status(rotated_at, &previous, expires_at);
-        self.write_status_with(ctx, &settled.outcome, |status| {
-            expiring_soon(
-                status,
-                &warning,
-                token.id().as_str(),
-                self.meta().generation,
-            );
+        let rotated = self.rotation_status(report.rotated_at, &report.previous, report.expires_at);
+        let generation = self.meta().generation;
+        self.write_status_with(ctx, &report.settled.outcome, now, |status| {
+            expiring_soon(status, &warning, token_id, generation);
             rotated.apply(status);
-            status.scope_uid = scope.scope.uid.clone();
+            status.scope_uid = placed.scope.scope.uid.clone();
             status.reactivated_for = self.spec.reactivate.clone();
             status.reactivated_at = facts.reactivated_at.map(Time);
-            if let Some(verdict) = &restarts {
-                targets_rolled_out(status, verdict, token.id().as_str(), self.meta().generation);
+            if let Some(verdict) = &report.restarts {
+                targets_rolled_out(status, verdict, token_id, generation);
             }
         })
         .await?;
         self.announce_expiring_soon(ctx, &warning).await;
-        let polling = restarts.as_ref().filter(|r| r.poll).map(|_| RESTART_POLL);
-        if let Some(verdict) = restarts {
+        let wake_ups = plan::WakeUps {
+            settled: report.settled.requeue,
+            poll: report
+                .restarts
+                .as_ref()
+                .filter(|r| r.poll)
+                .map(|_| RESTART_POLL),
+            idle_at: facts.idle_at,
+            held: report.held,
+            expiring_in: warning.turns_true_in,
+            renewal: rotated.renewal_time,
+            overlap_end: rotation::next_overlap_end(&report.previous),
+        };
+        if let Some(verdict) = report.restarts {
             self.announce_restarts(ctx, verdict).await;
         }
-        let wake_ups = [
-            polling,
-            facts
-                .idle_at
-                .filter(|_| hold.is_none())
-                .and_then(|at| until(at, now)),
-            warning.turns_true_in,
-            rotated.renewal_time.and_then(|at| until(at, now)),
-            rotation::next_overlap_end(&previous).and_then(|at| until(at, now)),
-        ];
-        let requeue = wake_ups
-            .into_iter()
-            .flatten()
-            .map(|wait| wait + Duration::from_millis(100))
-            .fold(settled.requeue, Duration::min);
-        Ok(Action::requeue(requeue))
-    }
-
-    /// Whether a rotation is due for the token in place, expiring at `expires_at`.
-    fn rotation_due(&self, facts: &ScopeFacts, expires_at: Timestamp) -> Option<rotation::Cause> {
-        let spec = self.spec.rotation.as_ref()?;
-        let acted_on = self
-            .status
-            .as_ref()
-            .and_then(|s| s.rotation_trigger.as_deref());
-        let renewal = rotation::renewal_time(expires_at, spec.renew_before.as_deref());
-        let now = Timestamp::now();
-        let recovered = facts.recovered_rotation;
-        rotation::due(
-            spec.trigger.as_deref(),
-            acted_on,
-            recovered,
-            renewal,
-            expires_at,
-            now,
-        )
+        Ok(Action::requeue(plan::requeue(&wake_ups, now)))
     }
 
     /// The rotation fields of the status, for the credentials applied (`previous` and then the
@@ -706,33 +731,18 @@ impl AccessToken {
         };
         let namespace = self.namespace().ok_or(Error::MissingNamespace)?;
         let status = self.status.clone().unwrap_or_default();
-        let fresh = status.restarted_for.as_deref() != Some(token_id);
         let prior = status
             .conditions
             .iter()
             .find(|c| c.type_ == crate::api::ConditionType::TargetsRolledOut.as_str())
-            .map(|c| c.reason.clone());
-        let settled = match prior.as_deref() {
-            Some("RolloutComplete" | "RolloutStuck") => true,
-            Some("RestartTargetMissing") => previous.is_empty(),
-            _ => false,
-        };
-        if !fresh && settled {
-            return Ok(None);
-        }
-        if fresh {
-            // Whole seconds, as status and the TechnicalUser store times: the stamp after a
-            // crash (read back from there) is the same, so it starts no second rollout.
-            let stamp = Timestamp::from_second(rotated_at.as_second())
-                .unwrap_or(rotated_at)
-                .to_string();
-            for target in targets {
-                restart::restart(&ctx.client, &namespace, target, &stamp).await?;
+            .map(|c| c.reason.as_str());
+        let restarted_for = status.restarted_for.as_deref();
+        match restart::next(restarted_for, token_id, prior, previous.is_empty()) {
+            restart::Next::Done => return Ok(None),
+            restart::Next::Judge => {}
+            restart::Next::Restart => {
+                restart::restart_all(&ctx.client, &namespace, targets, rotated_at).await?;
             }
-            info!(
-                targets = targets.len(),
-                "restart targets restarted after a rotation"
-            );
         }
         let mut results = Vec::with_capacity(targets.len());
         for target in targets {
@@ -775,73 +785,83 @@ impl AccessToken {
     async fn rotate_and_settle(
         &self,
         ctx: &Context,
-        children: &Children<'_>,
-        (scope, facts, cause): (&ResolvedScope, &ScopeFacts, rotation::Cause),
-        (old, secret, current): (Token, Secret, Credential),
+        pass: &Pass<'_>,
+        facts: &ScopeFacts,
+        keep: plan::Keep,
+        cause: rotation::Cause,
         applied: Option<Box<TechnicalUser>>,
     ) -> Result<Action> {
-        let now = Timestamp::now();
+        let (now, placed) = (
+            pass.now,
+            Placed {
+                scope: &keep.scope,
+                facts,
+            },
+        );
         let expires_at = policy::token_expiry_from(self, &facts.policy, now)
             .map(|e| e.expires_at)
-            .unwrap_or(current.not_after.0);
+            .unwrap_or(keep.credential.not_after.0);
         let value = Token::try_generate().map_err(|_| Error::Randomness)?;
-        let hash = ctx.hasher.hash(&value).await?;
-        let new = credential(&value, hash, expires_at);
-        let overlap = rotation::overlap(
-            self.spec
-                .rotation
-                .as_ref()
-                .and_then(|r| r.overlap.as_deref()),
-        );
+        let new = credential(&value, ctx.hasher.hash(&value).await?, expires_at);
+        let spec = self.spec.rotation.as_ref();
+        let overlap = rotation::overlap(spec.and_then(|r| r.overlap.as_deref()));
         let existing = applied.map(|u| u.spec.credentials).unwrap_or_default();
-        let credentials = rotation::staged(&existing, &current, new.clone(), overlap, now);
+        let credentials = rotation::staged(&existing, &keep.credential, new.clone(), overlap, now);
         let until = credentials
             .iter()
-            .find(|c| c.id == current.id)
-            .map(|c| c.not_after.0);
-        let disabled = self.hold(facts).is_some();
-        let staged = build::technical_user(self, scope, disabled, expires_at, credentials);
-        apply_user(children, &staged, self).await?;
+            .find(|c| c.id == keep.credential.id)
+            .map_or_else(|| "now".to_string(), |c| c.not_after.0.to_string());
+        let disabled = self.hold(facts, now).is_some();
+        let staged = build::technical_user(self, placed.scope, disabled, expires_at, credentials);
+        apply_user(pass, &staged, self).await?;
         crash_point::reached("rotation-staged");
 
-        let data = build::secret_data(self, scope, &value, expires_at, ctx.kubeconfig.as_ref());
-        let updated = build::updated_secret(self, &secret, data).unwrap_or(secret);
-        let name = build::secret_name(self);
-        let written = children
+        let data = build::secret_data(
+            self,
+            placed.scope,
+            &value,
+            expires_at,
+            ctx.kubeconfig.as_ref(),
+        );
+        let updated = build::updated_secret(self, &keep.secret, data).unwrap_or(keep.secret);
+        let written = pass
             .secrets
-            .replace(&name, &PostParams::default(), &updated)
+            .replace(&build::secret_name(self), &PostParams::default(), &updated)
             .await
             .map_err(redacted)
             .at(Step::WriteSecret)?;
-        children.own_writes.wrote(&written.metadata);
+        pass.own_writes.wrote(&written.metadata);
         crash_point::reached("rotation-secret-written");
-        let until = until.map_or_else(|| "now".to_string(), |t| t.to_string());
-        info!(token_id = %value.id(), previous = %old.id(), cause = cause.describe(), "token rotated");
-        let note = format!(
-            "Rotated: token {} replaces {} because {}; the previous token keeps working until {until}",
-            value.id(),
-            old.id(),
-            cause.describe()
-        );
-        ctx.publish(
-            self,
-            EventType::Normal,
-            Reason::TokenRotated,
-            "Rotate",
-            note,
-        )
-        .await;
-        let issued = (value, Some(written), new);
-        self.settle(
-            ctx,
-            children,
-            scope,
-            facts,
+        self.announce_rotation(ctx, &keep.token, &value, cause, &until)
+            .await;
+        let issued = Issued {
+            token: value,
+            secret: Some(written),
+            credential: new,
             expires_at,
-            issued,
-            Some(Box::new(staged)),
-        )
-        .await
+        };
+        self.settle(ctx, pass, placed, issued, Some(Box::new(staged)))
+            .await
+    }
+
+    /// The TokenRotated Event: which token replaces which, why, and until when the previous
+    /// one works.
+    async fn announce_rotation(
+        &self,
+        ctx: &Context,
+        old: &Token,
+        new: &Token,
+        cause: rotation::Cause,
+        until: &str,
+    ) {
+        let (old, new, why) = (old.id(), new.id(), cause.describe());
+        info!(token_id = %new, previous = %old, cause = why, "token rotated");
+        let note = format!(
+            "Rotated: token {new} replaces {old} because {why}; the previous token keeps working until {until}"
+        );
+        let reason = Reason::TokenRotated;
+        ctx.publish(self, EventType::Normal, reason, "Rotate", note)
+            .await;
     }
 
     /// The one TokenExpiringSoon Warning Event of an issued token (after the status recording
@@ -871,19 +891,19 @@ impl AccessToken {
             .await;
     }
 
-    /// What holds this token disabled: its revoke, or its scope's kill switch.
-    fn hold(&self, facts: &ScopeFacts) -> Option<plan::Hold> {
-        let idle = plan::idle(facts.idle_at, Timestamp::now());
+    /// What holds this token disabled at `now`: its revoke, its scope's kill switch, idleness.
+    fn hold(&self, facts: &ScopeFacts, now: Timestamp) -> Option<plan::Hold> {
+        let idle = plan::idle(facts.idle_at, now);
         plan::hold(self.spec.revoked, facts.suspension.as_ref(), idle.as_ref())
     }
 
-    /// When `spec.reactivate` last changed: now if the value is new, else as recorded.
-    fn reactivated_at(&self, status: &AccessTokenStatus) -> Option<Timestamp> {
+    /// When `spec.reactivate` last changed: `now` if the value is new, else as recorded.
+    fn reactivated_at(&self, status: &AccessTokenStatus, now: Timestamp) -> Option<Timestamp> {
         let value = self.spec.reactivate.as_ref()?;
         if status.reactivated_for.as_ref() == Some(value) {
             status.reactivated_at.as_ref().map(|t| t.0)
         } else {
-            Some(Timestamp::now())
+            Some(now)
         }
     }
 
@@ -893,35 +913,38 @@ impl AccessToken {
     async fn refresh_secret(
         &self,
         ctx: &Context,
-        children: &Children<'_>,
+        pass: &Pass<'_>,
         scope: &ResolvedScope,
         token: &Token,
         secret: &Secret,
         settled: &plan::Settled,
     ) -> Result<Option<Action>> {
-        let expires_at = settled.outcome.expires_at.unwrap_or_else(Timestamp::now);
+        let expires_at = settled.outcome.expires_at.unwrap_or(pass.now);
         let data = build::secret_data(self, scope, token, expires_at, ctx.kubeconfig.as_ref());
         let Some(updated) = build::updated_secret(self, secret, data) else {
             return Ok(None);
         };
         if let Some(waiting) = self.secret_write_waiting(ctx) {
-            return self.keep_waiting(ctx, waiting).await.map(Some);
+            return self.keep_waiting(ctx, pass, waiting).await.map(Some);
         }
         let name = build::secret_name(self);
-        match children
+        match pass
             .secrets
             .replace(&name, &PostParams::default(), &updated)
             .await
         {
             Ok(written) => {
-                children.own_writes.wrote(&written.metadata);
+                pass.own_writes.wrote(&written.metadata);
                 Ok(None)
             }
             Err(error) if is_conflict(&error) => Err(redacted(error)).at(Step::WriteSecret),
             Err(error) => {
-                let token_id = Some(token.id().to_string());
-                let phase = settled.outcome.phase;
-                self.secret_write_failed(ctx, &error, phase, token_id, Some(expires_at))
+                let failed = Unwritten {
+                    phase: settled.outcome.phase,
+                    token_id: Some(token.id().to_string()),
+                    expires_at: Some(expires_at),
+                };
+                self.secret_write_failed(ctx, pass, &error, failed)
                     .await
                     .map(Some)
             }
@@ -964,11 +987,12 @@ impl AccessToken {
     async fn mint(
         &self,
         ctx: &Context,
-        children: &Children<'_>,
-        (scope, disabled): (&ResolvedScope, bool),
+        pass: &Pass<'_>,
+        placed: Placed<'_>,
         expires_at: Timestamp,
         existing: Option<Secret>,
     ) -> Result<Minted> {
+        let (scope, disabled) = (placed.scope, self.hold(placed.facts, pass.now).is_some());
         let value = Token::try_generate().map_err(|_| Error::Randomness)?;
         let hash = ctx.hasher.hash(&value).await?;
         let credential = credential(&value, hash, expires_at);
@@ -976,29 +1000,27 @@ impl AccessToken {
         // belong to tokens nobody holds, so retries never accumulate.
         let staged =
             build::technical_user(self, scope, disabled, expires_at, vec![credential.clone()]);
-        apply_user(children, &staged, self).await?;
+        apply_user(pass, &staged, self).await?;
         crash_point::reached("credential-staged");
 
         let data = build::secret_data(self, scope, &value, expires_at, ctx.kubeconfig.as_ref());
         let written = match existing {
             None => {
-                children
-                    .secrets
+                pass.secrets
                     .create(&PostParams::default(), &build::new_secret(self, data))
                     .await
             }
             Some(secret) => {
                 // Our keys are replaced; keys others added to the Secret are kept.
                 let secret = build::updated_secret(self, &secret, data).unwrap_or(secret);
-                children
-                    .secrets
+                pass.secrets
                     .replace(&build::secret_name(self), &PostParams::default(), &secret)
                     .await
             }
         };
         let written = match written {
             Ok(written) => {
-                children.own_writes.wrote(&written.metadata);
+                pass.own_writes.wrote(&written.metadata);
                 written
             }
             // A race (the name was just taken, or the Secret changed): look again soon.
@@ -1006,7 +1028,12 @@ impl AccessToken {
             Err(error) => return Ok(Minted::SecretWriteFailed(error)),
         };
         crash_point::reached("secret-written");
-        Ok(Minted::Written(value, Box::new(written), credential))
+        Ok(Minted::Written(Box::new(Issued {
+            token: value,
+            secret: Some(written),
+            credential,
+            expires_at,
+        })))
     }
 
     /// Logs and announces a token that is now in its Secret: first issue (`why` is `None`)
@@ -1042,12 +1069,15 @@ impl AccessToken {
 
     /// How long this generation must still wait before its Secret is written again, and the
     /// status to keep reporting meanwhile, if an earlier write failed.
-    fn secret_write_waiting(&self, ctx: &Context) -> Option<(Duration, Option<Outcome>)> {
+    fn secret_write_waiting(&self, ctx: &Context) -> Option<Waiting> {
         let uid = self.uid()?;
         let writes = ctx.secret_writes.lock().expect("lock");
         writes
             .waiting(&uid, self.meta().generation, Instant::now())
-            .map(|(left, retry)| (left, retry.outcome.clone()))
+            .map(|(left, retry)| Waiting {
+                left,
+                outcome: retry.outcome.clone(),
+            })
     }
 
     /// Waits out a Secret write backoff: writes nothing new (the status is already reported)
@@ -1056,10 +1086,11 @@ impl AccessToken {
     async fn keep_waiting(
         &self,
         ctx: &Context,
-        (left, outcome): (Duration, Option<Outcome>),
+        pass: &Pass<'_>,
+        Waiting { left, outcome }: Waiting,
     ) -> Result<Action> {
         if let Some(outcome) = outcome {
-            self.write_status(ctx, &outcome).await?;
+            self.write_status(ctx, &outcome, pass.now).await?;
         }
         tracing::debug!(wait = ?left, "Secret write backing off");
         Ok(Action::requeue(left))
@@ -1073,10 +1104,13 @@ impl AccessToken {
     async fn secret_write_failed(
         &self,
         ctx: &Context,
+        pass: &Pass<'_>,
         error: &kube::Error,
-        phase: Phase,
-        token_id: Option<String>,
-        expires_at: Option<Timestamp>,
+        Unwritten {
+            phase,
+            token_id,
+            expires_at,
+        }: Unwritten,
     ) -> Result<Action> {
         let uid = self.uid().ok_or(Error::MissingUid)?;
         let (attempts, delay) = ctx.secret_writes.lock().expect("lock").failed(
@@ -1086,7 +1120,7 @@ impl AccessToken {
         );
         let next = jiff::SignedDuration::try_from(delay)
             .ok()
-            .and_then(|d| Timestamp::now().checked_add(d).ok())
+            .and_then(|d| pass.now.checked_add(d).ok())
             .and_then(|t| t.round(jiff::Unit::Second).ok())
             .map(|t| t.to_string())
             .unwrap_or_else(|| format!("in {delay:?}"));
@@ -1118,12 +1152,12 @@ impl AccessToken {
             .lock()
             .expect("lock")
             .set_outcome(&uid, outcome.clone());
-        self.write_status(ctx, &outcome).await?;
+        self.write_status(ctx, &outcome, pass.now).await?;
         Ok(Action::requeue(delay))
     }
 
-    async fn write_status(&self, ctx: &Context, outcome: &Outcome) -> Result<()> {
-        self.write_status_with(ctx, outcome, |_| {}).await
+    async fn write_status(&self, ctx: &Context, outcome: &Outcome, now: Timestamp) -> Result<()> {
+        self.write_status_with(ctx, outcome, now, |_| {}).await
     }
 
     /// Writes the status for `outcome`, with what `extend` adds (conditions and fields of
@@ -1132,9 +1166,9 @@ impl AccessToken {
         &self,
         ctx: &Context,
         outcome: &Outcome,
+        now: Timestamp,
         extend: impl FnOnce(&mut AccessTokenStatus),
     ) -> Result<()> {
-        let now = Timestamp::now();
         let mut status = build::status(self, outcome, now);
         extend(&mut status);
         let unchanged = self.status.as_ref().is_some_and(|current| {
@@ -1203,11 +1237,6 @@ fn targets_rolled_out(
     let type_ = crate::api::ConditionType::TargetsRolledOut;
     conditions::put_condition(&mut status.conditions, type_, judged, generation);
     status.restarted_for = Some(token_id.to_string());
-}
-
-/// How long from `now` until `at`, if it is ahead.
-fn until(at: Timestamp, now: Timestamp) -> Option<Duration> {
-    Duration::try_from(at.duration_since(now)).ok()
 }
 
 /// The rotation fields of an AccessToken's status.
@@ -1279,11 +1308,7 @@ fn credential(value: &Token, hash: String, expires_at: Timestamp) -> Credential 
     }
 }
 
-async fn apply_user(
-    children: &Children<'_>,
-    user: &TechnicalUser,
-    token: &AccessToken,
-) -> Result<()> {
+async fn apply_user(pass: &Pass<'_>, user: &TechnicalUser, token: &AccessToken) -> Result<()> {
     let mut patch = serde_json::to_value(user)?;
     // Server-side apply sends only the fields we own; status and others' fields are untouched.
     if let Some(meta) = patch.get_mut("metadata").and_then(|m| m.as_object_mut()) {
@@ -1298,7 +1323,7 @@ async fn apply_user(
             annotations.retain(|k, _| k == verified::VERIFIED_SECRET_ANNOTATION);
         }
     }
-    let applied = children
+    let applied = pass
         .users
         .patch(
             &token.name_any(),
@@ -1307,7 +1332,7 @@ async fn apply_user(
         )
         .await
         .at(Step::WriteTechnicalUser)?;
-    children.own_writes.wrote(&applied.metadata);
+    pass.own_writes.wrote(&applied.metadata);
     Ok(())
 }
 

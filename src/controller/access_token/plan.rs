@@ -1,17 +1,23 @@
-//! The AccessToken reconciler's decisions, pure: from what `observe` read ([`World`]) to what
-//! `apply` must write ([`Decision`]), and, once the token is in place, the phase, status,
-//! Event and requeue that follow ([`settle`]). No API calls, so the behaviours of
-//! docs/concepts/lifecycle.md are table tests here.
+//! The AccessToken reconciler's decisions, pure: from what `observe` read ([`World`], with the
+//! one clock reading of the reconcile) to what `apply` must write ([`Decision`]: refuse, keep,
+//! rotate or mint), and, once the token is in place, the phase, status, Event, credentials
+//! kept and requeue that follow ([`settle`], [`kept_credentials`], [`requeue`]). No API calls,
+//! so the behaviours of docs/concepts/lifecycle.md are table tests here.
 
 use std::time::Duration;
 
-use k8s_openapi::{api::core::v1::Secret, jiff::Timestamp};
+use k8s_openapi::{
+    api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp,
+};
 
-use super::build::Outcome;
+use super::{build::Outcome, rotation};
 use crate::{
-    api::{Credential, Phase, Reason, ScopeKind, TechnicalUser},
+    api::{
+        AccessTokenSpec, AccessTokenStatus, Credential, Phase, Reason, ScopeKind, TechnicalUser,
+    },
     domain::{
         expiry::InvalidLifetime,
+        policy::PolicyExpiry,
         scope::{ResolvedScope, ScopeProblem},
     },
     token::Token,
@@ -44,6 +50,24 @@ pub struct World {
     pub user: UserSeen,
     /// The Secret by `secret_name`.
     pub secret: SecretSeen,
+    /// What `spec.rotation` asks, if set.
+    pub rotation: Option<RotationAsk>,
+    /// The reconcile's one clock reading.
+    pub now: Timestamp,
+}
+
+/// What `spec.rotation` asks, and what the status says was last acted on.
+#[derive(Debug, Clone, Default)]
+pub struct RotationAsk {
+    /// `spec.rotation.trigger`.
+    pub trigger: Option<String>,
+    /// `spec.rotation.renewBefore`.
+    pub renew_before: Option<String>,
+    /// The trigger value last acted on (`status.rotationTrigger`).
+    pub acted_on: Option<String>,
+    /// A rotation finished whose status was never written (a crash): its trigger counts as
+    /// acted on.
+    pub recovered: bool,
 }
 
 /// The TechnicalUser by the token's name.
@@ -81,29 +105,39 @@ pub enum Decision {
     /// The token cannot be (or stay) usable until something outside changes.
     Refuse(Box<Refusal>),
     /// The Secret holds the issued token: bring the TechnicalUser and Secret up to date.
-    Keep {
-        /// The token's scope and role.
-        scope: ResolvedScope,
-        /// The effective expiry.
-        expires_at: Timestamp,
-        /// The token in the Secret.
-        token: Token,
-        /// The Secret as read.
-        secret: Box<Secret>,
-        /// The credential the token verified against.
-        credential: Credential,
-    },
+    Keep(Box<Keep>),
+    /// The Secret holds the issued token and a rotation is due: stage a new credential beside
+    /// the current one, write the new token into the Secret, then settle as for `Keep`.
+    Rotate(Box<Keep>, rotation::Cause),
     /// Mint a token into the Secret: staged credential, then Secret, then TechnicalUser.
-    Mint {
-        /// The token's scope and role.
-        scope: ResolvedScope,
-        /// The effective expiry.
-        expires_at: Timestamp,
-        /// Our Secret to replace (at the resourceVersion read), or `None` to create one.
-        existing: Option<Box<Secret>>,
-        /// Why this is a reissue; `None` for the first issue.
-        why: Option<&'static str>,
-    },
+    Mint(Box<Mint>),
+}
+
+/// The issued token in place, to keep (or rotate).
+pub struct Keep {
+    /// The token's scope and role.
+    pub scope: ResolvedScope,
+    /// The effective expiry.
+    pub expires_at: Timestamp,
+    /// The token in the Secret.
+    pub token: Token,
+    /// The Secret as read.
+    pub secret: Secret,
+    /// The credential the token verified against, current (not retired: a rotation that
+    /// crashed before its Secret write did not happen) and expiring at `expires_at`.
+    pub credential: Credential,
+}
+
+/// A token to mint.
+pub struct Mint {
+    /// The token's scope and role.
+    pub scope: ResolvedScope,
+    /// The effective expiry.
+    pub expires_at: Timestamp,
+    /// Our Secret to replace (at the resourceVersion read), or `None` to create one.
+    pub existing: Option<Secret>,
+    /// Why this is a reissue; `None` for the first issue.
+    pub why: Option<&'static str>,
 }
 
 /// A refusal: what to write, what to report, when to look again.
@@ -140,6 +174,8 @@ pub fn decide(world: World) -> Decision {
         expiry,
         user,
         secret,
+        rotation,
+        now,
     } = world;
     let refuse = |user, reason, message, wait| {
         let refusal = refusal(
@@ -163,39 +199,113 @@ pub fn decide(world: World) -> Decision {
         UserSeen::Missing => None,
         UserSeen::Ours(user) => Some(*user),
     };
-    let scope = match (scope, expiry) {
-        // Fail closed: an issued token whose scope is gone stops working now.
-        (Err(problem), _) => {
-            let disabled = ours.and_then(disabled);
-            return refuse(disabled, problem.reason, problem.message, Wait::ForChange);
+    let scope = match admitted(ours.as_ref(), scope, expiry, created) {
+        Ok(scope) => scope,
+        Err(objection) => {
+            // Fail closed: an issued token whose scope is gone or changed stops working now.
+            let user = ours.filter(|_| objection.disable).and_then(disabled);
+            let (reason, message) = (objection.reason, objection.message);
+            return refuse(user, reason, message, Wait::ForChange);
         }
+    };
+    match issue(secret, scope, issued.is_some()) {
+        Some(Decision::Keep(keep)) => match rotation_due(rotation.as_ref(), &keep, now) {
+            Some(cause) => Decision::Rotate(keep, cause),
+            None => Decision::Keep(keep),
+        },
+        Some(decision) => decision,
+        None => {
+            let emptied = ours.and_then(without_credentials);
+            let message = format!(
+                "Secret {secret_name:?} already exists and is not owned by this AccessToken; it is left untouched. Delete it or set spec.secretName on a new AccessToken"
+            );
+            refuse(emptied, Reason::SecretConflict, message, Wait::Recheck)
+        }
+    }
+}
+
+/// Why a token may not be (or stay) usable where it acts, and whether its TechnicalUser, if
+/// issued, is disabled for it.
+struct Objection {
+    disable: bool,
+    reason: Reason,
+    message: String,
+}
+
+/// The scope and expiry a token is issued (or kept) for, unless there is an objection: the
+/// scope does not admit it, the expiry is invalid, the scope changed since the token was
+/// issued, or a group token holding no credential yet is not newer than its Group.
+fn admitted(
+    ours: Option<&TechnicalUser>,
+    scope: Result<ResolvedScope, ScopeProblem>,
+    expiry: Result<Timestamp, InvalidLifetime>,
+    created: Timestamp,
+) -> Result<(ResolvedScope, Timestamp), Objection> {
+    let objection = |disable, reason, message| Objection {
+        disable,
+        reason,
+        message,
+    };
+    let (scope, expires_at) = match (scope, expiry) {
+        (Err(problem), _) => return Err(objection(true, problem.reason, problem.message)),
         (Ok(_), Err(invalid)) => {
-            return refuse(None, invalid.reason(), invalid.to_string(), Wait::ForChange);
+            return Err(objection(false, invalid.reason(), invalid.to_string()));
         }
         (Ok(scope), Ok(expires_at)) => (scope, expires_at),
     };
-    if let Some(message) = scope_changed(ours.as_ref(), &scope.0) {
-        let disabled = ours.and_then(disabled);
-        return refuse(disabled, Reason::ScopeChanged, message, Wait::ForChange);
+    if let Some(message) = scope_changed(ours, &scope) {
+        return Err(objection(true, Reason::ScopeChanged, message));
     }
-    if !holds_credentials(ours.as_ref())
-        && let Some(message) = unproven_admission(&scope.0, created)
+    if !holds_credentials(ours)
+        && let Some(message) = unproven_admission(&scope, created)
     {
-        let disabled = ours.and_then(disabled);
-        return refuse(
-            disabled,
-            Reason::GroupNewerThanToken,
-            message,
-            Wait::ForChange,
-        );
+        return Err(objection(true, Reason::GroupNewerThanToken, message));
     }
-    issue(secret, scope, issued.is_some()).unwrap_or_else(|| {
-        let emptied = ours.and_then(without_credentials);
-        let message = format!(
-            "Secret {secret_name:?} already exists and is not owned by this AccessToken; it is left untouched. Delete it or set spec.secretName on a new AccessToken"
-        );
-        refuse(emptied, Reason::SecretConflict, message, Wait::Recheck)
-    })
+    Ok((scope, expires_at))
+}
+
+/// The expiry to issue or keep: a token never issued that asks for more than the policy
+/// allows is refused (PolicyViolation); an issued one is capped.
+pub fn within_policy(
+    status: &AccessTokenStatus,
+    expiry: PolicyExpiry,
+) -> Result<Timestamp, InvalidLifetime> {
+    match expiry.capped_from {
+        Some(asked) if status.token_id.is_none() => Err(InvalidLifetime::PolicyViolation {
+            asked,
+            allowed: expiry.expires_at,
+        }),
+        _ => Ok(expiry.expires_at),
+    }
+}
+
+/// (reported, new) when the scope's policy moved an issued token's reported expiry earlier:
+/// its `maxLifetime` caps what the spec asks, or its `defaultLifetime` (itself at most
+/// `maxLifetime`) gives the expiry of a token whose spec asks for none.
+pub fn shortened(
+    spec: &AccessTokenSpec,
+    status: &AccessTokenStatus,
+    expiry: PolicyExpiry,
+) -> Option<(Timestamp, Timestamp)> {
+    let reported = status.expires_at.as_ref()?.0;
+    let by_policy =
+        expiry.capped_from.is_some() || (spec.expires_at.is_none() && spec.lifetime.is_none());
+    (status.token_id.is_some() && by_policy && expiry.expires_at < reported)
+        .then_some((reported, expiry.expires_at))
+}
+
+/// Why the token in place must be rotated now, if it must.
+fn rotation_due(ask: Option<&RotationAsk>, keep: &Keep, now: Timestamp) -> Option<rotation::Cause> {
+    let ask = ask?;
+    let renewal = rotation::renewal_time(keep.expires_at, ask.renew_before.as_deref());
+    rotation::due(
+        ask.trigger.as_deref(),
+        ask.acted_on.as_deref(),
+        ask.recovered,
+        renewal,
+        keep.expires_at,
+        now,
+    )
 }
 
 /// Keep or mint, for a Secret that is ours or missing; `None` for a foreign one.
@@ -204,24 +314,30 @@ fn issue(
     (scope, expires_at): (ResolvedScope, Timestamp),
     issued: bool,
 ) -> Option<Decision> {
-    let mint = |existing, why| Decision::Mint {
-        scope: scope.clone(),
-        expires_at,
-        existing,
-        why,
+    let mint = |existing: Option<Box<Secret>>, why| {
+        Decision::Mint(Box::new(Mint {
+            scope: scope.clone(),
+            expires_at,
+            existing: existing.map(|s| *s),
+            why,
+        }))
     };
     Some(match secret {
         SecretSeen::Holding {
             secret,
             token,
             credential: Some(credential),
-        } => Decision::Keep {
+        } => Decision::Keep(Box::new(Keep {
+            credential: Credential {
+                not_after: Time(expires_at),
+                retired_at: None,
+                ..credential
+            },
             scope,
             expires_at,
             token,
-            secret,
-            credential,
-        },
+            secret: *secret,
+        })),
         SecretSeen::Holding {
             secret,
             token: _,
@@ -473,6 +589,63 @@ pub fn settle(
     }
 }
 
+/// Whether the TechnicalUser as applied differs from `desired` in what the operator owns
+/// (spec, owner references, labels, the verified-Secret record): only then is it written.
+pub fn user_changed(applied: Option<&TechnicalUser>, desired: &TechnicalUser) -> bool {
+    let owned = |u: &TechnicalUser| {
+        let recorded = u
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(super::verified_secret::VERIFIED_SECRET_ANNOTATION))
+            .cloned();
+        (
+            u.spec.clone(),
+            u.metadata.owner_references.clone(),
+            u.metadata.labels.clone(),
+            recorded,
+        )
+    };
+    applied.map(owned) != Some(owned(desired))
+}
+
+/// The moments a token in place must be looked at again, besides its expiry.
+#[derive(Debug, Clone, Default)]
+pub struct WakeUps {
+    /// From [`settle`]: just after expiry, at most [`RESYNC`].
+    pub settled: Duration,
+    /// Restart targets still rolling out: poll them.
+    pub poll: Option<Duration>,
+    /// When the token goes idle; not a wake-up if it is held disabled already.
+    pub idle_at: Option<Timestamp>,
+    /// Whether the token is held disabled (revoked, suspended or idle).
+    pub held: bool,
+    /// When ExpiringSoon turns true.
+    pub expiring_in: Option<Duration>,
+    /// When an automatic rotation is due.
+    pub renewal: Option<Timestamp>,
+    /// When a previous token's overlap ends.
+    pub overlap_end: Option<Timestamp>,
+}
+
+/// When to look again: the earliest wake-up still ahead of `now` (each a moment after the
+/// instant itself, so the reconcile sees it has come), at most `settled`.
+pub fn requeue(wake_ups: &WakeUps, now: Timestamp) -> Duration {
+    let until = |at: Timestamp| Duration::try_from(at.duration_since(now)).ok();
+    let idle = wake_ups.idle_at.filter(|_| !wake_ups.held);
+    [
+        wake_ups.poll,
+        idle.and_then(until),
+        wake_ups.expiring_in,
+        wake_ups.renewal.and_then(until),
+        wake_ups.overlap_end.and_then(until),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|wait| wait + Duration::from_millis(100))
+    .fold(wake_ups.settled, Duration::min)
+}
+
 /// Whether an issued token is ExpiringSoon, and when that next changes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExpiryWarning {
@@ -573,6 +746,8 @@ mod tests {
             expiry: Ok(now()),
             user: user("acme", false),
             secret: holding(true),
+            rotation: None,
+            now: now(),
         }
     }
 
@@ -585,7 +760,7 @@ mod tests {
 
     fn minted(world: World) -> (bool, Option<&'static str>) {
         match decide(world) {
-            Decision::Mint { existing, why, .. } => (existing.is_some(), why),
+            Decision::Mint(mint) => (mint.existing.is_some(), mint.why),
             _ => panic!("expected a mint"),
         }
     }
@@ -763,7 +938,7 @@ mod tests {
         // A user written before uids were recorded is the scope's by name: adopted, and the
         // uid written with the rest of the user.
         match decide(issued_for(None)) {
-            Decision::Keep { scope, .. } => assert_eq!(scope.scope.uid.as_deref(), Some("uid-2")),
+            Decision::Keep(keep) => assert_eq!(keep.scope.scope.uid.as_deref(), Some("uid-2")),
             _ => panic!("a user without a uid is kept"),
         }
     }
@@ -1014,5 +1189,202 @@ mod tests {
         assert_eq!(resumed.transition.unwrap().0, Reason::TokenReenabled);
         let expired = settle(Some(Phase::Suspended), held.as_ref(), "id1", now(), now());
         assert_eq!(expired.outcome.phase, Phase::Expired, "expiry wins");
+    }
+
+    fn rotation(
+        trigger: Option<&str>,
+        acted_on: Option<&str>,
+        renew_before: Option<&str>,
+    ) -> RotationAsk {
+        RotationAsk {
+            trigger: trigger.map(Into::into),
+            renew_before: renew_before.map(Into::into),
+            acted_on: acted_on.map(Into::into),
+            recovered: false,
+        }
+    }
+
+    /// The issued, healthy token expiring in `days`, with `spec.rotation` as `ask`.
+    fn rotating(ask: Option<RotationAsk>, days: i64) -> Decision {
+        decide(World {
+            expiry: Ok(now() + k8s_openapi::jiff::SignedDuration::from_hours(24 * days)),
+            rotation: ask,
+            ..world()
+        })
+    }
+
+    #[test]
+    fn rotation_is_an_arm_of_the_plan_for_a_new_trigger_or_a_renewal_time_that_came() {
+        use rotation::Cause;
+        let cause = |d: Decision| match d {
+            Decision::Rotate(_, cause) => Some(cause),
+            Decision::Keep(_) => None,
+            _ => panic!("expected keep or rotate"),
+        };
+        // (ask, days to expiry) → cause
+        let table = [
+            (None, 30, None),
+            (Some(rotation(None, None, None)), 30, None),
+            (
+                Some(rotation(Some("v2"), Some("v1"), None)),
+                30,
+                Some(Cause::Trigger),
+            ),
+            (Some(rotation(Some("v1"), Some("v1"), None)), 30, None),
+            (Some(rotation(None, None, Some("7d"))), 30, None),
+            (
+                Some(rotation(None, None, Some("7d"))),
+                5,
+                Some(Cause::Renewal),
+            ),
+            // Past its expiry, a renewal does not revive a token; a trigger does.
+            (Some(rotation(None, None, Some("7d"))), -1, None),
+            (
+                Some(rotation(Some("v2"), None, None)),
+                -1,
+                Some(Cause::Trigger),
+            ),
+        ];
+        for (ask, days, expected) in table {
+            assert_eq!(
+                cause(rotating(ask.clone(), days)),
+                expected,
+                "{ask:?}, {days} days"
+            );
+        }
+        // A rotation that finished but whose status was lost counts its trigger as acted on.
+        let recovered = RotationAsk {
+            recovered: true,
+            ..rotation(Some("v2"), Some("v1"), None)
+        };
+        assert_eq!(cause(rotating(Some(recovered), 30)), None);
+    }
+
+    #[test]
+    fn the_kept_credential_is_current_and_expires_with_the_token() {
+        let mut retired = credential("id1");
+        retired.retired_at = Some(Time(now()));
+        let token = Token::try_generate().unwrap();
+        let expires_at = now() + k8s_openapi::jiff::SignedDuration::from_hours(5);
+        let keep = match decide(World {
+            expiry: Ok(expires_at),
+            secret: SecretSeen::Holding {
+                secret: Box::default(),
+                token,
+                credential: Some(retired),
+            },
+            ..world()
+        }) {
+            Decision::Keep(keep) => keep,
+            _ => panic!("expected keep"),
+        };
+        assert_eq!(keep.credential.retired_at, None);
+        assert_eq!(keep.credential.not_after.0, expires_at);
+    }
+
+    #[test]
+    fn the_technical_user_is_written_only_when_what_the_operator_owns_differs() {
+        let UserSeen::Ours(applied) = user("acme", false) else {
+            unreachable!()
+        };
+        assert!(user_changed(None, &applied));
+        fn map(k: &str, v: &str) -> Option<std::collections::BTreeMap<String, String>> {
+            Some([(k.to_string(), v.to_string())].into())
+        }
+        const RECORD: &str = super::super::verified_secret::VERIFIED_SECRET_ANNOTATION;
+        // (change to the applied user) → written
+        type Change = fn(&mut TechnicalUser);
+        let table: [(&str, Change, bool); 5] = [
+            ("nothing", |_| {}, false),
+            ("disabled", |u| u.spec.disabled = true, true),
+            ("labels", |u| u.metadata.labels = map("a", "b"), true),
+            (
+                "the record",
+                |u| u.metadata.annotations = map(RECORD, "rv"),
+                true,
+            ),
+            // Others' annotations are not the operator's.
+            (
+                "another annotation",
+                |u| u.metadata.annotations = map("x", "y"),
+                false,
+            ),
+        ];
+        for (what, change, written) in table {
+            let mut desired = (*applied).clone();
+            change(&mut desired);
+            assert_eq!(user_changed(Some(&applied), &desired), written, "{what}");
+        }
+    }
+
+    #[test]
+    fn the_requeue_is_the_earliest_wake_up_ahead_and_at_most_the_settled_one() {
+        let in_ = |secs: i64| now() + k8s_openapi::jiff::SignedDuration::from_secs(secs);
+        let extra = Duration::from_millis(100);
+        let base = WakeUps {
+            settled: Duration::from_secs(3600),
+            ..WakeUps::default()
+        };
+        // (wake-ups) → requeue
+        let table = [
+            (base.clone(), Duration::from_secs(3600)),
+            (
+                WakeUps {
+                    poll: Some(Duration::from_secs(2)),
+                    ..base.clone()
+                },
+                Duration::from_secs(2) + extra,
+            ),
+            (
+                WakeUps {
+                    idle_at: Some(in_(60)),
+                    ..base.clone()
+                },
+                Duration::from_secs(60) + extra,
+            ),
+            // A held token's idleness wakes nothing up.
+            (
+                WakeUps {
+                    idle_at: Some(in_(60)),
+                    held: true,
+                    ..base.clone()
+                },
+                Duration::from_secs(3600),
+            ),
+            (
+                WakeUps {
+                    expiring_in: Some(Duration::from_secs(30)),
+                    ..base.clone()
+                },
+                Duration::from_secs(30) + extra,
+            ),
+            (
+                WakeUps {
+                    renewal: Some(in_(90)),
+                    overlap_end: Some(in_(40)),
+                    ..base.clone()
+                },
+                Duration::from_secs(40) + extra,
+            ),
+            // Moments already past wake nothing up.
+            (
+                WakeUps {
+                    renewal: Some(in_(-5)),
+                    ..base.clone()
+                },
+                Duration::from_secs(3600),
+            ),
+            (
+                WakeUps {
+                    settled: Duration::from_secs(10),
+                    idle_at: Some(in_(60)),
+                    ..base.clone()
+                },
+                Duration::from_secs(10),
+            ),
+        ];
+        for (wake_ups, expected) in table {
+            assert_eq!(requeue(&wake_ups, now()), expected, "{wake_ups:?}");
+        }
     }
 }

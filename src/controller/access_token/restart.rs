@@ -103,6 +103,38 @@ pub fn daemonset_rollout(set: &DaemonSet) -> Rollout {
     }
 }
 
+/// What a reconcile does about the restart targets of the token in the Secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// A token they were not restarted for yet: restart them, then judge their rollouts.
+    Restart,
+    /// Judge their rollouts again.
+    Judge,
+    /// Nothing: the verdict for this token is final (all rolled out or stuck, or missing once
+    /// the previous token is gone).
+    Done,
+}
+
+/// The next step for targets last restarted for `restarted_for`, whose TargetsRolledOut
+/// condition says `prior`, now that the Secret holds `token_id`; `overlap_over` once no
+/// previous credential is left.
+pub fn next(
+    restarted_for: Option<&str>,
+    token_id: &str,
+    prior: Option<&str>,
+    overlap_over: bool,
+) -> Next {
+    if restarted_for != Some(token_id) {
+        return Next::Restart;
+    }
+    let final_ = match prior {
+        Some("RolloutComplete" | "RolloutStuck") => true,
+        Some("RestartTargetMissing") => overlap_over,
+        _ => false,
+    };
+    if final_ { Next::Done } else { Next::Judge }
+}
+
 /// The TargetsRolledOut condition and what follows from it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
@@ -162,6 +194,28 @@ pub fn judge(results: &[(RestartTarget, Rollout)], overlap_over: bool) -> Verdic
     verdict(false, Reason::RolloutInProgress, message, true)
 }
 
+/// Restarts every target for the token rotated in at `rotated_at`, stamped with that time in
+/// whole seconds, as status and the TechnicalUser store times: the stamp after a crash (read
+/// back from there) is the same, so it starts no second rollout.
+pub async fn restart_all(
+    client: &Client,
+    namespace: &str,
+    targets: &[RestartTarget],
+    rotated_at: k8s_openapi::jiff::Timestamp,
+) -> Result<()> {
+    let stamp = k8s_openapi::jiff::Timestamp::from_second(rotated_at.as_second())
+        .unwrap_or(rotated_at)
+        .to_string();
+    for target in targets {
+        restart(client, namespace, target, &stamp).await?;
+    }
+    tracing::info!(
+        targets = targets.len(),
+        "restart targets restarted after a rotation"
+    );
+    Ok(())
+}
+
 /// Restarts `target` with `stamp` as its restart annotation (the same value twice is no
 /// second rollout); `false` if it does not exist.
 pub async fn restart(
@@ -219,6 +273,33 @@ mod tests {
     use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStatus};
 
     use super::*;
+
+    #[test]
+    fn targets_are_restarted_once_per_token_and_judged_until_the_verdict_is_final() {
+        // (restarted for, prior reason, overlap over) → next, for token "new"
+        let table = [
+            (None, None, false, Next::Restart),
+            (Some("old"), Some("RolloutComplete"), false, Next::Restart),
+            (Some("new"), None, false, Next::Judge),
+            (Some("new"), Some("RolloutInProgress"), false, Next::Judge),
+            (Some("new"), Some("RolloutComplete"), false, Next::Done),
+            (Some("new"), Some("RolloutStuck"), false, Next::Done),
+            (
+                Some("new"),
+                Some("RestartTargetMissing"),
+                false,
+                Next::Judge,
+            ),
+            (Some("new"), Some("RestartTargetMissing"), true, Next::Done),
+        ];
+        for (restarted_for, prior, overlap_over, expected) in table {
+            assert_eq!(
+                next(restarted_for, "new", prior, overlap_over),
+                expected,
+                "{restarted_for:?} {prior:?} {overlap_over}"
+            );
+        }
+    }
 
     fn deployment(generation: i64, replicas: i32, status: DeploymentStatus) -> Deployment {
         let mut d = Deployment {
