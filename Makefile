@@ -119,7 +119,7 @@ crds:
 	$(CARGO) run --quiet -- crd > crds/access-token-operator.yaml
 	cp crds/access-token-operator.yaml charts/access-token-operator/files/crds.yaml
 
-## browser: Debian's chromium and chromium-driver, for the console's browser tests (tests/integration/console.rs)
+## browser: Debian's chromium and chromium-driver, for the console's browser tests (tests/integration/console/web_console.rs)
 browser:
 	hack/ensure-packages.sh chromium chromium-driver
 

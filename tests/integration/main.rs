@@ -6,34 +6,20 @@
 //! plane and one build; each test works in a namespace and cluster-scoped names of its own,
 //! with an operator process watching only that namespace. Tests that need a cluster-wide
 //! operator live in `tests/cluster_wide`; cargo runs test binaries one at a time.
+//!
+//! The folders are named after the sections of the product contract (DESIGN.md) whose
+//! behaviour their tests prove; `control_plane` proves the test bench itself is real.
 
 #[path = "../support/mod.rs"]
 mod support;
 
-mod access_tokens;
-mod argocd_health;
-mod authenticating_proxy;
-mod bad_manifests;
-mod browser;
+mod api;
+mod authorization;
+mod behaviour;
 mod console;
 mod control_plane;
-mod crash_safety;
-mod edge_cases;
-mod hostile_authz;
-mod hostile_controller;
-mod hostile_partition;
-mod hostile_verifier;
-mod impersonation_roles;
-mod leader;
-mod leaks;
 mod lifecycle;
-mod observability;
-mod padding;
-mod plugin;
-mod plugin_create;
-mod plugin_flags;
-mod rbac;
-mod secret_kubeconfig;
-mod verified_record;
+mod never;
+mod operations;
+mod proxy;
 mod verifier;
-mod verifier_server;

@@ -8,7 +8,7 @@ use serde_json::json;
 use access_token_operator::token::Token;
 
 use crate::{
-    access_tokens::plant_same_id_token,
+    behaviour::access_tokens::plant_same_id_token,
     support::{Operator, Tenant, eventually},
 };
 

@@ -438,7 +438,7 @@ async fn credentials(tenant: &Tenant, name: &str) -> Vec<access_token_operator::
 
 #[tokio::test]
 async fn a_manual_rotation_keeps_the_previous_token_working_for_the_overlap_and_not_after() {
-    use crate::{support::VerifierProcess, verifier::whoami};
+    use crate::{support::VerifierProcess, verifier::webhook::whoami};
     let tenant = Tenant::new("rotate").await;
     let _operator = Operator::start(&tenant.namespace).await;
     let _verifier = VerifierProcess::start(&tenant.namespace).await;

@@ -5,7 +5,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-const SCRIPT: &str = include_str!("../../deploy/argocd/health.lua");
+const SCRIPT: &str = include_str!("../../../deploy/argocd/health.lua");
 const ARGOCD_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/argocd");
 
 /// What the script returned: Argo CD's health status and message.

@@ -102,10 +102,10 @@ async fn a_controller_only_process_serves_probes_and_metrics_without_token_value
     );
 
     // Every metric the README and the Grafana dashboard name is one this process serves.
-    // (The proxy's families are the proxy's: tests/integration/authenticating_proxy.rs.)
+    // (The proxy's families are the proxy's: tests/integration/proxy/authenticating_proxy.rs.)
     let docs = [
         METRICS_PAGE,
-        include_str!("../../deploy/grafana/access-token-operator.json"),
+        include_str!("../../../deploy/grafana/access-token-operator.json"),
     ];
     // Labelled by the failing step, reconcile_failures has no series before a first failure.
     let first_series_on_event = ["access_token_operator_reconcile_failures_total"];

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use kube::config::{Kubeconfig, NamedContext};
 
 use crate::{
-    plugin::{kubectl_atk, kubectl_atk_with, kubectl_with_plugin, ok},
+    console::plugin::{kubectl_atk, kubectl_atk_with, kubectl_with_plugin, ok},
     support::{
         LoopbackVerifier, Operator, Tenant, editor, eventually, free_port, grant_scope_admin,
         operator_kubeconfig, test_logs_dir, text, unique_name,

@@ -21,7 +21,7 @@ use crate::{
         Operator, Tenant, VerifierProcess, api_server_url, eventually, forged_token, secret_text,
         series_value, token_review,
     },
-    verifier::whoami,
+    verifier::webhook::whoami,
 };
 
 /// Concurrent forging clients.

@@ -13,7 +13,7 @@ use serde_json::json;
 use access_token_operator::api::{AccessToken, Phase};
 
 use crate::{
-    argocd_health::health,
+    operations::argocd_health::health,
     support::{
         LoopbackVerifier, Operator, Run, Tenant, VerifierProcess, kubeconfig_with_token, kubectl,
         operator_kubeconfig, service_account_token, test_logs_dir, text,

@@ -11,7 +11,7 @@ use access_token_operator::{
 };
 
 use crate::{
-    plugin::{kubectl_atk, ok},
+    console::plugin::{kubectl_atk, ok},
     support::{LoopbackVerifier, Operator, Tenant, eventually, operator_kubeconfig, text},
 };
 

@@ -24,7 +24,7 @@ use crate::{
         DEADLINE, Operator, Tenant, VerifierProcess, VerifierSetup, cluster_env, eventually,
         unique_name, within,
     },
-    verifier::whoami,
+    verifier::webhook::whoami,
 };
 
 /// A scratch directory under target/test-logs.

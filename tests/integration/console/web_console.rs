@@ -17,7 +17,7 @@ use tokio::io::AsyncBufReadExt as _;
 use access_token_operator::api::{AccessToken, Group, Organization, Phase};
 
 use crate::{
-    browser::Browser,
+    console::browser::Browser,
     support::{
         LoopbackVerifier, Operator, Tenant, bind_edit, eventually, grant_on_scope,
         operator_kubeconfig, test_logs_dir, test_namespace, unique_name,
