@@ -1387,4 +1387,95 @@ mod tests {
             assert_eq!(requeue(&wake_ups, now()), expected, "{wake_ups:?}");
         }
     }
+
+    fn hours(h: i64) -> Timestamp {
+        now() + k8s_openapi::jiff::SignedDuration::from_hours(h)
+    }
+
+    fn capped(expires_at: Timestamp, capped_from: Option<Timestamp>) -> PolicyExpiry {
+        PolicyExpiry {
+            expires_at,
+            capped_from,
+        }
+    }
+
+    #[test]
+    fn a_token_never_issued_that_asks_more_than_the_policy_is_refused_and_an_issued_one_capped() {
+        let issued = AccessTokenStatus {
+            token_id: Some("id1".into()),
+            ..AccessTokenStatus::default()
+        };
+        let new = AccessTokenStatus::default();
+        // (status, policy expiry) → expiry or refusal
+        assert_eq!(
+            within_policy(&new, capped(hours(1), None)).ok(),
+            Some(hours(1))
+        );
+        assert!(matches!(
+            within_policy(&new, capped(hours(1), Some(hours(9)))),
+            Err(InvalidLifetime::PolicyViolation { .. })
+        ));
+        assert_eq!(
+            within_policy(&issued, capped(hours(1), Some(hours(9)))).ok(),
+            Some(hours(1))
+        );
+    }
+
+    #[test]
+    fn an_issued_tokens_expiry_moved_earlier_by_its_scopes_policy_is_reported_once() {
+        let status = |token_id: Option<&str>, reported: i64| AccessTokenStatus {
+            token_id: token_id.map(Into::into),
+            expires_at: Some(Time(hours(reported))),
+            ..AccessTokenStatus::default()
+        };
+        let asks_lifetime = AccessTokenSpec {
+            lifetime: Some("10h".into()),
+            ..AccessTokenSpec::default()
+        };
+        let asks_nothing = AccessTokenSpec::default();
+        // (spec, status, policy expiry) → (reported, new)
+        let table = [
+            // The cap moved it earlier.
+            (
+                &asks_lifetime,
+                status(Some("id1"), 10),
+                capped(hours(5), Some(hours(10))),
+                Some((hours(10), hours(5))),
+            ),
+            // The spec itself asks for less: no policy at work.
+            (
+                &asks_lifetime,
+                status(Some("id1"), 10),
+                capped(hours(5), None),
+                None,
+            ),
+            // A spec asking for nothing follows the policy's default lifetime.
+            (
+                &asks_nothing,
+                status(Some("id1"), 10),
+                capped(hours(5), None),
+                Some((hours(10), hours(5))),
+            ),
+            // Not earlier, or never issued: nothing to report.
+            (
+                &asks_nothing,
+                status(Some("id1"), 5),
+                capped(hours(5), None),
+                None,
+            ),
+            (
+                &asks_lifetime,
+                status(None, 10),
+                capped(hours(5), Some(hours(10))),
+                None,
+            ),
+        ];
+        for (spec, status, expiry, expected) in table {
+            assert_eq!(
+                shortened(spec, &status, expiry),
+                expected,
+                "{spec:?} {expiry:?}"
+            );
+        }
+    }
 }
