@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 mod support;
 
 use support::{
-    Launch, apply_crds, create_all, create_namespace, free_port, poll_every, proxy_kubeconfig,
+    Launch, bench_client, create_all, create_namespace, free_port, poll_every, proxy_kubeconfig,
     tls_verifier_on, write_benchmarks_section,
 };
 
@@ -62,14 +62,9 @@ impl Paths {
 
 #[tokio::main]
 async fn main() {
-    // `cargo test --benches` runs this in test mode without `--bench`: nothing to do then.
-    if !std::env::args().any(|a| a == "--bench") {
+    let Some(client) = bench_client().await else {
         return;
-    }
-    let client = Client::try_default()
-        .await
-        .expect("KUBECONFIG points at the local control plane");
-    apply_crds(&client).await;
+    };
     let token = issue_token(&client).await;
     let binary = env!("CARGO_BIN_EXE_access-token-operator");
     let webhook_port: u16 = env("ATO_VERIFIER_PORT").parse().unwrap();

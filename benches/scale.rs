@@ -26,7 +26,7 @@ use serde_json::json;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use support::{Launch, apply_crds, create_namespace, free_port, tls_verifier_on};
+use support::{Launch, bench_client, create_namespace, free_port, tls_verifier_on};
 
 use access_token_operator::{
     api::{AccessToken, Organization, Phase, TechnicalUser},
@@ -46,19 +46,14 @@ const UNRELATED_NS: &str = "scale-unrelated";
 
 #[tokio::main]
 async fn main() {
-    // `cargo test --benches` runs this in test mode without `--bench`: nothing to do then.
-    if !std::env::args().any(|a| a == "--bench") {
+    let Some(client) = bench_client().await else {
         return;
-    }
+    };
     let n: usize = std::env::var("BENCH_SCALE_TOKENS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000);
     let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let client = Client::try_default()
-        .await
-        .expect("KUBECONFIG points at the local control plane");
-    apply_crds(&client).await;
     for ns in [TOKENS_NS, FLOOR_NS, WRITE_SET_NS, PEER_NS, UNRELATED_NS] {
         create_namespace(&client, ns).await;
     }

@@ -15,7 +15,7 @@ use k8s_openapi::api::{
     core::v1::{Secret, ServiceAccount},
 };
 use kube::{
-    Api, Client,
+    Api,
     api::{ObjectMeta, Patch, PatchParams, PostParams},
 };
 use serde_json::{Value, json};
@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use support::{Launch, apply_crds, create_namespace, free_port, poll_every, tls_verifier_on};
+use support::{Launch, bench_client, create_namespace, free_port, poll_every, tls_verifier_on};
 
 use access_token_operator::{
     api::{AccessToken, Organization},
@@ -47,14 +47,9 @@ const FLOOD_WARMUP_MISSES: u64 = 2 * FLOOD_CLIENTS as u64;
 
 #[tokio::main]
 async fn main() {
-    // `cargo test --benches` runs this in test mode without `--bench`: nothing to do then.
-    if !std::env::args().any(|a| a == "--bench") {
+    let Some(client) = bench_client().await else {
         return;
-    }
-    let client = Client::try_default()
-        .await
-        .expect("KUBECONFIG points at the local control plane");
-    apply_crds(&client).await;
+    };
     let namespace = "bench";
     create_namespace(&client, namespace).await;
     let org: Organization = serde_json::from_value(json!({

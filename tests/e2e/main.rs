@@ -149,11 +149,8 @@ async fn install_serve_fail_over_uninstall(installer: Installer) {
     // token (the second was asked for while the leadership moved), and the first token's
     // Secret untouched by the new leader.
     let users: BTreeSet<String> = tenant
-        .users()
-        .list(&ListParams::default())
+        .list_users()
         .await
-        .unwrap()
-        .items
         .iter()
         .map(|u| u.name_any())
         .collect();

@@ -17,3 +17,16 @@ pub fn write_benchmarks_section(name: &str, report: &str) {
     };
     std::fs::write(path, updated).expect("BENCHMARKS.md is writable");
 }
+
+/// The control plane's client with the CRDs installed, when this bench binary runs as a
+/// bench. `cargo test --benches` runs it in test mode, without `--bench`: None, nothing to do.
+pub async fn bench_client() -> Option<kube::Client> {
+    if !std::env::args().any(|a| a == "--bench") {
+        return None;
+    }
+    let client = kube::Client::try_default()
+        .await
+        .expect("KUBECONFIG points at the local control plane");
+    super::apply_crds(&client).await;
+    Some(client)
+}

@@ -3,7 +3,7 @@
 //! the local control plane and the one CRD installer (`cluster`), waiting with deadlines
 //! (`wait`), the one process launcher (`process`) with the operator and verifier on top
 //! (`operator`, `verifier`), the one command runner (`kubectl`), tenants and their tokens
-//! (`tenant`), forged tokens (`forgery`), the RBAC tests grant people (`rbac`), a TCP proxy a test can cut (`proxy`), the benches' results file
+//! (`tenant`), forged tokens (`forgery`), the no-leak check (`leaks`), the RBAC tests grant people (`rbac`), a TCP proxy a test can cut (`proxy`), the benches' results file
 //! (`benchmarks`), and the documented metric names (`metrics`).
 // Each binary uses the part it needs.
 #![allow(dead_code, unused_imports)]
@@ -12,6 +12,7 @@ mod benchmarks;
 mod cluster;
 mod forgery;
 mod kubectl;
+mod leaks;
 mod metrics;
 mod operator;
 mod process;
@@ -25,6 +26,7 @@ pub use benchmarks::*;
 pub use cluster::*;
 pub use forgery::*;
 pub use kubectl::*;
+pub use leaks::*;
 pub use metrics::*;
 pub use operator::*;
 pub use process::*;

@@ -4,7 +4,7 @@
 use k8s_openapi::api::core::v1::{Event, Namespace, Secret};
 use kube::{
     Api, Client, ResourceExt,
-    api::{ListParams, Patch, PatchParams, PostParams},
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
 };
 use serde_json::{Value, json};
 
@@ -132,6 +132,23 @@ impl Tenant {
 
     pub fn secrets(&self) -> Api<Secret> {
         Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// Every TechnicalUser in the tenant's namespace.
+    pub async fn list_users(&self) -> Vec<TechnicalUser> {
+        self.users()
+            .list(&ListParams::default())
+            .await
+            .expect("TechnicalUsers list")
+            .items
+    }
+
+    /// Deletes the AccessToken `name` (a user's delete: it does not wait for it to go).
+    pub async fn delete_token(&self, name: &str) {
+        self.tokens()
+            .delete(name, &DeleteParams::default())
+            .await
+            .expect("the AccessToken is deleted");
     }
 
     /// Creates a Secret `name` in the tenant's namespace that the operator does not own (a
@@ -319,14 +336,15 @@ impl Tenant {
         .await
     }
 
+    /// Whether an Event with this reason (any type) was recorded for `object`.
+    pub async fn has_event(&self, object: &str, reason: &str) -> bool {
+        self.event_reasons(object).await.iter().any(|r| r == reason)
+    }
+
     /// Waits for an Event with this reason (any type) on an object in this namespace.
     pub async fn wait_for_event(&self, object: &str, reason: &str) {
         eventually(&format!("a {reason} Event for {object}"), || async {
-            self.event_reasons(object)
-                .await
-                .iter()
-                .any(|r| r == reason)
-                .then_some(())
+            self.has_event(object, reason).await.then_some(())
         })
         .await
     }

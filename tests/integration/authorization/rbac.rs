@@ -1,6 +1,6 @@
 //! The operator does its whole job under the ClusterRole in deploy/rbac.yaml and nothing more.
 
-use kube::{Api, api::DeleteParams};
+use kube::Api;
 use serde_json::json;
 
 use access_token_operator::api::Phase;
@@ -71,11 +71,7 @@ async fn the_operator_works_with_exactly_the_shipped_cluster_role() {
 
     tenant.patch_spec("t", json!({"revoked": true})).await;
     tenant.wait_for_phase("t", Phase::Revoked).await;
-    tenant
-        .tokens()
-        .delete("t", &DeleteParams::default())
-        .await
-        .unwrap();
+    tenant.delete_token("t").await;
     eventually("cleanup under the shipped RBAC", || async {
         let gone = tenant.tokens().get_opt("t").await.unwrap().is_none()
             && tenant.secrets().get_opt("t").await.unwrap().is_none()

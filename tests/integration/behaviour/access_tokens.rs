@@ -184,11 +184,7 @@ async fn delete_removes_the_technical_user_and_the_secret() {
         .await;
     tenant.wait_for_phase("t", Phase::Active).await;
 
-    tenant
-        .tokens()
-        .delete("t", &DeleteParams::default())
-        .await
-        .unwrap();
+    tenant.delete_token("t").await;
     eventually(
         "the AccessToken, its TechnicalUser and Secret to be gone",
         || async {

@@ -2,10 +2,7 @@
 //! when the Secret is already gone, a Group that disappears and is created again, `InvalidSpec` and
 //! `TechnicalUserConflict`.
 
-use kube::{
-    Api, ResourceExt,
-    api::{DeleteParams, PostParams},
-};
+use kube::{Api, ResourceExt, api::PostParams};
 use serde_json::json;
 
 use access_token_operator::api::{Group, Phase, TechnicalUser};
@@ -73,11 +70,7 @@ async fn the_finalizer_completes_when_the_secret_is_already_gone() {
     // finalizer meets a token whose Secret no longer exists.
     operator.kill().await;
     delete_and_wait_gone(&tenant.secrets(), "t").await;
-    tenant
-        .tokens()
-        .delete("t", &DeleteParams::default())
-        .await
-        .unwrap();
+    tenant.delete_token("t").await;
     assert!(
         tenant
             .tokens()

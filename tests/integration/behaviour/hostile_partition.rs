@@ -3,6 +3,8 @@
 //! from stale caches. Each partitioned process reaches the API server through a loopback
 //! proxy that the test cuts; everything else keeps talking to the API server directly.
 
+use std::path::PathBuf;
+
 use k8s_openapi::{api::coordination::v1::Lease, jiff::Timestamp};
 use kube::Api;
 use serde_json::{Value, json};
@@ -14,44 +16,43 @@ use crate::support::{
     operator_kubeconfig, unique_name,
 };
 
-#[tokio::test]
-async fn a_leader_cut_off_from_the_api_server_exits_before_a_standby_takes_over() {
-    let tenant = Tenant::new("partition-leader").await;
-    let ns = tenant.namespace.clone();
-    let lease = unique_name("partition-leader");
-    // 20 s lease, 14 s renew deadline: the leader must be gone 6 s before the Lease lapses.
-    // (Long enough that a busy machine stalling the leader for seconds before the cut does
-    // not make it miss its deadline early: audit F1.)
-    let args = |id| {
-        [
-            "--leader-elect",
-            "--leader-election-namespace",
-            OPERATOR_ACCOUNT.0,
-            "--leader-election-lease-name",
-            &lease,
-            "--lease-duration-seconds",
-            "20",
-            "--renew-deadline-seconds",
-            "14",
-            "--instance",
-            id,
-        ]
-    };
-    let proxy = Proxy::to_api_server().await;
-    let through_proxy = proxy.kubeconfig(&operator_kubeconfig().await, &format!("{ns}-leader"));
-    let mut leader = Operator::builder(&ns)
+/// The flags of replica `id` electing its leader on the Lease `lease`, with `timing`.
+fn lease_args<'a>(lease: &'a str, id: &'a str, timing: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "--leader-elect",
+        "--leader-election-namespace",
+        OPERATOR_ACCOUNT.0,
+        "--leader-election-lease-name",
+        lease,
+        "--instance",
+        id,
+    ];
+    args.extend_from_slice(timing);
+    args
+}
+
+/// Starts the replica `{ns}-leader` (through `leader_through`, a kubeconfig, when given), waits
+/// until it leads, then starts `{ns}-standby` and waits until it waits for leadership.
+async fn leader_and_standby(
+    ns: &str,
+    leader_args: &[&str],
+    standby_args: &[&str],
+    leader_through: Option<PathBuf>,
+) -> (Operator, Operator) {
+    let mut leader = Operator::builder(ns)
         .log_name(&format!("{ns}-leader"))
-        .args(&args("leader"))
-        .through(through_proxy)
-        .start()
-        .await;
-    eventually("the replica behind the proxy to lead", || async {
+        .args(leader_args);
+    if let Some(kubeconfig) = leader_through {
+        leader = leader.through(kubeconfig);
+    }
+    let leader = leader.start().await;
+    eventually("the first replica to lead", || async {
         leader.logs().contains("acquired leadership").then_some(())
     })
     .await;
-    let standby = Operator::builder(&ns)
+    let standby = Operator::builder(ns)
         .log_name(&format!("{ns}-standby"))
-        .args(&args("standby"))
+        .args(standby_args)
         .start()
         .await;
     eventually("the standby to wait", || async {
@@ -61,6 +62,33 @@ async fn a_leader_cut_off_from_the_api_server_exits_before_a_standby_takes_over(
             .then_some(())
     })
     .await;
+    (leader, standby)
+}
+
+#[tokio::test]
+async fn a_leader_cut_off_from_the_api_server_exits_before_a_standby_takes_over() {
+    let tenant = Tenant::new("partition-leader").await;
+    let ns = tenant.namespace.clone();
+    let lease = unique_name("partition-leader");
+    // 20 s lease, 14 s renew deadline: the leader must be gone 6 s before the Lease lapses.
+    // (Long enough that a busy machine stalling the leader for seconds before the cut does
+    // not make it miss its deadline early: audit F1.)
+    let args = |id| {
+        lease_args(
+            &lease,
+            id,
+            &[
+                "--lease-duration-seconds",
+                "20",
+                "--renew-deadline-seconds",
+                "14",
+            ],
+        )
+    };
+    let proxy = Proxy::to_api_server().await;
+    let through_proxy = proxy.kubeconfig(&operator_kubeconfig().await, &format!("{ns}-leader"));
+    let (mut leader, standby) =
+        leader_and_standby(&ns, &args("leader"), &args("standby"), Some(through_proxy)).await;
     tenant
         .create_token("before", json!({"organization": tenant.organization}))
         .await;
@@ -183,40 +211,9 @@ async fn a_leader_that_stops_cleanly_hands_the_lease_over_at_once() {
     let lease = unique_name("handover");
     // A Lease far longer than any wait in this test: a standby that takes over within the
     // test's deadline can only have done so because the leader released the Lease.
-    let args = |id| {
-        [
-            "--leader-elect",
-            "--leader-election-namespace",
-            OPERATOR_ACCOUNT.0,
-            "--leader-election-lease-name",
-            &lease,
-            "--lease-duration-seconds",
-            "600",
-            "--instance",
-            id,
-        ]
-    };
-    let mut leader = Operator::builder(&ns)
-        .log_name(&format!("{ns}-leader"))
-        .args(&args("leader"))
-        .start()
-        .await;
-    eventually("the first replica to lead", || async {
-        leader.logs().contains("acquired leadership").then_some(())
-    })
-    .await;
-    let standby = Operator::builder(&ns)
-        .log_name(&format!("{ns}-standby"))
-        .args(&args("standby"))
-        .start()
-        .await;
-    eventually("the standby to wait", || async {
-        standby
-            .logs()
-            .contains("waiting for leadership")
-            .then_some(())
-    })
-    .await;
+    let args = |id| lease_args(&lease, id, &["--lease-duration-seconds", "600"]);
+    let (mut leader, standby) =
+        leader_and_standby(&ns, &args("leader"), &args("standby"), None).await;
 
     let status = leader.terminate().await;
     assert!(status.success(), "a clean shutdown exits 0: {status}");

@@ -372,11 +372,8 @@ async fn log_in(browser: &Browser, console: &Console) {
     );
 }
 
-#[tokio::test]
-async fn an_organization_admin_manages_tokens_in_the_browser() {
-    let tenant = Tenant::new("console-org").await;
-    let _operator = Operator::start(&tenant.namespace).await;
-    let second = furnish(&tenant, "ACME Corp").await;
+/// A new person, Olivia, admin of the tenant's organization, who may edit in its namespace.
+async fn organization_admin(tenant: &Tenant) -> String {
     let olivia = unique_name("olivia");
     grant_on_scope(
         &olivia,
@@ -386,6 +383,22 @@ async fn an_organization_admin_manages_tokens_in_the_browser() {
     )
     .await;
     bind_edit(&olivia, &tenant.namespace).await;
+    olivia
+}
+
+/// Follows the start page's link to a scope's page (`path`) and waits for the row of `token`
+/// (`namespace/name`) in its table.
+async fn open_scope(browser: &Browser, path: &str, token: &str) {
+    browser.click(&format!("a[href='{path}']")).await;
+    browser.wait_for(&format!("tr[data-token='{token}']")).await;
+}
+
+#[tokio::test]
+async fn an_organization_admin_manages_tokens_in_the_browser() {
+    let tenant = Tenant::new("console-org").await;
+    let _operator = Operator::start(&tenant.namespace).await;
+    let second = furnish(&tenant, "ACME Corp").await;
+    let olivia = organization_admin(&tenant).await;
     bind_edit(&olivia, &second).await;
     let org = json!({"organization": tenant.organization});
     tenant.issue("ci-deployer", org.clone()).await;
@@ -408,15 +421,12 @@ async fn an_organization_admin_manages_tokens_in_the_browser() {
     log_in(&browser, &console).await;
     let start = browser.wait_for_text("main", "ACME Corp").await;
     assert!(start.contains("Organizations"), "{start}");
-    browser
-        .click(&format!("a[href='/organizations/{}']", tenant.organization))
-        .await;
-    browser
-        .wait_for(&format!(
-            "tr[data-token='{}/nightly-backup']",
-            tenant.namespace
-        ))
-        .await;
+    open_scope(
+        &browser,
+        &format!("/organizations/{}", tenant.organization),
+        &format!("{}/nightly-backup", tenant.namespace),
+    )
+    .await;
     let page = browser.text("main").await;
     for label in [
         "ACME Corp",
@@ -491,15 +501,12 @@ async fn a_group_admin_manages_the_groups_tokens_and_not_the_organizations() {
     let console = Console::start(&gina, &tenant.namespace).await;
     let browser = Browser::start(&gina).await;
     log_in(&browser, &console).await;
-    browser
-        .click(&format!("a[href='/groups/{}']", tenant.group))
-        .await;
-    browser
-        .wait_for(&format!(
-            "tr[data-token='{}/platform-ci']",
-            tenant.namespace
-        ))
-        .await;
+    open_scope(
+        &browser,
+        &format!("/groups/{}", tenant.group),
+        &format!("{}/platform-ci", tenant.namespace),
+    )
+    .await;
     let page = browser.text("main").await;
     assert!(
         page.contains("Platform team") && page.contains("Group User") && !page.contains("org-wide"),
@@ -623,15 +630,7 @@ async fn logged_in(user: &str, namespace: &str) -> (Console, String) {
 #[tokio::test]
 async fn requests_without_the_key_from_another_origin_or_for_another_host_are_refused() {
     let tenant = Tenant::new("console-sec").await;
-    let olivia = unique_name("olivia");
-    grant_on_scope(
-        &olivia,
-        "organizations",
-        &tenant.organization,
-        &["admin", "get"],
-    )
-    .await;
-    bind_edit(&olivia, &tenant.namespace).await;
+    let olivia = organization_admin(&tenant).await;
     tenant
         .create_token("kept", json!({"organization": tenant.organization}))
         .await;

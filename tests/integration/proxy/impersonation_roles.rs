@@ -119,11 +119,7 @@ async fn the_proxy_may_impersonate_the_live_tokens_and_nothing_else() {
     }
 
     // A deleted token stops being impersonable.
-    tenant
-        .tokens()
-        .delete("t", &DeleteParams::default())
-        .await
-        .unwrap();
+    tenant.delete_token("t").await;
     eventually(
         "the deleted token's user to stop being impersonable",
         || async { (!proxy_can_impersonate(&proxy, &user).await).then_some(()) },
