@@ -4,7 +4,8 @@
 //! default cost on 2 threads), and against kube-controller-manager's legacy ServiceAccount
 //! token controller filling N `kubernetes.io/service-account-token` Secrets; then the
 //! operator's CPU time and RSS after N tokens, after 10,000 unrelated Secrets and after a
-//! restart, and the verifier's RSS with N tokens indexed. Needs the local control plane (the
+//! restart, the Organization's status writes while issuing, and the verifier's RSS with N
+//! tokens indexed. Needs the local control plane (the
 //! make target starts it) and writes its results into BENCHMARKS.md.
 
 use std::{
@@ -96,9 +97,11 @@ async fn main() {
     let _ = quiescent(pid, Duration::from_secs(30)).await;
     let idle = Sample::of(pid);
     let issuing_cpu_before = cpu_seconds(pid);
+    let scope_writes = ScopeWrites::count(&client).await;
     let issue = issue_tokens(&client, n).await;
     // Let the status writes that follow the last Active settle before reading the figures.
     let _ = quiescent(pid, Duration::from_secs(30)).await;
+    let scope_writes = scope_writes.stop();
     let after_issue = Sample::of(pid);
     let issuing_cpu = after_issue.cpu - issuing_cpu_before;
 
@@ -140,6 +143,7 @@ async fn main() {
         write_set,
         peer,
         issue,
+        scope_writes,
         issuing_cpu,
         idle,
         after_issue,
@@ -408,6 +412,49 @@ where
     }
 }
 
+/// Counts the writes of the bench's Organization from `count` to `stop`: while its tokens are
+/// issued nothing else changes it, so each is one of the operator's status writes.
+struct ScopeWrites {
+    writes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    watch: tokio::task::JoinHandle<()>,
+}
+
+impl ScopeWrites {
+    /// Starts counting once the watch has listed the Organization.
+    async fn count(client: &Client) -> Self {
+        use kube::runtime::watcher;
+        let orgs: Api<Organization> = Api::all(client.clone());
+        let config = watcher::Config::default().fields(&format!("metadata.name={ORG}"));
+        let writes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (listed, on_listed) = tokio::sync::oneshot::channel();
+        let counted = writes.clone();
+        let watch = tokio::spawn(async move {
+            let mut events = std::pin::pin!(watcher(orgs, config));
+            let mut listed = Some(listed);
+            while let Some(event) = events.next().await {
+                match event {
+                    Ok(watcher::Event::InitDone) => {
+                        if let Some(listed) = listed.take() {
+                            let _ = listed.send(());
+                        }
+                    }
+                    Ok(watcher::Event::Apply(_)) if listed.is_none() => {
+                        counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    _ => {}
+                }
+            }
+        });
+        on_listed.await.expect("the Organization watch lists");
+        Self { writes, watch }
+    }
+
+    fn stop(self) -> usize {
+        self.watch.abort();
+        self.writes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// Creates N AccessTokens from CLIENTS parallel writers; the time until all are Active.
 async fn issue_tokens(client: &Client, n: usize) -> Duration {
     let tokens: Api<AccessToken> = Api::namespaced(client.clone(), TOKENS_NS);
@@ -599,6 +646,7 @@ struct Report {
     write_set: Duration,
     peer: Duration,
     issue: Duration,
+    scope_writes: usize,
     issuing_cpu: f64,
     idle: Sample,
     after_issue: Sample,
@@ -661,6 +709,12 @@ impl Report {
             "| peer: kube-controller-manager fills {n} legacy ServiceAccount token Secrets | {} | {:.2} |\n",
             s(self.peer),
             ratio(self.peer)
+        );
+        out += &format!(
+            "\nThe Organization's status was written {} times while its {n} tokens were issued \
+             and settled ({:.1} per second of the burst; the count throttle allows 1).\n",
+            self.scope_writes,
+            self.scope_writes as f64 / self.issue.as_secs_f64()
         );
         out += "\n| operator process | CPU | RSS | peak RSS |\n|---|---|---|---|\n";
         out += &format!(

@@ -173,7 +173,7 @@ pub struct ScopeStatus {
     #[serde(default)]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
-    /// How many AccessTokens scoped directly to this object are in each phase.
+    /// How many AccessTokens scoped directly to this object are in each phase. A change of the counts alone is written at most once a second.
     #[serde(default)]
     pub tokens: TokenCounts,
 }

@@ -307,7 +307,7 @@ fn token_controller(
         .with_config(
             kube::runtime::controller::Config::default().concurrency(config.reconcile_concurrency),
         )
-        .trigger_backoff(WatchBackoff::default())
+        .trigger_backoff(watch_backoff())
         .owns_stream(filtered_watch(watcher(users, managed.clone()), {
             let own_writes = own_writes.clone();
             move |event| own_writes.triggers(event)
@@ -598,40 +598,18 @@ fn log_result<T, Q>(
     }
 }
 
-/// Backoff of a controller's watches after an error: 0.5 s doubling to at most 5 s, reset by
-/// the next delivery. A controller's watches share one backoff (kube-runtime merges them),
-/// so with kube's default (up to 30 s plus jitter, and a 410 after an API server restart
-/// counting as one more error) a controller could sit out a minute after a short outage.
-#[derive(Clone, Copy, Debug)]
-struct WatchBackoff {
-    next: Duration,
-}
-
-impl WatchBackoff {
-    const FIRST: Duration = Duration::from_millis(500);
-    const MAX: Duration = Duration::from_secs(5);
-}
-
-impl Default for WatchBackoff {
-    fn default() -> Self {
-        Self { next: Self::FIRST }
-    }
-}
-
-impl Iterator for WatchBackoff {
-    type Item = Duration;
-
-    fn next(&mut self) -> Option<Duration> {
-        let wait = self.next;
-        self.next = (wait * 2).min(Self::MAX);
-        Some(wait)
-    }
-}
-
-impl kube::runtime::utils::Backoff for WatchBackoff {
-    fn reset(&mut self) {
-        self.next = Self::FIRST;
-    }
+/// Backoff of a controller's watches after an error: 0.5 s doubling to at most 5 s, no
+/// jitter, reset by the next delivery. A controller's watches share one backoff (kube-runtime
+/// merges them), so with kube's default (up to 30 s plus jitter, and a 410 after an API
+/// server restart counting as one more error) a controller could sit out a minute after a
+/// short outage.
+fn watch_backoff() -> watcher::ExponentialBackoff {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(5))
+        .with_factor(2.0)
+        .without_max_times()
+        .into()
 }
 
 /// Exponential backoff for an object's consecutive failures: 1s, 2s, 4s ... capped at 256 s.
@@ -741,7 +719,7 @@ mod tests {
     #[test]
     fn watch_backoff_doubles_to_five_seconds_and_resets() {
         use kube::runtime::utils::Backoff;
-        let mut backoff = WatchBackoff::default();
+        let mut backoff = watch_backoff();
         let waits: Vec<_> = backoff.by_ref().take(6).collect();
         assert_eq!(waits[0], Duration::from_millis(500));
         assert_eq!(waits[1], Duration::from_secs(1));

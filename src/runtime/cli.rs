@@ -114,6 +114,10 @@ pub struct VerifyArgs {
     /// caches: /readyz fails and TokenReviews are answered with an error (could not check).
     #[arg(long, env = "MAX_STALENESS_SECONDS", default_value_t = verifier::Config::default().max_staleness.as_secs())]
     pub max_staleness_seconds: u64,
+    /// Most status.lastUsedAt writes a second (each token is written at most once a minute;
+    /// above this rate the tokens waiting longest are written first).
+    #[arg(long, env = "LAST_USED_WRITES_PER_SECOND", default_value_t = verifier::Config::default().last_used_writes_per_second, value_parser = clap::value_parser!(u32).range(1..))]
+    pub last_used_writes_per_second: u32,
     #[command(flatten)]
     pub verify_cost: VerifyCostArgs,
 }

@@ -124,6 +124,7 @@ pub(super) fn start_verifier(
     let config = verifier::Config {
         cache_capacity: args.verify_cache_capacity,
         max_staleness: Duration::from_secs(args.max_staleness_seconds),
+        last_used_writes_per_second: args.last_used_writes_per_second,
         hash_limits: HashLimits {
             memory_kib: cost.verify_max_memory_kib,
             iterations: cost.verify_max_iterations,

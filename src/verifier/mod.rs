@@ -80,6 +80,8 @@ pub struct Config {
     pub hash_wait: Duration,
     /// How often lastUsedAt is written.
     pub last_used_interval: Duration,
+    /// Most lastUsedAt writes a second, on average over an interval.
+    pub last_used_writes_per_second: u32,
     /// Longest a watch may keep failing before the verifier stops answering from its caches.
     pub max_staleness: Duration,
     /// Largest argon2id parameters accepted in a stored PHC string.
@@ -92,6 +94,7 @@ impl Default for Config {
             cache_capacity: 100_000,
             hash_wait: Duration::from_secs(2),
             last_used_interval: Duration::from_secs(10),
+            last_used_writes_per_second: 200,
             max_staleness: Duration::from_secs(30),
             hash_limits: HashLimits::default(),
         }
@@ -156,9 +159,13 @@ impl Verifier {
         );
         let last_used = Arc::new(LastUsed::default());
         {
-            let (last_used, client, interval) =
-                (last_used.clone(), client.clone(), config.last_used_interval);
-            tokio::spawn(async move { last_used.flush_forever(client, interval).await });
+            let (last_used, client, interval, rate) = (
+                last_used.clone(),
+                client.clone(),
+                config.last_used_interval,
+                config.last_used_writes_per_second,
+            );
+            tokio::spawn(async move { last_used.flush_forever(client, interval, rate).await });
         }
         let cache =
             HashResultCache::new(config.cache_capacity).map_err(|_| crate::Error::Randomness)?;

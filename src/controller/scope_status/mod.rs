@@ -1,6 +1,10 @@
 //! Status of Organizations and Groups: a Ready condition and token counts by phase.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use futures::{StreamExt, future};
 use k8s_openapi::jiff::Timestamp;
@@ -11,7 +15,7 @@ use kube::{
 use serde::de::DeserializeOwned;
 use tracing::warn;
 
-use super::{Failures, WatchBackoff, access_token::Watched, filtered_watch, log_result, timed};
+use super::{Failures, access_token::Watched, filtered_watch, log_result, timed, watch_backoff};
 
 pub(super) mod phase_index;
 
@@ -35,6 +39,59 @@ pub struct Context {
     pub failures: Failures,
     /// Phases of the tokens, from this controller's own AccessToken watch.
     pub tokens: Arc<PhaseIndex>,
+    /// When each scope's status was last written, for the count throttle.
+    last_written: WriteTimes,
+}
+
+/// When each scope's status was last written.
+#[derive(Default)]
+struct WriteTimes(Mutex<HashMap<String, Instant>>);
+
+impl WriteTimes {
+    fn get(&self, name: &str) -> Option<Instant> {
+        self.0
+            .lock()
+            .expect("status write times")
+            .get(name)
+            .copied()
+    }
+
+    fn record(&self, name: &str, at: Instant) {
+        let mut written = self.0.lock().expect("status write times");
+        // Only writes within the interval matter: forget the rest once there are many scopes.
+        if written.len() >= FORGET_WRITES_ABOVE {
+            written.retain(|_, t| at.duration_since(*t) < COUNTS_WRITE_INTERVAL);
+        }
+        written.insert(name.to_string(), at);
+    }
+}
+
+/// The least time between two status writes of one scope that change only its token counts:
+/// a burst of token changes costs a scope one write a second, not one per token, and under
+/// constant churn it is still written every second (a throttle, not a debounce). A change of
+/// readiness is written at once.
+pub const COUNTS_WRITE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How many scopes' write times are kept before the ones outside the interval are dropped.
+const FORGET_WRITES_ABOVE: usize = 1024;
+
+/// How long a status that changes only token counts must wait before it is written: None to
+/// write it now (a readiness change, a first write, or the interval since the last is over).
+fn counts_wait(last_written: Option<Instant>, now: Instant, counts_only: bool) -> Option<Duration> {
+    if !counts_only {
+        return None;
+    }
+    let next = last_written? + COUNTS_WRITE_INTERVAL;
+    (next > now).then(|| next - now)
+}
+
+/// Whether `status` differs from `previous` in its token counts alone.
+fn counts_only(previous: Option<&ScopeStatus>, status: &ScopeStatus) -> bool {
+    previous.is_some_and(|p| {
+        p.conditions == status.conditions
+            && p.observed_generation == status.observed_generation
+            && p.tokens != status.tokens
+    })
 }
 
 /// How long a status reconcile waits for the token index's first list.
@@ -162,9 +219,10 @@ pub fn controller<K: ScopeObject>(
         client: client.clone(),
         failures: Failures::default(),
         tokens: index.clone(),
+        last_written: WriteTimes::default(),
     });
     let controller = Controller::new(Api::<K>::all(client.clone()), watcher::Config::default())
-        .trigger_backoff(WatchBackoff::default());
+        .trigger_backoff(watch_backoff());
     K::more_triggers(controller, client)
         .watches_stream(
             filtered_watch(
@@ -197,15 +255,21 @@ async fn reconcile<K: ScopeObject>(object: Arc<K>, ctx: Arc<Context>) -> Result<
         readiness,
         counts,
     );
-    let action = write_status(
-        &Api::<K>::all(ctx.client.clone()),
-        &*object,
-        object.scope_status(),
-        status,
-    )
-    .await?;
+    let previous = object.scope_status();
+    if previous == Some(&status) {
+        ctx.failures.succeeded(&*object);
+        return Ok(Action::await_change());
+    }
+    let name = object.name_any();
+    let now = Instant::now();
+    let counts_only = counts_only(previous, &status);
+    if let Some(wait) = counts_wait(ctx.last_written.get(&name), now, counts_only) {
+        return Ok(Action::requeue(wait));
+    }
+    super::apply_status(&Api::<K>::all(ctx.client.clone()), &name, &status).await?;
+    ctx.last_written.record(&name, now);
     ctx.failures.succeeded(&*object);
-    Ok(action)
+    Ok(Action::await_change())
 }
 
 /// The Ready message of a usable Group, naming the policy fields that have no effect.
@@ -252,21 +316,6 @@ fn scope_status(
     }
 }
 
-async fn write_status<K>(
-    api: &Api<K>,
-    object: &K,
-    previous: Option<&ScopeStatus>,
-    status: ScopeStatus,
-) -> Result<Action>
-where
-    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    if previous != Some(&status) {
-        super::apply_status(api, &object.name_any(), &status).await?;
-    }
-    Ok(Action::await_change())
-}
-
 /// Retries a failed scope status write with the shared exponential backoff.
 fn error_policy<K>(object: Arc<K>, error: &crate::Error, ctx: Arc<Context>) -> Action
 where
@@ -279,8 +328,87 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::phase_index::count;
-    use crate::api::{Phase, TokenCounts};
+    use std::time::{Duration, Instant};
+
+    use super::{
+        COUNTS_WRITE_INTERVAL, FORGET_WRITES_ABOVE, WriteTimes, counts_only, counts_wait,
+        phase_index::count,
+    };
+    use k8s_openapi::jiff::Timestamp;
+
+    use crate::api::{
+        ConditionType, Phase, Reason, ScopeStatus, TokenCounts, conditions::condition,
+    };
+
+    #[test]
+    fn count_changes_are_written_at_most_once_an_interval_and_readiness_at_once() {
+        let now = Instant::now();
+        let ms = Duration::from_millis;
+        // (last written, counts only) -> wait before writing
+        let table = [
+            (None, true, None),
+            (Some(now - ms(300)), false, None),
+            (Some(now - ms(300)), true, Some(ms(700))),
+            (Some(now), true, Some(COUNTS_WRITE_INTERVAL)),
+            (Some(now - COUNTS_WRITE_INTERVAL), true, None),
+            (Some(now - ms(5000)), true, None),
+        ];
+        for (last, only, wait) in table {
+            assert_eq!(counts_wait(last, now, only), wait, "{last:?} {only}");
+        }
+    }
+
+    #[test]
+    fn write_times_forget_what_is_outside_the_interval_once_there_are_many() {
+        let times = WriteTimes::default();
+        let start = Instant::now();
+        for i in 0..FORGET_WRITES_ABOVE - 1 {
+            times.record(&format!("old-{i}"), start);
+        }
+        let later = start + COUNTS_WRITE_INTERVAL;
+        times.record("recent", later - Duration::from_millis(1));
+        assert_eq!(times.get("old-0"), Some(start), "kept below the bound");
+        times.record("new", later);
+        assert_eq!(times.get("old-0"), None, "outside the interval: forgotten");
+        assert!(times.get("recent").is_some(), "inside the interval: kept");
+        assert_eq!(times.get("new"), Some(later));
+        assert_eq!(times.0.lock().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn only_a_change_of_the_counts_alone_is_throttled() {
+        let status = |active: i64, ready: bool, generation: i64| ScopeStatus {
+            observed_generation: Some(generation),
+            conditions: vec![condition(
+                &[],
+                ConditionType::Ready,
+                ready,
+                Reason::ScopeValid,
+                "",
+                Some(1),
+                Timestamp::UNIX_EPOCH,
+            )],
+            tokens: TokenCounts {
+                active,
+                ..Default::default()
+            },
+        };
+        let before = status(1, true, 1);
+        assert!(counts_only(Some(&before), &status(2, true, 1)));
+        assert!(
+            !counts_only(Some(&before), &status(1, true, 1)),
+            "no change"
+        );
+        assert!(
+            !counts_only(Some(&before), &status(2, false, 1)),
+            "readiness"
+        );
+        assert!(
+            !counts_only(Some(&before), &status(2, true, 2)),
+            "a new spec"
+        );
+        assert!(!counts_only(None, &status(2, true, 1)), "the first status");
+    }
 
     #[test]
     fn counts_tokens_by_phase_and_no_status_as_pending() {
