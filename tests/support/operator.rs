@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use super::{
-    cluster::{operator_kubeconfig, test_logs_dir},
+    cluster::{OPERATOR_ACCOUNT, operator_kubeconfig, test_logs_dir},
     process::Launch,
     wait::{DEADLINE, within},
 };
@@ -42,6 +42,23 @@ impl OperatorBuilder {
     pub fn args(mut self, args: &[&str]) -> Self {
         self.args.extend(args.iter().map(|a| a.to_string()));
         self
+    }
+
+    /// Elects its leader on the Lease `lease` in the operator's namespace (where its Role
+    /// allows Leases), as the replica `instance` when given. Tests name a Lease of their own
+    /// so that other tests' operators do not compete for it.
+    pub fn leader_election(self, lease: &str, instance: Option<&str>) -> Self {
+        let elected = self.args(&[
+            "--leader-elect",
+            "--leader-election-namespace",
+            OPERATOR_ACCOUNT.0,
+            "--leader-election-lease-name",
+            lease,
+        ]);
+        match instance {
+            Some(id) => elected.args(&["--instance", id]),
+            None => elected,
+        }
     }
 
     /// Reaches the API server through `kubeconfig` (e.g. one whose server is a proxy a test

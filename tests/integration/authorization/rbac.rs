@@ -31,15 +31,8 @@ async fn the_operator_works_with_exactly_the_shipped_cluster_role() {
     // With leader election, as deploy/operator.yaml runs it (the Lease in the operator's
     // namespace; a Lease name of its own so that other tests' operators do not compete).
     let lease = unique_name("rbac-lease");
-    let leader_election = [
-        "--leader-elect",
-        "--leader-election-namespace",
-        OPERATOR_ACCOUNT.0,
-        "--leader-election-lease-name",
-        &lease,
-    ];
     let operator = Operator::builder(&tenant.namespace)
-        .args(&leader_election)
+        .leader_election(&lease, None)
         .start()
         .await;
     tenant

@@ -12,36 +12,23 @@ use serde_json::{Value, json};
 use access_token_operator::api::Phase;
 
 use crate::support::{
-    LoopbackVerifier, OPERATOR_ACCOUNT, Operator, Proxy, Tenant, admin_client, eventually,
-    operator_kubeconfig, unique_name,
+    LoopbackVerifier, OPERATOR_ACCOUNT, Operator, Proxy, Tenant, admin_client, assert_no_token_in,
+    eventually, operator_kubeconfig, unique_name,
 };
 
-/// The flags of replica `id` electing its leader on the Lease `lease`, with `timing`.
-fn lease_args<'a>(lease: &'a str, id: &'a str, timing: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec![
-        "--leader-elect",
-        "--leader-election-namespace",
-        OPERATOR_ACCOUNT.0,
-        "--leader-election-lease-name",
-        lease,
-        "--instance",
-        id,
-    ];
-    args.extend_from_slice(timing);
-    args
-}
-
-/// Starts the replica `{ns}-leader` (through `leader_through`, a kubeconfig, when given), waits
-/// until it leads, then starts `{ns}-standby` and waits until it waits for leadership.
+/// Starts the replica `{ns}-leader` (through `leader_through`, a kubeconfig, when given) on
+/// the Lease `lease` with the `timing` flags, waits until it leads, then starts
+/// `{ns}-standby` and waits until it waits for leadership.
 async fn leader_and_standby(
     ns: &str,
-    leader_args: &[&str],
-    standby_args: &[&str],
+    lease: &str,
+    timing: &[&str],
     leader_through: Option<PathBuf>,
 ) -> (Operator, Operator) {
     let mut leader = Operator::builder(ns)
         .log_name(&format!("{ns}-leader"))
-        .args(leader_args);
+        .leader_election(lease, Some("leader"))
+        .args(timing);
     if let Some(kubeconfig) = leader_through {
         leader = leader.through(kubeconfig);
     }
@@ -52,7 +39,8 @@ async fn leader_and_standby(
     .await;
     let standby = Operator::builder(ns)
         .log_name(&format!("{ns}-standby"))
-        .args(standby_args)
+        .leader_election(lease, Some("standby"))
+        .args(timing)
         .start()
         .await;
     eventually("the standby to wait", || async {
@@ -73,22 +61,15 @@ async fn a_leader_cut_off_from_the_api_server_exits_before_a_standby_takes_over(
     // 20 s lease, 14 s renew deadline: the leader must be gone 6 s before the Lease lapses.
     // (Long enough that a busy machine stalling the leader for seconds before the cut does
     // not make it miss its deadline early: audit F1.)
-    let args = |id| {
-        lease_args(
-            &lease,
-            id,
-            &[
-                "--lease-duration-seconds",
-                "20",
-                "--renew-deadline-seconds",
-                "14",
-            ],
-        )
-    };
+    let timing = [
+        "--lease-duration-seconds",
+        "20",
+        "--renew-deadline-seconds",
+        "14",
+    ];
     let proxy = Proxy::to_api_server().await;
     let through_proxy = proxy.kubeconfig(&operator_kubeconfig().await, &format!("{ns}-leader"));
-    let (mut leader, standby) =
-        leader_and_standby(&ns, &args("leader"), &args("standby"), Some(through_proxy)).await;
+    let (mut leader, standby) = leader_and_standby(&ns, &lease, &timing, Some(through_proxy)).await;
     tenant
         .create_token("before", json!({"organization": tenant.organization}))
         .await;
@@ -198,10 +179,7 @@ async fn a_verifier_cut_off_from_the_api_server_stops_answering_from_stale_state
     assert!(authenticated(&status), "authenticates again: {status}");
     let logs = verifier.logs();
     assert!(logs.contains("watch healthy again"), "{logs}");
-    assert!(
-        !logs.contains(token.expose_secret()),
-        "the token never reaches the logs"
-    );
+    assert_no_token_in(&logs, &[&token], "verifier's log");
 }
 
 #[tokio::test]
@@ -211,9 +189,8 @@ async fn a_leader_that_stops_cleanly_hands_the_lease_over_at_once() {
     let lease = unique_name("handover");
     // A Lease far longer than any wait in this test: a standby that takes over within the
     // test's deadline can only have done so because the leader released the Lease.
-    let args = |id| lease_args(&lease, id, &["--lease-duration-seconds", "600"]);
-    let (mut leader, standby) =
-        leader_and_standby(&ns, &args("leader"), &args("standby"), None).await;
+    let timing = ["--lease-duration-seconds", "600"];
+    let (mut leader, standby) = leader_and_standby(&ns, &lease, &timing, None).await;
 
     let status = leader.terminate().await;
     assert!(status.success(), "a clean shutdown exits 0: {status}");

@@ -18,25 +18,14 @@ async fn only_the_lease_holder_reconciles_and_a_standby_takes_over() {
     // name of this test's own. 10 s: long enough that a busy 2-core machine does not make
     // the leader miss a renewal, short enough for a quick takeover.
     let lease = unique_name("leader");
-    let args = |id| {
-        [
-            "--leader-elect",
-            "--leader-election-namespace",
-            crate::support::OPERATOR_ACCOUNT.0,
-            "--leader-election-lease-name",
-            &lease,
-            "--lease-duration-seconds",
-            "10",
-            "--instance",
-            id,
-        ]
-    };
+    let timing = ["--lease-duration-seconds", "10"];
     let leases: Api<Lease> =
         Api::namespaced(tenant.client.clone(), crate::support::OPERATOR_ACCOUNT.0);
     let holder = || async { leases.get_opt(&lease).await.ok()??.spec?.holder_identity };
     let mut first = Operator::builder(&ns)
         .log_name(&format!("{ns}-first"))
-        .args(&args("first"))
+        .leader_election(&lease, Some("first"))
+        .args(&timing)
         .start()
         .await;
     eventually("the first replica to hold the Lease", || async {
@@ -45,7 +34,8 @@ async fn only_the_lease_holder_reconciles_and_a_standby_takes_over() {
     .await;
     let _second = Operator::builder(&ns)
         .log_name(&format!("{ns}-second"))
-        .args(&args("second"))
+        .leader_election(&lease, Some("second"))
+        .args(&timing)
         .start()
         .await;
 
