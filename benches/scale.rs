@@ -90,9 +90,8 @@ async fn main() {
     };
 
     eprintln!("operator: {n} AccessTokens");
-    let mut operator = Launch::binary_at(&binary, &["run", "--group-index-namespace", ""])
-        .quiet()
-        .spawn();
+    let probe = Probe::new();
+    let mut operator = Launch::binary_at(&binary, &probe.args()).quiet().spawn();
     let pid = operator.id().expect("operator runs");
     let _ = quiescent(pid, Duration::from_secs(30)).await;
     let idle = Sample::of(pid);
@@ -104,6 +103,7 @@ async fn main() {
     let scope_writes = scope_writes.stop();
     let after_issue = Sample::of(pid);
     let issuing_cpu = after_issue.cpu - issuing_cpu_before;
+    let issuing_reconciles = probe.token_reconciles().await;
 
     eprintln!("operator: {UNRELATED} unrelated Secrets");
     unrelated_secrets(&client, UNRELATED).await;
@@ -112,22 +112,26 @@ async fn main() {
 
     eprintln!("operator: restart");
     terminate(&mut operator).await;
+    let probe = Probe::new();
+    let requests_before = ApiRequests::read(&client).await;
     // BENCH_SCALE_RESTART_WRAPPER (e.g. "heaptrack -o /tmp/heap") runs the restarted operator
     // under a profiler; its CPU and RSS figures are then the wrapper's, for diagnosis only.
     let mut operator = match std::env::var("BENCH_SCALE_RESTART_WRAPPER") {
         Ok(wrapper) => {
-            let mut words: Vec<&str> = wrapper.split_whitespace().collect();
+            let mut words: Vec<String> = wrapper.split_whitespace().map(String::from).collect();
             let program = words.remove(0);
-            words.extend([binary.as_str(), "run", "--group-index-namespace", ""]);
+            words.push(binary.clone());
+            words.extend(probe.args().iter().map(|a| a.to_string()));
+            let words: Vec<&str> = words.iter().map(String::as_str).collect();
             Launch::binary_at(program, &words).quiet().spawn()
         }
-        Err(_) => Launch::binary_at(&binary, &["run", "--group-index-namespace", ""])
-            .quiet()
-            .spawn(),
+        Err(_) => Launch::binary_at(&binary, &probe.args()).quiet().spawn(),
     };
     let pid = operator.id().expect("operator runs");
     let restart_wall = quiescent(pid, Duration::from_secs(120)).await;
     let after_restart = Sample::of(pid);
+    let restart_requests = ApiRequests::read(&client).await.since(&requests_before);
+    let restart_reconciles = probe.token_reconciles().await;
     let still_active = count_active(&Api::namespaced(client.clone(), TOKENS_NS)).await;
     terminate(&mut operator).await;
 
@@ -145,6 +149,9 @@ async fn main() {
         issue,
         scope_writes,
         issuing_cpu,
+        issuing_reconciles,
+        restart_reconciles,
+        restart_requests,
         idle,
         after_issue,
         after_unrelated,
@@ -455,6 +462,124 @@ impl ScopeWrites {
     }
 }
 
+/// The operator's probe server, on a port of its own, for its reconcile counter.
+struct Probe {
+    bind: String,
+}
+
+impl Probe {
+    fn new() -> Self {
+        Self {
+            bind: format!("127.0.0.1:{}", free_port()),
+        }
+    }
+
+    /// The operator's flags: cluster-wide, no group index, probes on this port.
+    fn args(&self) -> [&str; 5] {
+        [
+            "run",
+            "--group-index-namespace",
+            "",
+            "--probe-bind",
+            &self.bind,
+        ]
+    }
+
+    /// AccessToken reconciles since the process started, whatever their result.
+    async fn token_reconciles(&self) -> f64 {
+        let url = format!("http://{}/metrics", self.bind);
+        let text = match reqwest::get(&url).await {
+            Ok(response) => response.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        text.lines()
+            .filter(|l| {
+                l.starts_with("access_token_operator_reconciles_total{")
+                    && l.contains(r#"controller="AccessToken""#)
+            })
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+/// The resources the operator reads and writes.
+const OPERATOR_RESOURCES: [&str; 6] = [
+    "accesstokens",
+    "technicalusers",
+    "secrets",
+    "organizations",
+    "groups",
+    "events",
+];
+
+/// kube-apiserver's count of requests for the operator's resources, by verb (its
+/// `apiserver_request_total`): the same counter whoever asks, so read it only while the
+/// operator is the only client of these resources.
+#[derive(Default)]
+struct ApiRequests(BTreeMap<String, f64>);
+
+impl ApiRequests {
+    async fn read(client: &Client) -> Self {
+        let request = hyper::Request::get("/metrics").body(Vec::new()).unwrap();
+        let text = client
+            .request_text(request)
+            .await
+            .expect("kube-apiserver /metrics");
+        let mut by_verb = BTreeMap::new();
+        for line in text
+            .lines()
+            .filter(|l| l.starts_with("apiserver_request_total{"))
+        {
+            let label = |name: &str| {
+                // Labels are sorted and `code` comes first: every other one follows a comma.
+                let start = line.find(&format!(",{name}=\""))? + name.len() + 3;
+                let end = line[start..].find('"')?;
+                Some(line[start..start + end].to_string())
+            };
+            let (Some(resource), Some(verb)) = (label("resource"), label("verb")) else {
+                continue;
+            };
+            let value = line
+                .rsplit_once(' ')
+                .and_then(|(_, v)| v.parse::<f64>().ok());
+            if OPERATOR_RESOURCES.contains(&resource.as_str()) {
+                *by_verb.entry(verb).or_insert(0.0) += value.unwrap_or(0.0);
+            }
+        }
+        Self(by_verb)
+    }
+
+    /// The requests made since `before`, by verb.
+    fn since(&self, before: &Self) -> Self {
+        let verbs = self.0.iter().map(|(verb, now)| {
+            let then = before.0.get(verb).copied().unwrap_or(0.0);
+            (verb.clone(), now - then)
+        });
+        Self(verbs.filter(|(_, count)| *count > 0.0).collect())
+    }
+
+    /// Requests that change something (every verb but GET, LIST and WATCH).
+    fn writes(&self) -> f64 {
+        let reads = ["GET", "LIST", "WATCH"];
+        (self.0.iter())
+            .filter(|(verb, _)| !reads.contains(&verb.as_str()))
+            .map(|(_, count)| count)
+            .sum::<f64>()
+            + 0.0 // an empty sum is -0.0
+    }
+
+    fn describe(&self) -> String {
+        let verbs: Vec<String> = (self.0.iter())
+            .map(|(verb, count)| format!("{verb} {count:.0}"))
+            .collect();
+        if verbs.is_empty() {
+            "none".into()
+        } else {
+            verbs.join(", ")
+        }
+    }
+}
+
 /// Creates N AccessTokens from CLIENTS parallel writers; the time until all are Active.
 async fn issue_tokens(client: &Client, n: usize) -> Duration {
     let tokens: Api<AccessToken> = Api::namespaced(client.clone(), TOKENS_NS);
@@ -648,6 +773,9 @@ struct Report {
     issue: Duration,
     scope_writes: usize,
     issuing_cpu: f64,
+    issuing_reconciles: f64,
+    restart_reconciles: f64,
+    restart_requests: ApiRequests,
     idle: Sample,
     after_issue: Sample,
     after_unrelated: Sample,
@@ -715,6 +843,20 @@ impl Report {
              and settled ({:.1} per second of the burst; the count throttle allows 1).\n",
             self.scope_writes,
             self.scope_writes as f64 / self.issue.as_secs_f64()
+        );
+        out += &format!(
+            "\nAccessToken reconciles per token: {:.2} while issuing, {:.2} after the restart. \
+             kube-apiserver requests for the operator's resources during the restart: {} \
+             ({:.0} writes; {:.1} GETs per token).\n",
+            self.issuing_reconciles / n as f64,
+            self.restart_reconciles / n as f64,
+            self.restart_requests.describe(),
+            self.restart_requests.writes(),
+            (self.restart_requests.0.iter())
+                .filter(|(verb, _)| verb.as_str() == "GET")
+                .map(|(_, count)| count)
+                .sum::<f64>()
+                / n as f64,
         );
         out += "\n| operator process | CPU | RSS | peak RSS |\n|---|---|---|---|\n";
         out += &format!(

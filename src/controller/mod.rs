@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use futures::{Stream, StreamExt, future, stream};
+use futures::{Stream, StreamExt, TryStreamExt, future, stream};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, Client, Resource, ResourceExt,
@@ -74,6 +74,52 @@ pub struct Context {
     secret_writes: Mutex<SecretWriteBackoff>,
     /// The operator's own child writes, whose watch events start no reconcile.
     own_writes: Arc<OwnWrites>,
+    /// Organizations and Groups, from the watches that wake tokens on their changes.
+    scopes: Scopes,
+}
+
+/// The Organizations and Groups as the token controller's own watches last saw them. A
+/// reconcile that a scope change started reads that change here: the watch updates its store
+/// before it passes the change on. A name missing here is read from the API server (a token
+/// created right after its scope may be reconciled before the scope's watch event arrives).
+#[derive(Clone)]
+pub(crate) struct Scopes {
+    organizations: Store<Organization>,
+    groups: Store<Group>,
+}
+
+/// The writers of [`Scopes`], fed by the token controller's scope watches.
+struct ScopeWriters {
+    organizations: reflector::store::Writer<Organization>,
+    groups: reflector::store::Writer<Group>,
+}
+
+impl Scopes {
+    fn new() -> (Self, ScopeWriters) {
+        let (organizations, organizations_writer) = reflector::store();
+        let (groups, groups_writer) = reflector::store();
+        let writers = ScopeWriters {
+            organizations: organizations_writer,
+            groups: groups_writer,
+        };
+        (
+            Self {
+                organizations,
+                groups,
+            },
+            writers,
+        )
+    }
+
+    /// The Organization `name`, as last watched.
+    pub fn organization(&self, name: &str) -> Option<Arc<Organization>> {
+        self.organizations.get(&ObjectRef::new(name))
+    }
+
+    /// The Group `name`, as last watched.
+    pub fn group(&self, name: &str) -> Option<Arc<Group>> {
+        self.groups.get(&ObjectRef::new(name))
+    }
 }
 
 /// The one backoff policy of every controller: consecutive failures per object (by kind,
@@ -183,6 +229,29 @@ impl SecretWriteBackoff {
 }
 
 impl Context {
+    fn new(
+        client: &Client,
+        config: &Config,
+        hasher: Hasher,
+        own_writes: Arc<OwnWrites>,
+        scopes: Scopes,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: wellknown::OPERATOR_MANAGER.into(),
+            instance: config.instance.clone(),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client: client.clone(),
+            hasher,
+            kubeconfig: config.kubeconfig.clone(),
+            failures: Failures::default(),
+            secret_writes: Mutex::default(),
+            own_writes,
+            scopes,
+        }
+    }
+
     /// Publishes an Event about `object`; failing to publish is logged, never fatal.
     pub async fn publish<K: Resource<DynamicType = ()>>(
         &self,
@@ -231,22 +300,21 @@ pub async fn run(
         None => Api::all(client.clone()),
     };
     let own_writes = Arc::new(OwnWrites::default());
-    let ctx = Arc::new(Context {
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: wellknown::OPERATOR_MANAGER.into(),
-                instance: config.instance.clone(),
-            },
-        ),
-        client: client.clone(),
+    let (scopes, scope_writers) = Scopes::new();
+    let ctx = Arc::new(Context::new(
+        &client,
+        &config,
         hasher,
-        kubeconfig: config.kubeconfig.clone(),
-        failures: Failures::default(),
-        secret_writes: Mutex::default(),
-        own_writes: own_writes.clone(),
-    });
-    let token_controller = token_controller(&client, &config, tokens.clone(), own_writes);
+        own_writes.clone(),
+        scopes.clone(),
+    ));
+    let watches = TokenWatches {
+        tokens: tokens.clone(),
+        own_writes,
+        scopes,
+        scope_writers,
+    };
+    let token_controller = token_controller(&client, &config, watches);
     metrics.tokens.attach(token_controller.store());
     let token_task = token_controller
         .shutdown_on_signal()
@@ -282,15 +350,29 @@ pub async fn run(
     Ok(())
 }
 
+/// What the AccessToken controller watches with, beyond the client and its config.
+struct TokenWatches {
+    tokens: Api<Watched>,
+    own_writes: Arc<OwnWrites>,
+    scopes: Scopes,
+    scope_writers: ScopeWriters,
+}
+
 /// The AccessToken controller: its own watch, its children (only Secrets this operator
 /// labelled, and only their metadata: memory does not grow with unrelated Secrets, and no
-/// foreign Secret's data is cached), and the Organizations and Groups tokens name.
+/// foreign Secret's data is cached), and the Organizations and Groups tokens name (kept in
+/// [`Scopes`] for the reconciles).
 fn token_controller(
     client: &Client,
     config: &Config,
-    tokens: Api<Watched>,
-    own_writes: Arc<OwnWrites>,
+    watches: TokenWatches,
 ) -> Controller<Watched> {
+    let TokenWatches {
+        tokens,
+        own_writes,
+        scopes,
+        scope_writers,
+    } = watches;
     let (reader, writer) = reflector::store();
     // Secrets as metadata only (`PartialObjectMeta`: kube asks for metadata alone), so
     // their data is neither sent nor parsed here.
@@ -303,46 +385,45 @@ fn token_controller(
             None => (Api::all(client.clone()), Api::all(client.clone())),
         };
     let managed = owned_children();
-    let controller = Controller::for_stream(own_changes(tokens, writer), reader)
-        .with_config(
-            kube::runtime::controller::Config::default().concurrency(config.reconcile_concurrency),
-        )
-        .trigger_backoff(watch_backoff())
-        .owns_stream(filtered_watch(watcher(users, managed.clone()), {
-            let own_writes = own_writes.clone();
-            move |event| own_writes.triggers(event)
-        }))
-        .owns_stream(filtered_watch(
-            watcher(secrets, owned_secrets()),
-            move |event| own_writes.triggers(event),
-        ));
+    let controller =
+        Controller::for_stream(own_changes(tokens, writer, own_writes.clone()), reader)
+            .with_config(
+                kube::runtime::controller::Config::default()
+                    .concurrency(config.reconcile_concurrency),
+            )
+            .trigger_backoff(watch_backoff())
+            .owns_stream(filtered_watch(watcher(users, managed.clone()), {
+                let own_writes = own_writes.clone();
+                move |event| own_writes.triggers(event)
+            }))
+            .owns_stream(filtered_watch(
+                watcher(secrets, owned_secrets()),
+                move |event| own_writes.triggers(event),
+            ));
     let (by_org, by_group) = (controller.store(), controller.store());
     // Which organization each Group belongs to, so that an Organization's change wakes only
     // its own tokens and its groups' (audit F12: every group token in the cluster before).
-    let (groups, groups_writer) = reflector::store::<Group>();
     let group_events = reflector(
-        groups_writer,
+        scope_writers.groups,
         watcher(
             Api::<Group>::all(client.clone()),
             watcher::Config::default(),
         ),
     );
+    let organization_events = reflector(
+        scope_writers.organizations,
+        watcher(
+            Api::<Organization>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    );
     controller
-        .watches_stream(
-            spec_changes(watcher(
-                Api::<Organization>::all(client.clone()),
-                watcher::Config::default(),
-            )),
-            move |org| {
-                let name = org.name_any();
-                let group_organization = |group: &str| {
-                    groups
-                        .get(&ObjectRef::new(group))
-                        .map(|g| g.spec.organization.clone())
-                };
-                tokens_where(&by_org, |t| of_organization(t, &name, group_organization))
-            },
-        )
+        .watches_stream(spec_changes(organization_events), move |org| {
+            let name = org.name_any();
+            let group_organization =
+                |group: &str| scopes.group(group).map(|g| g.spec.organization.clone());
+            tokens_where(&by_org, |t| of_organization(t, &name, group_organization))
+        })
         .watches_stream(spec_changes(group_events), move |group| {
             tokens_where(&by_group, |t| {
                 t.spec.group.as_deref() == Some(&group.name_any())
@@ -367,11 +448,14 @@ fn of_organization(
 
 /// AccessTokens as their own controller hears of them (its store sees every change): new
 /// ones, spec changes (deletion included: marking an object deleted bumps its generation) and
-/// finalizer changes. Not status-only writes (the operator's own after every reconcile, the
-/// verifier's `lastUsedAt`): no outcome depends on them, and each cost a reconcile's reads.
+/// finalizer changes, but not the echo of the finalizer a reconcile added before it went on
+/// (see [`access_token::reconcile`]). Not status-only writes (the operator's own after every
+/// reconcile, the verifier's `lastUsedAt`): no outcome depends on them, and each cost a
+/// reconcile's reads.
 fn own_changes(
     tokens: Api<Watched>,
     writer: reflector::store::Writer<Watched>,
+    own_writes: Arc<OwnWrites>,
 ) -> impl Stream<Item = Result<Watched, watcher::Error>> + Send + 'static {
     // The store keeps every AccessToken as `Trimmed`: metadata cut to what reconciles read
     // (no labels, annotations or managed fields a tenant could pad).
@@ -382,6 +466,7 @@ fn own_changes(
             predicates::generation.combine(predicates::finalizers),
             Default::default(),
         )
+        .try_filter(move |token| future::ready(!own_writes.is_echo(token.meta())))
 }
 
 /// Organizations or Groups as the token controller hears of them: see [`SpecChanges`].

@@ -70,6 +70,7 @@ pub async fn reconcile(watched: Arc<Watched>, ctx: Arc<Context>) -> Result<Actio
     if first_status::needed(&token) {
         first_status::write(&api, &token, now).await?;
     }
+    let token = with_finalizer(&api, token, &ctx.own_writes).await?;
     let action = finalizer(&api, FINALIZER, token, |event| async {
         match event {
             Finalizer::Apply(token) => token.reconcile(&ctx, now).await,
@@ -80,6 +81,50 @@ pub async fn reconcile(watched: Arc<Watched>, ctx: Arc<Context>) -> Result<Actio
     .map_err(|e| Error::Finalizer(Box::new(e)))?;
     ctx.failures.succeeded(&*watched);
     Ok(action)
+}
+
+/// `token` with the operator's finalizer, added now if it lacks it (and is not being
+/// deleted). kube's `finalizer` helper would add it and end the reconcile there, leaving the
+/// work to the reconcile the change starts: two reconciles for every new token. Here the
+/// reconcile goes on, and the change's echo is noted so that it starts none.
+async fn with_finalizer(
+    api: &Api<AccessToken>,
+    token: Arc<AccessToken>,
+    own_writes: &OwnWrites,
+) -> Result<Arc<AccessToken>> {
+    let meta = token.meta();
+    if meta.deletion_timestamp.is_some() || token.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(token);
+    }
+    let patch = add_finalizer(meta.finalizers.as_deref());
+    let patched = api
+        .patch(
+            &token.name_any(),
+            &PatchParams::default(),
+            &Patch::Json::<()>(patch),
+        )
+        .await
+        .map_err(|e| {
+            Error::Finalizer(Box::new(kube::runtime::finalizer::Error::AddFinalizer(e)))
+        })?;
+    own_writes.wrote(patched.meta());
+    Ok(Arc::new(patched))
+}
+
+/// The JSON patch that adds the operator's finalizer to `finalizers`, guarded as kube's
+/// helper guards it: it fails (and the reconcile retries) if the list changed meanwhile.
+fn add_finalizer(finalizers: Option<&[String]>) -> json_patch::Patch {
+    let operations = match finalizers {
+        Some(finalizers) if !finalizers.is_empty() => serde_json::json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": finalizers},
+            {"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER},
+        ]),
+        _ => serde_json::json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": null},
+            {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]},
+        ]),
+    };
+    serde_json::from_value(operations).expect("a JSON patch")
 }
 
 /// An AccessToken that does not deserialize: nothing is written for it (its TechnicalUser,
@@ -116,9 +161,8 @@ pub fn error_policy(token: Arc<Watched>, error: &Error, ctx: Arc<Context>) -> Ac
     Action::requeue(wait)
 }
 
-/// The Organization and Group a token names, read from the API server (not a watch cache):
-/// a reconcile triggered by a scope change must see that change, and a watch cache fed by
-/// another watch may not have it yet.
+/// The Organization and Group a token names, from the token controller's scope watches (see
+/// [`Scopes`](super::Scopes)); one they do not hold (yet) is read from the API server.
 struct FetchedScope {
     organization: Option<Arc<Organization>>,
     group: Option<Arc<Group>>,
@@ -135,12 +179,13 @@ impl FetchedScope {
 }
 
 async fn fetch_scope(ctx: &Context, spec: &AccessTokenSpec) -> Result<FetchedScope> {
-    let organizations: Api<Organization> = Api::all(ctx.client.clone());
     let group = match &spec.group {
-        Some(name) => Api::<Group>::all(ctx.client.clone())
-            .get_opt(name)
-            .await
-            .at(Step::ReadScope)?,
+        Some(name) => match ctx.scopes.group(name) {
+            Some(group) => Some(group),
+            None => (Api::<Group>::all(ctx.client.clone()).get_opt(name).await)
+                .at(Step::ReadScope)?
+                .map(Arc::new),
+        },
         None => None,
     };
     // For a group token, the organization that matters is the group's.
@@ -149,12 +194,19 @@ async fn fetch_scope(ctx: &Context, spec: &AccessTokenSpec) -> Result<FetchedSco
         .as_ref()
         .or(group.as_ref().map(|g| &g.spec.organization));
     let organization = match org_name {
-        Some(name) => organizations.get_opt(name).await.at(Step::ReadScope)?,
+        Some(name) => match ctx.scopes.organization(name) {
+            Some(organization) => Some(organization),
+            None => (Api::<Organization>::all(ctx.client.clone())
+                .get_opt(name)
+                .await)
+                .at(Step::ReadScope)?
+                .map(Arc::new),
+        },
         None => None,
     };
     Ok(FetchedScope {
-        organization: organization.map(Arc::new),
-        group: group.map(Arc::new),
+        organization,
+        group,
     })
 }
 
@@ -333,9 +385,9 @@ impl AccessToken {
         }
     }
 
-    /// Reads the token's world: its scope (from the API server, not a watch cache: a
-    /// reconcile triggered by a scope change must see that change), expiry, TechnicalUser
-    /// and Secret, verifying the Secret's token against the TechnicalUser's credentials.
+    /// Reads the token's world: its scope (from the scope watches, see `fetch_scope`),
+    /// expiry, TechnicalUser and Secret, verifying the Secret's token against the
+    /// TechnicalUser's credentials.
     async fn observe(&self, ctx: &Context, pass: &Pass<'_>) -> Result<(World, ScopeFacts)> {
         let namespace = self.namespace().ok_or(Error::MissingNamespace)?;
         let uid = self.uid().ok_or(Error::MissingUid)?;
@@ -1385,5 +1437,32 @@ mod tests {
         for text in [error.to_string(), format!("{error:?}")] {
             assert!(!text.contains(token.expose_secret()), "{text}");
         }
+    }
+
+    /// Applies `add_finalizer(seen)` to an object whose finalizers are now `current`.
+    fn finalizers_after(
+        seen: Option<&[String]>,
+        current: serde_json::Value,
+    ) -> Option<serde_json::Value> {
+        // kube-apiserver's JSON patch reads a missing list as null; this crate needs it written.
+        let mut object = serde_json::json!({"metadata": {"name": "t", "finalizers": current}});
+        json_patch::patch(&mut object, &add_finalizer(seen)).ok()?;
+        Some(object["metadata"]["finalizers"].clone())
+    }
+
+    #[test]
+    fn the_finalizer_is_added_only_to_the_list_it_was_decided_on() {
+        use serde_json::json;
+        let other = vec!["example.com/other".to_string()];
+        let none = finalizers_after(None, json!(null));
+        assert_eq!(none, Some(json!([FINALIZER])), "no finalizers yet");
+        let after_other = finalizers_after(Some(&other), json!(["example.com/other"]));
+        assert_eq!(after_other, Some(json!(["example.com/other", FINALIZER])));
+        // Someone changed the list since it was read: the patch fails, nothing is lost.
+        assert_eq!(finalizers_after(None, json!(["example.com/new"])), None);
+        assert_eq!(
+            finalizers_after(Some(&other), json!(["example.com/new"])),
+            None
+        );
     }
 }
