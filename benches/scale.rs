@@ -118,11 +118,10 @@ async fn main() {
     // under a profiler; its CPU and RSS figures are then the wrapper's, for diagnosis only.
     let mut operator = match std::env::var("BENCH_SCALE_RESTART_WRAPPER") {
         Ok(wrapper) => {
-            let mut words: Vec<String> = wrapper.split_whitespace().map(String::from).collect();
+            let mut words: Vec<&str> = wrapper.split_whitespace().collect();
             let program = words.remove(0);
-            words.push(binary.clone());
-            words.extend(probe.args().iter().map(|a| a.to_string()));
-            let words: Vec<&str> = words.iter().map(String::as_str).collect();
+            words.push(&binary);
+            words.extend(probe.args());
             Launch::binary_at(program, &words).quiet().spawn()
         }
         Err(_) => Launch::binary_at(&binary, &probe.args()).quiet().spawn(),
@@ -558,14 +557,18 @@ impl ApiRequests {
         Self(verbs.filter(|(_, count)| *count > 0.0).collect())
     }
 
-    /// Requests that change something (every verb but GET, LIST and WATCH).
-    fn writes(&self) -> f64 {
-        let reads = ["GET", "LIST", "WATCH"];
+    /// Requests with a verb `counted` accepts.
+    fn count(&self, counted: impl Fn(&str) -> bool) -> f64 {
         (self.0.iter())
-            .filter(|(verb, _)| !reads.contains(&verb.as_str()))
+            .filter(|(verb, _)| counted(verb))
             .map(|(_, count)| count)
             .sum::<f64>()
             + 0.0 // an empty sum is -0.0
+    }
+
+    /// Requests that change something (every verb but GET, LIST and WATCH).
+    fn writes(&self) -> f64 {
+        self.count(|verb| !["GET", "LIST", "WATCH"].contains(&verb))
     }
 
     fn describe(&self) -> String {
@@ -852,11 +855,7 @@ impl Report {
             self.restart_reconciles / n as f64,
             self.restart_requests.describe(),
             self.restart_requests.writes(),
-            (self.restart_requests.0.iter())
-                .filter(|(verb, _)| verb.as_str() == "GET")
-                .map(|(_, count)| count)
-                .sum::<f64>()
-                / n as f64,
+            self.restart_requests.count(|verb| verb == "GET") / n as f64,
         );
         out += "\n| operator process | CPU | RSS | peak RSS |\n|---|---|---|---|\n";
         out += &format!(

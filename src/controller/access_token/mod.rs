@@ -135,12 +135,7 @@ impl FetchedScope {
 
 async fn fetch_scope(ctx: &Context, spec: &AccessTokenSpec) -> Result<FetchedScope> {
     let group = match &spec.group {
-        Some(name) => match ctx.scopes.group(name) {
-            Some(group) => Some(group),
-            None => (Api::<Group>::all(ctx.client.clone()).get_opt(name).await)
-                .at(Step::ReadScope)?
-                .map(Arc::new),
-        },
+        Some(name) => watched_or_read(ctx, ctx.scopes.group(name), name).await?,
         None => None,
     };
     // For a group token, the organization that matters is the group's.
@@ -149,20 +144,29 @@ async fn fetch_scope(ctx: &Context, spec: &AccessTokenSpec) -> Result<FetchedSco
         .as_ref()
         .or(group.as_ref().map(|g| &g.spec.organization));
     let organization = match org_name {
-        Some(name) => match ctx.scopes.organization(name) {
-            Some(organization) => Some(organization),
-            None => (Api::<Organization>::all(ctx.client.clone())
-                .get_opt(name)
-                .await)
-                .at(Step::ReadScope)?
-                .map(Arc::new),
-        },
+        Some(name) => watched_or_read(ctx, ctx.scopes.organization(name), name).await?,
         None => None,
     };
     Ok(FetchedScope {
         organization,
         group,
     })
+}
+
+/// The scope object `name` as its watch holds it (`watched`), else as the API server has it.
+async fn watched_or_read<K>(
+    ctx: &Context,
+    watched: Option<Arc<K>>,
+    name: &str,
+) -> Result<Option<Arc<K>>>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    if watched.is_some() {
+        return Ok(watched);
+    }
+    let read = Api::<K>::all(ctx.client.clone()).get_opt(name).await;
+    Ok(read.at(Step::ReadScope)?.map(Arc::new))
 }
 
 /// The organization whose admins manage a token (`status.organization`): for one issued, the
