@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use futures::{Stream, StreamExt, future, stream};
+use futures::{Stream, StreamExt, TryStreamExt, future, stream};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, Client, Resource, ResourceExt,
@@ -385,19 +385,21 @@ fn token_controller(
             None => (Api::all(client.clone()), Api::all(client.clone())),
         };
     let managed = owned_children();
-    let controller = Controller::for_stream(own_changes(tokens, writer), reader)
-        .with_config(
-            kube::runtime::controller::Config::default().concurrency(config.reconcile_concurrency),
-        )
-        .trigger_backoff(watch_backoff())
-        .owns_stream(filtered_watch(watcher(users, managed.clone()), {
-            let own_writes = own_writes.clone();
-            move |event| own_writes.triggers(event)
-        }))
-        .owns_stream(filtered_watch(
-            watcher(secrets, owned_secrets()),
-            move |event| own_writes.triggers(event),
-        ));
+    let controller =
+        Controller::for_stream(own_changes(tokens, writer, own_writes.clone()), reader)
+            .with_config(
+                kube::runtime::controller::Config::default()
+                    .concurrency(config.reconcile_concurrency),
+            )
+            .trigger_backoff(watch_backoff())
+            .owns_stream(filtered_watch(watcher(users, managed.clone()), {
+                let own_writes = own_writes.clone();
+                move |event| own_writes.triggers(event)
+            }))
+            .owns_stream(filtered_watch(
+                watcher(secrets, owned_secrets()),
+                move |event| own_writes.triggers(event),
+            ));
     let (by_org, by_group) = (controller.store(), controller.store());
     // Which organization each Group belongs to, so that an Organization's change wakes only
     // its own tokens and its groups' (audit F12: every group token in the cluster before).
@@ -446,11 +448,14 @@ fn of_organization(
 
 /// AccessTokens as their own controller hears of them (its store sees every change): new
 /// ones, spec changes (deletion included: marking an object deleted bumps its generation) and
-/// finalizer changes. Not status-only writes (the operator's own after every reconcile, the
-/// verifier's `lastUsedAt`): no outcome depends on them, and each cost a reconcile's reads.
+/// finalizer changes, but not the echo of the finalizer a reconcile added before it went on
+/// (see [`access_token::reconcile`]). Not status-only writes (the operator's own after every
+/// reconcile, the verifier's `lastUsedAt`): no outcome depends on them, and each cost a
+/// reconcile's reads.
 fn own_changes(
     tokens: Api<Watched>,
     writer: reflector::store::Writer<Watched>,
+    own_writes: Arc<OwnWrites>,
 ) -> impl Stream<Item = Result<Watched, watcher::Error>> + Send + 'static {
     // The store keeps every AccessToken as `Trimmed`: metadata cut to what reconciles read
     // (no labels, annotations or managed fields a tenant could pad).
@@ -461,6 +466,7 @@ fn own_changes(
             predicates::generation.combine(predicates::finalizers),
             Default::default(),
         )
+        .try_filter(move |token| future::ready(!own_writes.is_echo(token.meta())))
 }
 
 /// Organizations or Groups as the token controller hears of them: see [`SpecChanges`].

@@ -38,7 +38,7 @@ impl OwnWrites {
     /// Whether a watched state of a child is the echo of one of the operator's pending
     /// writes of it. Events of one object arrive in order, so that write and the ones noted
     /// before it are settled; any other state (someone else's write) forgets them all.
-    fn is_echo(&self, meta: &ObjectMeta) -> bool {
+    pub fn is_echo(&self, meta: &ObjectMeta) -> bool {
         let Some(uid) = &meta.uid else {
             return false;
         };

@@ -5,11 +5,18 @@
 //! `Reconciling` out and so removes it (server-side apply by the same field manager).
 
 use k8s_openapi::jiff::Timestamp;
-use kube::{Api, Resource, ResourceExt};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+};
 
 use crate::{
     Result,
-    api::{AccessToken, AccessTokenStatus, ConditionType, Reason, conditions},
+    api::{
+        AccessToken, AccessTokenStatus, ConditionType, Reason, conditions,
+        wellknown::OPERATOR_MANAGER,
+    },
+    error::{AtStep, Step},
 };
 
 const MESSAGE: &str = "The operator is issuing the token";
@@ -43,10 +50,31 @@ pub fn status(token: &AccessToken, now: Timestamp) -> AccessTokenStatus {
     }
 }
 
-/// Writes the first status of `token`, at `now`.
-pub async fn write(api: &Api<AccessToken>, token: &AccessToken, now: Timestamp) -> Result<()> {
-    let status = status(token, now);
-    crate::controller::apply_status(api, &token.name_any(), &status).await
+/// Writes the first status of `token`, at `now`, and returns the token as written. The
+/// apply carries the token's resourceVersion: a reconcile that read `token` from a watch that
+/// lags (a child's event can start it before the token's own events arrive) gets a conflict,
+/// a quiet retry, instead of writing this status over the one a reconcile already issued.
+pub async fn write(
+    api: &Api<AccessToken>,
+    token: &AccessToken,
+    now: Timestamp,
+) -> Result<AccessToken> {
+    let params = PatchParams::apply(OPERATOR_MANAGER).force();
+    let written = api
+        .patch_status(&token.name_any(), &params, &Patch::Apply(patch(token, now)))
+        .await
+        .at(Step::WriteStatus)?;
+    Ok(written)
+}
+
+/// The apply body: the first status, on the condition that `token` is still the stored one.
+fn patch(token: &AccessToken, now: Timestamp) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": AccessToken::api_version(&()),
+        "kind": AccessToken::kind(&()),
+        "metadata": {"resourceVersion": token.resource_version()},
+        "status": status(token, now),
+    })
 }
 
 #[cfg(test)]
@@ -76,5 +104,19 @@ mod tests {
         );
         token.status = Some(status);
         assert!(!needed(&token), "written once");
+    }
+
+    #[test]
+    fn the_first_status_is_written_only_over_the_version_it_was_decided_on() {
+        let token: AccessToken = serde_json::from_value(serde_json::json!({
+            "apiVersion": "iam.accesstoken.io/v1alpha1", "kind": "AccessToken",
+            "metadata": {"name": "ci", "namespace": "acme", "resourceVersion": "41"},
+            "spec": {"organization": "acme"},
+        }))
+        .expect("valid");
+        let body = patch(&token, Timestamp::UNIX_EPOCH);
+        // kube-apiserver refuses an apply whose resourceVersion is not the stored one (409).
+        assert_eq!(body["metadata"]["resourceVersion"], "41");
+        assert_eq!(body["status"]["conditions"][1]["reason"], "FirstReconcile");
     }
 }

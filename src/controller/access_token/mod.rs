@@ -67,9 +67,12 @@ pub async fn reconcile(watched: Arc<Watched>, ctx: Arc<Context>) -> Result<Actio
     let namespace = token.namespace().ok_or(Error::MissingNamespace)?;
     let api: Api<AccessToken> = Api::namespaced(ctx.client.clone(), &namespace);
     let now = Timestamp::now();
-    if first_status::needed(&token) {
-        first_status::write(&api, &token, now).await?;
-    }
+    let token = if first_status::needed(&token) {
+        Arc::new(first_status::write(&api, &token, now).await?)
+    } else {
+        token
+    };
+    let token = with_finalizer(&api, token, &ctx.own_writes).await?;
     let action = finalizer(&api, FINALIZER, token, |event| async {
         match event {
             Finalizer::Apply(token) => token.reconcile(&ctx, now).await,
@@ -80,6 +83,50 @@ pub async fn reconcile(watched: Arc<Watched>, ctx: Arc<Context>) -> Result<Actio
     .map_err(|e| Error::Finalizer(Box::new(e)))?;
     ctx.failures.succeeded(&*watched);
     Ok(action)
+}
+
+/// `token` with the operator's finalizer, added now if it lacks it (and is not being
+/// deleted). kube's `finalizer` helper would add it and end the reconcile there, leaving the
+/// work to the reconcile the change starts: two reconciles for every new token. Here the
+/// reconcile goes on, and the change's echo is noted so that it starts none.
+async fn with_finalizer(
+    api: &Api<AccessToken>,
+    token: Arc<AccessToken>,
+    own_writes: &OwnWrites,
+) -> Result<Arc<AccessToken>> {
+    let meta = token.meta();
+    if meta.deletion_timestamp.is_some() || token.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(token);
+    }
+    let patch = add_finalizer(meta.finalizers.as_deref());
+    let patched = api
+        .patch(
+            &token.name_any(),
+            &PatchParams::default(),
+            &Patch::Json::<()>(patch),
+        )
+        .await
+        .map_err(|e| {
+            Error::Finalizer(Box::new(kube::runtime::finalizer::Error::AddFinalizer(e)))
+        })?;
+    own_writes.wrote(patched.meta());
+    Ok(Arc::new(patched))
+}
+
+/// The JSON patch that adds the operator's finalizer to `finalizers`, guarded as kube's
+/// helper guards it: it fails (and the reconcile retries) if the list changed meanwhile.
+fn add_finalizer(finalizers: Option<&[String]>) -> json_patch::Patch {
+    let operations = match finalizers {
+        Some(finalizers) if !finalizers.is_empty() => serde_json::json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": finalizers},
+            {"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER},
+        ]),
+        _ => serde_json::json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": null},
+            {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]},
+        ]),
+    };
+    serde_json::from_value(operations).expect("a JSON patch")
 }
 
 /// An AccessToken that does not deserialize: nothing is written for it (its TechnicalUser,
@@ -1396,5 +1443,32 @@ mod tests {
         for text in [error.to_string(), format!("{error:?}")] {
             assert!(!text.contains(token.expose_secret()), "{text}");
         }
+    }
+
+    /// Applies `add_finalizer(seen)` to an object whose finalizers are now `current`.
+    fn finalizers_after(
+        seen: Option<&[String]>,
+        current: serde_json::Value,
+    ) -> Option<serde_json::Value> {
+        // kube-apiserver's JSON patch reads a missing list as null; this crate needs it written.
+        let mut object = serde_json::json!({"metadata": {"name": "t", "finalizers": current}});
+        json_patch::patch(&mut object, &add_finalizer(seen)).ok()?;
+        Some(object["metadata"]["finalizers"].clone())
+    }
+
+    #[test]
+    fn the_finalizer_is_added_only_to_the_list_it_was_decided_on() {
+        use serde_json::json;
+        let other = vec!["example.com/other".to_string()];
+        let none = finalizers_after(None, json!(null));
+        assert_eq!(none, Some(json!([FINALIZER])), "no finalizers yet");
+        let after_other = finalizers_after(Some(&other), json!(["example.com/other"]));
+        assert_eq!(after_other, Some(json!(["example.com/other", FINALIZER])));
+        // Someone changed the list since it was read: the patch fails, nothing is lost.
+        assert_eq!(finalizers_after(None, json!(["example.com/new"])), None);
+        assert_eq!(
+            finalizers_after(Some(&other), json!(["example.com/new"])),
+            None
+        );
     }
 }
