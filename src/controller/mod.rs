@@ -76,7 +76,14 @@ pub struct Context {
     own_writes: Arc<OwnWrites>,
     /// Organizations and Groups, from the watches that wake tokens on their changes.
     scopes: Scopes,
+    /// The metadata of the operator's Secrets, from the watch that wakes their tokens.
+    secrets: SecretMetas,
 }
+
+/// The metadata of the Secrets carrying the operator's label, as its watch last saw them,
+/// trimmed to name, uid, version and owners ([`trim_secret`]). A reconcile reads a Secret
+/// this says its token controls whole at once; any other it reads as metadata first.
+pub(crate) type SecretMetas = Store<PartialObjectMeta<Secret>>;
 
 /// The Organizations and Groups as the token controller's own watches last saw them. A
 /// reconcile that a scope change started reads that change here: the watch updates its store
@@ -235,6 +242,7 @@ impl Context {
         hasher: Hasher,
         own_writes: Arc<OwnWrites>,
         scopes: Scopes,
+        secrets: SecretMetas,
     ) -> Self {
         let reporter = Reporter {
             controller: wellknown::OPERATOR_MANAGER.into(),
@@ -249,6 +257,7 @@ impl Context {
             secret_writes: Mutex::default(),
             own_writes,
             scopes,
+            secrets,
         }
     }
 
@@ -301,18 +310,29 @@ pub async fn run(
     };
     let own_writes = Arc::new(OwnWrites::default());
     let (scopes, scope_writers) = Scopes::new();
+    let (secrets, secrets_writer) = reflector::store();
     let ctx = Arc::new(Context::new(
         &client,
         &config,
         hasher,
         own_writes.clone(),
         scopes.clone(),
+        secrets,
     ));
+    // The status controllers count tokens from the token controller's watch (cluster-wide
+    // only: in one namespace they do not run).
+    let (feed, token_changes) = config
+        .namespace
+        .is_none()
+        .then(scope_status::token_feed)
+        .unzip();
     let watches = TokenWatches {
-        tokens: tokens.clone(),
+        tokens,
         own_writes,
         scopes,
         scope_writers,
+        secrets_writer,
+        feed,
     };
     let token_controller = token_controller(&client, &config, watches);
     metrics.tokens.attach(token_controller.store());
@@ -332,21 +352,17 @@ pub async fn run(
             future::ready(())
         });
 
-    if config.namespace.is_some() {
+    let Some(token_changes) = token_changes else {
         info!(
             namespace = config.namespace.as_deref(),
             "watching AccessTokens in one namespace"
         );
         token_task.await;
         return Ok(());
-    }
+    };
     info!("watching AccessTokens in all namespaces");
-    let controllers = future::join3(
-        token_task,
-        scope_status::controller::<Organization>(&client, tokens.clone(), &metrics),
-        scope_status::controller::<Group>(&client, tokens, &metrics),
-    );
-    controllers.await;
+    let status_controllers = scope_status::controllers(&client, token_changes, &metrics);
+    future::join(token_task, status_controllers).await;
     Ok(())
 }
 
@@ -356,6 +372,9 @@ struct TokenWatches {
     own_writes: Arc<OwnWrites>,
     scopes: Scopes,
     scope_writers: ScopeWriters,
+    secrets_writer: reflector::store::Writer<PartialObjectMeta<Secret>>,
+    /// Where the status controllers' token counts are fed from this watch, if they run.
+    feed: Option<scope_status::TokenFeed>,
 }
 
 /// The AccessToken controller: its own watch, its children (only Secrets this operator
@@ -372,6 +391,8 @@ fn token_controller(
         own_writes,
         scopes,
         scope_writers,
+        secrets_writer,
+        feed,
     } = watches;
     let (reader, writer) = reflector::store();
     // Secrets as metadata only (`PartialObjectMeta`: kube asks for metadata alone), so
@@ -384,22 +405,22 @@ fn token_controller(
             ),
             None => (Api::all(client.clone()), Api::all(client.clone())),
         };
-    let managed = owned_children();
-    let controller =
-        Controller::for_stream(own_changes(tokens, writer, own_writes.clone()), reader)
-            .with_config(
-                kube::runtime::controller::Config::default()
-                    .concurrency(config.reconcile_concurrency),
-            )
-            .trigger_backoff(watch_backoff())
-            .owns_stream(filtered_watch(watcher(users, managed.clone()), {
-                let own_writes = own_writes.clone();
-                move |event| own_writes.triggers(event)
-            }))
-            .owns_stream(filtered_watch(
-                watcher(secrets, owned_secrets()),
-                move |event| own_writes.triggers(event),
-            ));
+    let controller = Controller::for_stream(
+        own_changes(tokens, writer, own_writes.clone(), feed),
+        reader,
+    )
+    .with_config(
+        kube::runtime::controller::Config::default().concurrency(config.reconcile_concurrency),
+    )
+    .trigger_backoff(watch_backoff())
+    .owns_stream(filtered_watch(watcher(users, owned_children()), {
+        let own_writes = own_writes.clone();
+        move |event| own_writes.triggers(event)
+    }))
+    .owns_stream(filtered_watch(
+        reflector(secrets_writer, secret_watch(secrets)),
+        move |event| own_writes.triggers(event),
+    ));
     let (by_org, by_group) = (controller.store(), controller.store());
     // Which organization each Group belongs to, so that an Organization's change wakes only
     // its own tokens and its groups' (audit F12: every group token in the cluster before).
@@ -451,15 +472,22 @@ fn of_organization(
 /// finalizer changes, but not the echo of the finalizer a reconcile added before it went on
 /// (see [`access_token::reconcile`]). Not status-only writes (the operator's own after every
 /// reconcile, the verifier's `lastUsedAt`): no outcome depends on them, and each cost a
-/// reconcile's reads.
+/// reconcile's reads. Every event, status-only ones included, first feeds the status
+/// controllers' token counts (`feed`).
 fn own_changes(
     tokens: Api<Watched>,
     writer: reflector::store::Writer<Watched>,
     own_writes: Arc<OwnWrites>,
+    feed: Option<scope_status::TokenFeed>,
 ) -> impl Stream<Item = Result<Watched, watcher::Error>> + Send + 'static {
     // The store keeps every AccessToken as `Trimmed`: metadata cut to what reconciles read
     // (no labels, annotations or managed fields a tenant could pad).
-    let watched = watcher(tokens, tenant_written(watcher::Config::default()));
+    let watched =
+        watcher(tokens, tenant_written(watcher::Config::default())).inspect(move |event| {
+            if let (Some(feed), Ok(event)) = (&feed, event) {
+                feed.on(event);
+            }
+        });
     reflector(writer, watched)
         .applied_objects()
         .predicate_filter(
@@ -512,6 +540,20 @@ fn owned_children() -> watcher::Config {
 /// small pages since tenants may pad them.
 fn owned_secrets() -> watcher::Config {
     tenant_written(owned_children())
+}
+
+/// The operator's Secrets as watched: its label only, metadata only, trimmed.
+fn secret_watch(
+    secrets: Api<PartialObjectMeta<Secret>>,
+) -> impl Stream<Item = Result<watcher::Event<PartialObjectMeta<Secret>>, watcher::Error>> + Send {
+    watcher(secrets, owned_secrets()).modify(trim_secret)
+}
+
+/// A watched Secret's metadata cut to what the operator reads of it (name, uid, version,
+/// owners): the labels, annotations and managed fields tenants may pad are not kept.
+fn trim_secret(secret: &mut PartialObjectMeta<Secret>) {
+    let meta = &mut secret.metadata;
+    (meta.labels, meta.annotations, meta.managed_fields) = (None, None, None);
 }
 
 /// How AccessTokens (and the Secrets of tokens, which tenants may edit) are listed: in small
@@ -706,6 +748,31 @@ fn backoff(failures: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_watched_secret_keeps_only_what_the_reconciles_read() {
+        let mut secret: PartialObjectMeta<Secret> = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {
+                "name": "ci-token", "namespace": "acme", "uid": "s-1", "resourceVersion": "7",
+                "labels": {"padding": "x".repeat(60)},
+                "annotations": {"padding": "x".repeat(100_000)},
+                "managedFields": [{"manager": "kubectl", "operation": "Update"}],
+                "ownerReferences": [{"apiVersion": "iam.accesstoken.io/v1alpha1",
+                    "kind": "AccessToken", "name": "ci", "uid": "t-1", "controller": true}],
+            },
+        }))
+        .expect("valid");
+        trim_secret(&mut secret);
+        let meta = &secret.metadata;
+        assert!(meta.labels.is_none() && meta.annotations.is_none());
+        assert!(meta.managed_fields.is_none());
+        assert!(access_token::build::is_controlled_by(meta, "t-1"));
+        assert_eq!(
+            (meta.uid.as_deref(), meta.resource_version.as_deref()),
+            (Some("s-1"), Some("7"))
+        );
+    }
 
     #[test]
     fn only_the_operators_own_secrets_are_watched_in_small_pages() {

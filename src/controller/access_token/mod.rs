@@ -18,6 +18,7 @@ use kube::{
         controller::Action,
         events::EventType,
         finalizer::{Event as Finalizer, finalizer},
+        reflector::ObjectRef,
     },
 };
 use tracing::{info, instrument, warn};
@@ -320,9 +321,32 @@ enum Minted {
     SecretWriteFailed(kube::Error),
 }
 
-/// The Secret by `name`, as the plan sees it. Metadata first: the data of a Secret this
-/// token does not own is never read.
-async fn read_secret(secrets: &Api<Secret>, name: &str, uid: &str) -> Result<Option<Secret>> {
+/// The Secret by `name`, as the plan sees it. One the operator's Secret watch says this token
+/// controls is read whole at once; any other, metadata first: the data of a Secret this token
+/// does not own is not read (nor kept, should it have been replaced since the watch saw it).
+async fn read_secret(
+    secrets: &Api<Secret>,
+    watched: &super::SecretMetas,
+    name: &str,
+    uid: &str,
+) -> Result<Option<Secret>> {
+    let at = ObjectRef::new(name).within(secrets.namespace().unwrap_or_default());
+    if watched
+        .get(&at)
+        .is_some_and(|seen| build::is_controlled_by(&seen.metadata, uid))
+    {
+        let secret = secrets.get_opt(name).await.at(Step::ReadSecret)?;
+        return Ok(secret.map(|s| {
+            if build::is_controlled_by(&s.metadata, uid) {
+                s
+            } else {
+                Secret {
+                    metadata: s.metadata,
+                    ..Secret::default()
+                }
+            }
+        }));
+    }
     match secrets.get_metadata_opt(name).await.at(Step::ReadSecret)? {
         Some(meta) if build::is_controlled_by(&meta.metadata, uid) => {
             secrets.get_opt(name).await.at(Step::ReadSecret)
@@ -415,7 +439,7 @@ impl AccessToken {
             Some(user) => UserSeen::Ours(Box::new(user)),
         };
         let secret_name = build::secret_name(self);
-        let secret = match read_secret(&pass.secrets, &secret_name, &uid).await? {
+        let secret = match read_secret(&pass.secrets, &ctx.secrets, &secret_name, &uid).await? {
             None => SecretSeen::Missing,
             Some(secret) if !build::is_controlled_by(&secret.metadata, &uid) => SecretSeen::Foreign,
             Some(secret) => self.inspect_secret(ctx, secret, &user).await,

@@ -6,7 +6,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::{StreamExt, future};
+use futures::{
+    StreamExt,
+    channel::mpsc::{self, UnboundedReceiver, UnboundedSender},
+    future,
+};
 use k8s_openapi::jiff::Timestamp;
 use kube::{
     Api, Client, Resource, ResourceExt,
@@ -15,7 +19,7 @@ use kube::{
 use serde::de::DeserializeOwned;
 use tracing::warn;
 
-use super::{Failures, access_token::Watched, filtered_watch, log_result, timed, watch_backoff};
+use super::{Failures, access_token::Watched, log_result, timed, watch_backoff};
 
 pub(super) mod phase_index;
 
@@ -37,7 +41,7 @@ pub struct Context {
     pub client: Client,
     /// Consecutive failures per Organization or Group, for the shared backoff.
     pub failures: Failures,
-    /// Phases of the tokens, from this controller's own AccessToken watch.
+    /// Phases of the tokens, fed by the AccessToken controller's watch ([`TokenFeed`]).
     pub tokens: Arc<PhaseIndex>,
     /// When each scope's status was last written, for the count throttle.
     last_written: WriteTimes,
@@ -206,15 +210,74 @@ impl ScopeObject for Group {
     }
 }
 
+/// The token side of both status controllers, fed by the AccessToken controller's watch (one
+/// watch of every token, not one per controller: each token event was decoded three times):
+/// the phase index, updated before the tokens whose phase or scope changed are passed on.
+pub struct TokenFeed {
+    index: Arc<PhaseIndex>,
+    organizations: UnboundedSender<Watched>,
+    groups: UnboundedSender<Watched>,
+}
+
+/// What [`TokenFeed`] feeds: the index, and the changed tokens for each kind's controller.
+pub struct TokenChanges {
+    index: Arc<PhaseIndex>,
+    organizations: UnboundedReceiver<Watched>,
+    groups: UnboundedReceiver<Watched>,
+}
+
+/// A feed and what it feeds.
+pub fn token_feed() -> (TokenFeed, TokenChanges) {
+    let index = Arc::new(PhaseIndex::default());
+    let (organizations, organization_changes) = mpsc::unbounded();
+    let (groups, group_changes) = mpsc::unbounded();
+    let feed = TokenFeed {
+        index: index.clone(),
+        organizations,
+        groups,
+    };
+    let changes = TokenChanges {
+        index,
+        organizations: organization_changes,
+        groups: group_changes,
+    };
+    (feed, changes)
+}
+
+impl TokenFeed {
+    /// Records one event of the AccessToken watch.
+    pub fn on(&self, event: &watcher::Event<Watched>) {
+        for token in self.index.on(event.clone()) {
+            // A controller that has stopped (shutdown) no longer needs its triggers.
+            let _ = self.organizations.unbounded_send(token.clone());
+            let _ = self.groups.unbounded_send(token);
+        }
+    }
+}
+
+/// Both status controllers, on the tokens `changes` passes on.
+pub async fn controllers(client: &Client, changes: TokenChanges, metrics: &Arc<Metrics>) {
+    let TokenChanges {
+        index,
+        organizations,
+        groups,
+    } = changes;
+    future::join(
+        controller::<Organization>(client, index.clone(), organizations, metrics),
+        controller::<Group>(client, index, groups, metrics),
+    )
+    .await;
+}
+
 /// The status controller of one kind, woken by the tokens naming each object (counted in
-/// its own index of token phases) and by what else its readiness depends on.
-pub fn controller<K: ScopeObject>(
+/// the shared index of token phases) and by what else its readiness depends on.
+fn controller<K: ScopeObject>(
     client: &Client,
-    tokens: Api<Watched>,
+    index: Arc<PhaseIndex>,
+    changed: UnboundedReceiver<Watched>,
     metrics: &Arc<Metrics>,
 ) -> impl Future<Output = ()> + use<K> {
     let metrics = metrics.clone();
-    let index = Arc::new(PhaseIndex::default());
     let ctx = Arc::new(Context {
         client: client.clone(),
         failures: Failures::default(),
@@ -224,13 +287,9 @@ pub fn controller<K: ScopeObject>(
     let controller = Controller::new(Api::<K>::all(client.clone()), watcher::Config::default())
         .trigger_backoff(watch_backoff());
     K::more_triggers(controller, client)
-        .watches_stream(
-            filtered_watch(
-                watcher(tokens, super::tenant_written(watcher::Config::default())),
-                move |event| index.on(event),
-            ),
-            |token: Watched| Some(ObjectRef::<K>::new(&K::named_by(token.0.ok()?)?)),
-        )
+        .watches_stream(changed.map(Ok), |token: Watched| {
+            Some(ObjectRef::<K>::new(&K::named_by(token.0.ok()?)?))
+        })
         .shutdown_on_signal()
         .run(
             timed(metrics.clone(), K::CONTROLLER, reconcile::<K>),

@@ -1,6 +1,6 @@
 //! The phase and scope of every AccessToken, for the token counts in Organization and Group
-//! status. Fed by the status controller's own AccessToken watch and updated before the
-//! change it saw triggers a reconcile, so a count always includes the change that asked for
+//! status. One index for both status controllers, fed by the AccessToken controller's watch
+//! ([`super::TokenFeed`]) and updated before the change it saw triggers a reconcile, so a count always includes the change that asked for
 //! it (the guarantee the former fresh LIST per reconcile gave, without listing every token
 //! of the scope on every token change). A few dozen bytes per token, not whole objects.
 
