@@ -4,6 +4,7 @@
 pub mod access_token;
 mod own_writes;
 mod scope_status;
+mod secret_owners;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -30,6 +31,7 @@ use access_token::Watched;
 #[cfg(test)]
 pub(crate) use access_token::build::technical_user as technical_user_of;
 use own_writes::OwnWrites;
+use secret_owners::SecretOwners;
 
 use crate::{
     api::{AccessToken, Group, Organization, Reason, TechnicalUser, wellknown},
@@ -76,14 +78,9 @@ pub struct Context {
     own_writes: Arc<OwnWrites>,
     /// Organizations and Groups, from the watches that wake tokens on their changes.
     scopes: Scopes,
-    /// The metadata of the operator's Secrets, from the watch that wakes their tokens.
-    secrets: SecretMetas,
+    /// Which token controls each of the operator's Secrets, from the watch that wakes them.
+    secret_owners: Arc<SecretOwners>,
 }
-
-/// The metadata of the Secrets carrying the operator's label, as its watch last saw them,
-/// trimmed to name, uid, version and owners ([`trim_secret`]). A reconcile reads a Secret
-/// this says its token controls whole at once; any other it reads as metadata first.
-pub(crate) type SecretMetas = Store<PartialObjectMeta<Secret>>;
 
 /// The Organizations and Groups as the token controller's own watches last saw them. A
 /// reconcile that a scope change started reads that change here: the watch updates its store
@@ -242,7 +239,7 @@ impl Context {
         hasher: Hasher,
         own_writes: Arc<OwnWrites>,
         scopes: Scopes,
-        secrets: SecretMetas,
+        secret_owners: Arc<SecretOwners>,
     ) -> Self {
         let reporter = Reporter {
             controller: wellknown::OPERATOR_MANAGER.into(),
@@ -257,7 +254,7 @@ impl Context {
             secret_writes: Mutex::default(),
             own_writes,
             scopes,
-            secrets,
+            secret_owners,
         }
     }
 
@@ -310,14 +307,14 @@ pub async fn run(
     };
     let own_writes = Arc::new(OwnWrites::default());
     let (scopes, scope_writers) = Scopes::new();
-    let (secrets, secrets_writer) = reflector::store();
+    let secret_owners = Arc::new(SecretOwners::default());
     let ctx = Arc::new(Context::new(
         &client,
         &config,
         hasher,
         own_writes.clone(),
         scopes.clone(),
-        secrets,
+        secret_owners.clone(),
     ));
     // The status controllers count tokens from the token controller's watch (cluster-wide
     // only: in one namespace they do not run).
@@ -331,7 +328,7 @@ pub async fn run(
         own_writes,
         scopes,
         scope_writers,
-        secrets_writer,
+        secret_owners,
         feed,
     };
     let token_controller = token_controller(&client, &config, watches);
@@ -372,7 +369,7 @@ struct TokenWatches {
     own_writes: Arc<OwnWrites>,
     scopes: Scopes,
     scope_writers: ScopeWriters,
-    secrets_writer: reflector::store::Writer<PartialObjectMeta<Secret>>,
+    secret_owners: Arc<SecretOwners>,
     /// Where the status controllers' token counts are fed from this watch, if they run.
     feed: Option<scope_status::TokenFeed>,
 }
@@ -391,7 +388,7 @@ fn token_controller(
         own_writes,
         scopes,
         scope_writers,
-        secrets_writer,
+        secret_owners,
         feed,
     } = watches;
     let (reader, writer) = reflector::store();
@@ -418,8 +415,8 @@ fn token_controller(
         move |event| own_writes.triggers(event)
     }))
     .owns_stream(filtered_watch(
-        reflector(secrets_writer, secret_watch(secrets)),
-        move |event| own_writes.triggers(event),
+        watcher(secrets, owned_secrets()),
+        secret_triggers(secret_owners, own_writes),
     ));
     let (by_org, by_group) = (controller.store(), controller.store());
     // Which organization each Group belongs to, so that an Organization's change wakes only
@@ -542,18 +539,16 @@ fn owned_secrets() -> watcher::Config {
     tenant_written(owned_children())
 }
 
-/// The operator's Secrets as watched: its label only, metadata only, trimmed.
-fn secret_watch(
-    secrets: Api<PartialObjectMeta<Secret>>,
-) -> impl Stream<Item = Result<watcher::Event<PartialObjectMeta<Secret>>, watcher::Error>> + Send {
-    watcher(secrets, owned_secrets()).modify(trim_secret)
-}
-
-/// A watched Secret's metadata cut to what the operator reads of it (name, uid, version,
-/// owners): the labels, annotations and managed fields tenants may pad are not kept.
-fn trim_secret(secret: &mut PartialObjectMeta<Secret>) {
-    let meta = &mut secret.metadata;
-    (meta.labels, meta.annotations, meta.managed_fields) = (None, None, None);
+/// Which events of the operator's Secrets wake their tokens (not the echo of its own writes),
+/// each first recorded in `owners`.
+fn secret_triggers(
+    owners: Arc<SecretOwners>,
+    own_writes: Arc<OwnWrites>,
+) -> impl FnMut(watcher::Event<PartialObjectMeta<Secret>>) -> Vec<PartialObjectMeta<Secret>> {
+    move |event| {
+        owners.on(&event);
+        own_writes.triggers(event)
+    }
 }
 
 /// How AccessTokens (and the Secrets of tokens, which tenants may edit) are listed: in small
@@ -748,31 +743,6 @@ fn backoff(failures: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_watched_secret_keeps_only_what_the_reconciles_read() {
-        let mut secret: PartialObjectMeta<Secret> = serde_json::from_value(serde_json::json!({
-            "apiVersion": "v1", "kind": "Secret",
-            "metadata": {
-                "name": "ci-token", "namespace": "acme", "uid": "s-1", "resourceVersion": "7",
-                "labels": {"padding": "x".repeat(60)},
-                "annotations": {"padding": "x".repeat(100_000)},
-                "managedFields": [{"manager": "kubectl", "operation": "Update"}],
-                "ownerReferences": [{"apiVersion": "iam.accesstoken.io/v1alpha1",
-                    "kind": "AccessToken", "name": "ci", "uid": "t-1", "controller": true}],
-            },
-        }))
-        .expect("valid");
-        trim_secret(&mut secret);
-        let meta = &secret.metadata;
-        assert!(meta.labels.is_none() && meta.annotations.is_none());
-        assert!(meta.managed_fields.is_none());
-        assert!(access_token::build::is_controlled_by(meta, "t-1"));
-        assert_eq!(
-            (meta.uid.as_deref(), meta.resource_version.as_deref()),
-            (Some("s-1"), Some("7"))
-        );
-    }
 
     #[test]
     fn only_the_operators_own_secrets_are_watched_in_small_pages() {

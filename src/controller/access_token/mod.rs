@@ -18,7 +18,6 @@ use kube::{
         controller::Action,
         events::EventType,
         finalizer::{Event as Finalizer, finalizer},
-        reflector::ObjectRef,
     },
 };
 use tracing::{info, instrument, warn};
@@ -326,15 +325,11 @@ enum Minted {
 /// does not own is not read (nor kept, should it have been replaced since the watch saw it).
 async fn read_secret(
     secrets: &Api<Secret>,
-    watched: &super::SecretMetas,
+    owners: &super::SecretOwners,
     name: &str,
     uid: &str,
 ) -> Result<Option<Secret>> {
-    let at = ObjectRef::new(name).within(secrets.namespace().unwrap_or_default());
-    if watched
-        .get(&at)
-        .is_some_and(|seen| build::is_controlled_by(&seen.metadata, uid))
-    {
+    if owners.controls(secrets.namespace().unwrap_or_default(), name, uid) {
         let secret = secrets.get_opt(name).await.at(Step::ReadSecret)?;
         return Ok(secret.map(|s| {
             if build::is_controlled_by(&s.metadata, uid) {
@@ -439,7 +434,9 @@ impl AccessToken {
             Some(user) => UserSeen::Ours(Box::new(user)),
         };
         let secret_name = build::secret_name(self);
-        let secret = match read_secret(&pass.secrets, &ctx.secrets, &secret_name, &uid).await? {
+        let secret = match read_secret(&pass.secrets, &ctx.secret_owners, &secret_name, &uid)
+            .await?
+        {
             None => SecretSeen::Missing,
             Some(secret) if !build::is_controlled_by(&secret.metadata, &uid) => SecretSeen::Foreign,
             Some(secret) => self.inspect_secret(ctx, secret, &user).await,
