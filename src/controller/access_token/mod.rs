@@ -323,6 +323,7 @@ enum Minted {
 /// The Secret by `name`, as the plan sees it. One the operator's Secret watch says this token
 /// controls is read whole at once; any other, metadata first: the data of a Secret this token
 /// does not own is not read (nor kept, should it have been replaced since the watch saw it).
+/// A foreign Secret is `Secret::default()` either way: only its presence matters.
 async fn read_secret(
     secrets: &Api<Secret>,
     owners: &super::SecretOwners,
@@ -331,16 +332,12 @@ async fn read_secret(
 ) -> Result<Option<Secret>> {
     if owners.controls(secrets.namespace().unwrap_or_default(), name, uid) {
         let secret = secrets.get_opt(name).await.at(Step::ReadSecret)?;
-        return Ok(secret.map(|s| {
-            if build::is_controlled_by(&s.metadata, uid) {
-                s
-            } else {
-                Secret {
-                    metadata: s.metadata,
-                    ..Secret::default()
-                }
-            }
-        }));
+        return Ok(
+            secret.map(|s| match build::is_controlled_by(&s.metadata, uid) {
+                true => s,
+                false => Secret::default(),
+            }),
+        );
     }
     match secrets.get_metadata_opt(name).await.at(Step::ReadSecret)? {
         Some(meta) if build::is_controlled_by(&meta.metadata, uid) => {

@@ -247,7 +247,7 @@ pub fn token_feed() -> (TokenFeed, TokenChanges) {
 impl TokenFeed {
     /// Records one event of the AccessToken watch.
     pub fn on(&self, event: &watcher::Event<Watched>) {
-        for token in self.index.on(event.clone()) {
+        for token in self.index.on(event) {
             // A controller that has stopped (shutdown) no longer needs its triggers.
             let _ = self.organizations.unbounded_send(token.clone());
             let _ = self.groups.unbounded_send(token);

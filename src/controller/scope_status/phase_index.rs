@@ -1,8 +1,8 @@
 //! The phase and scope of every AccessToken, for the token counts in Organization and Group
 //! status. One index for both status controllers, fed by the AccessToken controller's watch
-//! ([`super::TokenFeed`]) and updated before the change it saw triggers a reconcile, so a count always includes the change that asked for
-//! it (the guarantee the former fresh LIST per reconcile gave, without listing every token
-//! of the scope on every token change). A few dozen bytes per token, not whole objects.
+//! ([`super::TokenFeed`]) and updated before the change it saw triggers a reconcile, so a
+//! count always includes the change that asked for it (the guarantee the former fresh LIST
+//! per reconcile gave, without listing every token of the scope on every token change). A few dozen bytes per token, not whole objects.
 
 use std::{collections::HashMap, sync::Mutex};
 
@@ -64,16 +64,16 @@ fn key(watched: &Watched) -> String {
 
 impl PhaseIndex {
     /// Records a watch event; returns the tokens whose scope or phase changed (new ones and
-    /// deleted ones included), the only changes a count can follow.
-    pub fn on(&self, event: watcher::Event<Watched>) -> Vec<Watched> {
+    /// deleted ones included), the only changes a count can follow. Only those are copied.
+    pub fn on(&self, event: &watcher::Event<Watched>) -> Vec<Watched> {
         use watcher::Event;
         let mut entries = self.0.lock().expect("lock");
         match event {
             Event::Apply(watched) | Event::InitApply(watched) => {
-                let Some(entry) = Entry::of(&watched) else {
+                let Some(entry) = Entry::of(watched) else {
                     return Vec::new();
                 };
-                let key = key(&watched);
+                let key = key(watched);
                 if let Some(relisting) = &mut entries.relisting {
                     relisting.insert(key.clone(), entry.clone());
                 }
@@ -81,12 +81,12 @@ impl PhaseIndex {
                 if previous.as_ref() == Some(&entry) {
                     Vec::new()
                 } else {
-                    vec![watched]
+                    vec![watched.clone()]
                 }
             }
             Event::Delete(watched) => {
-                entries.by_token.remove(&key(&watched));
-                vec![watched]
+                entries.by_token.remove(&key(watched));
+                vec![watched.clone()]
             }
             Event::Init => {
                 entries.relisting = Some(HashMap::new());
@@ -167,35 +167,35 @@ mod tests {
             None,
             "not listed yet"
         );
-        index.on(Event::Init);
-        assert_eq!(index.on(Event::InitApply(token("t1", "a", None))).len(), 1);
-        index.on(Event::InitApply(token("t2", "a", Some(Phase::Active))));
-        index.on(Event::InitApply(token("t3", "b", Some(Phase::Active))));
-        index.on(Event::InitDone);
+        index.on(&Event::Init);
+        assert_eq!(index.on(&Event::InitApply(token("t1", "a", None))).len(), 1);
+        index.on(&Event::InitApply(token("t2", "a", Some(Phase::Active))));
+        index.on(&Event::InitApply(token("t3", "b", Some(Phase::Active))));
+        index.on(&Event::InitDone);
         let counts = index.counts(ScopeField::Organization, "a").unwrap();
         assert_eq!((counts.pending, counts.active), (1, 1));
 
         // The same phase again (a lastUsedAt write, say) changes no count: nothing passes.
         assert!(
             index
-                .on(Event::Apply(token("t2", "a", Some(Phase::Active))))
+                .on(&Event::Apply(token("t2", "a", Some(Phase::Active))))
                 .is_empty()
         );
         assert_eq!(
             index
-                .on(Event::Apply(token("t1", "a", Some(Phase::Revoked))))
+                .on(&Event::Apply(token("t1", "a", Some(Phase::Revoked))))
                 .len(),
             1
         );
-        assert_eq!(index.on(Event::Delete(token("t2", "a", None))).len(), 1);
+        assert_eq!(index.on(&Event::Delete(token("t2", "a", None))).len(), 1);
         let counts = index.counts(ScopeField::Organization, "a").unwrap();
         assert_eq!((counts.pending, counts.active, counts.revoked), (0, 0, 1));
         assert_eq!(index.counts(ScopeField::Group, "a").unwrap().revoked, 0);
 
         // A relist forgets tokens deleted while the watch was down.
-        index.on(Event::Init);
-        index.on(Event::InitApply(token("t3", "b", Some(Phase::Active))));
-        index.on(Event::InitDone);
+        index.on(&Event::Init);
+        index.on(&Event::InitApply(token("t3", "b", Some(Phase::Active))));
+        index.on(&Event::InitDone);
         assert_eq!(
             index.counts(ScopeField::Organization, "a").unwrap(),
             TokenCounts::default()
