@@ -57,10 +57,11 @@ bench-verify: control-plane
 	$(LOCAL_CLUSTER) -- $(CARGO) bench --bench verify
 
 ## bench-scale: N AccessTokens (BENCH_SCALE_TOKENS, default 1000) to Active vs. a floor and KCM's legacy SA token controller; RSS, restart CPU; writes BENCHMARKS.md
-## (debug build with optimised dependencies, as `make run`: issue 8's figures were taken on it)
+## (debug build with optimised dependencies, as `make run`: issue 8's figures were taken on it; BENCH_SCALE_PROFILE=release for the optimised build)
+BENCH_SCALE_PROFILE ?= dev
 bench-scale: control-plane
-	$(CARGO) bench --profile dev --bench scale --no-run
-	$(LOCAL_CLUSTER) -- $(CARGO) bench --profile dev --bench scale
+	$(CARGO) bench --profile $(BENCH_SCALE_PROFILE) --bench scale --no-run
+	$(LOCAL_CLUSTER) -- $(CARGO) bench --profile $(BENCH_SCALE_PROFILE) --bench scale
 
 ## bench-proxy: the authenticating proxy vs kube-apiserver's webhook path with the same token: GET p50/p99, LIST, watch delay, throughput, RSS with 1,000 watches; writes BENCHMARKS.md
 bench-proxy: control-plane

@@ -35,7 +35,7 @@ use secret_owners::SecretOwners;
 
 use crate::{
     api::{AccessToken, Group, Organization, Reason, TechnicalUser, wellknown},
-    observability::metrics::{ControllerKind, Metrics},
+    observability::metrics::{ControllerKind, Metrics, TriggerSource},
     runtime::hash_pool::Hasher,
 };
 
@@ -301,11 +301,8 @@ pub async fn run(
     hasher: Hasher,
     metrics: Arc<Metrics>,
 ) -> crate::Result<()> {
-    let tokens: Api<Watched> = match &config.namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
-    let own_writes = Arc::new(OwnWrites::default());
+    let (own_writes, asked_again) = OwnWrites::new();
+    let own_writes = Arc::new(own_writes);
     let (scopes, scope_writers) = Scopes::new();
     let secret_owners = Arc::new(SecretOwners::default());
     let ctx = Arc::new(Context::new(
@@ -324,12 +321,14 @@ pub async fn run(
         .then(scope_status::token_feed)
         .unzip();
     let watches = TokenWatches {
-        tokens,
+        tokens: in_scope(&client, &config),
         own_writes,
         scopes,
         scope_writers,
         secret_owners,
         feed,
+        metrics: metrics.clone(),
+        asked_again,
     };
     let token_controller = token_controller(&client, &config, watches);
     metrics.tokens.attach(token_controller.store());
@@ -372,6 +371,10 @@ struct TokenWatches {
     secret_owners: Arc<SecretOwners>,
     /// Where the status controllers' token counts are fed from this watch, if they run.
     feed: Option<scope_status::TokenFeed>,
+    /// Where what asks for reconciles is counted.
+    metrics: Arc<Metrics>,
+    /// Tokens whose child changed while the operator was writing it (see [`OwnWrites`]).
+    asked_again: futures::channel::mpsc::UnboundedReceiver<ObjectRef<Watched>>,
 }
 
 /// The AccessToken controller: its own watch, its children (only Secrets this operator
@@ -390,34 +393,50 @@ fn token_controller(
         scope_writers,
         secret_owners,
         feed,
+        metrics,
+        asked_again,
     } = watches;
     let (reader, writer) = reflector::store();
     // Secrets as metadata only (`PartialObjectMeta`: kube asks for metadata alone), so
     // their data is neither sent nor parsed here.
-    let (users, secrets): (Api<TechnicalUser>, Api<PartialObjectMeta<Secret>>) =
-        match &config.namespace {
-            Some(ns) => (
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client.clone(), ns),
-            ),
-            None => (Api::all(client.clone()), Api::all(client.clone())),
-        };
+    let users: Api<TechnicalUser> = in_scope(client, config);
+    let secrets: Api<PartialObjectMeta<Secret>> = in_scope(client, config);
     let controller = Controller::for_stream(
-        own_changes(tokens, writer, own_writes.clone(), feed),
+        own_changes(tokens, writer, own_writes.clone(), feed)
+            .inspect_ok(counted(&metrics, TriggerSource::AccessToken)),
         reader,
     )
     .with_config(
         kube::runtime::controller::Config::default().concurrency(config.reconcile_concurrency),
     )
     .trigger_backoff(watch_backoff())
-    .owns_stream(filtered_watch(watcher(users, owned_children()), {
-        let own_writes = own_writes.clone();
-        move |event| own_writes.triggers(event)
-    }))
-    .owns_stream(filtered_watch(
-        watcher(secrets, owned_secrets()),
-        secret_triggers(secret_owners, own_writes),
-    ));
+    .reconcile_on(asked_again.inspect(counted(&metrics, TriggerSource::ChangeDuringWrite)))
+    .owns_stream(
+        filtered_watch(watcher(users, owned_children()), {
+            let own_writes = own_writes.clone();
+            move |event| own_writes.triggers(event)
+        })
+        .inspect_ok(counted(&metrics, TriggerSource::TechnicalUser)),
+    )
+    .owns_stream(
+        filtered_watch(
+            watcher(secrets, owned_secrets()),
+            secret_triggers(secret_owners, own_writes),
+        )
+        .inspect_ok(counted(&metrics, TriggerSource::Secret)),
+    );
+    woken_by_scopes(controller, client, scopes, scope_writers, &metrics)
+}
+
+/// `controller`, woken by spec changes of Organizations and Groups: the tokens that act in
+/// them. Their watches keep [`Scopes`] for the reconciles.
+fn woken_by_scopes(
+    controller: Controller<Watched>,
+    client: &Client,
+    scopes: Scopes,
+    scope_writers: ScopeWriters,
+    metrics: &Arc<Metrics>,
+) -> Controller<Watched> {
     let (by_org, by_group) = (controller.store(), controller.store());
     // Which organization each Group belongs to, so that an Organization's change wakes only
     // its own tokens and its groups' (audit F12: every group token in the cluster before).
@@ -435,18 +454,40 @@ fn token_controller(
             watcher::Config::default(),
         ),
     );
+    let (org_metrics, group_metrics) = (metrics.clone(), metrics.clone());
     controller
         .watches_stream(spec_changes(organization_events), move |org| {
             let name = org.name_any();
             let group_organization =
                 |group: &str| scopes.group(group).map(|g| g.spec.organization.clone());
-            tokens_where(&by_org, |t| of_organization(t, &name, group_organization))
+            let woken = tokens_where(&by_org, |t| of_organization(t, &name, group_organization));
+            org_metrics.triggered(TriggerSource::Organization, woken.len());
+            woken
         })
         .watches_stream(spec_changes(group_events), move |group| {
-            tokens_where(&by_group, |t| {
+            let woken = tokens_where(&by_group, |t| {
                 t.spec.group.as_deref() == Some(&group.name_any())
-            })
+            });
+            group_metrics.triggered(TriggerSource::Group, woken.len());
+            woken
         })
+}
+
+/// `K` where the operator acts: in one namespace (`--namespace`), or in all.
+fn in_scope<K>(client: &Client, config: &Config) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match &config.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Counts each object of a trigger stream as one reconcile asked for by `source`.
+fn counted<K>(metrics: &Arc<Metrics>, source: TriggerSource) -> impl FnMut(&K) + use<K> {
+    let metrics = metrics.clone();
+    move |_| metrics.triggered(source, 1)
 }
 
 /// Whether `token` acts in organization `name`: an organization token of it, or a token of a
@@ -491,7 +532,7 @@ fn own_changes(
             predicates::generation.combine(predicates::finalizers),
             Default::default(),
         )
-        .try_filter(move |token| future::ready(!own_writes.is_echo(token.meta())))
+        .try_filter(move |token| future::ready(own_writes.is_change(token)))
 }
 
 /// Organizations or Groups as the token controller hears of them: see [`SpecChanges`].

@@ -54,6 +54,31 @@ pub struct FailureLabels {
     pub step: crate::error::Step,
 }
 
+/// What asked the AccessToken controller for a reconcile.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum TriggerSource {
+    /// A change of the AccessToken itself (spec, finalizers, creation, deletion).
+    AccessToken,
+    /// A change of its TechnicalUser that was not the operator's own write.
+    TechnicalUser,
+    /// A change of its Secret that was not the operator's own write.
+    Secret,
+    /// A spec change of the Organization it acts in.
+    Organization,
+    /// A spec change of its Group.
+    Group,
+    /// A change of the token or a child that arrived while the operator was writing it and
+    /// turned out not to be that write.
+    ChangeDuringWrite,
+}
+
+/// Labels of the reconcile trigger counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TriggerLabels {
+    /// What asked.
+    pub source: TriggerSource,
+}
+
 /// Labels of the per-controller families.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ControllerLabels {
@@ -84,6 +109,9 @@ pub struct Metrics {
     pub reconciles: Family<ReconcileLabels, Counter>,
     /// Failed reconciles, by controller and the step that failed.
     pub reconcile_failures: Family<FailureLabels, Counter>,
+    /// Reconciles of AccessTokens asked for, by what asked (the controller merges requests
+    /// for a token already queued, so these can exceed the reconciles).
+    pub reconcile_triggers: Family<TriggerLabels, Counter>,
 }
 
 /// Registers `metric` under `name` and returns it: a metric is a handle, so the registry
@@ -109,6 +137,27 @@ fn register_build_info(registry: &mut Registry) {
             version: env!("CARGO_PKG_VERSION"),
         })
         .set(1);
+}
+
+/// `reconcile_triggers_total`, with a series for every source from the start.
+fn register_triggers(registry: &mut Registry) -> Family<TriggerLabels, Counter> {
+    let triggers = Family::<TriggerLabels, Counter>::default();
+    registry.register(
+        "reconcile_triggers",
+        "AccessToken reconciles asked for, by what asked: the token, its TechnicalUser or Secret (not the operator's own writes), its Organization or Group, or a change that arrived during one of the operator's writes",
+        triggers.clone(),
+    );
+    for source in [
+        TriggerSource::AccessToken,
+        TriggerSource::TechnicalUser,
+        TriggerSource::Secret,
+        TriggerSource::Organization,
+        TriggerSource::Group,
+        TriggerSource::ChangeDuringWrite,
+    ] {
+        let _ = triggers.get_or_create(&TriggerLabels { source });
+    }
+    triggers
 }
 
 impl Metrics {
@@ -150,6 +199,7 @@ impl Metrics {
             "Failed reconciles, by controller and the step that failed",
             reconcile_failures.clone(),
         );
+        let reconcile_triggers = register_triggers(registry);
         // Series of the fixed label sets exist from the start, at 0: a rate over a counter
         // that appears with its first increment would miss that increment.
         for controller in [
@@ -171,6 +221,7 @@ impl Metrics {
             watch_errors,
             reconciles,
             reconcile_failures,
+            reconcile_triggers,
         })
     }
 
@@ -211,6 +262,13 @@ impl Metrics {
             .inc();
         self.progress
             .watch_failed(controller, std::time::Instant::now());
+    }
+
+    /// Counts `n` reconciles of AccessTokens asked for by `source`.
+    pub fn triggered(&self, source: TriggerSource, n: usize) {
+        self.reconcile_triggers
+            .get_or_create(&TriggerLabels { source })
+            .inc_by(n as u64);
     }
 
     /// Counts a failed reconcile by the step that failed.

@@ -142,6 +142,8 @@ pub struct Memory {
     pub rss: f64,
     /// `VmHWM`, the peak resident set since the process started.
     pub peak: f64,
+    /// `RssAnon`: the resident set but the mapped files (the binary's code among them).
+    pub anon: f64,
 }
 
 impl Memory {
@@ -160,6 +162,7 @@ impl Memory {
         Memory {
             rss: mib("VmRSS:"),
             peak: mib("VmHWM:"),
+            anon: mib("RssAnon:"),
         }
     }
 }

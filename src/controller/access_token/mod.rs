@@ -99,6 +99,7 @@ async fn with_finalizer(
         return Ok(token);
     }
     let patch = add_finalizer(meta.finalizers.as_deref());
+    let writing = own_writes.writing::<AccessToken>(&*token, &token.name_any());
     let patched = api
         .patch(
             &token.name_any(),
@@ -109,7 +110,7 @@ async fn with_finalizer(
         .map_err(|e| {
             Error::Finalizer(Box::new(kube::runtime::finalizer::Error::AddFinalizer(e)))
         })?;
-    own_writes.wrote(patched.meta());
+    writing.wrote(patched.meta());
     Ok(Arc::new(patched))
 }
 
@@ -900,13 +901,15 @@ impl AccessToken {
             ctx.kubeconfig.as_ref(),
         );
         let updated = build::updated_secret(self, &keep.secret, data).unwrap_or(keep.secret);
+        let name = build::secret_name(self);
+        let writing = pass.own_writes.writing::<Secret>(self, &name);
         let written = pass
             .secrets
-            .replace(&build::secret_name(self), &PostParams::default(), &updated)
+            .replace(&name, &PostParams::default(), &updated)
             .await
             .map_err(redacted)
             .at(Step::WriteSecret)?;
-        pass.own_writes.wrote(&written.metadata);
+        writing.wrote(&written.metadata);
         crash_point::reached("rotation-secret-written");
         self.announce_rotation(ctx, &keep.token, &value, cause, &until)
             .await;
@@ -1004,13 +1007,14 @@ impl AccessToken {
             return self.keep_waiting(ctx, pass, waiting).await.map(Some);
         }
         let name = build::secret_name(self);
+        let writing = pass.own_writes.writing::<Secret>(self, &name);
         match pass
             .secrets
             .replace(&name, &PostParams::default(), &updated)
             .await
         {
             Ok(written) => {
-                pass.own_writes.wrote(&written.metadata);
+                writing.wrote(&written.metadata);
                 Ok(None)
             }
             Err(error) if is_conflict(&error) => Err(redacted(error)).at(Step::WriteSecret),
@@ -1080,6 +1084,7 @@ impl AccessToken {
         crash_point::reached("credential-staged");
 
         let data = build::secret_data(self, scope, &value, expires_at, ctx.kubeconfig.as_ref());
+        let writing = (pass.own_writes).writing::<Secret>(self, &build::secret_name(self));
         let written = match existing {
             None => {
                 pass.secrets
@@ -1096,7 +1101,7 @@ impl AccessToken {
         };
         let written = match written {
             Ok(written) => {
-                pass.own_writes.wrote(&written.metadata);
+                writing.wrote(&written.metadata);
                 written
             }
             // A race (the name was just taken, or the Secret changed): look again soon.
@@ -1399,16 +1404,18 @@ async fn apply_user(pass: &Pass<'_>, user: &TechnicalUser, token: &AccessToken) 
             annotations.retain(|k, _| k == verified::VERIFIED_SECRET_ANNOTATION);
         }
     }
+    let name = token.name_any();
+    let writing = pass.own_writes.writing::<TechnicalUser>(token, &name);
     let applied = pass
         .users
         .patch(
-            &token.name_any(),
+            &name,
             &PatchParams::apply(OPERATOR_MANAGER).force(),
             &Patch::Apply(patch),
         )
         .await
         .at(Step::WriteTechnicalUser)?;
-    pass.own_writes.wrote(&applied.metadata);
+    writing.wrote(&applied.metadata);
     Ok(())
 }
 
