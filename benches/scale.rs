@@ -566,14 +566,18 @@ impl Probe {
     async fn token_breakdown(&self, n: usize) -> String {
         let text = self.metrics().await;
         let per_token = |name: &str, label: &str, only: &str| {
-            (series(&text, name))
+            let counts = (series(&text, name))
                 .filter(|(labels, value)| labels.contains(only) && *value > 0.0)
                 .map(|(labels, value)| {
                     let of = labels.split(label).nth(1).and_then(|v| v.split('"').nth(1));
                     format!("{} {:.3}", of.unwrap_or("?"), value / n as f64)
                 })
-                .collect::<Vec<_>>()
-                .join(", ")
+                .collect::<Vec<_>>();
+            if counts.is_empty() {
+                "none".to_string()
+            } else {
+                counts.join(", ")
+            }
         };
         format!(
             "asked for by {}; failed at {}",
@@ -965,11 +969,14 @@ impl Report {
             "| operator over its own write set | | **{:.2}** |\n",
             self.issue.as_secs_f64() / self.write_set.as_secs_f64()
         );
-        out += &format!(
-            "| peer: kube-controller-manager fills {n} legacy ServiceAccount token Secrets | {} | {:.2} |\n",
-            s(self.peer),
-            ratio(self.peer)
-        );
+        // BENCH_SCALE_PEER=0 skipped the peer: no row rather than a zero.
+        if !self.peer.is_zero() {
+            out += &format!(
+                "| peer: kube-controller-manager fills {n} legacy ServiceAccount token Secrets | {} | {:.2} |\n",
+                s(self.peer),
+                ratio(self.peer)
+            );
+        }
         out += &format!(
             "\nThe Organization's status was written {} times while its {n} tokens were issued \
              and settled ({:.1} per second of the burst; the count throttle allows 1).\n",
