@@ -133,15 +133,19 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM HUP
 
-# free_port VAR: sets VAR to a loopback port nothing listens on and that no earlier call
-# handed out (it sets a variable rather than printing, since $(free_port) would run in a
-# subshell and forget the ports it gave out).
+# free_port VAR: sets VAR to a loopback port no socket uses and that no earlier call handed
+# out (it sets a variable rather than printing, since $(free_port) would run in a subshell
+# and forget the ports it gave out). The ports are drawn below the kernel's ephemeral range:
+# a port inside it could be taken between this check and the bind by the local end of any
+# outgoing connection (a CI run lost etcd's peer port that way).
 used_ports=" "
+read -r ephemeral_low _ < /proc/sys/net/ipv4/ip_local_port_range
+if [ "$ephemeral_low" -lt 12000 ]; then ephemeral_low=61000; fi # a nonstandard range: draw above 10000 anyway
 free_port() {
   local port
   while :; do
-    port=$((20000 + RANDOM % 40000))
-    if [[ "$used_ports" != *" $port "* ]] && [ -z "$(ss -Htln "sport = :$port")" ]; then
+    port=$((10000 + RANDOM % (ephemeral_low - 10000)))
+    if [[ "$used_ports" != *" $port "* ]] && [ -z "$(ss -Htan "sport = :$port")" ]; then
       used_ports+="$port "
       printf -v "$1" '%s' "$port"
       return
