@@ -87,6 +87,19 @@ async fn a_controller_only_process_serves_probes_and_metrics_without_token_value
             .then_some(text)
     })
     .await;
+    // Both tokens' creations asked for reconciles, and were counted as the token's own.
+    let asked_by_tokens = text
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(
+                r#"access_token_operator_reconcile_triggers_total{source="AccessToken"} "#,
+            )
+        })
+        .and_then(|value| value.parse::<f64>().ok());
+    assert!(
+        asked_by_tokens.is_some_and(|n| n >= 2.0),
+        "reconciles asked for by the tokens: {asked_by_tokens:?}"
+    );
     // The token, its secret part and its id's secret-bearing form appear nowhere.
     assert!(
         !text.contains(token.expose_secret()),
