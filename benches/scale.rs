@@ -329,15 +329,14 @@ async fn delete_all(tokens: &Api<AccessToken>) {
 }
 
 /// What issuing one token writes, counted in [`operator_write_set`].
-const WRITES_PER_TOKEN: usize = 8;
+const WRITES_PER_TOKEN: usize = 6;
 
 /// The operator's own write set without the operator, for comparison: per token the
-/// client's AccessToken create, the first status (`Reconciling=True`), a metadata patch (the
-/// finalizer's write), the TechnicalUser
-/// with the staged credential, the Secret, the TechnicalUser again (the verified-Secret
-/// record), an Event and a status patch, raw from CLIENTS writers doing each token's writes
-/// in order (as one reconcile does). Reads and argon2 are left out. The AccessTokens are
-/// deleted again (they carry no finalizer) before the operator starts.
+/// client's AccessToken create, a metadata patch (the finalizer's write), the TechnicalUser
+/// with the staged credential, the Secret, an Event and a status patch, raw from CLIENTS
+/// writers doing each token's writes in order (as one reconcile does). Reads and argon2 are
+/// left out. The AccessTokens are deleted again (they carry no finalizer) before the
+/// operator starts.
 async fn operator_write_set(client: &Client, n: usize) -> Duration {
     use k8s_openapi::api::core::v1::Event;
     use kube::api::{Patch, PatchParams};
@@ -349,31 +348,47 @@ async fn operator_write_set(client: &Client, n: usize) -> Duration {
     let merge = PatchParams::default();
     let started = Instant::now();
     parallel(n, |i| {
-        let (tokens, secrets, users, events) =
-            (tokens.clone(), secrets.clone(), users.clone(), events.clone());
+        let (tokens, secrets, users, events) = (
+            tokens.clone(),
+            secrets.clone(),
+            users.clone(),
+            events.clone(),
+        );
         let (hash, merge) = (hash.clone(), merge.clone());
         async move {
             let name = format!("t{i}");
-            tokens.create(&PostParams::default(), &an_access_token(&name)).await.expect("AccessToken");
-            let first = json!({"status": {"conditions": [{"type": "Reconciling", "status": "True",
-                "reason": "FirstReconcile", "message": "issuing", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
-            tokens.patch_status(&name, &merge, &Patch::Merge(&first)).await.expect("first status");
+            tokens
+                .create(&PostParams::default(), &an_access_token(&name))
+                .await
+                .expect("AccessToken");
             let mark = json!({"metadata": {"annotations": {"bench/finalizer-write": "1"}}});
-            tokens.patch(&name, &merge, &Patch::Merge(&mark)).await.expect("metadata");
+            tokens
+                .patch(&name, &merge, &Patch::Merge(&mark))
+                .await
+                .expect("metadata");
             let value = Token::generate();
-            let mut user = a_technical_user(&name, &value, &hash);
-            user.metadata.annotations = Some(BTreeMap::from([("bench/record".into(), String::new())]));
-            users.create(&PostParams::default(), &user).await.expect("TechnicalUser");
+            users
+                .create(
+                    &PostParams::default(),
+                    &a_technical_user(&name, &value, &hash),
+                )
+                .await
+                .expect("TechnicalUser");
             let secret = a_token_secret(WRITE_SET_NS, &name, &value);
-            let written = secrets.create(&PostParams::default(), &secret).await.expect("Secret");
-            let record = json!({"metadata": {"annotations": {
-                "bench/record": written.metadata.resource_version.unwrap_or_default()
-            }}});
-            users.patch(&name, &merge, &Patch::Merge(&record)).await.expect("record");
+            secrets
+                .create(&PostParams::default(), &secret)
+                .await
+                .expect("Secret");
             let event = an_issued_event(WRITE_SET_NS, &name, &value);
-            events.create(&PostParams::default(), &event).await.expect("Event");
+            events
+                .create(&PostParams::default(), &event)
+                .await
+                .expect("Event");
             let status = json!({"status": {"phase": "Active", "tokenId": value.id().as_str()}});
-            tokens.patch_status(&name, &merge, &Patch::Merge(&status)).await.expect("status");
+            tokens
+                .patch_status(&name, &merge, &Patch::Merge(&status))
+                .await
+                .expect("status");
         }
     })
     .await;

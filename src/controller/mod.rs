@@ -74,6 +74,8 @@ pub struct Context {
     failures: Failures,
     /// AccessTokens whose Secret write failed, by uid: when the next write may be tried.
     secret_writes: Mutex<SecretWriteBackoff>,
+    /// Which Secret version each token's credential was last verified against.
+    verified: access_token::verified_secret::VerifiedSecrets,
     /// The operator's own child writes, whose watch events start no reconcile.
     own_writes: Arc<OwnWrites>,
     /// Organizations and Groups, from the watches that wake tokens on their changes.
@@ -252,6 +254,7 @@ impl Context {
             kubeconfig: config.kubeconfig.clone(),
             failures: Failures::default(),
             secret_writes: Mutex::default(),
+            verified: Default::default(),
             own_writes,
             scopes,
             secret_owners,

@@ -1,8 +1,11 @@
-//! The status an AccessToken gets the moment its first reconcile starts: `Reconciling=True`
-//! and `Ready=False` (reason `FirstReconcile`). Without it, a new AccessToken has no status
-//! until the token is issued, and kstatus (Flux, `kubectl wait`-style tools) reads an object
-//! with no conditions as already current. The reconcile's own status write, later, leaves
-//! `Reconciling` out and so removes it (server-side apply by the same field manager).
+//! The status an AccessToken gets when its first reconcile cannot finish: `Reconciling=True`
+//! and `Ready=False` (reason `FirstReconcile`). A first reconcile that finishes writes the
+//! token's real status as its first (one write fewer per token, issue 22); one that fails
+//! (an API error, a refused write) would otherwise leave the token with no status while it
+//! backs off, and kstatus (Flux, `kubectl wait`-style tools) reads an object with no
+//! conditions as already current. The window without a status is the same either way: it
+//! lasts until the first reconcile ends. The next status write leaves `Reconciling` out and so
+//! removes it (server-side apply by the same field manager).
 
 use k8s_openapi::jiff::Timestamp;
 use kube::{
@@ -10,13 +13,8 @@ use kube::{
     api::{Patch, PatchParams},
 };
 
-use crate::{
-    Result,
-    api::{
-        AccessToken, AccessTokenStatus, ConditionType, Reason, conditions,
-        wellknown::OPERATOR_MANAGER,
-    },
-    error::{AtStep, Step},
+use crate::api::{
+    AccessToken, AccessTokenStatus, ConditionType, Reason, conditions, wellknown::OPERATOR_MANAGER,
 };
 
 const MESSAGE: &str = "The operator is issuing the token";
@@ -50,21 +48,18 @@ pub fn status(token: &AccessToken, now: Timestamp) -> AccessTokenStatus {
     }
 }
 
-/// Writes the first status of `token`, at `now`, and returns the token as written. The
-/// apply carries the token's resourceVersion: a reconcile that read `token` from a watch that
-/// lags (a child's event can start it before the token's own events arrive) gets a conflict,
-/// a quiet retry, instead of writing this status over the one a reconcile already issued.
-pub async fn write(
-    api: &Api<AccessToken>,
-    token: &AccessToken,
-    now: Timestamp,
-) -> Result<AccessToken> {
+/// Writes the first status of `token` after its first reconcile failed, at `now`. The apply
+/// carries the token's resourceVersion: if the failed reconcile wrote a status of its own, or
+/// read `token` from a watch that lags, the apply gets a conflict and writes nothing over it.
+/// Best effort: the reconcile's own error is what the caller reports and retries.
+pub async fn after_failure(api: &Api<AccessToken>, token: &AccessToken, now: Timestamp) {
     let params = PatchParams::apply(OPERATOR_MANAGER).force();
     let written = api
         .patch_status(&token.name_any(), &params, &Patch::Apply(patch(token, now)))
-        .await
-        .at(Step::WriteStatus)?;
-    Ok(written)
+        .await;
+    if let Err(error) = written {
+        tracing::debug!(name = %token.name_any(), %error, "first status not written");
+    }
 }
 
 /// The apply body: the first status, on the condition that `token` is still the stored one.

@@ -34,7 +34,6 @@ pub(super) mod verified_secret;
 use self::{
     build::Outcome,
     plan::{Decision, Refusal, SecretSeen, UserSeen, Wait, World},
-    verified_secret as verified,
 };
 use super::{Context, OwnWrites};
 use crate::{
@@ -67,22 +66,36 @@ pub async fn reconcile(watched: Arc<Watched>, ctx: Arc<Context>) -> Result<Actio
     let namespace = token.namespace().ok_or(Error::MissingNamespace)?;
     let api: Api<AccessToken> = Api::namespaced(ctx.client.clone(), &namespace);
     let now = Timestamp::now();
-    let token = if first_status::needed(&token) {
-        Arc::new(first_status::write(&api, &token, now).await?)
-    } else {
-        token
+    let first = first_status::needed(&token).then(|| token.clone());
+    let action = match reconcile_or_clean_up(&api, token, &ctx, now).await {
+        Ok(action) => action,
+        Err(error) => {
+            if let Some(token) = first {
+                first_status::after_failure(&api, &token, now).await;
+            }
+            return Err(error);
+        }
     };
-    let token = with_finalizer(&api, token, &ctx.own_writes).await?;
-    let action = finalizer(&api, FINALIZER, token, |event| async {
+    ctx.failures.succeeded(&*watched);
+    Ok(action)
+}
+
+/// The token's own reconcile, or its cleanup once it is being deleted.
+async fn reconcile_or_clean_up(
+    api: &Api<AccessToken>,
+    token: Arc<AccessToken>,
+    ctx: &Context,
+    now: Timestamp,
+) -> Result<Action> {
+    let token = with_finalizer(api, token, &ctx.own_writes).await?;
+    finalizer(api, FINALIZER, token, |event| async {
         match event {
-            Finalizer::Apply(token) => token.reconcile(&ctx, now).await,
-            Finalizer::Cleanup(token) => token.cleanup(&ctx).await,
+            Finalizer::Apply(token) => token.reconcile(ctx, now).await,
+            Finalizer::Cleanup(token) => token.cleanup(ctx).await,
         }
     })
     .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))?;
-    ctx.failures.succeeded(&*watched);
-    Ok(action)
+    .map_err(|e| Error::Finalizer(Box::new(e)))
 }
 
 /// `token` with the operator's finalizer, added now if it lacks it (and is not being
@@ -315,8 +328,11 @@ struct Unwritten {
 
 /// What a mint attempt came to.
 enum Minted {
-    /// The token is in the Secret, its credential in the TechnicalUser.
-    Written(Box<Issued>),
+    /// The token is in the Secret, its credential in the TechnicalUser (as `staged` applied it).
+    Written {
+        issued: Box<Issued>,
+        staged: Box<TechnicalUser>,
+    },
     /// Writing the Secret failed (not a race); the staged credential is replaced next time.
     SecretWriteFailed(kube::Error),
 }
@@ -590,14 +606,15 @@ impl AccessToken {
             .mint(ctx, pass, placed, minting.expires_at, minting.existing)
             .await?
         {
-            Minted::Written(issued) => {
+            Minted::Written { issued, staged } => {
                 let secret_name = build::secret_name(self);
                 self.announce_mint(ctx, &issued.token, &secret_name, minting.why)
                     .await;
                 // The pre-mint TechnicalUser is not what is applied now, and its previous
-                // credentials went with the mint (the Secret lost its token).
+                // credentials went with the mint (the Secret lost its token). What the mint
+                // staged is: settling writes the TechnicalUser again only if it differs.
                 drop(applied);
-                self.settle(ctx, pass, placed, *issued, None).await
+                self.settle(ctx, pass, placed, *issued, Some(staged)).await
             }
             Minted::SecretWriteFailed(error) => {
                 let failed = Unwritten {
@@ -643,6 +660,10 @@ impl AccessToken {
             previous.clear(); // every target runs the new token: the previous one goes now
         }
         let held = hold.is_some();
+        if let (Some(secret), Some(uid)) = (&issued.secret, self.uid()) {
+            // The Secret as read (verified) or just written holds this credential's token.
+            ctx.verified.remember(&uid, secret, &issued.credential.id);
+        }
         self.apply_settled_user(pass, placed.scope, held, &issued, &previous, applied)
             .await?;
         crash_point::reached("user-applied");
@@ -677,9 +698,7 @@ impl AccessToken {
     }
 
     /// Applies the TechnicalUser of a token in place, if it differs from the one applied:
-    /// the previous credentials then the current one, and the record that the Secret as read
-    /// or just written holds this credential's token (so that later reconciles, and a
-    /// restarted operator, need no argon2 for it).
+    /// the previous credentials then the current one.
     async fn apply_settled_user(
         &self,
         pass: &Pass<'_>,
@@ -689,15 +708,9 @@ impl AccessToken {
         previous: &[Credential],
         applied: Option<Box<TechnicalUser>>,
     ) -> Result<()> {
-        let record = issued
-            .secret
-            .as_ref()
-            .and_then(|s| verified::record(s, &issued.credential.id));
         let mut credentials = previous.to_vec();
         credentials.push(issued.credential.clone());
-        let mut desired =
-            build::technical_user(self, scope, disabled, issued.expires_at, credentials);
-        verified::set(&mut desired, record);
+        let desired = build::technical_user(self, scope, disabled, issued.expires_at, credentials);
         if plan::user_changed(applied.as_deref(), &desired) {
             apply_user(pass, &desired, self).await?;
         }
@@ -1015,6 +1028,10 @@ impl AccessToken {
         {
             Ok(written) => {
                 writing.wrote(&written.metadata);
+                if let Some(uid) = self.uid() {
+                    // The token it holds is the one just verified: no argon2 next time.
+                    ctx.verified.remember(&uid, &written, token.id().as_str());
+                }
                 Ok(None)
             }
             Err(error) if is_conflict(&error) => Err(redacted(error)).at(Step::WriteSecret),
@@ -1034,8 +1051,8 @@ impl AccessToken {
     /// The credential matching the Secret's token, or `None` if the token is not one this
     /// operator issued (every minted token is recorded in the TechnicalUser before it is
     /// written to the Secret, so a token without a credential was put there by someone else).
-    /// argon2 runs only if the TechnicalUser does not record this very Secret version as
-    /// verified (see `verified`).
+    /// argon2 runs only if this very Secret version was not verified before (see
+    /// `verified_secret`).
     async fn credential_for(
         &self,
         ctx: &Context,
@@ -1051,7 +1068,8 @@ impl AccessToken {
         let existing = user.spec.credentials.iter().find(|c| {
             c.id == value.id().as_str() && (c.retired_at.is_none() || reported == Some(&c.id))
         })?;
-        if verified::is_recorded(user, secret, &existing.id) {
+        let uid = self.uid().unwrap_or_default();
+        if ctx.verified.holds(&uid, secret, &existing.id) {
             return Some(existing.clone());
         }
         let matches = ctx.hasher.verify(value, &existing.hash).await;
@@ -1109,12 +1127,15 @@ impl AccessToken {
             Err(error) => return Ok(Minted::SecretWriteFailed(error)),
         };
         crash_point::reached("secret-written");
-        Ok(Minted::Written(Box::new(Issued {
-            token: value,
-            secret: Some(written),
-            credential,
-            expires_at,
-        })))
+        Ok(Minted::Written {
+            issued: Box::new(Issued {
+                token: value,
+                secret: Some(written),
+                credential,
+                expires_at,
+            }),
+            staged: Box::new(staged),
+        })
     }
 
     /// Logs and announces a token that is now in its Secret: first issue (`why` is `None`)
@@ -1290,6 +1311,7 @@ impl AccessToken {
             delete_if_controlled(&secrets, &secret.metadata, &uid).await?;
         }
         ctx.secret_writes.lock().expect("lock").clear(&uid);
+        ctx.verified.forget(&uid);
         info!("token deleted with its TechnicalUser and Secret");
         let note = "Deleted the TechnicalUser and Secret this AccessToken controlled; the token no longer works".to_string();
         ctx.publish(
@@ -1396,13 +1418,9 @@ async fn apply_user(pass: &Pass<'_>, user: &TechnicalUser, token: &AccessToken) 
         meta.retain(|k, _| {
             matches!(
                 k.as_str(),
-                "name" | "namespace" | "labels" | "ownerReferences" | "annotations"
+                "name" | "namespace" | "labels" | "ownerReferences"
             )
         });
-        // Of the annotations, only the verified-Secret record is ours.
-        if let Some(annotations) = meta.get_mut("annotations").and_then(|a| a.as_object_mut()) {
-            annotations.retain(|k, _| k == verified::VERIFIED_SECRET_ANNOTATION);
-        }
     }
     let name = token.name_any();
     let writing = pass.own_writes.writing::<TechnicalUser>(token, &name);

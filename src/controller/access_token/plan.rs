@@ -590,20 +590,13 @@ pub fn settle(
 }
 
 /// Whether the TechnicalUser as applied differs from `desired` in what the operator owns
-/// (spec, owner references, labels, the verified-Secret record): only then is it written.
+/// (spec, owner references, labels): only then is it written.
 pub fn user_changed(applied: Option<&TechnicalUser>, desired: &TechnicalUser) -> bool {
     let owned = |u: &TechnicalUser| {
-        let recorded = u
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(super::verified_secret::VERIFIED_SECRET_ANNOTATION))
-            .cloned();
         (
             u.spec.clone(),
             u.metadata.owner_references.clone(),
             u.metadata.labels.clone(),
-            recorded,
         )
     };
     applied.map(owned) != Some(owned(desired))
@@ -1291,7 +1284,6 @@ mod tests {
         fn map(k: &str, v: &str) -> Option<std::collections::BTreeMap<String, String>> {
             Some([(k.to_string(), v.to_string())].into())
         }
-        const RECORD: &str = super::super::verified_secret::VERIFIED_SECRET_ANNOTATION;
         // (change to the applied user) → written
         type Change = fn(&mut TechnicalUser);
         let table: [(&str, Change, bool); 5] = [
@@ -1299,9 +1291,9 @@ mod tests {
             ("disabled", |u| u.spec.disabled = true, true),
             ("labels", |u| u.metadata.labels = map("a", "b"), true),
             (
-                "the record",
-                |u| u.metadata.annotations = map(RECORD, "rv"),
-                true,
+                "the verified-Secret record of earlier versions",
+                |u| u.metadata.annotations = map("iam.accesstoken.io/verified-secret", "rv"),
+                false,
             ),
             // Others' annotations are not the operator's.
             (

@@ -1,46 +1,63 @@
-//! The record, kept in the TechnicalUser, of which Secret the operator last verified with
-//! argon2id: an annotation binding the Secret's uid and resourceVersion to the credential id
-//! its token matched. A reconcile (after a restart too) that finds the same Secret at the
-//! same resourceVersion skips argon2: the token cannot have changed without a new
-//! resourceVersion, and a Secret deleted and created again has a new uid.
+//! The operator's memory of which Secret version it last verified, per token: the Secret's
+//! uid and resourceVersion bound to the credential id its token matched. A reconcile that
+//! finds the same Secret at the same resourceVersion skips argon2: the token cannot have
+//! changed without a new resourceVersion, and a Secret deleted and created again has a new uid.
 //!
-//! Trust: only the operator may write TechnicalUsers (an admission policy in `deploy/`
-//! refuses everyone else), while tenants may write the Secret. Any write to the Secret moves
-//! its resourceVersion, so a tampered Secret no longer matches the record and is verified
-//! with argon2 again. The record holds no secret material: uid, version and the public id.
+//! Kept in memory only (issue 22): it was an annotation on the TechnicalUser, one more write
+//! per issued token. A restarted operator verifies each Secret once again instead; at the
+//! default cost (256 KiB) that is about 0.1 ms of CPU a token. Tenants may write the Secret,
+//! and any write moves its resourceVersion, so a tampered Secret never matches a memory.
+//!
+//! Each entry is a keyed hash (SipHash with this process's random key) of the binding, not
+//! the binding itself: about 100 bytes a token instead of three strings, and no object
+//! names in memory that need none.
+
+use std::{
+    collections::HashMap,
+    hash::{BuildHasher, RandomState},
+    sync::Mutex,
+};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 
-use crate::api::TechnicalUser;
-
-/// The annotation on a TechnicalUser: `<secret uid>/<secret resourceVersion>/<credential id>`.
-pub const VERIFIED_SECRET_ANNOTATION: &str = "iam.accesstoken.io/verified-secret";
-
-/// The record for `secret` holding the token of credential `credential_id`; `None` if the
-/// Secret lacks a uid or resourceVersion (not read from the API server).
-pub fn record(secret: &Secret, credential_id: &str) -> Option<String> {
-    let (uid, version) = (secret.uid()?, secret.resource_version()?);
-    Some(format!("{uid}/{version}/{credential_id}"))
+/// Which Secret version each token's credential was last verified against.
+#[derive(Debug, Default)]
+pub struct VerifiedSecrets {
+    key: RandomState,
+    /// Token uid → the keyed hash of `(secret uid, resourceVersion, credential id)`.
+    by_token: Mutex<HashMap<String, u64>>,
 }
 
-/// Whether `user` records `secret`, at its current resourceVersion, as verified against
-/// credential `credential_id`.
-pub fn is_recorded(user: &TechnicalUser, secret: &Secret, credential_id: &str) -> bool {
-    let recorded = user.annotations().get(VERIFIED_SECRET_ANNOTATION);
-    recorded.is_some() && recorded == record(secret, credential_id).as_ref()
-}
+impl VerifiedSecrets {
+    /// The binding of `secret`, as read or written, to `credential_id`; `None` if the Secret
+    /// lacks a uid or resourceVersion (not read from the API server).
+    fn binding(&self, secret: &Secret, credential_id: &str) -> Option<u64> {
+        let (uid, version) = (secret.uid()?, secret.resource_version()?);
+        Some(self.key.hash_one((uid, version, credential_id)))
+    }
 
-/// Sets (or, with `None`, removes) the record on a TechnicalUser about to be applied.
-pub fn set(user: &mut TechnicalUser, record: Option<String>) {
-    let annotations = user.annotations_mut();
-    match record {
-        Some(record) => {
-            annotations.insert(VERIFIED_SECRET_ANNOTATION.to_string(), record);
-        }
-        None => {
-            annotations.remove(VERIFIED_SECRET_ANNOTATION);
-        }
+    /// Remembers that `secret` holds the token of credential `credential_id` of token
+    /// `token_uid` (verified with argon2, or written by the operator itself).
+    pub fn remember(&self, token_uid: &str, secret: &Secret, credential_id: &str) {
+        let mut by_token = self.by_token.lock().expect("lock");
+        match self.binding(secret, credential_id) {
+            Some(binding) => by_token.insert(token_uid.to_string(), binding),
+            None => by_token.remove(token_uid),
+        };
+    }
+
+    /// Whether `secret`, at its current resourceVersion, was verified as holding the token of
+    /// credential `credential_id` of token `token_uid`.
+    pub fn holds(&self, token_uid: &str, secret: &Secret, credential_id: &str) -> bool {
+        let binding = self.binding(secret, credential_id);
+        let by_token = self.by_token.lock().expect("lock");
+        binding.is_some() && by_token.get(token_uid) == binding.as_ref()
+    }
+
+    /// Forgets a token (deleted).
+    pub fn forget(&self, token_uid: &str) {
+        self.by_token.lock().expect("lock").remove(token_uid);
     }
 }
 
@@ -61,44 +78,32 @@ pub(in crate::controller) mod tests {
         }
     }
 
-    fn user_recording(record: Option<String>) -> TechnicalUser {
-        let mut user: TechnicalUser = serde_json::from_value(serde_json::json!({
-            "apiVersion": "iam.accesstoken.io/v1alpha1", "kind": "TechnicalUser",
-            "metadata": {"name": "t"},
-            "spec": {
-                "scope": {"kind": "Organization", "name": "o", "organization": "o"},
-                "role": "OrganizationUser", "disabled": false,
-                "expiresAt": "2030-01-01T00:00:00Z", "credentials": []
-            }
-        }))
-        .unwrap();
-        set(&mut user, record);
-        user
-    }
-
     #[test]
-    fn a_record_matches_only_the_same_secret_at_the_same_version_and_credential() {
-        let verified = secret("uid-1", "100");
-        let user = user_recording(record(&verified, "abc"));
-        assert!(is_recorded(&user, &verified, "abc"));
+    fn a_memory_matches_only_the_same_secret_at_the_same_version_and_credential() {
+        let verified = VerifiedSecrets::default();
+        verified.remember("token", &secret("uid-1", "100"), "abc");
+        assert!(verified.holds("token", &secret("uid-1", "100"), "abc"));
         // Any write to the Secret (a tenant's edit) moves its resourceVersion.
-        assert!(!is_recorded(&user, &secret("uid-1", "101"), "abc"));
+        assert!(!verified.holds("token", &secret("uid-1", "101"), "abc"));
         // Deleted and created again under the same name: a new uid.
-        assert!(!is_recorded(&user, &secret("uid-2", "100"), "abc"));
-        // Another credential (a token minted since) is not covered.
-        assert!(!is_recorded(&user, &verified, "xyz"));
+        assert!(!verified.holds("token", &secret("uid-2", "100"), "abc"));
+        // Another credential (a token minted since) is not covered, nor is another token.
+        assert!(!verified.holds("token", &secret("uid-1", "100"), "xyz"));
+        assert!(!verified.holds("other", &secret("uid-1", "100"), "abc"));
     }
 
     #[test]
-    fn no_record_or_an_unread_secret_matches_nothing() {
-        let verified = secret("uid-1", "100");
-        assert!(!is_recorded(&user_recording(None), &verified, "abc"));
-        let unread = Secret::default();
-        assert_eq!(record(&unread, "abc"), None);
-        let user = user_recording(record(&verified, "abc"));
-        assert!(!is_recorded(&user, &unread, "abc"));
-        let mut cleared = user.clone();
-        set(&mut cleared, None);
-        assert!(!is_recorded(&cleared, &verified, "abc"));
+    fn an_unread_secret_or_a_forgotten_token_matches_nothing() {
+        let verified = VerifiedSecrets::default();
+        let read = secret("uid-1", "100");
+        assert!(!verified.holds("token", &read, "abc"), "nothing remembered");
+        verified.remember("token", &read, "abc");
+        assert!(!verified.holds("token", &Secret::default(), "abc"));
+        // Remembering an unread Secret replaces what was remembered.
+        verified.remember("token", &Secret::default(), "abc");
+        assert!(!verified.holds("token", &read, "abc"));
+        verified.remember("token", &read, "abc");
+        verified.forget("token");
+        assert!(!verified.holds("token", &read, "abc"));
     }
 }

@@ -6,13 +6,10 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::{
-    admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding},
-    core::v1::{Event, Secret},
-};
+use k8s_openapi::api::core::v1::{Event, Secret};
 use kube::{
     Api,
-    api::{DeleteParams, ListParams, ObjectMeta, PostParams},
+    api::{ListParams, ObjectMeta},
     runtime::{WatchStreamExt, watcher},
 };
 use serde_json::json;
@@ -23,7 +20,8 @@ use access_token_operator::{
 };
 
 use crate::support::{
-    DEADLINE, Operator, Tenant, admin_client, eventually, ready_condition, unique_name, within,
+    DEADLINE, Operator, Tenant, delete_denial, deny_writes_in, eventually, lift_denial,
+    ready_condition, within,
 };
 
 /// Text of the test policy's denial. The operator must not copy the API server's message
@@ -36,50 +34,9 @@ const ATTEMPTS: usize = 4;
 /// The operator's first wait after a failed Secret write; each failure doubles it.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 
-/// A ValidatingAdmissionPolicy and binding that deny every create and update of a Secret in
-/// `namespace`, for everyone (the operator's ServiceAccount included).
-/// Returns the name of both.
+/// Denies every create and update of a Secret in `namespace`, for everyone (the operator's
+/// ServiceAccount included). Returns the name of the policy and its binding.
 async fn deny_secrets_in(namespace: &str) -> String {
-    let client = admin_client().await;
-    let name = unique_name("deny-secrets");
-    let policy: ValidatingAdmissionPolicy = serde_json::from_value(json!({
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingAdmissionPolicy",
-        "metadata": {"name": name},
-        "spec": {
-            "failurePolicy": "Fail",
-            "matchConstraints": {"resourceRules": [{
-                "apiGroups": [""], "apiVersions": ["v1"],
-                "operations": ["CREATE", "UPDATE"], "resources": ["secrets"],
-            }]},
-            "validations": [{"expression": "false", "message": DENIAL}],
-        },
-    }))
-    .expect("a valid policy");
-    let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(json!({
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingAdmissionPolicyBinding",
-        "metadata": {"name": name},
-        "spec": {
-            "policyName": name,
-            "validationActions": ["Deny"],
-            "matchResources": {"namespaceSelector": {
-                "matchLabels": {"kubernetes.io/metadata.name": namespace},
-            }},
-        },
-    }))
-    .expect("a valid binding");
-    Api::<ValidatingAdmissionPolicy>::all(client.clone())
-        .create(&PostParams::default(), &policy)
-        .await
-        .expect("policy is created");
-    Api::<ValidatingAdmissionPolicyBinding>::all(client.clone())
-        .create(&PostParams::default(), &binding)
-        .await
-        .expect("binding is created");
-
-    // Policies take effect a moment after they are stored: probe with a dry-run create.
-    let secrets: Api<Secret> = Api::namespaced(client, namespace);
     let probe = Secret {
         metadata: ObjectMeta {
             name: Some("probe".into()),
@@ -87,18 +44,7 @@ async fn deny_secrets_in(namespace: &str) -> String {
         },
         ..Default::default()
     };
-    let dry_run = PostParams {
-        dry_run: true,
-        ..Default::default()
-    };
-    eventually("the Secret-denying policy to take effect", || async {
-        match secrets.create(&dry_run, &probe).await {
-            Err(kube::Error::Api(status)) if status.message.contains(DENIAL) => Some(()),
-            _ => None,
-        }
-    })
-    .await;
-    name
+    deny_writes_in(namespace, DENIAL, &probe).await
 }
 
 #[tokio::test]
@@ -215,10 +161,7 @@ async fn a_secret_write_that_keeps_failing_stalls_with_backoff_and_never_grows_t
     }
 
     // Let Secrets through: the next attempt issues the token, with exactly one credential.
-    Api::<ValidatingAdmissionPolicyBinding>::all(tenant.client.clone())
-        .delete(&policy, &DeleteParams::default())
-        .await
-        .expect("binding is deleted");
+    lift_denial(&policy).await;
     let token = tenant.wait_for_phase(name, Phase::Active).await;
     assert!(
         !token
@@ -256,10 +199,7 @@ async fn a_secret_write_that_keeps_failing_stalls_with_backoff_and_never_grows_t
 
     watch.abort();
     drop(operator);
-    Api::<ValidatingAdmissionPolicy>::all(tenant.client.clone())
-        .delete(&policy, &DeleteParams::default())
-        .await
-        .expect("policy is deleted");
+    delete_denial(&policy).await;
 }
 
 /// A Secret that cannot be updated delays only the Secret's own keys: a revocation still
@@ -297,10 +237,7 @@ async fn a_secret_that_cannot_be_updated_never_holds_up_a_revocation() {
     assert_eq!(user.spec.credentials[0].id, value.id().as_str());
     tenant.wait_for_event(name, "TokenRevoked").await;
 
-    Api::<ValidatingAdmissionPolicyBinding>::all(tenant.client.clone())
-        .delete(&policy, &DeleteParams::default())
-        .await
-        .expect("binding is deleted");
+    lift_denial(&policy).await;
     tenant.wait_for_reason(name, "TokenRevoked").await;
     let secret = tenant.secrets().get(name).await.unwrap();
     assert_eq!(
@@ -313,8 +250,5 @@ async fn a_secret_that_cannot_be_updated_never_holds_up_a_revocation() {
         value.expose_secret(),
         "the same token throughout"
     );
-    Api::<ValidatingAdmissionPolicy>::all(tenant.client.clone())
-        .delete(&policy, &DeleteParams::default())
-        .await
-        .expect("policy is deleted");
+    delete_denial(&policy).await;
 }

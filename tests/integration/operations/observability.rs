@@ -1,6 +1,7 @@
 //! The probe server of a controller-only process: metrics of tokens and reconciles (and no
 //! token value in them), liveness that fails while the controller cannot list, and the
-//! first status a new AccessToken gets (Reconciling=True) before it is issued.
+//! first status a new AccessToken gets: its final one, or Reconciling=True if its first
+//! reconcile cannot finish.
 
 use futures::StreamExt;
 use k8s_openapi::api::{
@@ -13,11 +14,12 @@ use kube::{
 };
 use serde_json::json;
 
-use access_token_operator::api::{AccessToken, Phase};
+use access_token_operator::api::{AccessToken, AccessTokenStatus, Phase, TechnicalUser};
 
 use crate::support::{
     DEADLINE, METRICS_PAGE, Operator, PROXY_PREFIX, Tenant, assert_serves, delete_and_wait_gone,
-    eventually, free_port, kubeconfig_with_token, metric_names, service_account_token, within,
+    delete_denial, deny_writes_in, eventually, free_port, kubeconfig_with_token, lift_denial,
+    metric_names, service_account_token, within,
 };
 
 /// `GET http://<address><path>`: (status code, body), if the server answers.
@@ -239,9 +241,13 @@ async fn liveness_fails_while_the_controller_cannot_list_and_recovers_with_its_r
     binding.delete().await;
 }
 
-#[tokio::test]
-async fn a_new_token_reads_reconciling_until_its_first_status_is_written() {
-    let tenant = Tenant::new("obs-reconciling").await;
+/// Every status the API server stored for AccessToken `name` in `tenant`, in order, from
+/// before `create` runs until the token is Active.
+async fn statuses_until_active<T, F: std::future::Future<Output = T>>(
+    tenant: &Tenant,
+    name: &str,
+    create: F,
+) -> Vec<AccessTokenStatus> {
     let tokens = tenant.tokens();
     let version = tokens
         .list_metadata(&ListParams::default())
@@ -250,18 +256,13 @@ async fn a_new_token_reads_reconciling_until_its_first_status_is_written() {
         .metadata
         .resource_version
         .expect("a list has a resourceVersion");
-    let params = WatchParams::default().fields("metadata.name=fresh");
+    let params = WatchParams::default().fields(&format!("metadata.name={name}"));
     let mut events = tokens
         .watch(&params, &version)
         .await
         .expect("watch starts")
         .boxed();
-    let _operator = Operator::start(&tenant.namespace).await;
-    tenant
-        .create_token("fresh", json!({"organization": tenant.organization}))
-        .await;
-
-    // Every state the API server stored, in order, until the token is Active.
+    create.await;
     let mut statuses = Vec::new();
     within(DEADLINE, async {
         while let Some(event) = events.next().await {
@@ -269,8 +270,8 @@ async fn a_new_token_reads_reconciling_until_its_first_status_is_written() {
                 WatchEvent::Added(t) | WatchEvent::Modified(t) => t,
                 _ => continue,
             };
-            let status = token.status.clone();
-            let done = status.as_ref().and_then(|s| s.phase) == Some(Phase::Active);
+            let Some(status) = token.status else { continue };
+            let done = status.phase == Some(Phase::Active);
             statuses.push(status);
             if done {
                 break;
@@ -278,27 +279,76 @@ async fn a_new_token_reads_reconciling_until_its_first_status_is_written() {
         }
     })
     .await;
-    let has = |status: &access_token_operator::api::AccessTokenStatus, type_: &str| {
-        status
+    statuses
+}
+
+/// Whether `status` has condition `type_` True.
+fn has(status: &AccessTokenStatus, type_: &str) -> bool {
+    status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.status == "True")
+}
+
+#[tokio::test]
+async fn a_first_reconcile_that_finishes_writes_the_final_status_first() {
+    let tenant = Tenant::new("obs-first").await;
+    let _operator = Operator::start(&tenant.namespace).await;
+    let create = tenant.create_token("fresh", json!({"organization": tenant.organization}));
+    let statuses = statuses_until_active(&tenant, "fresh", create).await;
+    // One write fewer per token (issue 22): no Reconciling status before the real one.
+    let first = statuses.first().expect("a status was written");
+    assert_eq!(first.phase, Some(Phase::Active), "{statuses:?}");
+    assert!(has(first, "Ready"), "{first:?}");
+    assert!(
+        statuses.iter().all(|s| !has(s, "Reconciling")),
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_first_reconcile_that_cannot_finish_leaves_the_token_reconciling() {
+    let tenant = Tenant::new("obs-reconciling").await;
+    // The operator cannot write TechnicalUsers here: its first reconcile fails.
+    let probe: TechnicalUser = serde_json::from_value(json!({
+        "apiVersion": "iam.accesstoken.io/v1alpha1", "kind": "TechnicalUser",
+        "metadata": {"name": "probe"},
+        "spec": {
+            "scope": {"kind": "Organization", "name": tenant.organization, "organization": tenant.organization},
+            "role": "OrganizationUser", "disabled": false,
+            "expiresAt": "2030-01-01T00:00:00Z", "credentials": []
+        }
+    }))
+    .expect("a valid TechnicalUser");
+    let policy = deny_writes_in(
+        &tenant.namespace,
+        "no-users-for-the-first-reconcile",
+        &probe,
+    )
+    .await;
+    let _operator = Operator::start(&tenant.namespace).await;
+    let lifted = async {
+        tenant
+            .create_token("fresh", json!({"organization": tenant.organization}))
+            .await;
+        let reconciling = eventually("the token to read Reconciling", || async {
+            let token = tenant.tokens().get("fresh").await.ok()?;
+            token.status.filter(|s| has(s, "Reconciling"))
+        })
+        .await;
+        assert_eq!(reconciling.phase, None, "the first status decides nothing");
+        let reason = reconciling
             .conditions
             .iter()
-            .any(|c| c.type_ == type_ && c.status == "True")
+            .find(|c| c.type_ == "Reconciling");
+        assert_eq!(reason.map(|c| c.reason.as_str()), Some("FirstReconcile"));
+        lift_denial(&policy).await;
     };
-    let first = statuses
-        .iter()
-        .flatten()
-        .next()
-        .expect("a status was written");
-    assert!(has(first, "Reconciling"), "first status: {first:?}");
-    assert_eq!(first.phase, None, "the first status decides nothing");
-    for status in statuses.iter().flatten().filter(|s| s.phase.is_some()) {
-        assert!(
-            !has(status, "Reconciling"),
-            "Reconciling stays only until the first real status: {status:?}"
-        );
-    }
-    let last = statuses.last().cloned().flatten().expect("Active");
-    assert!(has(&last, "Ready"), "{last:?}");
+    let statuses = statuses_until_active(&tenant, "fresh", lifted).await;
+    assert!(has(&statuses[0], "Reconciling"), "{statuses:?}");
+    let last = statuses.last().expect("Active");
+    assert!(has(last, "Ready") && !has(last, "Reconciling"), "{last:?}");
+    delete_denial(&policy).await;
 }
 
 #[tokio::test]
