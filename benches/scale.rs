@@ -1,7 +1,7 @@
 //! `make bench-scale`: N AccessTokens (1,000 by default, `BENCH_SCALE_TOKENS` to change)
 //! to all Active, against a floor measured in the same run (the contract's minimal write set,
 //! five writes per token, raw, the best of 4 and 16 clients, plus N argon2id hashes at the
-//! default cost on 2 threads), and against kube-controller-manager's legacy ServiceAccount
+//! default cost on 2 threads; the operator writes exactly this set), and against kube-controller-manager's legacy ServiceAccount
 //! token controller filling N `kubernetes.io/service-account-token` Secrets; then the
 //! operator's CPU time and RSS after N tokens, after 10,000 unrelated Secrets and after a
 //! restart, the Organization's status writes while issuing, and the verifier's RSS with N
@@ -43,7 +43,6 @@ const UNRELATED: usize = 10_000;
 const ORG: &str = "scale";
 const TOKENS_NS: &str = "scale-tokens";
 const FLOOR_NS: &str = "scale-floor";
-const WRITE_SET_NS: &str = "scale-write-set";
 const PEER_NS: &str = "scale-peer";
 const UNRELATED_NS: &str = "scale-unrelated";
 
@@ -57,7 +56,7 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000);
     let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    for ns in [TOKENS_NS, FLOOR_NS, WRITE_SET_NS, PEER_NS, UNRELATED_NS] {
+    for ns in [TOKENS_NS, FLOOR_NS, PEER_NS, UNRELATED_NS] {
         create_namespace(&client, ns).await;
     }
     let org: Organization = serde_json::from_value(json!({
@@ -85,10 +84,6 @@ async fn main() {
     }
     eprintln!("floor: {n} argon2id hashes on 2 threads");
     let hashes = hashes_on_two_threads(n);
-    eprintln!(
-        "write set: the operator's {WRITES_PER_TOKEN} writes per token, raw, by {CLIENTS} clients"
-    );
-    let write_set = operator_write_set(&client, n).await;
     // BENCH_SCALE_PEER=0 skips the peer (about 100 s for 1,000 on this machine) while iterating.
     let peer = if std::env::var("BENCH_SCALE_PEER").as_deref() == Ok("0") {
         Duration::ZERO
@@ -153,7 +148,6 @@ async fn main() {
         n,
         raw,
         hashes,
-        write_set,
         peer,
         issue,
         scope_writes,
@@ -326,75 +320,6 @@ async fn delete_all(tokens: &Api<AccessToken>) {
         left.items.is_empty().then_some(())
     })
     .await;
-}
-
-/// What issuing one token writes, counted in [`operator_write_set`].
-const WRITES_PER_TOKEN: usize = 6;
-
-/// The operator's own write set without the operator, for comparison: per token the
-/// client's AccessToken create, a metadata patch (the finalizer's write), the TechnicalUser
-/// with the staged credential, the Secret, an Event and a status patch, raw from CLIENTS
-/// writers doing each token's writes in order (as one reconcile does). Reads and argon2 are
-/// left out. The AccessTokens are deleted again (they carry no finalizer) before the
-/// operator starts.
-async fn operator_write_set(client: &Client, n: usize) -> Duration {
-    use k8s_openapi::api::core::v1::Event;
-    use kube::api::{Patch, PatchParams};
-    let tokens: Api<AccessToken> = Api::namespaced(client.clone(), WRITE_SET_NS);
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), WRITE_SET_NS);
-    let users: Api<TechnicalUser> = Api::namespaced(client.clone(), WRITE_SET_NS);
-    let events: Api<Event> = Api::namespaced(client.clone(), WRITE_SET_NS);
-    let hash = hash_token(&Token::generate(), &HashParams::default()).unwrap();
-    let merge = PatchParams::default();
-    let started = Instant::now();
-    parallel(n, |i| {
-        let (tokens, secrets, users, events) = (
-            tokens.clone(),
-            secrets.clone(),
-            users.clone(),
-            events.clone(),
-        );
-        let (hash, merge) = (hash.clone(), merge.clone());
-        async move {
-            let name = format!("t{i}");
-            tokens
-                .create(&PostParams::default(), &an_access_token(&name))
-                .await
-                .expect("AccessToken");
-            let mark = json!({"metadata": {"annotations": {"bench/finalizer-write": "1"}}});
-            tokens
-                .patch(&name, &merge, &Patch::Merge(&mark))
-                .await
-                .expect("metadata");
-            let value = Token::generate();
-            users
-                .create(
-                    &PostParams::default(),
-                    &a_technical_user(&name, &value, &hash),
-                )
-                .await
-                .expect("TechnicalUser");
-            let secret = a_token_secret(WRITE_SET_NS, &name, &value);
-            secrets
-                .create(&PostParams::default(), &secret)
-                .await
-                .expect("Secret");
-            let event = an_issued_event(WRITE_SET_NS, &name, &value);
-            events
-                .create(&PostParams::default(), &event)
-                .await
-                .expect("Event");
-            let status = json!({"status": {"phase": "Active", "tokenId": value.id().as_str()}});
-            tokens
-                .patch_status(&name, &merge, &Patch::Merge(&status))
-                .await
-                .expect("status");
-        }
-    })
-    .await;
-    let elapsed = started.elapsed();
-    delete_all(&tokens).await;
-    elapsed
 }
 
 /// The floor's hashing part: N argon2id hashes at the default cost, on 2 threads (2 cores).
@@ -903,7 +828,6 @@ struct Report {
     /// The minimal write set's time by the number of clients that wrote it.
     raw: Vec<(usize, Duration)>,
     hashes: Duration,
-    write_set: Duration,
     peer: Duration,
     issue: Duration,
     scope_writes: usize,
@@ -974,15 +898,6 @@ impl Report {
             "| **operator: {n} AccessTokens to all Active** | **{}** | **{:.2}** |\n",
             s(self.issue),
             ratio(self.issue)
-        );
-        out += &format!(
-            "| the operator's own write set without the operator ({WRITES_PER_TOKEN} writes per token, see below), raw by {CLIENTS} clients | {} | {:.2} |\n",
-            s(self.write_set),
-            ratio(self.write_set)
-        );
-        out += &format!(
-            "| operator over its own write set | | **{:.2}** |\n",
-            self.issue.as_secs_f64() / self.write_set.as_secs_f64()
         );
         // BENCH_SCALE_PEER=0 skipped the peer: no row rather than a zero.
         if !self.peer.is_zero() {

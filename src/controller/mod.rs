@@ -5,6 +5,7 @@ pub mod access_token;
 mod own_writes;
 mod scope_status;
 mod secret_owners;
+mod sweep;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -13,7 +14,7 @@ use std::{
 };
 
 use futures::{Stream, StreamExt, TryStreamExt, future, stream};
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use kube::{
     Api, Client, Resource, ResourceExt,
     core::PartialObjectMeta,
@@ -284,6 +285,31 @@ impl Context {
         action: &str,
         note: String,
     ) {
+        self.publish_about(object.object_ref(&()), type_, reason, action, note)
+            .await;
+    }
+
+    /// Publishes an Event about the object `regarding` refers to (which may be gone).
+    pub async fn publish_to(
+        &self,
+        regarding: ObjectReference,
+        type_: EventType,
+        reason: Reason,
+        action: &str,
+        note: String,
+    ) {
+        self.publish_about(regarding, type_, reason.as_str(), action, note)
+            .await;
+    }
+
+    async fn publish_about(
+        &self,
+        regarding: ObjectReference,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
         let event = Event {
             type_,
             reason: reason.to_string(),
@@ -291,9 +317,15 @@ impl Context {
             action: action.to_string(),
             secondary: None,
         };
-        if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
+        if let Err(error) = self.recorder.publish(&event, &regarding).await {
             warn!(%error, reason, "could not publish Event");
         }
+    }
+
+    /// Forgets what is kept in memory about the token `uid` (deleted).
+    pub(crate) fn forget(&self, uid: &str) {
+        self.secret_writes.lock().expect("lock").clear(uid);
+        self.verified.forget(uid);
     }
 }
 
@@ -308,6 +340,7 @@ pub async fn run(
     let own_writes = Arc::new(own_writes);
     let (scopes, scope_writers) = Scopes::new();
     let secret_owners = Arc::new(SecretOwners::default());
+    let (sweeper, leftovers) = sweep::channel();
     let ctx = Arc::new(Context::new(
         &client,
         &config,
@@ -332,6 +365,7 @@ pub async fn run(
         feed,
         metrics: metrics.clone(),
         asked_again,
+        sweeper,
     };
     let token_controller = token_controller(&client, &config, watches);
     metrics.tokens.attach(token_controller.store());
@@ -344,7 +378,7 @@ pub async fn run(
                 access_token::reconcile,
             ),
             access_token::error_policy,
-            ctx,
+            ctx.clone(),
         )
         .for_each(|result| {
             log_result(&metrics, ControllerKind::AccessToken, result);
@@ -356,12 +390,12 @@ pub async fn run(
             namespace = config.namespace.as_deref(),
             "watching AccessTokens in one namespace"
         );
-        token_task.await;
+        future::join(token_task, sweep::run(ctx, leftovers)).await;
         return Ok(());
     };
     info!("watching AccessTokens in all namespaces");
     let status_controllers = scope_status::controllers(&client, token_changes, &metrics);
-    future::join(token_task, status_controllers).await;
+    future::join3(token_task, sweep::run(ctx, leftovers), status_controllers).await;
     Ok(())
 }
 
@@ -378,6 +412,8 @@ struct TokenWatches {
     metrics: Arc<Metrics>,
     /// Tokens whose child changed while the operator was writing it (see [`OwnWrites`]).
     asked_again: futures::channel::mpsc::UnboundedReceiver<ObjectRef<Watched>>,
+    /// Where deleted tokens and orphaned children are sent (see [`sweep`]).
+    sweeper: sweep::Sweeper,
 }
 
 /// The AccessToken controller: its own watch, its children (only Secrets this operator
@@ -398,14 +434,16 @@ fn token_controller(
         feed,
         metrics,
         asked_again,
+        sweeper,
     } = watches;
     let (reader, writer) = reflector::store();
     // Secrets as metadata only (`PartialObjectMeta`: kube asks for metadata alone), so
     // their data is neither sent nor parsed here.
     let users: Api<TechnicalUser> = in_scope(client, config);
     let secrets: Api<PartialObjectMeta<Secret>> = in_scope(client, config);
+    let (user_sweeper, secret_sweeper) = (sweeper.clone(), sweeper.clone());
     let controller = Controller::for_stream(
-        own_changes(tokens, writer, own_writes.clone(), feed)
+        own_changes(tokens, writer, own_writes.clone(), feed, sweeper)
             .inspect_ok(counted(&metrics, TriggerSource::AccessToken)),
         reader,
     )
@@ -417,14 +455,17 @@ fn token_controller(
     .owns_stream(
         filtered_watch(watcher(users, owned_children()), {
             let own_writes = own_writes.clone();
-            move |event| own_writes.triggers(event)
+            move |event| {
+                user_sweeper.on_child(&event);
+                own_writes.triggers(event)
+            }
         })
         .inspect_ok(counted(&metrics, TriggerSource::TechnicalUser)),
     )
     .owns_stream(
         filtered_watch(
             watcher(secrets, owned_secrets()),
-            secret_triggers(secret_owners, own_writes),
+            secret_triggers(secret_owners, own_writes, secret_sweeper),
         )
         .inspect_ok(counted(&metrics, TriggerSource::Secret)),
     );
@@ -520,13 +561,17 @@ fn own_changes(
     writer: reflector::store::Writer<Watched>,
     own_writes: Arc<OwnWrites>,
     feed: Option<scope_status::TokenFeed>,
+    sweeper: sweep::Sweeper,
 ) -> impl Stream<Item = Result<Watched, watcher::Error>> + Send + 'static {
     // The store keeps every AccessToken as `Trimmed`: metadata cut to what reconciles read
     // (no labels, annotations or managed fields a tenant could pad).
     let watched =
         watcher(tokens, tenant_written(watcher::Config::default())).inspect(move |event| {
-            if let (Some(feed), Ok(event)) = (&feed, event) {
-                feed.on(event);
+            if let Ok(event) = event {
+                sweeper.on_token(event);
+                if let Some(feed) = &feed {
+                    feed.on(event);
+                }
             }
         });
     reflector(writer, watched)
@@ -588,9 +633,11 @@ fn owned_secrets() -> watcher::Config {
 fn secret_triggers(
     owners: Arc<SecretOwners>,
     own_writes: Arc<OwnWrites>,
+    sweeper: sweep::Sweeper,
 ) -> impl FnMut(watcher::Event<PartialObjectMeta<Secret>>) -> Vec<PartialObjectMeta<Secret>> {
     move |event| {
         owners.on(&event);
+        sweeper.on_child(&event);
         own_writes.triggers(event)
     }
 }
@@ -671,12 +718,29 @@ where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
     S: serde::Serialize,
 {
+    apply_status_over(api, name, status, None).await
+}
+
+/// As [`apply_status`], and with `version`, only over that resourceVersion (409 otherwise).
+async fn apply_status_over<K, S>(
+    api: &Api<K>,
+    name: &str,
+    status: &S,
+    version: Option<&str>,
+) -> crate::Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    S: serde::Serialize,
+{
     use crate::error::{AtStep, Step};
-    let patch = serde_json::json!({
+    let mut patch = serde_json::json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
         "status": status,
     });
+    if let Some(version) = version {
+        patch["metadata"] = serde_json::json!({"resourceVersion": version});
+    }
     api.patch_status(
         name,
         &kube::api::PatchParams::apply(wellknown::OPERATOR_MANAGER).force(),

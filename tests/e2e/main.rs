@@ -189,8 +189,8 @@ async fn install_serve_fail_over_uninstall(installer: Installer) {
     )
     .await;
 
-    // Uninstall: tokens first, while the operator runs (their finalizers are its to
-    // remove), then the install itself.
+    // Uninstall: tokens first, while the operator runs (it sweeps their children), then
+    // the install itself.
     delete_tenant(&tenant).await;
     installer.uninstall(&installed).await;
     install::assert_nothing_left(&installed).await;

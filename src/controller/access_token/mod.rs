@@ -80,67 +80,31 @@ pub async fn reconcile(watched: Arc<Watched>, ctx: Arc<Context>) -> Result<Actio
     Ok(action)
 }
 
-/// The token's own reconcile, or its cleanup once it is being deleted.
+/// The token's own reconcile. New tokens get no finalizer (issue 22: one write fewer): their
+/// children go with them through their owner references and the sweep (`super::sweep`). A
+/// token that still carries the finalizer of earlier builds is cleaned up through it.
 async fn reconcile_or_clean_up(
     api: &Api<AccessToken>,
     token: Arc<AccessToken>,
     ctx: &Context,
     now: Timestamp,
 ) -> Result<Action> {
-    let token = with_finalizer(api, token, &ctx.own_writes).await?;
-    finalizer(api, FINALIZER, token, |event| async {
-        match event {
-            Finalizer::Apply(token) => token.reconcile(ctx, now).await,
-            Finalizer::Cleanup(token) => token.cleanup(ctx).await,
-        }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))
-}
-
-/// `token` with the operator's finalizer, added now if it lacks it (and is not being
-/// deleted). kube's `finalizer` helper would add it and end the reconcile there, leaving the
-/// work to the reconcile the change starts: two reconciles for every new token. Here the
-/// reconcile goes on, and the change's echo is noted so that it starts none.
-async fn with_finalizer(
-    api: &Api<AccessToken>,
-    token: Arc<AccessToken>,
-    own_writes: &OwnWrites,
-) -> Result<Arc<AccessToken>> {
-    let meta = token.meta();
-    if meta.deletion_timestamp.is_some() || token.finalizers().iter().any(|f| f == FINALIZER) {
-        return Ok(token);
-    }
-    let patch = add_finalizer(meta.finalizers.as_deref());
-    let writing = own_writes.writing::<AccessToken>(&*token, &token.name_any());
-    let patched = api
-        .patch(
-            &token.name_any(),
-            &PatchParams::default(),
-            &Patch::Json::<()>(patch),
-        )
+    if token.finalizers().iter().any(|f| f == FINALIZER) {
+        return finalizer(api, FINALIZER, token, |event| async {
+            match event {
+                Finalizer::Apply(token) => token.reconcile(ctx, now).await,
+                Finalizer::Cleanup(token) => Ok(token.cleanup()),
+            }
+        })
         .await
-        .map_err(|e| {
-            Error::Finalizer(Box::new(kube::runtime::finalizer::Error::AddFinalizer(e)))
-        })?;
-    writing.wrote(patched.meta());
-    Ok(Arc::new(patched))
-}
-
-/// The JSON patch that adds the operator's finalizer to `finalizers`, guarded as kube's
-/// helper guards it: it fails (and the reconcile retries) if the list changed meanwhile.
-fn add_finalizer(finalizers: Option<&[String]>) -> json_patch::Patch {
-    let operations = match finalizers {
-        Some(finalizers) if !finalizers.is_empty() => serde_json::json!([
-            {"op": "test", "path": "/metadata/finalizers", "value": finalizers},
-            {"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER},
-        ]),
-        _ => serde_json::json!([
-            {"op": "test", "path": "/metadata/finalizers", "value": null},
-            {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]},
-        ]),
-    };
-    serde_json::from_value(operations).expect("a JSON patch")
+        .map_err(|e| Error::Finalizer(Box::new(e)));
+    }
+    if token.meta().deletion_timestamp.is_some() {
+        // Held by someone else's finalizer (or foreground deletion): the verifier denies it
+        // already, and its children go when it does.
+        return Ok(Action::await_change());
+    }
+    token.reconcile(ctx, now).await
 }
 
 /// An AccessToken that does not deserialize: nothing is written for it (its TechnicalUser,
@@ -1285,44 +1249,19 @@ impl AccessToken {
         }
         let api: Api<AccessToken> =
             Api::namespaced(ctx.client.clone(), &self.namespace().unwrap_or_default());
-        super::apply_status(&api, &self.name_any(), &status).await
+        // A token's first status only over the version it was decided on: a reconcile that read
+        // it from a watch that lags (a child's event can start one before the token's own
+        // events arrive) sees no status yet, and must not write over the status, or repeat
+        // the Events, of the reconcile that issued it. It gets a conflict, a quiet retry.
+        let first = self.status.is_none().then(|| self.resource_version());
+        super::apply_status_over(&api, &self.name_any(), &status, first.flatten().as_deref()).await
     }
 
-    /// Deletes the TechnicalUser and the Secret (only if they are this AccessToken's children,
-    /// also after an `Orphan` delete stripped their owner references).
-    #[instrument(skip_all, fields(namespace = self.namespace(), name = %self.name_any()))]
-    async fn cleanup(&self, ctx: &Context) -> Result<Action> {
-        let namespace = self.namespace().ok_or(Error::MissingNamespace)?;
-        let uid = self.uid().ok_or(Error::MissingUid)?;
-        let users: Api<TechnicalUser> = Api::namespaced(ctx.client.clone(), &namespace);
-        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-        if let Some(user) = users
-            .get_opt(&self.name_any())
-            .await
-            .at(Step::ReadTechnicalUser)?
-        {
-            delete_if_controlled(&users, &user.metadata, &uid).await?;
-        }
-        if let Some(secret) = secrets
-            .get_metadata_opt(&build::secret_name(self))
-            .await
-            .at(Step::ReadSecret)?
-        {
-            delete_if_controlled(&secrets, &secret.metadata, &uid).await?;
-        }
-        ctx.secret_writes.lock().expect("lock").clear(&uid);
-        ctx.verified.forget(&uid);
-        info!("token deleted with its TechnicalUser and Secret");
-        let note = "Deleted the TechnicalUser and Secret this AccessToken controlled; the token no longer works".to_string();
-        ctx.publish(
-            self,
-            EventType::Normal,
-            Reason::TokenDeleted,
-            "Delete",
-            note,
-        )
-        .await;
-        Ok(Action::await_change())
+    /// A token of an earlier build being deleted: only its finalizer goes. Once the token is
+    /// gone, the sweep deletes its children and announces it, as for any other token.
+    fn cleanup(&self) -> Action {
+        info!(namespace = self.namespace(), name = %self.name_any(), "finalizer of an earlier build removed");
+        Action::await_change()
     }
 }
 
@@ -1439,7 +1378,7 @@ async fn apply_user(pass: &Pass<'_>, user: &TechnicalUser, token: &AccessToken) 
 
 /// Deletes an object only if it is a child of `uid` (see `build::is_child_of`), and only that very object (uid precondition);
 /// already gone counts as done.
-async fn delete_if_controlled<K>(
+pub(super) async fn delete_if_controlled<K>(
     api: &Api<K>,
     meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
     uid: &str,
@@ -1486,32 +1425,5 @@ mod tests {
         for text in [error.to_string(), format!("{error:?}")] {
             assert!(!text.contains(token.expose_secret()), "{text}");
         }
-    }
-
-    /// Applies `add_finalizer(seen)` to an object whose finalizers are now `current`.
-    fn finalizers_after(
-        seen: Option<&[String]>,
-        current: serde_json::Value,
-    ) -> Option<serde_json::Value> {
-        // kube-apiserver's JSON patch reads a missing list as null; this crate needs it written.
-        let mut object = serde_json::json!({"metadata": {"name": "t", "finalizers": current}});
-        json_patch::patch(&mut object, &add_finalizer(seen)).ok()?;
-        Some(object["metadata"]["finalizers"].clone())
-    }
-
-    #[test]
-    fn the_finalizer_is_added_only_to_the_list_it_was_decided_on() {
-        use serde_json::json;
-        let other = vec!["example.com/other".to_string()];
-        let none = finalizers_after(None, json!(null));
-        assert_eq!(none, Some(json!([FINALIZER])), "no finalizers yet");
-        let after_other = finalizers_after(Some(&other), json!(["example.com/other"]));
-        assert_eq!(after_other, Some(json!(["example.com/other", FINALIZER])));
-        // Someone changed the list since it was read: the patch fails, nothing is lost.
-        assert_eq!(finalizers_after(None, json!(["example.com/new"])), None);
-        assert_eq!(
-            finalizers_after(Some(&other), json!(["example.com/new"])),
-            None
-        );
     }
 }

@@ -277,7 +277,7 @@ async fn nobody_but_the_operator_writes_technical_users() {
 #[tokio::test]
 async fn a_tenant_namespace_with_tokens_can_still_be_deleted() {
     // The policies let the cluster's own deleters through: the namespace controller deletes
-    // the AccessTokens, the operator's finalizer removes the children, and the namespace goes.
+    // the AccessTokens and their children (the operator's sweep too), and the namespace goes.
     let tenant = Tenant::new("authz-nsdel").await;
     let _operator = Operator::start(&tenant.namespace).await;
     tenant

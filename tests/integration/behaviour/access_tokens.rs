@@ -55,12 +55,9 @@ async fn create_issues_a_technical_user_and_a_secret() {
         "2099-06-30T00:00:00Z".parse::<Timestamp>().unwrap()
     );
     assert_eq!(status.observed_generation, token.metadata.generation);
-    assert!(
-        token
-            .finalizers()
-            .iter()
-            .any(|f| f == "iam.accesstoken.io/cleanup")
-    );
+    // No finalizer (issue 22): deleting the token never waits on the operator; its children
+    // go through their owner references and the operator's sweep.
+    assert!(token.finalizers().is_empty(), "{:?}", token.finalizers());
 
     // The Secret: shape, ownership, and the token itself.
     let secret = tenant.secrets().get("ci-deployer").await.unwrap();
@@ -229,23 +226,23 @@ async fn delete_with_orphan_propagation_still_removes_both_children() {
     .await;
 
     // With the operator down, the garbage collector's orphan handling strips the children's
-    // owner references before the operator's finalizer gets a chance to run: the cleanup must
-    // still recognise them as its own.
+    // owner references and the AccessToken goes: the operator's sweep must still recognise
+    // them as the children of that token once it runs again.
     operator.kill().await;
     tenant
         .tokens()
         .delete("t", &DeleteParams::orphan())
         .await
         .unwrap();
-    // Wait for the garbage collector to finish orphaning (its `orphan` finalizer gone): the
-    // Secret holding the token then carries no owner reference. (The TechnicalUser is
-    // stripped too once the collector monitors the CRD, which a fresh control plane may not
-    // yet do.) Polled for longer than `eventually`'s deadline: the collector backs off.
+    // Wait for the garbage collector to finish orphaning: the AccessToken gone, and the Secret
+    // holding the token without an owner reference. (The TechnicalUser is stripped too once
+    // the collector monitors the CRD, which a fresh control plane may not yet do.) Polled for
+    // longer than `eventually`'s deadline: the collector backs off.
     within(Duration::from_secs(180), async {
         loop {
-            let token = tenant.tokens().get("t").await.unwrap();
+            let token = tenant.tokens().get_opt("t").await.unwrap();
             let secret = tenant.secrets().get("t").await.unwrap();
-            if !token.finalizers().iter().any(|f| f == "orphan")
+            if token.is_none()
                 && secret
                     .metadata
                     .owner_references
@@ -258,24 +255,57 @@ async fn delete_with_orphan_propagation_still_removes_both_children() {
         }
     })
     .await;
-    let deleting = tenant.tokens().get("t").await.unwrap();
-    assert!(deleting.metadata.deletion_timestamp.is_some());
-    // The verifier denies from the moment deletion starts, without waiting for the operator.
-    assert!(!verifier_accepts(&verifier, issued.expose_secret()).await);
+    // The verifier denies once the AccessToken is gone, without waiting for the operator.
+    eventually("the verifier to deny the token", || async {
+        (!verifier_accepts(&verifier, issued.expose_secret()).await).then_some(())
+    })
+    .await;
 
     operator.restart().await;
-    eventually(
-        "the AccessToken, its TechnicalUser and Secret to be gone",
-        || async {
-            let token = tenant.tokens().get_opt("t").await.unwrap();
-            let user = tenant.users().get_opt("t").await.unwrap();
-            let secret = tenant.secrets().get_opt("t").await.unwrap();
-            (token.is_none() && user.is_none() && secret.is_none()).then_some(())
-        },
-    )
+    eventually("the TechnicalUser and Secret to be gone", || async {
+        let user = tenant.users().get_opt("t").await.unwrap();
+        let secret = tenant.secrets().get_opt("t").await.unwrap();
+        (user.is_none() && secret.is_none()).then_some(())
+    })
     .await;
     tenant.wait_for_event("t", "TokenDeleted").await;
     assert!(!verifier_accepts(&verifier, issued.expose_secret()).await);
+}
+
+/// With the operator running, a deleted token's children go at once, and a token carrying
+/// the finalizer of earlier builds is still deleted (its finalizer removed) with them.
+#[tokio::test]
+async fn a_deleted_token_takes_its_children_with_or_without_the_old_finalizer() {
+    let tenant = Tenant::new("delete").await;
+    let _operator = Operator::start(&tenant.namespace).await;
+    for name in ["new", "old"] {
+        tenant
+            .issue(name, json!({"organization": tenant.organization}))
+            .await;
+    }
+    // As an earlier build left it: the operator's finalizer on the token.
+    let finalizer = json!({"metadata": {"finalizers": ["iam.accesstoken.io/cleanup"]}});
+    tenant
+        .tokens()
+        .patch("old", &PatchParams::default(), &Patch::Merge(&finalizer))
+        .await
+        .unwrap();
+    for name in ["new", "old"] {
+        tenant.delete_token(name).await;
+    }
+    for name in ["new", "old"] {
+        eventually(
+            "the AccessToken, its TechnicalUser and Secret to be gone",
+            || async {
+                let token = tenant.tokens().get_opt(name).await.unwrap();
+                let user = tenant.users().get_opt(name).await.unwrap();
+                let secret = tenant.secrets().get_opt(name).await.unwrap();
+                (token.is_none() && user.is_none() && secret.is_none()).then_some(())
+            },
+        )
+        .await;
+        tenant.wait_for_event(name, "TokenDeleted").await;
+    }
 }
 
 #[tokio::test]

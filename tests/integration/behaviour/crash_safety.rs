@@ -64,8 +64,8 @@ async fn killing_the_operator_mid_issue_never_makes_a_second_token_or_secret() {
         "the crash left a staged credential without its Secret"
     );
     operator.start_again().await;
-    // Kills spread over the issuing work: each lands somewhere between finalizer,
-    // TechnicalUser, Secret and status writes of some token.
+    // Kills spread over the issuing work: each lands somewhere between TechnicalUser,
+    // Secret, Event and status writes of some token.
     let mut landed_mid_issue = 1;
     for _ in 0..8 {
         let crash_after = Duration::from_millis(rand::random_range(20..250));

@@ -1,8 +1,11 @@
-//! Behaviours of docs/concepts/lifecycle.md that no other test reaches: `secretTemplate` edits, the finalizer
-//! when the Secret is already gone, a Group that disappears and is created again, `InvalidSpec` and
+//! Behaviours of docs/concepts/lifecycle.md that no other test reaches: `secretTemplate` edits, the finalizer of
+//! earlier builds when the Secret is already gone, a Group that disappears and is created again, `InvalidSpec` and
 //! `TechnicalUserConflict`.
 
-use kube::{Api, ResourceExt, api::PostParams};
+use kube::{
+    Api, ResourceExt,
+    api::{Patch, PatchParams, PostParams},
+};
 use serde_json::json;
 
 use access_token_operator::api::{Group, Phase, TechnicalUser};
@@ -59,12 +62,19 @@ async fn secret_template_keys_are_added_changed_and_removed() {
 }
 
 #[tokio::test]
-async fn the_finalizer_completes_when_the_secret_is_already_gone() {
+async fn the_old_finalizer_completes_when_the_secret_is_already_gone() {
     let tenant = Tenant::new("nosecret").await;
     let mut operator = Operator::start(&tenant.namespace).await;
     tenant
         .issue("t", json!({"organization": tenant.organization}))
         .await;
+    // As an earlier build left it: the operator's finalizer on the token (new tokens get none).
+    let finalizer = json!({"metadata": {"finalizers": ["iam.accesstoken.io/cleanup"]}});
+    tenant
+        .tokens()
+        .patch("t", &PatchParams::default(), &Patch::Merge(&finalizer))
+        .await
+        .unwrap();
 
     // While the operator is down the Secret goes, then the AccessToken is deleted: the
     // finalizer meets a token whose Secret no longer exists.
