@@ -12,7 +12,8 @@ pub const ACCESS_TOKEN_LABEL: &str = "iam.accesstoken.io/access-token";
 /// Label holding the uid of the AccessToken a child belongs to: identifies the children
 /// after the garbage collector stripped their owner references (`propagationPolicy: Orphan`).
 pub const ACCESS_TOKEN_UID_LABEL: &str = "iam.accesstoken.io/access-token-uid";
-/// Finalizer that removes the TechnicalUser and Secret before an AccessToken goes away.
+/// The finalizer earlier builds put on every AccessToken; new tokens get none, and the operator
+/// only removes it (their children go through owner references and the sweep).
 pub const FINALIZER: &str = "iam.accesstoken.io/cleanup";
 /// The type of token Secrets.
 pub const SECRET_TYPE: &str = "iam.accesstoken.io/token";

@@ -285,24 +285,12 @@ impl Context {
         action: &str,
         note: String,
     ) {
-        self.publish_about(object.object_ref(&()), type_, reason, action, note)
+        self.publish_to(object.object_ref(&()), type_, reason, action, note)
             .await;
     }
 
     /// Publishes an Event about the object `regarding` refers to (which may be gone).
     pub async fn publish_to(
-        &self,
-        regarding: ObjectReference,
-        type_: EventType,
-        reason: Reason,
-        action: &str,
-        note: String,
-    ) {
-        self.publish_about(regarding, type_, reason.as_str(), action, note)
-            .await;
-    }
-
-    async fn publish_about(
         &self,
         regarding: ObjectReference,
         type_: EventType,

@@ -21,6 +21,7 @@ use futures::{StreamExt, channel::mpsc};
 use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use kube::{
     Api, Resource, ResourceExt,
+    api::{DeleteParams, Preconditions},
     runtime::{events::EventType, watcher},
 };
 use tracing::{debug, info, warn};
@@ -156,33 +157,36 @@ const RETRIES: [Duration; 4] = [
 
 /// Deletes what `left` names, if its token is gone and the objects are still its children.
 async fn sweep(ctx: &Context, left: &Leftovers) -> Result<()> {
-    let tokens: Api<AccessToken> = Api::namespaced(ctx.client.clone(), &left.namespace);
-    let live = tokens.get_metadata_opt(&left.token).await.at(Step::Other)?;
-    if live.is_some_and(|t| t.uid().as_deref() == Some(left.uid.as_str())) {
-        debug!(
-            name = left.token,
-            "token still there (being deleted?): its children stay"
-        );
-        return Ok(());
-    }
-    let mut user_deleted = false;
-    if let Some(name) = &left.user {
-        let users: Api<TechnicalUser> = Api::namespaced(ctx.client.clone(), &left.namespace);
-        if let Some(user) = users
-            .get_metadata_opt(name)
-            .await
-            .at(Step::ReadTechnicalUser)?
-        {
-            user_deleted = build::is_child_of(&user.metadata, &left.uid);
-            access_token::delete_if_controlled(&users, &user.metadata, &left.uid).await?;
+    // A deletion the watch delivered is final (uids are never reused); an orphaned child may
+    // belong to a token that is still being deleted (`--cascade=orphan` strips the owner
+    // references first), whose own deletion comes later.
+    if !left.deleted {
+        let tokens: Api<AccessToken> = Api::namespaced(ctx.client.clone(), &left.namespace);
+        let live = tokens.get_metadata_opt(&left.token).await.at(Step::Other)?;
+        if live.is_some_and(|t| t.uid().as_deref() == Some(left.uid.as_str())) {
+            debug!(
+                name = left.token,
+                "token still there (being deleted?): its children stay"
+            );
+            return Ok(());
         }
     }
-    if let Some(name) = &left.secret {
-        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &left.namespace);
-        if let Some(secret) = secrets.get_metadata_opt(name).await.at(Step::ReadSecret)? {
-            access_token::delete_if_controlled(&secrets, &secret.metadata, &left.uid).await?;
-        }
-    }
+    let users: Api<TechnicalUser> = Api::namespaced(ctx.client.clone(), &left.namespace);
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &left.namespace);
+    let user_deleted = delete_child(
+        &users,
+        left.user.as_deref(),
+        &left.uid,
+        Step::ReadTechnicalUser,
+    )
+    .await?;
+    delete_child(
+        &secrets,
+        left.secret.as_deref(),
+        &left.uid,
+        Step::ReadSecret,
+    )
+    .await?;
     ctx.forget(&left.uid);
     // Announced once the token's deletion is seen, or its credentials went here (a deletion
     // while no operator ran, found orphaned by the first list).
@@ -195,6 +199,34 @@ async fn sweep(ctx: &Context, left: &Leftovers) -> Result<()> {
         announce(ctx, left).await;
     }
     Ok(())
+}
+
+/// Deletes the object `name`, if there is one, only if it is a child of `uid` (see
+/// [`build::is_child_of`]), and only that very object (uid precondition); already gone counts
+/// as done. Whether it was a child to delete.
+async fn delete_child<K>(api: &Api<K>, name: Option<&str>, uid: &str, read: Step) -> Result<bool>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let Some(name) = name else { return Ok(false) };
+    let Some(child) = api.get_metadata_opt(name).await.at(read)? else {
+        return Ok(false);
+    };
+    if !build::is_child_of(&child.metadata, uid) {
+        return Ok(false);
+    }
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: child.metadata.uid.clone(),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match api.delete(name, &params).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(true),
+        Err(error) => Err(error).at(Step::DeleteChild),
+    }
 }
 
 /// The `TokenDeleted` Event, about the AccessToken that is gone.
@@ -211,7 +243,7 @@ async fn announce(ctx: &Context, left: &Leftovers) {
     ctx.publish_to(
         regarding,
         EventType::Normal,
-        Reason::TokenDeleted,
+        Reason::TokenDeleted.as_str(),
         "Delete",
         note,
     )

@@ -151,6 +151,16 @@ impl Tenant {
             .expect("the AccessToken is deleted");
     }
 
+    /// Puts the finalizer earlier builds gave every AccessToken (`iam.accesstoken.io/cleanup`)
+    /// on token `name`, as such a build left it; new tokens get none.
+    pub async fn add_old_finalizer(&self, name: &str) {
+        let finalizer = json!({"metadata": {"finalizers": ["iam.accesstoken.io/cleanup"]}});
+        self.tokens()
+            .patch(name, &PatchParams::default(), &Patch::Merge(&finalizer))
+            .await
+            .expect("the finalizer is added");
+    }
+
     /// Creates a Secret `name` in the tenant's namespace that the operator does not own (a
     /// name someone else already holds).
     pub async fn create_foreign_secret(&self, name: &str) {

@@ -13,7 +13,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Resource, ResourceExt,
-    api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions},
+    api::{Patch, PatchParams, PostParams},
     runtime::{
         controller::Action,
         events::EventType,
@@ -1374,36 +1374,6 @@ async fn apply_user(pass: &Pass<'_>, user: &TechnicalUser, token: &AccessToken) 
         .at(Step::WriteTechnicalUser)?;
     writing.wrote(&applied.metadata);
     Ok(())
-}
-
-/// Deletes an object only if it is a child of `uid` (see `build::is_child_of`), and only that very object (uid precondition);
-/// already gone counts as done.
-pub(super) async fn delete_if_controlled<K>(
-    api: &Api<K>,
-    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-    uid: &str,
-) -> Result<()>
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    if !build::is_child_of(meta, uid) {
-        return Ok(());
-    }
-    let params = DeleteParams {
-        preconditions: Some(Preconditions {
-            uid: meta.uid.clone(),
-            resource_version: None,
-        }),
-        ..DeleteParams::default()
-    };
-    match api
-        .delete(meta.name.as_deref().unwrap_or_default(), &params)
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(error) => Err(error).at(Step::DeleteChild),
-    }
 }
 
 #[cfg(test)]

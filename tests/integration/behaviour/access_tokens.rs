@@ -284,12 +284,7 @@ async fn a_deleted_token_takes_its_children_with_or_without_the_old_finalizer() 
             .await;
     }
     // As an earlier build left it: the operator's finalizer on the token.
-    let finalizer = json!({"metadata": {"finalizers": ["iam.accesstoken.io/cleanup"]}});
-    tenant
-        .tokens()
-        .patch("old", &PatchParams::default(), &Patch::Merge(&finalizer))
-        .await
-        .unwrap();
+    tenant.add_old_finalizer("old").await;
     for name in ["new", "old"] {
         tenant.delete_token(name).await;
     }

@@ -2,10 +2,7 @@
 //! earlier builds when the Secret is already gone, a Group that disappears and is created again, `InvalidSpec` and
 //! `TechnicalUserConflict`.
 
-use kube::{
-    Api, ResourceExt,
-    api::{Patch, PatchParams, PostParams},
-};
+use kube::{Api, ResourceExt, api::PostParams};
 use serde_json::json;
 
 use access_token_operator::api::{Group, Phase, TechnicalUser};
@@ -69,12 +66,7 @@ async fn the_old_finalizer_completes_when_the_secret_is_already_gone() {
         .issue("t", json!({"organization": tenant.organization}))
         .await;
     // As an earlier build left it: the operator's finalizer on the token (new tokens get none).
-    let finalizer = json!({"metadata": {"finalizers": ["iam.accesstoken.io/cleanup"]}});
-    tenant
-        .tokens()
-        .patch("t", &PatchParams::default(), &Patch::Merge(&finalizer))
-        .await
-        .unwrap();
+    tenant.add_old_finalizer("t").await;
 
     // While the operator is down the Secret goes, then the AccessToken is deleted: the
     // finalizer meets a token whose Secret no longer exists.

@@ -33,6 +33,16 @@ async fn wait_for_reconciles(operator: &Operator, offset: usize, names: &[&str])
     .await;
 }
 
+/// Each TechnicalUser of the tenant by name, with its resourceVersion.
+async fn user_versions(tenant: &Tenant) -> Vec<(String, Option<String>)> {
+    let users = tenant.users().list(&Default::default()).await.unwrap();
+    users
+        .items
+        .iter()
+        .map(|u| (u.name_any(), u.resource_version()))
+        .collect()
+}
+
 #[tokio::test]
 async fn secrets_are_verified_once_per_operator_life_and_never_written_for_it() {
     let tenant = Tenant::new("norehash").await;
@@ -49,20 +59,7 @@ async fn secrets_are_verified_once_per_operator_life_and_never_written_for_it() 
         "{}",
         operator.logs()
     );
-    let versions = |users: Vec<access_token_operator::api::TechnicalUser>| {
-        users
-            .iter()
-            .map(|u| (u.name_any(), u.resource_version()))
-            .collect::<Vec<_>>()
-    };
-    let before = versions(
-        tenant
-            .users()
-            .list(&Default::default())
-            .await
-            .unwrap()
-            .items,
-    );
+    let before = user_versions(&tenant).await;
 
     let offset = operator.logs().len();
     operator.restart().await;
@@ -88,14 +85,7 @@ async fn secrets_are_verified_once_per_operator_life_and_never_written_for_it() 
         "{since}"
     );
     // Remembering wrote nothing: the TechnicalUsers are the versions the mints left.
-    let after = versions(
-        tenant
-            .users()
-            .list(&Default::default())
-            .await
-            .unwrap()
-            .items,
-    );
+    let after = user_versions(&tenant).await;
     assert_eq!(before, after);
 
     // Reconciling each token again (a revocation) checks nothing again.
