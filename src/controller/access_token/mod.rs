@@ -67,6 +67,14 @@ pub async fn reconcile(watched: Arc<Watched>, ctx: Arc<Context>) -> Result<Actio
     let api: Api<AccessToken> = Api::namespaced(ctx.client.clone(), &namespace);
     let now = Timestamp::now();
     let first = first_status::needed(&token).then(|| token.clone());
+    if first.is_some() && token.uid().is_some_and(|uid| ctx.verified.knows(&uid)) {
+        // No status, yet this process settled the token: a copy from a watch that lags (a
+        // child's event can start a reconcile before the token's own events arrive). Acting
+        // on it would redo the issuing reconcile's work (a rotation its status records, its
+        // Events); look again once the watch has caught up.
+        tracing::debug!(name = %token.name_any(), "stale copy of a new token; retrying");
+        return Ok(Action::requeue(Duration::from_millis(500)));
+    }
     let action = match reconcile_or_clean_up(&api, token, &ctx, now).await {
         Ok(action) => action,
         Err(error) => {

@@ -55,6 +55,11 @@ impl VerifiedSecrets {
         binding.is_some() && by_token.get(token_uid) == binding.as_ref()
     }
 
+    /// Whether this process has settled token `token_uid` with a Secret already.
+    pub fn knows(&self, token_uid: &str) -> bool {
+        self.by_token.lock().expect("lock").contains_key(token_uid)
+    }
+
     /// Forgets a token (deleted).
     pub fn forget(&self, token_uid: &str) {
         self.by_token.lock().expect("lock").remove(token_uid);
@@ -103,7 +108,9 @@ pub(in crate::controller) mod tests {
         verified.remember("token", &Secret::default(), "abc");
         assert!(!verified.holds("token", &read, "abc"));
         verified.remember("token", &read, "abc");
+        assert!(verified.knows("token") && !verified.knows("other"));
         verified.forget("token");
         assert!(!verified.holds("token", &read, "abc"));
+        assert!(!verified.knows("token"));
     }
 }
