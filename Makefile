@@ -56,7 +56,7 @@ bench-verify: control-plane
 	$(CARGO) bench --bench verify --no-run
 	$(LOCAL_CLUSTER) -- $(CARGO) bench --bench verify
 
-## bench-scale: N AccessTokens (BENCH_SCALE_TOKENS, default 1000) to Active vs. a floor and KCM's legacy SA token controller; RSS, restart CPU; writes BENCHMARKS.md
+## bench-scale: N AccessTokens (BENCH_SCALE_TOKENS, default 1000; BENCH_SCALE_NAMESPACES, default 1) to Active vs. a floor and KCM's legacy SA token controller; RSS, restart CPU; writes BENCHMARKS.md
 ## (debug build with optimised dependencies, as `make run`: issue 8's figures were taken on it; BENCH_SCALE_PROFILE=release for the optimised build)
 BENCH_SCALE_PROFILE ?= dev
 bench-scale: control-plane

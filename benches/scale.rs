@@ -1,5 +1,5 @@
-//! `make bench-scale`: N AccessTokens (1,000 by default, `BENCH_SCALE_TOKENS` to change)
-//! to all Active, against a floor measured in the same run (the contract's minimal write set,
+//! `make bench-scale`: N AccessTokens (1,000 by default, `BENCH_SCALE_TOKENS` to change; in
+//! one namespace, or spread over `BENCH_SCALE_NAMESPACES` of them) to all Active, against a floor measured in the same run (the contract's minimal write set,
 //! five writes per token, raw, the best of 4 and 16 clients, plus N argon2id hashes at the
 //! default cost on 2 threads; the operator writes exactly this set), and against kube-controller-manager's legacy ServiceAccount
 //! token controller filling N `kubernetes.io/service-account-token` Secrets; then the
@@ -42,6 +42,8 @@ const FLOOR_CLIENTS: [usize; 2] = [4, 16];
 const UNRELATED: usize = 10_000;
 const ORG: &str = "scale";
 const TOKENS_NS: &str = "scale-tokens";
+/// Namespaces an Organization lists at most in this bench (its schema allows 256).
+const ORG_NAMESPACES: usize = 250;
 const FLOOR_NS: &str = "scale-floor";
 const PEER_NS: &str = "scale-peer";
 const UNRELATED_NS: &str = "scale-unrelated";
@@ -55,19 +57,18 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000);
+    // BENCH_SCALE_NAMESPACES spreads the tokens over that many namespaces (issue 22: 1,000).
+    let layout = Layout::new(
+        std::env::var("BENCH_SCALE_NAMESPACES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1),
+    );
     let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    for ns in [TOKENS_NS, FLOOR_NS, PEER_NS, UNRELATED_NS] {
+    for ns in [FLOOR_NS, PEER_NS, UNRELATED_NS] {
         create_namespace(&client, ns).await;
     }
-    let org: Organization = serde_json::from_value(json!({
-        "apiVersion": "iam.accesstoken.io/v1alpha1", "kind": "Organization",
-        "metadata": {"name": ORG}, "spec": {"tokenNamespaces": [TOKENS_NS]}
-    }))
-    .unwrap();
-    Api::<Organization>::all(client.clone())
-        .create(&PostParams::default(), &org)
-        .await
-        .expect("organization");
+    layout.create(&client).await;
 
     // The binary is copied so that a rebuild during the run cannot change what restarts.
     let binary = std::env::temp_dir().join(format!("ato-bench-scale-{}", std::process::id()));
@@ -77,13 +78,18 @@ async fn main() {
     std::fs::copy(&built, &binary).expect("binary copies");
     let binary = binary.to_string_lossy().into_owned();
 
+    // BENCH_SCALE_FLOOR=0 skips the floor (about 35 minutes at 100,000, with the cleanup
+    // between its two runs): the report then has no ratios.
     let mut raw = Vec::new();
-    for clients in FLOOR_CLIENTS {
-        eprintln!("floor: the minimal write set of {n} tokens, raw, by {clients} clients");
-        raw.push((clients, minimal_write_set(&client, n, clients).await));
+    let mut hashes = Duration::ZERO;
+    if std::env::var("BENCH_SCALE_FLOOR").as_deref() != Ok("0") {
+        for clients in FLOOR_CLIENTS {
+            eprintln!("floor: the minimal write set of {n} tokens, raw, by {clients} clients");
+            raw.push((clients, minimal_write_set(&client, n, clients).await));
+        }
+        eprintln!("floor: {n} argon2id hashes on 2 threads");
+        hashes = hashes_on_two_threads(n);
     }
-    eprintln!("floor: {n} argon2id hashes on 2 threads");
-    let hashes = hashes_on_two_threads(n);
     // BENCH_SCALE_PEER=0 skips the peer (about 100 s for 1,000 on this machine) while iterating.
     let peer = if std::env::var("BENCH_SCALE_PEER").as_deref() == Ok("0") {
         Duration::ZERO
@@ -100,10 +106,12 @@ async fn main() {
     let idle = Sample::of(pid);
     let issuing_cpu_before = cpu_seconds(pid);
     let scope_writes = ScopeWrites::count(&client).await;
-    let issue = issue_tokens(&client, n).await;
+    let requests_before = ApiRequests::read(&client).await;
+    let issue = issue_tokens(&client, &layout, n).await;
     // Let the status writes that follow the last Active settle before reading the figures.
     let _ = quiescent(pid, Duration::from_secs(30)).await;
     let scope_writes = scope_writes.stop();
+    let issuing_requests = ApiRequests::read(&client).await.since(&requests_before);
     let after_issue = Sample::of(pid);
     let issuing_cpu = after_issue.cpu - issuing_cpu_before;
     let issuing_reconciles = probe.token_reconciles().await;
@@ -131,12 +139,13 @@ async fn main() {
         Err(_) => Launch::binary_at(&binary, &probe.args()).quiet().spawn(),
     };
     let pid = operator.id().expect("operator runs");
-    let restart_wall = quiescent(pid, Duration::from_secs(120)).await;
+    let restart_wall = quiescent(pid, deadline_for(n, Duration::from_millis(5))).await;
     let after_restart = Sample::of(pid);
     let restart_requests = ApiRequests::read(&client).await.since(&requests_before);
     let restart_reconciles = probe.token_reconciles().await;
     let restart_breakdown = probe.token_breakdown(n).await;
-    let still_active = count_active(&Api::namespaced(client.clone(), TOKENS_NS)).await;
+    let still_active = count_active(&Api::all(client.clone())).await;
+    let etcd = etcd_size();
     terminate(&mut operator).await;
 
     eprintln!("verifier: {n} tokens indexed");
@@ -146,6 +155,8 @@ async fn main() {
     let load_after = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let report = Report {
         n,
+        layout,
+        etcd,
         raw,
         hashes,
         peer,
@@ -154,6 +165,7 @@ async fn main() {
         issuing_cpu,
         issuing_reconciles,
         issuing_breakdown,
+        issuing_requests,
         restart_reconciles,
         restart_breakdown,
         restart_requests,
@@ -171,13 +183,82 @@ async fn main() {
     support::write_benchmarks_section("bench-scale", &report);
 }
 
+/// Where the operator's tokens go: `namespaces` namespaces (token i in namespace i mod their
+/// number), listed by Organizations of at most ORG_NAMESPACES each. One namespace is
+/// `scale-tokens` of Organization `scale`, as in the earlier rounds.
+struct Layout {
+    namespaces: Vec<String>,
+    organizations: Vec<String>,
+}
+
+impl Layout {
+    fn new(namespaces: usize) -> Self {
+        let namespaces: Vec<String> = match namespaces.max(1) {
+            1 => vec![TOKENS_NS.to_string()],
+            m => (0..m).map(|j| format!("{TOKENS_NS}-{j}")).collect(),
+        };
+        let organizations = (0..namespaces.len().div_ceil(ORG_NAMESPACES))
+            .map(|k| match k {
+                0 => ORG.to_string(),
+                k => format!("{ORG}-{k}"),
+            })
+            .collect();
+        Self {
+            namespaces,
+            organizations,
+        }
+    }
+
+    /// Token i's namespace and Organization.
+    fn of(&self, i: usize) -> (&str, &str) {
+        let j = i % self.namespaces.len();
+        (&self.namespaces[j], &self.organizations[j / ORG_NAMESPACES])
+    }
+
+    /// Creates the namespaces and the Organizations that list them.
+    async fn create(&self, client: &Client) {
+        for namespace in &self.namespaces {
+            create_namespace(client, namespace).await;
+        }
+        for (k, name) in self.organizations.iter().enumerate() {
+            let listed: Vec<&String> = (self.namespaces.iter())
+                .skip(k * ORG_NAMESPACES)
+                .take(ORG_NAMESPACES)
+                .collect();
+            let org: Organization = serde_json::from_value(json!({
+                "apiVersion": "iam.accesstoken.io/v1alpha1", "kind": "Organization",
+                "metadata": {"name": name}, "spec": {"tokenNamespaces": listed}
+            }))
+            .unwrap();
+            Api::<Organization>::all(client.clone())
+                .create(&PostParams::default(), &org)
+                .await
+                .expect("organization");
+        }
+    }
+}
+
+/// How long the bench waits for something that takes about `per_token` per token: 15 minutes
+/// and that (10,000 tokens fit in the 15 minutes; 100,000 do not).
+fn deadline_for(n: usize, per_token: Duration) -> Duration {
+    Duration::from_secs(900) + per_token * n as u32
+}
+
+/// The etcd database file's size in MiB (what etcd holds, with the history it has not
+/// compacted or defragmented yet), if the control plane is local.
+fn etcd_size() -> Option<f64> {
+    let dir = std::env::var("ATO_CLUSTER_DIR").ok()?;
+    let db = std::fs::metadata(format!("{dir}/etcd/member/snap/db")).ok()?;
+    Some(db.len() as f64 / 1024.0 / 1024.0)
+}
+
 /// The floor's API part: the contract's minimal write set (DESIGN.md, issue 22), raw, by
 /// `clients` parallel writers doing each token's writes in order: the user's AccessToken
 /// create, a TechnicalUser create that already holds the credential's hash, the Secret, one
 /// Event and one status write; five writes per token. The AccessTokens are deleted again
 /// (they carry no finalizer) before the operator starts.
 async fn minimal_write_set(client: &Client, n: usize, clients: usize) -> Duration {
-    use kube::api::{Patch, PatchParams};
+    use kube::api::{DeleteParams, Patch, PatchParams};
     let tokens: Api<AccessToken> = Api::namespaced(client.clone(), FLOOR_NS);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), FLOOR_NS);
     let users: Api<TechnicalUser> = Api::namespaced(client.clone(), FLOOR_NS);
@@ -230,6 +311,11 @@ async fn minimal_write_set(client: &Client, n: usize, clients: usize) -> Duratio
     .await;
     let elapsed = started.elapsed();
     delete_all(&tokens).await;
+    // The rest goes too, so that a 100,000-token run stays well inside etcd's 2 GiB quota.
+    let all = (&DeleteParams::default(), &ListParams::default());
+    let _ = users.delete_collection(all.0, all.1).await;
+    let _ = secrets.delete_collection(all.0, all.1).await;
+    let _ = events.delete_collection(all.0, all.1).await;
     elapsed
 }
 
@@ -311,11 +397,11 @@ fn an_issued_event(
 /// Deletes every AccessToken `tokens` holds (none carries a finalizer) and waits until they are gone.
 async fn delete_all(tokens: &Api<AccessToken>) {
     use kube::api::DeleteParams;
-    tokens
-        .delete_collection(&DeleteParams::default(), &ListParams::default())
-        .await
-        .expect("AccessTokens deleted");
+    // A collection delete ends with the API server's request timeout (a minute) when there
+    // are many (100,000 take longer): it is repeated until none is left.
     poll_until(|| async {
+        let all = (&DeleteParams::default(), &ListParams::default());
+        let _ = tokens.delete_collection(all.0, all.1).await;
         let left = tokens.list(&ListParams::default().limit(1)).await.ok()?;
         left.items.is_empty().then_some(())
     })
@@ -400,7 +486,7 @@ where
     };
     let mut matching = std::collections::HashSet::new();
     let mut objects = std::pin::pin!(watcher(api, watcher::Config::default()).touched_objects());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(900);
+    let deadline = tokio::time::Instant::now() + deadline_for(n, Duration::from_millis(30));
     while matching.len() < n {
         let next = tokio::time::timeout_at(deadline, objects.next()).await;
         let Ok(Some(Ok(object))) = next else {
@@ -417,8 +503,8 @@ where
     }
 }
 
-/// Counts the writes of the bench's Organization from `count` to `stop`: while its tokens are
-/// issued nothing else changes it, so each is one of the operator's status writes.
+/// Counts the writes of the bench's Organizations from `count` to `stop`: while their tokens
+/// are issued nothing else changes them, so each is one of the operator's status writes.
 struct ScopeWrites {
     writes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     watch: tokio::task::JoinHandle<()>,
@@ -429,7 +515,7 @@ impl ScopeWrites {
     async fn count(client: &Client) -> Self {
         use kube::runtime::watcher;
         let orgs: Api<Organization> = Api::all(client.clone());
-        let config = watcher::Config::default().fields(&format!("metadata.name={ORG}"));
+        let config = watcher::Config::default();
         let writes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let (listed, on_listed) = tokio::sync::oneshot::channel();
         let counted = writes.clone();
@@ -627,22 +713,23 @@ impl ApiRequests {
     }
 }
 
-/// Creates N AccessTokens from CLIENTS parallel writers; the time until all are Active.
-async fn issue_tokens(client: &Client, n: usize) -> Duration {
-    let tokens: Api<AccessToken> = Api::namespaced(client.clone(), TOKENS_NS);
+/// Creates N AccessTokens from CLIENTS parallel writers, spread as `layout` says; the time
+/// until all are Active.
+async fn issue_tokens(client: &Client, layout: &Layout, n: usize) -> Duration {
     let started = Instant::now();
-    let active = until_n_match(tokens.clone(), n, |t: &AccessToken| {
+    let active = until_n_match(Api::<AccessToken>::all(client.clone()), n, |t| {
         t.status.as_ref().and_then(|s| s.phase) == Some(Phase::Active)
     });
     let create = parallel(n, |i| {
-        let tokens = tokens.clone();
+        let (namespace, org) = layout.of(i);
+        let tokens: Api<AccessToken> = Api::namespaced(client.clone(), namespace);
+        let token: AccessToken = serde_json::from_value(json!({
+            "apiVersion": "iam.accesstoken.io/v1alpha1", "kind": "AccessToken",
+            "metadata": {"name": format!("t{i}")},
+            "spec": {"organization": org, "lifetime": "30d"}
+        }))
+        .unwrap();
         async move {
-            let token: AccessToken = serde_json::from_value(json!({
-                "apiVersion": "iam.accesstoken.io/v1alpha1", "kind": "AccessToken",
-                "metadata": {"name": format!("t{i}")},
-                "spec": {"organization": ORG, "lifetime": "30d"}
-            }))
-            .unwrap();
             tokens
                 .create(&PostParams::default(), &token)
                 .await
@@ -825,6 +912,9 @@ fn first3(loadavg: &str) -> String {
 
 struct Report {
     n: usize,
+    layout: Layout,
+    /// etcd's database file at the end, MiB.
+    etcd: Option<f64>,
     /// The minimal write set's time by the number of clients that wrote it.
     raw: Vec<(usize, Duration)>,
     hashes: Duration,
@@ -834,6 +924,9 @@ struct Report {
     issuing_cpu: f64,
     issuing_reconciles: f64,
     issuing_breakdown: String,
+    /// kube-apiserver's requests for the operator's resources while issuing (the bench's own
+    /// creates and watch included).
+    issuing_requests: ApiRequests,
     restart_reconciles: f64,
     restart_breakdown: String,
     restart_requests: ApiRequests,
@@ -852,7 +945,10 @@ impl Report {
         let s = |d: Duration| format!("{:.1} s", d.as_secs_f64());
         let best = self.raw.iter().map(|(_, d)| *d).min().unwrap_or_default();
         let floor = best + self.hashes;
-        let ratio = |d: Duration| d.as_secs_f64() / floor.as_secs_f64();
+        let ratio = |d: Duration| match floor.is_zero() {
+            true => "no floor measured".to_string(),
+            false => format!("{:.2}", d.as_secs_f64() / floor.as_secs_f64()),
+        };
         let mib = |v: f64| format!("{v:.1} MiB");
         let n = self.n;
         let grew = (self.after_unrelated.rss / self.after_issue.rss - 1.0) * 100.0;
@@ -875,8 +971,10 @@ impl Report {
         let mut out = format!(
             "Measured {now} on this project's machine (2 cores, shared; load average {} before, {} after), \
              {build}, operator cluster-wide ({concurrency}), \
-             {n} AccessTokens (lifetime 30d) in one namespace of one organization, created by {CLIENTS} parallel clients.\n\n",
-            self.load.0, self.load.1
+             {n} AccessTokens (lifetime 30d) in {}, created by {CLIENTS} parallel clients.\n\n",
+            self.load.0,
+            self.load.1,
+            self.layout.describe()
         );
         out += "| figure | value | ratio to the floor |\n|---|---|---|\n";
         for (clients, took) in &self.raw {
@@ -886,32 +984,41 @@ impl Report {
                 s(*took)
             );
         }
+        if !floor.is_zero() {
+            out += &format!(
+                "| floor: {n} argon2id hashes at the default cost on 2 threads | {} | |\n",
+                s(self.hashes)
+            );
+            out += &format!(
+                "| **floor** (the better write set and the hashes) | **{}** | 1.00 |\n",
+                s(floor)
+            );
+        }
         out += &format!(
-            "| floor: {n} argon2id hashes at the default cost on 2 threads | {} | |\n",
-            s(self.hashes)
-        );
-        out += &format!(
-            "| **floor** (the better write set and the hashes) | **{}** | 1.00 |\n",
-            s(floor)
-        );
-        out += &format!(
-            "| **operator: {n} AccessTokens to all Active** | **{}** | **{:.2}** |\n",
+            "| **operator: {n} AccessTokens to all Active** | **{}** | **{}** |\n",
             s(self.issue),
             ratio(self.issue)
         );
         // BENCH_SCALE_PEER=0 skipped the peer: no row rather than a zero.
         if !self.peer.is_zero() {
             out += &format!(
-                "| peer: kube-controller-manager fills {n} legacy ServiceAccount token Secrets | {} | {:.2} |\n",
+                "| peer: kube-controller-manager fills {n} legacy ServiceAccount token Secrets | {} | {} |\n",
                 s(self.peer),
                 ratio(self.peer)
             );
         }
+        let orgs = self.layout.organizations.len();
         out += &format!(
-            "\nThe Organization's status was written {} times while its {n} tokens were issued \
-             and settled ({:.1} per second of the burst; the count throttle allows 1).\n",
+            "\nThe {orgs} Organization(s)' status was written {} times while their {n} tokens were \
+             issued and settled ({:.1} per Organization per second of the burst; the count throttle allows 1).\n",
             self.scope_writes,
-            self.scope_writes as f64 / self.issue.as_secs_f64()
+            self.scope_writes as f64 / orgs as f64 / self.issue.as_secs_f64()
+        );
+        out += &format!(
+            "\nkube-apiserver requests for the operator's resources while issuing (the bench's \
+             creates and watch included): {} ({:.2} GETs per token).\n",
+            self.issuing_requests.describe(),
+            self.issuing_requests.count(|verb| verb == "GET") / n as f64,
         );
         out += &format!(
             "\nAccessToken reconciles per token: {:.2} while issuing, {:.2} after the restart. \
@@ -966,6 +1073,24 @@ impl Report {
             mib(self.verifier.anon),
             mib(self.verifier.hwm)
         );
+        if let Some(etcd) = self.etcd {
+            out += &format!(
+                "\netcd's database file at the end: {} (the tokens, their children, {UNRELATED} unrelated \
+                 Secrets, the floor's deleted objects until etcd compacts them, and the control plane's own).\n",
+                mib(etcd)
+            );
+        }
         out
+    }
+}
+
+impl Layout {
+    fn describe(&self) -> String {
+        match (self.namespaces.len(), self.organizations.len()) {
+            (1, 1) => "one namespace of one organization".to_string(),
+            (m, k) => {
+                format!("{m} namespaces of {k} organizations (at most {ORG_NAMESPACES} each)")
+            }
+        }
     }
 }

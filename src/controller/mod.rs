@@ -2,6 +2,7 @@
 //! Organizations and Groups. `run` wires the watches; each reconciler lives in its own module.
 
 pub mod access_token;
+mod events;
 mod own_writes;
 mod scope_status;
 mod secret_owners;
@@ -20,7 +21,7 @@ use kube::{
     core::PartialObjectMeta,
     runtime::{
         Controller, Predicate, WatchStreamExt,
-        events::{Event, EventType, Recorder, Reporter},
+        events::EventType,
         predicates,
         reflector::{self, ObjectRef, Store, reflector},
         watcher,
@@ -66,7 +67,7 @@ pub struct Context {
     /// Client for the API server.
     pub client: Client,
     /// Publishes Events.
-    pub recorder: Recorder,
+    events: events::Publisher,
     /// argon2id hashing off the async threads.
     pub hasher: Hasher,
     /// Where clients connect (the Secrets' `kubeconfig` key), if configured.
@@ -244,12 +245,13 @@ impl Context {
         scopes: Scopes,
         secret_owners: Arc<SecretOwners>,
     ) -> Self {
-        let reporter = Reporter {
-            controller: wellknown::OPERATOR_MANAGER.into(),
-            instance: config.instance.clone(),
-        };
+        let events = events::Publisher::new(
+            client.clone(),
+            wellknown::OPERATOR_MANAGER,
+            config.instance.as_deref(),
+        );
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            events,
             client: client.clone(),
             hasher,
             kubeconfig: config.kubeconfig.clone(),
@@ -298,14 +300,13 @@ impl Context {
         action: &str,
         note: String,
     ) {
-        let event = Event {
+        let event = events::Note {
             type_,
-            reason: reason.to_string(),
-            note: Some(note),
-            action: action.to_string(),
-            secondary: None,
+            reason,
+            action,
+            note,
         };
-        if let Err(error) = self.recorder.publish(&event, &regarding).await {
+        if let Err(error) = self.events.publish(&regarding, event).await {
             warn!(%error, reason, "could not publish Event");
         }
     }

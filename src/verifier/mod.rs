@@ -542,11 +542,19 @@ fn watch_config(max_staleness: Duration) -> watcher::Config {
 }
 
 /// An AccessToken as the verifier keeps it: without what no decision reads and a tenant can
-/// make large (finalizers, the Secret template), so its memory per token stays bounded.
+/// make large (finalizers, the Secret template), so its memory per token stays bounded, and
+/// of its status only `rotatedAt` (a rotated token's lifetime counts from it): the
+/// conditions and the rest are most of a token's size and no decision reads them.
 fn lighten(token: &mut Trimmed<AccessToken>) {
     token.meta_mut().finalizers = None;
     if let Ok(token) = &mut token.0 {
         token.spec.secret_template = None;
+        if let Some(status) = &mut token.status {
+            *status = crate::api::AccessTokenStatus {
+                rotated_at: status.rotated_at.take(),
+                ..Default::default()
+            };
+        }
     }
 }
 

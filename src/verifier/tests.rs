@@ -308,3 +308,31 @@ async fn a_revoke_that_lands_while_the_hash_waits_wins() {
         "the secret was checked: the revoke landed during the wait, not before the state check"
     );
 }
+
+#[test]
+fn the_verifier_keeps_of_a_token_status_only_rotated_at() {
+    let rotated = Time(Timestamp::UNIX_EPOCH + SignedDuration::from_hours(1));
+    let token: AccessToken = serde_json::from_value(serde_json::json!({
+        "apiVersion": "iam.accesstoken.io/v1alpha1", "kind": "AccessToken",
+        "metadata": {"name": "ci", "namespace": "acme", "finalizers": ["x"]},
+        "spec": {"organization": "acme", "revoked": true},
+        "status": {
+            "phase": "Active", "tokenId": "abc", "rotatedAt": rotated,
+            "conditions": [{"type": "Ready", "status": "True", "reason": "Issued",
+                "message": "a long message", "lastTransitionTime": rotated}],
+        },
+    }))
+    .unwrap();
+    let mut kept = Trimmed(Ok(token));
+    lighten(&mut kept);
+    let kept = kept.0.unwrap();
+    let status = kept.status.expect("a status");
+    assert_eq!(
+        status.rotated_at,
+        Some(rotated),
+        "the lifetime still counts from it"
+    );
+    assert!(status.conditions.is_empty() && status.token_id.is_none() && status.phase.is_none());
+    assert!(kept.spec.revoked, "the spec stays whole");
+    assert!(kept.metadata.finalizers.is_none());
+}

@@ -254,6 +254,21 @@ struct Pass<'a> {
     secrets: Api<Secret>,
     own_writes: &'a OwnWrites,
     now: Timestamp,
+    /// The children were not read (the token looks new): a TechnicalUser is created, not
+    /// applied, so one that exists after all is never written over.
+    unread: bool,
+}
+
+impl<'a> Pass<'a> {
+    fn new(ctx: &'a Context, namespace: &str, now: Timestamp, unread: bool) -> Self {
+        Self {
+            users: Api::namespaced(ctx.client.clone(), namespace),
+            secrets: Api::namespaced(ctx.client.clone(), namespace),
+            own_writes: &ctx.own_writes,
+            now,
+            unread,
+        }
+    }
 }
 
 /// Where a token acts and what its scope says: the same for every step of one pass.
@@ -352,19 +367,56 @@ impl AccessToken {
     #[instrument(skip_all, fields(namespace = self.namespace(), name = %self.name_any()))]
     async fn reconcile(&self, ctx: &Context, now: Timestamp) -> Result<Action> {
         let namespace = self.namespace().ok_or(Error::MissingNamespace)?;
-        let pass = Pass {
-            users: Api::namespaced(ctx.client.clone(), &namespace),
-            secrets: Api::namespaced(ctx.client.clone(), &namespace),
-            own_writes: &ctx.own_writes,
-            now,
+        if self.looks_new(ctx) {
+            match (self.issue_unread(ctx, &Pass::new(ctx, &namespace, now, true))).await {
+                Ok(Some(action)) => return Ok(action),
+                Ok(None) => {}
+                Err(error) if name_taken(&error) => {
+                    tracing::debug!("TechnicalUser name taken; reading the children");
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        (self.reconcile_read(ctx, &Pass::new(ctx, &namespace, now, false))).await
+    }
+
+    /// Whether nothing says this token has children yet: no status was ever written for it,
+    /// the Secret watch knows no Secret of its, and no Secret write of its is backing off.
+    fn looks_new(&self, ctx: &Context) -> bool {
+        let (Some(namespace), Some(uid)) = (self.namespace(), self.uid()) else {
+            return false;
         };
-        let (world, facts) = self.observe(ctx, &pass).await?;
+        let secret_name = build::secret_name(self);
+        self.status.is_none()
+            && !ctx.secret_owners.controls(&namespace, &secret_name, &uid)
+            && self.secret_write_waiting(ctx).is_none()
+    }
+
+    /// Issues a token that looks new without reading its children first (issue 22: two reads
+    /// fewer per token). The plan is made as if neither exists; a first mint then *creates*
+    /// both, so a TechnicalUser or Secret that does exist fails the create (409) and is never
+    /// overwritten. `None` when the plan is anything but a first mint: the caller reads the
+    /// children and decides again, as it does when the TechnicalUser's name is taken.
+    async fn issue_unread(&self, ctx: &Context, pass: &Pass<'_>) -> Result<Option<Action>> {
+        let (world, facts) = self.observe(ctx, pass).await?;
+        match plan::decide(world) {
+            Decision::Mint(minting) if minting.existing.is_none() => {
+                let action = self.mint_and_settle(ctx, pass, &facts, *minting, None);
+                action.await.map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Reconciles a token from its children as read.
+    async fn reconcile_read(&self, ctx: &Context, pass: &Pass<'_>) -> Result<Action> {
+        let (world, facts) = self.observe(ctx, pass).await?;
         let applied = match &world.user {
             UserSeen::Ours(user) => Some(user.clone()),
             _ => None,
         };
         match plan::decide(world) {
-            Decision::Refuse(refusal) => self.refuse(ctx, &pass, *refusal).await,
+            Decision::Refuse(refusal) => self.refuse(ctx, pass, *refusal).await,
             Decision::Keep(keep) => {
                 let plan::Keep {
                     scope,
@@ -383,14 +435,14 @@ impl AccessToken {
                     credential,
                     expires_at,
                 };
-                self.settle(ctx, &pass, placed, issued, applied).await
+                self.settle(ctx, pass, placed, issued, applied).await
             }
             Decision::Rotate(keep, cause) => {
-                self.rotate_and_settle(ctx, &pass, &facts, *keep, cause, applied)
+                self.rotate_and_settle(ctx, pass, &facts, *keep, cause, applied)
                     .await
             }
             Decision::Mint(mint) => {
-                self.mint_and_settle(ctx, &pass, &facts, *mint, applied)
+                self.mint_and_settle(ctx, pass, &facts, *mint, applied)
                     .await
             }
         }
@@ -409,23 +461,10 @@ impl AccessToken {
             |n| fetched.organization(n),
             |n| fetched.group(n),
         );
-        let user = match pass
-            .users
-            .get_opt(&self.name_any())
-            .await
-            .at(Step::ReadTechnicalUser)?
-        {
-            None => UserSeen::Missing,
-            Some(user) if !build::is_controlled_by(&user.metadata, &uid) => UserSeen::Foreign,
-            Some(user) => UserSeen::Ours(Box::new(user)),
-        };
         let secret_name = build::secret_name(self);
-        let secret = match read_secret(&pass.secrets, &ctx.secret_owners, &secret_name, &uid)
-            .await?
-        {
-            None => SecretSeen::Missing,
-            Some(secret) if !build::is_controlled_by(&secret.metadata, &uid) => SecretSeen::Foreign,
-            Some(secret) => self.inspect_secret(ctx, secret, &user).await,
+        let (user, secret) = match pass.unread {
+            true => (UserSeen::Missing, SecretSeen::Missing),
+            false => self.read_children(ctx, pass, &secret_name, &uid).await?,
         };
         let status = self.status.clone().unwrap_or_default();
         let born = self.born(&status, &user, &secret, pass.now);
@@ -451,6 +490,33 @@ impl AccessToken {
             issued: status.token_id,
         };
         Ok((world, facts))
+    }
+
+    /// The TechnicalUser and the Secret as read, the Secret's token verified against the
+    /// TechnicalUser's credentials.
+    async fn read_children(
+        &self,
+        ctx: &Context,
+        pass: &Pass<'_>,
+        secret_name: &str,
+        uid: &str,
+    ) -> Result<(UserSeen, SecretSeen)> {
+        let user = match pass
+            .users
+            .get_opt(&self.name_any())
+            .await
+            .at(Step::ReadTechnicalUser)?
+        {
+            None => UserSeen::Missing,
+            Some(user) if !build::is_controlled_by(&user.metadata, uid) => UserSeen::Foreign,
+            Some(user) => UserSeen::Ours(Box::new(user)),
+        };
+        let secret = match read_secret(&pass.secrets, &ctx.secret_owners, secret_name, uid).await? {
+            None => SecretSeen::Missing,
+            Some(secret) if !build::is_controlled_by(&secret.metadata, uid) => SecretSeen::Foreign,
+            Some(secret) => self.inspect_secret(ctx, secret, &user).await,
+        };
+        Ok((user, secret))
     }
 
     /// What the Organization and Group say about the token (kill switch, policy, idleness),
@@ -1070,32 +1136,33 @@ impl AccessToken {
         // belong to tokens nobody holds, so retries never accumulate.
         let staged =
             build::technical_user(self, scope, disabled, expires_at, vec![credential.clone()]);
-        apply_user(pass, &staged, self).await?;
+        // A token that looks new gets its TechnicalUser created (its uid kept, to withdraw it
+        // should the Secret's name turn out to be taken); any other, applied.
+        let created = match pass.unread {
+            true => Some(create_user(pass, &staged, self).await?),
+            false => {
+                apply_user(pass, &staged, self).await?;
+                None
+            }
+        };
         crash_point::reached("credential-staged");
 
         let data = build::secret_data(self, scope, &value, expires_at, ctx.kubeconfig.as_ref());
         let writing = (pass.own_writes).writing::<Secret>(self, &build::secret_name(self));
-        let written = match existing {
-            None => {
-                pass.secrets
-                    .create(&PostParams::default(), &build::new_secret(self, data))
-                    .await
-            }
-            Some(secret) => {
-                // Our keys are replaced; keys others added to the Secret are kept.
-                let secret = build::updated_secret(self, &secret, data).unwrap_or(secret);
-                pass.secrets
-                    .replace(&build::secret_name(self), &PostParams::default(), &secret)
-                    .await
-            }
-        };
-        let written = match written {
+        let written = match self.write_secret(pass, existing, data).await {
             Ok(written) => {
                 writing.wrote(&written.metadata);
                 written
             }
             // A race (the name was just taken, or the Secret changed): look again soon.
-            Err(error) if is_conflict(&error) => return Err(redacted(error)).at(Step::WriteSecret),
+            Err(error) if is_conflict(&error) => {
+                if let Some(uid) = created {
+                    // Its credential is of a token nobody holds: it goes, so the next pass
+                    // reads what a refusal finds (no token issued), not a user of ours.
+                    withdraw_user(pass, self, &uid).await;
+                }
+                return Err(redacted(error)).at(Step::WriteSecret);
+            }
             Err(error) => return Ok(Minted::SecretWriteFailed(error)),
         };
         crash_point::reached("secret-written");
@@ -1108,6 +1175,29 @@ impl AccessToken {
             }),
             staged: Box::new(staged),
         })
+    }
+
+    /// Writes a minted token's Secret: created if `existing` is `None`, else replaced at the
+    /// resourceVersion that was read, its keys replaced and keys others added kept.
+    async fn write_secret(
+        &self,
+        pass: &Pass<'_>,
+        existing: Option<Secret>,
+        data: std::collections::BTreeMap<String, k8s_openapi::ByteString>,
+    ) -> kube::Result<Secret> {
+        match existing {
+            None => {
+                let secret = build::new_secret(self, data);
+                pass.secrets.create(&PostParams::default(), &secret).await
+            }
+            Some(secret) => {
+                let secret = build::updated_secret(self, &secret, data).unwrap_or(secret);
+                let name = build::secret_name(self);
+                pass.secrets
+                    .replace(&name, &PostParams::default(), &secret)
+                    .await
+            }
+        }
     }
 
     /// Logs and announces a token that is now in its Secret: first issue (`why` is `None`)
@@ -1358,6 +1448,45 @@ fn credential(value: &Token, hash: String, expires_at: Timestamp) -> Credential 
     }
 }
 
+/// Creates the TechnicalUser of a token whose children were not read; its uid. Under the
+/// field manager later applies use: they take over every field it sets (they set the same
+/// ones, and `credentials` is an atomic list, so an apply replaces it whole).
+async fn create_user(pass: &Pass<'_>, user: &TechnicalUser, token: &AccessToken) -> Result<String> {
+    let name = token.name_any();
+    let writing = pass.own_writes.writing::<TechnicalUser>(token, &name);
+    let params = PostParams {
+        field_manager: Some(OPERATOR_MANAGER.to_string()),
+        ..PostParams::default()
+    };
+    let created = (pass.users.create(&params, user).await).at(Step::WriteTechnicalUser)?;
+    writing.wrote(&created.metadata);
+    created.uid().ok_or(Error::MissingUid)
+}
+
+/// Deletes the TechnicalUser `create_user` just created (its `uid`), best effort: if it
+/// stays, the next pass reads it as ours and replaces its credential.
+async fn withdraw_user(pass: &Pass<'_>, token: &AccessToken, uid: &str) {
+    let params = kube::api::DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: Some(uid.to_string()),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    if let Err(error) = pass.users.delete(&token.name_any(), &params).await {
+        tracing::debug!(%error, "TechnicalUser not withdrawn");
+    }
+}
+
+/// Whether `error` is a TechnicalUser create that found the name taken (`create_user`).
+fn name_taken(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::Api { step: Step::WriteTechnicalUser, source: kube::Error::Api(status) }
+            if status.code == 409 && status.reason == "AlreadyExists"
+    )
+}
+
 async fn apply_user(pass: &Pass<'_>, user: &TechnicalUser, token: &AccessToken) -> Result<()> {
     let mut patch = serde_json::to_value(user)?;
     // Server-side apply sends only the fields we own; status and others' fields are untouched.
@@ -1387,6 +1516,30 @@ async fn apply_user(pass: &Pass<'_>, user: &TechnicalUser, token: &AccessToken) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_technical_user_create_that_found_the_name_taken_sends_a_pass_to_read() {
+        let api_error = |code: u16, reason: &str| {
+            let status: kube::core::Status = serde_json::from_value(serde_json::json!({
+                "status": "Failure", "code": code, "reason": reason, "message": "",
+            }))
+            .unwrap();
+            kube::Error::Api(status.into())
+        };
+        let at = |step, code, reason| Error::Api {
+            step,
+            source: api_error(code, reason),
+        };
+        assert!(name_taken(&at(
+            Step::WriteTechnicalUser,
+            409,
+            "AlreadyExists"
+        )));
+        // A conflict on an existing object, or the Secret's name, or a refusal: not this.
+        assert!(!name_taken(&at(Step::WriteTechnicalUser, 409, "Conflict")));
+        assert!(!name_taken(&at(Step::WriteSecret, 409, "AlreadyExists")));
+        assert!(!name_taken(&at(Step::WriteTechnicalUser, 403, "Forbidden")));
+    }
 
     #[test]
     fn a_redacted_secret_write_error_keeps_code_and_reason_but_not_the_message() {
