@@ -139,7 +139,17 @@ async fn main() {
         Err(_) => Launch::binary_at(&binary, &probe.args()).quiet().spawn(),
     };
     let pid = operator.id().expect("operator runs");
-    let restart_wall = quiescent(pid, deadline_for(n, Duration::from_millis(5))).await;
+    // Idle is not done: at 100,000 the restarted operator waits minutes on its paged first
+    // lists using next to no CPU. Done is every token reconciled once, then idle.
+    let restarted = Instant::now();
+    let _ = tokio::time::timeout(deadline_for(n, Duration::from_millis(5)), async {
+        while probe.token_reconciles().await < n as f64 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    })
+    .await;
+    let _ = quiescent(pid, Duration::from_secs(120)).await;
+    let restart_wall = restarted.elapsed().saturating_sub(Duration::from_secs(3));
     let after_restart = Sample::of(pid);
     let restart_requests = ApiRequests::read(&client).await.since(&requests_before);
     let restart_reconciles = probe.token_reconciles().await;
