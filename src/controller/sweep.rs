@@ -215,17 +215,23 @@ where
     if !build::is_child_of(&child.metadata, uid) {
         return Ok(false);
     }
-    let params = DeleteParams {
-        preconditions: Some(Preconditions {
-            uid: child.metadata.uid.clone(),
-            resource_version: None,
-        }),
-        ..DeleteParams::default()
-    };
+    let params = only_this(child.metadata.uid.clone());
     match api.delete(name, &params).await {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(true),
         Err(error) => Err(error).at(Step::DeleteChild),
+    }
+}
+
+/// A delete of only the object with this `uid` (a uid precondition): never one created
+/// again under the same name since it was read or written.
+pub(super) fn only_this(uid: Option<String>) -> DeleteParams {
+    DeleteParams {
+        preconditions: Some(Preconditions {
+            uid,
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
     }
 }
 

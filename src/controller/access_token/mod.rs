@@ -1466,13 +1466,7 @@ async fn create_user(pass: &Pass<'_>, user: &TechnicalUser, token: &AccessToken)
 /// Deletes the TechnicalUser `create_user` just created (its `uid`), best effort: if it
 /// stays, the next pass reads it as ours and replaces its credential.
 async fn withdraw_user(pass: &Pass<'_>, token: &AccessToken, uid: &str) {
-    let params = kube::api::DeleteParams {
-        preconditions: Some(kube::api::Preconditions {
-            uid: Some(uid.to_string()),
-            resource_version: None,
-        }),
-        ..Default::default()
-    };
+    let params = super::sweep::only_this(Some(uid.to_string()));
     if let Err(error) = pass.users.delete(&token.name_any(), &params).await {
         tracing::debug!(%error, "TechnicalUser not withdrawn");
     }
