@@ -19,6 +19,8 @@ use crate::{
     token::{HashLimits, phc_params},
 };
 
+use super::index::IndexedUser;
+
 /// Extra keys in an authenticated answer.
 pub mod extra {
     /// The organization (for group tokens, the group's organization).
@@ -141,7 +143,7 @@ pub fn preferred(current: Option<Denial>, next: Denial) -> Denial {
 pub fn recheck(
     uid: &str,
     matched: &Credential,
-    current: &[Arc<TechnicalUser>],
+    current: &[Arc<IndexedUser>],
     owner: impl Fn(&str, &str) -> Option<Arc<AccessToken>>,
     organization: impl Fn(&str) -> Option<Arc<Organization>>,
     group: impl Fn(&str) -> Option<Arc<Group>>,
@@ -149,7 +151,7 @@ pub fn recheck(
 ) -> Result<Identity, Denial> {
     let user = current
         .iter()
-        .find(|u| u.uid().as_deref() == Some(uid))
+        .find(|u| u.uid == uid)
         .ok_or(Denial::UnknownId)?;
     let credential = user
         .spec
@@ -166,14 +168,14 @@ pub fn recheck(
 /// Checks everything but the hash: that the operator wrote the user, the user, its
 /// credential, the owning AccessToken and its scope, at `now`.
 pub fn check_state(
-    user: &TechnicalUser,
+    user: &IndexedUser,
     credential: &Credential,
     owner: impl Fn(&str, &str) -> Option<Arc<AccessToken>>,
     organization: impl Fn(&str) -> Option<Arc<Organization>>,
     group: impl Fn(&str) -> Option<Arc<Group>>,
     now: Timestamp,
 ) -> Result<Identity, Denial> {
-    if !is_trusted(user) {
+    if !user.trusted {
         return Err(Denial::Untrusted);
     }
     if user.spec.disabled {
@@ -182,14 +184,10 @@ pub fn check_state(
     if now >= user.spec.expires_at.0 || now >= credential.not_after.0 {
         return Err(Denial::Expired);
     }
-    let namespace = user.namespace().ok_or(Denial::OwnerMissing)?;
-    let owner_ref = user
-        .owner_references()
-        .iter()
-        .find(|o| o.controller == Some(true) && o.kind == "AccessToken")
-        .ok_or(Denial::OwnerMissing)?;
-    let token = owner(&namespace, &owner_ref.name)
-        .filter(|t| t.uid().as_deref() == Some(owner_ref.uid.as_str()))
+    let namespace = user.namespace.clone().ok_or(Denial::OwnerMissing)?;
+    let (owner_name, owner_uid) = user.owner.as_ref().ok_or(Denial::OwnerMissing)?;
+    let token = owner(&namespace, owner_name)
+        .filter(|t| t.uid().as_deref() == Some(owner_uid.as_str()))
         .ok_or(Denial::OwnerMissing)?;
     if token.meta().deletion_timestamp.is_some() {
         return Err(Denial::OwnerDeleting);
@@ -233,7 +231,7 @@ pub fn check_state(
     extra.insert(extra::TOKEN_ID.to_string(), vec![credential.id.clone()]);
     Ok(Identity {
         username: username(&namespace, &token.name_any()),
-        uid: user.uid().unwrap_or_default(),
+        uid: user.uid.clone(),
         groups: groups(scope, resolved.role.is_admin()).into(),
         extra,
         namespace,
@@ -355,7 +353,7 @@ mod tests {
         let token = Arc::new(w.token.clone());
         let group = Arc::new(w.group.clone());
         check_state(
-            &w.user,
+            &IndexedUser::from(w.user.clone()),
             &w.user.spec.credentials[0],
             |ns, name| (ns == "acme-ci" && name == "ci").then(|| token.clone()),
             |name| {
@@ -635,7 +633,9 @@ mod tests {
         let token = Arc::new(w.token.clone());
         let org = Arc::new(w.org.clone());
         let group = Arc::new(w.group.clone());
-        let current: Vec<_> = current.iter().cloned().map(Arc::new).collect();
+        let current: Vec<_> = (current.iter().cloned())
+            .map(|user| Arc::new(IndexedUser::from(user)))
+            .collect();
         recheck(
             "user-uid",
             &w.user.spec.credentials[0],

@@ -7,7 +7,40 @@ use std::{
 
 use kube::ResourceExt;
 
-use crate::api::TechnicalUser;
+use crate::api::{TechnicalUser, TechnicalUserSpec};
+
+/// A TechnicalUser as the verifier keeps it: its spec and the little of its metadata the
+/// checks read (issue 22: the labels and owner references were most of each user's
+/// memory, and only their verdicts are needed).
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexedUser {
+    /// The user's uid (the identity's uid).
+    pub uid: String,
+    /// Its namespace, the AccessToken's.
+    pub namespace: Option<String>,
+    /// Whether it looks as only the operator writes it ([`super::decide::is_trusted`]).
+    pub trusted: bool,
+    /// Name and uid of its controlling AccessToken, if it names one.
+    pub owner: Option<(String, String)>,
+    /// Its spec, as written.
+    pub spec: TechnicalUserSpec,
+}
+
+impl From<TechnicalUser> for IndexedUser {
+    fn from(user: TechnicalUser) -> Self {
+        let trusted = super::decide::is_trusted(&user);
+        let owner = (user.owner_references().iter())
+            .find(|o| o.controller == Some(true) && o.kind == "AccessToken")
+            .map(|o| (o.name.clone(), o.uid.clone()));
+        Self {
+            uid: user.uid().unwrap_or_default(),
+            namespace: user.metadata.namespace,
+            trusted,
+            owner,
+            spec: user.spec,
+        }
+    }
+}
 
 /// Maps a token id to the TechnicalUsers holding a credential with it. Ids are random and
 /// unique; should several users ever list the same id, the verifier checks each candidate
@@ -19,18 +52,18 @@ pub struct CredentialIndex {
 
 #[derive(Default)]
 struct Inner {
-    by_id: HashMap<String, Vec<Arc<TechnicalUser>>>,
+    by_id: HashMap<String, Vec<Arc<IndexedUser>>>,
     /// The ids each user (by uid) is indexed under, so updates and deletes remove stale ones.
     ids_of: HashMap<String, Vec<String>>,
     /// During a (re)list: the users seen so far, swapped in at its end.
-    relisting: Option<Vec<Arc<TechnicalUser>>>,
+    relisting: Option<Vec<Arc<IndexedUser>>>,
 }
 
 impl Inner {
     fn remove(&mut self, uid: &str) {
         for id in self.ids_of.remove(uid).unwrap_or_default() {
             if let Some(users) = self.by_id.get_mut(&id) {
-                users.retain(|u| u.uid().as_deref() != Some(uid));
+                users.retain(|u| u.uid != uid);
                 if users.is_empty() {
                     self.by_id.remove(&id);
                 }
@@ -38,8 +71,8 @@ impl Inner {
         }
     }
 
-    fn insert(&mut self, user: Arc<TechnicalUser>) {
-        let uid = user.uid().unwrap_or_default();
+    fn insert(&mut self, user: Arc<IndexedUser>) {
+        let uid = user.uid.clone();
         self.remove(&uid);
         let mut ids: Vec<String> = user.spec.credentials.iter().map(|c| c.id.clone()).collect();
         ids.sort();
@@ -54,7 +87,10 @@ impl Inner {
 impl CredentialIndex {
     /// Adds or updates a user.
     pub fn apply(&self, user: TechnicalUser) {
-        self.inner.write().expect("lock").insert(Arc::new(user));
+        self.inner
+            .write()
+            .expect("lock")
+            .insert(Arc::new(user.into()));
     }
 
     /// Removes a user (or what is left of one that no longer deserializes).
@@ -74,8 +110,8 @@ impl CredentialIndex {
     pub fn relist_apply(&self, user: TechnicalUser) {
         let mut inner = self.inner.write().expect("lock");
         match inner.relisting.as_mut() {
-            Some(seen) => seen.push(Arc::new(user)),
-            None => inner.insert(Arc::new(user)),
+            Some(seen) => seen.push(Arc::new(user.into())),
+            None => inner.insert(Arc::new(user.into())),
         }
     }
 
@@ -91,7 +127,7 @@ impl CredentialIndex {
     }
 
     /// Every user holding a credential with this id (normally one; none if unknown).
-    pub fn lookup(&self, id: &str) -> Vec<Arc<TechnicalUser>> {
+    pub fn lookup(&self, id: &str) -> Vec<Arc<IndexedUser>> {
         let inner = self.inner.read().expect("lock");
         inner.by_id.get(id).cloned().unwrap_or_default()
     }
@@ -176,8 +212,8 @@ mod tests {
         let index = CredentialIndex::default();
         index.apply(user("u1", &["aaa"]));
         index.apply(user("u2", &["aaa"]));
-        let uids: Vec<_> = index.lookup("aaa").iter().map(|u| u.uid()).collect();
-        assert_eq!(uids, [Some("u1".into()), Some("u2".into())]);
+        let uids: Vec<_> = index.lookup("aaa").iter().map(|u| u.uid.clone()).collect();
+        assert_eq!(uids, ["u1", "u2"]);
         index.delete(&user("u2", &[]));
         assert_eq!(index.lookup("aaa").len(), 1);
     }

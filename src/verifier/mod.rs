@@ -20,6 +20,7 @@ mod cache;
 pub mod decide;
 mod gates;
 mod index;
+mod kept_token;
 mod last_used;
 pub mod metrics;
 pub mod server;
@@ -37,7 +38,7 @@ use std::{
 use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
 use kube::{
-    Api, Client, Resource, ResourceExt,
+    Api, Client,
     runtime::{
         reflector::{self, ObjectRef, Store},
         watcher,
@@ -47,7 +48,8 @@ use tracing::{debug, info, warn};
 
 pub use cache::HashResultCache;
 pub use decide::{Denial, Identity};
-pub use index::CredentialIndex;
+pub use index::{CredentialIndex, IndexedUser};
+pub use kept_token::KeptToken;
 pub use last_used::LastUsed;
 use metrics::{
     Argon2Labels, Argon2Result, CacheLabels, CacheResult, ReviewLabels, VerifierMetrics,
@@ -108,7 +110,7 @@ pub struct Verifier {
     watches: [Arc<WatchHealth>; 4],
     /// AccessTokens as written by tenants: one that no longer deserializes is kept as such
     /// (and treated as absent) instead of failing the whole watch for every token.
-    tokens: Store<Trimmed<AccessToken>>,
+    tokens: Store<Trimmed<KeptToken>>,
     organizations: Store<Organization>,
     groups: Store<Group>,
     hasher: Hasher,
@@ -141,22 +143,16 @@ impl Verifier {
         ));
         let (tokens, tokens_health) = spawn_reflector(
             "AccessToken",
-            Api::<Trimmed<AccessToken>>::all(client.clone()),
+            Api::<Trimmed<KeptToken>>::all(client.clone()),
             watch_config.clone(),
-            lighten,
         );
         let (organizations, organizations_health) = spawn_reflector(
             "Organization",
             Api::<Organization>::all(client.clone()),
             watch_config.clone(),
-            |_| {},
         );
-        let (groups, groups_health) = spawn_reflector(
-            "Group",
-            Api::<Group>::all(client.clone()),
-            watch_config,
-            |_| {},
-        );
+        let (groups, groups_health) =
+            spawn_reflector("Group", Api::<Group>::all(client.clone()), watch_config);
         let last_used = Arc::new(LastUsed::default());
         {
             let (last_used, client, interval, rate) = (
@@ -307,7 +303,7 @@ impl Verifier {
     /// hash over the limits, is denied without hashing.
     fn admitted(
         &self,
-        users: &[Arc<TechnicalUser>],
+        users: &[Arc<IndexedUser>],
         id: &str,
         now: Timestamp,
     ) -> Result<Vec<Candidate>, Denial> {
@@ -362,16 +358,15 @@ impl Verifier {
     /// TechnicalUser then has no trusted owner, so only that token is denied).
     fn access_token(&self, namespace: &str, name: &str) -> Option<Arc<AccessToken>> {
         let guarded = self.tokens.get(&ObjectRef::new(name).within(namespace))?;
-        guarded.0.as_ref().ok().cloned().map(Arc::new)
+        guarded
+            .0
+            .as_ref()
+            .ok()
+            .map(|t| Arc::new(t.to_access_token()))
     }
 
     /// Everything but the secret, for one user holding the token id.
-    fn state_of(
-        &self,
-        user: &TechnicalUser,
-        id: &str,
-        now: Timestamp,
-    ) -> Result<Candidate, Denial> {
+    fn state_of(&self, user: &IndexedUser, id: &str, now: Timestamp) -> Result<Candidate, Denial> {
         let credential = user
             .spec
             .credentials
@@ -388,7 +383,7 @@ impl Verifier {
         )?;
         decide::check_hash_params(credential, &self.config.hash_limits)?;
         Ok(Candidate {
-            uid: user.uid().unwrap_or_default(),
+            uid: user.uid.clone(),
             credential: credential.clone(),
             identity,
         })
@@ -541,23 +536,6 @@ fn watch_config(max_staleness: Duration) -> watcher::Config {
         .page_size(crate::api::LIST_PAGE_SIZE)
 }
 
-/// An AccessToken as the verifier keeps it: without what no decision reads and a tenant can
-/// make large (finalizers, the Secret template), so its memory per token stays bounded, and
-/// of its status only `rotatedAt` (a rotated token's lifetime counts from it): the
-/// conditions and the rest are most of a token's size and no decision reads them.
-fn lighten(token: &mut Trimmed<AccessToken>) {
-    token.meta_mut().finalizers = None;
-    if let Ok(token) = &mut token.0 {
-        token.spec.secret_template = None;
-        if let Some(status) = &mut token.status {
-            *status = crate::api::AccessTokenStatus {
-                rotated_at: status.rotated_at.take(),
-                ..Default::default()
-            };
-        }
-    }
-}
-
 /// Backoff between restarts of a failed watch: long enough not to hammer a struggling API
 /// server, short enough to recover well within the default staleness bound.
 const RESTART_BACKOFF: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(8));
@@ -613,7 +591,6 @@ fn spawn_reflector<K>(
     kind: &'static str,
     api: Api<K>,
     config: watcher::Config,
-    lighten: fn(&mut K),
 ) -> (Store<K>, Arc<WatchHealth>)
 where
     K: kube::Resource<DynamicType = ()>
@@ -626,13 +603,7 @@ where
 {
     let (reader, mut writer) = reflector::store();
     let health = Arc::new(WatchHealth::new(kind));
-    tokio::spawn(run_watch(api, config, health.clone(), move |mut event| {
-        match &mut event {
-            watcher::Event::Apply(object)
-            | watcher::Event::InitApply(object)
-            | watcher::Event::Delete(object) => lighten(object),
-            watcher::Event::Init | watcher::Event::InitDone => {}
-        }
+    tokio::spawn(run_watch(api, config, health.clone(), move |event| {
         writer.apply_watcher_event(&event);
     }));
     (reader, health)
