@@ -84,30 +84,26 @@ impl Inner {
     }
 }
 
-impl CredentialIndex {
-    /// Adds or updates a user.
-    pub fn apply(&self, user: TechnicalUser) {
+impl super::WatchFed<TechnicalUser> for CredentialIndex {
+    fn apply(&self, user: TechnicalUser) {
         self.inner
             .write()
             .expect("lock")
             .insert(Arc::new(user.into()));
     }
 
-    /// Removes a user (or what is left of one that no longer deserializes).
-    pub fn delete(&self, user: &impl kube::Resource) {
+    fn delete(&self, user: &impl kube::Resource) {
         self.inner
             .write()
             .expect("lock")
             .remove(&user.uid().unwrap_or_default());
     }
 
-    /// A relist starts: collect users until `relist_done`.
-    pub fn relist_start(&self) {
+    fn relist_start(&self) {
         self.inner.write().expect("lock").relisting = Some(Vec::new());
     }
 
-    /// A user seen during a relist.
-    pub fn relist_apply(&self, user: TechnicalUser) {
+    fn relist_apply(&self, user: TechnicalUser) {
         let mut inner = self.inner.write().expect("lock");
         match inner.relisting.as_mut() {
             Some(seen) => seen.push(Arc::new(user.into())),
@@ -115,8 +111,8 @@ impl CredentialIndex {
         }
     }
 
-    /// The relist is complete: the index becomes exactly the users seen.
-    pub fn relist_done(&self) {
+    /// The index becomes exactly the users seen.
+    fn relist_done(&self) {
         let mut inner = self.inner.write().expect("lock");
         let seen = inner.relisting.take().unwrap_or_default();
         inner.by_id.clear();
@@ -125,7 +121,9 @@ impl CredentialIndex {
             inner.insert(user);
         }
     }
+}
 
+impl CredentialIndex {
     /// Every user holding a credential with this id (normally one; none if unknown).
     pub fn lookup(&self, id: &str) -> Vec<Arc<IndexedUser>> {
         let inner = self.inner.read().expect("lock");
@@ -149,6 +147,7 @@ mod tests {
 
     use super::*;
     use crate::api::{Credential, Role, Scope, ScopeKind, TechnicalUserSpec};
+    use crate::verifier::WatchFed;
 
     fn user(uid: &str, ids: &[&str]) -> TechnicalUser {
         let mut user = TechnicalUser::new(

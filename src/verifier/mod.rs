@@ -49,7 +49,7 @@ use tracing::{debug, info, warn};
 pub use cache::HashResultCache;
 pub use decide::{Denial, Identity};
 pub use index::{CredentialIndex, IndexedUser};
-pub use kept_token::KeptToken;
+pub use kept_token::{KeptToken, TokenTable};
 pub use last_used::LastUsed;
 use metrics::{
     Argon2Labels, Argon2Result, CacheLabels, CacheResult, ReviewLabels, VerifierMetrics,
@@ -110,7 +110,7 @@ pub struct Verifier {
     watches: [Arc<WatchHealth>; 4],
     /// AccessTokens as written by tenants: one that no longer deserializes is kept as such
     /// (and treated as absent) instead of failing the whole watch for every token.
-    tokens: Store<Trimmed<KeptToken>>,
+    tokens: Arc<TokenTable>,
     organizations: Store<Organization>,
     groups: Store<Group>,
     hasher: Hasher,
@@ -135,17 +135,20 @@ impl Verifier {
         let index = Arc::new(CredentialIndex::default());
         let watch_config = watch_config(config.max_staleness);
         let index_health = Arc::new(WatchHealth::new("TechnicalUser"));
-        tokio::spawn(feed_index(
+        tokio::spawn(feed(
             Api::<Trimmed<TechnicalUser>>::all(client.clone()),
             watch_config.clone(),
             index.clone(),
             index_health.clone(),
         ));
-        let (tokens, tokens_health) = spawn_reflector(
-            "AccessToken",
+        let tokens = Arc::new(TokenTable::default());
+        let tokens_health = Arc::new(WatchHealth::new("AccessToken"));
+        tokio::spawn(feed(
             Api::<Trimmed<KeptToken>>::all(client.clone()),
             watch_config.clone(),
-        );
+            tokens.clone(),
+            tokens_health.clone(),
+        ));
         let (organizations, organizations_health) = spawn_reflector(
             "Organization",
             Api::<Organization>::all(client.clone()),
@@ -357,12 +360,7 @@ impl Verifier {
     /// The AccessToken `namespace/name` from the watch; `None` if absent or undecodable (its
     /// TechnicalUser then has no trusted owner, so only that token is denied).
     fn access_token(&self, namespace: &str, name: &str) -> Option<Arc<AccessToken>> {
-        let guarded = self.tokens.get(&ObjectRef::new(name).within(namespace))?;
-        guarded
-            .0
-            .as_ref()
-            .ok()
-            .map(|t| Arc::new(t.to_access_token()))
+        self.tokens.get(namespace, name).map(Arc::new)
     }
 
     /// Everything but the secret, for one user holding the token id.
@@ -609,24 +607,44 @@ where
     (reader, health)
 }
 
-async fn feed_index(
-    api: Api<Trimmed<TechnicalUser>>,
+/// A table the verifier keeps from a watch of `K`, relisted the way kube's store is: a
+/// relist builds the new state while the old one serves, and replaces it when complete.
+pub trait WatchFed<K> {
+    /// Adds or replaces an object.
+    fn apply(&self, object: K);
+    /// Removes an object (or what is left of one that no longer deserializes).
+    fn delete(&self, gone: &impl kube::Resource);
+    /// A relist starts.
+    fn relist_start(&self);
+    /// An object seen during a relist.
+    fn relist_apply(&self, object: K);
+    /// The relist is complete.
+    fn relist_done(&self);
+}
+
+/// Feeds `table` from a watch of `K`, keeping `health` current. An object that no longer
+/// deserializes is treated as absent: only its own tokens are denied.
+async fn feed<K, T>(
+    api: Api<Trimmed<K>>,
     config: watcher::Config,
-    index: Arc<CredentialIndex>,
+    table: Arc<T>,
     health: Arc<WatchHealth>,
-) {
+) where
+    K: crate::api::Trim + Clone + std::fmt::Debug + Send + 'static,
+    T: WatchFed<K>,
+{
+    let kind = health.kind;
     let mut synced = false;
     run_watch(api, config, health, |event| match event {
-        // A user that no longer deserializes is treated as absent: only its tokens are denied.
-        watcher::Event::Apply(Trimmed(Ok(user))) => index.apply(user),
-        watcher::Event::Apply(gone) | watcher::Event::Delete(gone) => index.delete(&gone),
-        watcher::Event::Init => index.relist_start(),
-        watcher::Event::InitApply(Trimmed(Ok(user))) => index.relist_apply(user),
+        watcher::Event::Apply(Trimmed(Ok(object))) => table.apply(object),
+        watcher::Event::Apply(gone) | watcher::Event::Delete(gone) => table.delete(&gone),
+        watcher::Event::Init => table.relist_start(),
+        watcher::Event::InitApply(Trimmed(Ok(object))) => table.relist_apply(object),
         watcher::Event::InitApply(Trimmed(Err(_))) => {}
         watcher::Event::InitDone => {
-            index.relist_done();
+            table.relist_done();
             if !std::mem::replace(&mut synced, true) {
-                info!(credentials = index.len(), "verifier index synced");
+                info!(kind, "verifier cache synced");
             }
         }
     })
