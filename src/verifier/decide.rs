@@ -151,7 +151,7 @@ pub fn recheck(
 ) -> Result<Identity, Denial> {
     let user = current
         .iter()
-        .find(|u| u.uid == uid)
+        .find(|u| !uid.is_empty() && u.uid == uid)
         .ok_or(Denial::UnknownId)?;
     let credential = user
         .spec

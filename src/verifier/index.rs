@@ -121,6 +121,10 @@ impl super::WatchFed<TechnicalUser> for CredentialIndex {
             inner.insert(user);
         }
     }
+
+    fn entries(&self) -> usize {
+        self.len()
+    }
 }
 
 impl CredentialIndex {

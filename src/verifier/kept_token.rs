@@ -1,6 +1,6 @@
 //! The AccessTokens as the verifier keeps them: by namespace and name, each with only what a
 //! decision reads (issue 22). As watched, a token's metadata is cut while parsed
-//! ([`Trimmed`]) and of its status only `rotatedAt` is parsed (a rotated token's lifetime
+//! ([`Trimmed`]) and of its status only `rotatedAt` is kept (a rotated token's lifetime
 //! counts from it); as kept, not even the metadata's fixed-size type stays: its uid and two
 //! timestamps do, the spec without its Secret template, and `rotatedAt`. kube's reflector
 //! store kept the object whole (its metadata, and a status type of 480 bytes even emptied)
@@ -16,7 +16,6 @@ use std::{
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::{Resource, ResourceExt};
-use serde::Deserialize;
 use serde_json::Value;
 
 use crate::api::{AccessToken, AccessTokenSpec, AccessTokenStatus, Trim};
@@ -48,17 +47,15 @@ impl Trim for KeptToken {
         spec: Option<Value>,
         status: Option<Value>,
     ) -> serde_json::Result<Self> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Rotated {
-            rotated_at: Option<Time>,
-        }
         let spec = serde_json::from_value(spec.unwrap_or(Value::Null))?;
-        let rotated = status.map(serde_json::from_value::<Rotated>).transpose()?;
+        // The whole status is parsed, then all but `rotatedAt` dropped: a status that does not
+        // parse (an operator of another version, say) makes the token unreadable, and so
+        // denied, as a whole AccessToken would be (fail closed).
+        let status: Option<AccessTokenStatus> = status.map(serde_json::from_value).transpose()?;
         Ok(Self {
             metadata,
             spec,
-            rotated_at: rotated.and_then(|r| r.rotated_at),
+            rotated_at: status.and_then(|s| s.rotated_at),
         })
     }
 }
@@ -164,6 +161,11 @@ impl super::WatchFed<KeptToken> for TokenTable {
             inner.live = seen;
         }
     }
+
+    fn entries(&self) -> usize {
+        let inner = self.inner.read().expect("lock");
+        inner.live.values().map(HashMap::len).sum()
+    }
 }
 
 impl TokenTable {
@@ -223,8 +225,29 @@ mod tests {
             Some("a-uid")
         );
         assert!(table.get("other", "a").is_none());
+        assert_eq!(table.entries(), 1);
         table.delete(&token("a", true));
         assert!(table.get("ns", "a").is_none());
+        assert_eq!(table.entries(), 0);
+    }
+
+    #[test]
+    fn a_token_whose_status_does_not_parse_is_unreadable_as_a_whole_would_be() {
+        let parsed = |status: serde_json::Value| {
+            serde_json::from_value::<crate::api::Trimmed<KeptToken>>(serde_json::json!({
+                "metadata": {"name": "ci", "namespace": "ns"},
+                "spec": {"organization": "acme"},
+                "status": status,
+            }))
+            .unwrap()
+            .0
+            .is_ok()
+        };
+        assert!(parsed(serde_json::json!({"phase": "Active"})));
+        assert!(
+            !parsed(serde_json::json!({"phase": "NotAPhase"})),
+            "fail closed: the verifier treats an unreadable token as absent"
+        );
     }
 
     #[test]

@@ -108,8 +108,8 @@ pub struct Verifier {
     index: Arc<CredentialIndex>,
     /// One per watch: TechnicalUsers, AccessTokens, Organizations, Groups.
     watches: [Arc<WatchHealth>; 4],
-    /// AccessTokens as written by tenants: one that no longer deserializes is kept as such
-    /// (and treated as absent) instead of failing the whole watch for every token.
+    /// AccessTokens as written by tenants: one that no longer deserializes is left out (and
+    /// so treated as absent) instead of failing the whole watch for every token.
     tokens: Arc<TokenTable>,
     organizations: Store<Organization>,
     groups: Store<Group>,
@@ -620,6 +620,8 @@ pub trait WatchFed<K> {
     fn relist_apply(&self, object: K);
     /// The relist is complete.
     fn relist_done(&self);
+    /// How many entries the table holds (for the log line when it first syncs).
+    fn entries(&self) -> usize;
 }
 
 /// Feeds `table` from a watch of `K`, keeping `health` current. An object that no longer
@@ -644,7 +646,7 @@ async fn feed<K, T>(
         watcher::Event::InitDone => {
             table.relist_done();
             if !std::mem::replace(&mut synced, true) {
-                info!(kind, "verifier cache synced");
+                info!(kind, entries = table.entries(), "verifier cache synced");
             }
         }
     })
