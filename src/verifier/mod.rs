@@ -20,12 +20,12 @@ mod cache;
 pub mod decide;
 mod gates;
 mod index;
-mod kept_token;
 mod last_used;
 pub mod metrics;
 pub mod server;
 #[cfg(test)]
 mod tests;
+mod token_table;
 
 use std::{
     sync::{
@@ -49,11 +49,11 @@ use tracing::{debug, info, warn};
 pub use cache::HashResultCache;
 pub use decide::{Denial, Identity};
 pub use index::{CredentialIndex, IndexedUser};
-pub use kept_token::{KeptToken, TokenTable};
 pub use last_used::LastUsed;
 use metrics::{
     Argon2Labels, Argon2Result, CacheLabels, CacheResult, ReviewLabels, VerifierMetrics,
 };
+pub use token_table::TokenTable;
 
 use crate::{
     api::{AccessToken, Credential, Group, Organization, TechnicalUser, Trimmed},
@@ -144,7 +144,7 @@ impl Verifier {
         let tokens = Arc::new(TokenTable::default());
         let tokens_health = Arc::new(WatchHealth::new("AccessToken"));
         tokio::spawn(feed(
-            Api::<Trimmed<KeptToken>>::all(client.clone()),
+            Api::<Trimmed<AccessToken>>::all(client.clone()),
             watch_config.clone(),
             tokens.clone(),
             tokens_health.clone(),

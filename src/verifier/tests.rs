@@ -62,7 +62,7 @@ fn technical_user(token: &AccessToken, credentials: &[(&str, &Token)]) -> Techni
 fn world(users: Vec<TechnicalUser>, tokens: Vec<AccessToken>, config: Config) -> World {
     let token_table = Arc::new(TokenTable::default());
     for token in tokens {
-        token_table.apply(token.into());
+        token_table.apply(token);
     }
     let (organizations, mut org_writer) = reflector::store();
     let mut org = Organization::new(
@@ -230,7 +230,7 @@ async fn colliding_ids_are_resolved_by_checking_each_candidate() {
     // One holder revoked: the other keeps working, the revoked one is denied as revoked.
     let mut revoked = a;
     revoked.spec.revoked = true;
-    w.tokens.apply(revoked.into());
+    w.tokens.apply(revoked);
     let verdict = w.verifier.review(second.expose_secret()).await;
     assert_eq!(username(&verdict), Some("accesstoken:acme-ci:b"));
     assert_eq!(
@@ -291,7 +291,7 @@ async fn a_revoke_that_lands_while_the_hash_waits_wins() {
     assert!(!review.is_finished(), "the review waits at the id's gate");
     let mut revoked = a;
     revoked.spec.revoked = true;
-    tokens.apply(revoked.into());
+    tokens.apply(revoked);
     drop(gate);
     assert_eq!(
         review.await.unwrap(),
@@ -308,7 +308,7 @@ async fn a_revoke_that_lands_while_the_hash_waits_wins() {
 #[test]
 fn the_verifier_keeps_of_a_token_status_only_rotated_at() {
     let rotated = Time(Timestamp::UNIX_EPOCH + SignedDuration::from_hours(1));
-    let kept: crate::api::Trimmed<KeptToken> = serde_json::from_value(serde_json::json!({
+    let kept: crate::api::Trimmed<AccessToken> = serde_json::from_value(serde_json::json!({
         "apiVersion": "iam.accesstoken.io/v1alpha1", "kind": "AccessToken",
         "metadata": {"name": "ci", "namespace": "acme", "finalizers": ["x"]},
         "spec": {"organization": "acme", "revoked": true,

@@ -1,88 +1,23 @@
 //! The AccessTokens as the verifier keeps them: by namespace and name, each with only what a
-//! decision reads (issue 22). As watched, a token's metadata is cut while parsed
-//! ([`Trimmed`]) and of its status only `rotatedAt` is kept (a rotated token's lifetime
-//! counts from it); as kept, not even the metadata's fixed-size type stays: its uid and two
-//! timestamps do, the spec without its Secret template, and `rotatedAt`. kube's reflector
-//! store kept the object whole (its metadata, and a status type of 480 bytes even emptied)
-//! and a second copy of its name, namespace, version and uid in its key.
+//! decision reads (issue 22). The watch parses each token whole, metadata cut while parsed
+//! ([`Trimmed`]), so one whose status does not parse is unreadable, and denied, as before
+//! (fail closed). Kept is less: its uid, creation and deletion times, the spec without its
+//! Secret template, and of its status only `rotatedAt` (a rotated token's lifetime counts
+//! from it). kube's reflector store kept the object whole (its metadata, and a status type
+//! of 480 bytes even emptied) and a second copy of its name, namespace, version and uid in
+//! its key.
 //!
 //! [`Trimmed`]: crate::api::Trimmed
 
 use std::{
-    borrow::Cow,
     collections::HashMap,
     sync::{Arc, RwLock},
 };
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::{Resource, ResourceExt};
-use serde_json::Value;
 
-use crate::api::{AccessToken, AccessTokenSpec, AccessTokenStatus, Trim};
-
-/// An AccessToken as the verifier's watch parses it: see the module documentation.
-#[derive(Debug, Clone)]
-pub struct KeptToken {
-    /// Trimmed metadata (the watch resumes from its resourceVersion).
-    pub metadata: ObjectMeta,
-    /// The spec, without `secretTemplate`.
-    pub spec: AccessTokenSpec,
-    /// `status.rotatedAt`.
-    pub rotated_at: Option<Time>,
-}
-
-impl From<AccessToken> for KeptToken {
-    fn from(token: AccessToken) -> Self {
-        Self {
-            metadata: token.metadata,
-            spec: token.spec,
-            rotated_at: token.status.and_then(|s| s.rotated_at),
-        }
-    }
-}
-
-impl Trim for KeptToken {
-    fn assemble(
-        metadata: ObjectMeta,
-        spec: Option<Value>,
-        status: Option<Value>,
-    ) -> serde_json::Result<Self> {
-        let spec = serde_json::from_value(spec.unwrap_or(Value::Null))?;
-        // The whole status is parsed, then all but `rotatedAt` dropped: a status that does not
-        // parse (an operator of another version, say) makes the token unreadable, and so
-        // denied, as a whole AccessToken would be (fail closed).
-        let status: Option<AccessTokenStatus> = status.map(serde_json::from_value).transpose()?;
-        Ok(Self {
-            metadata,
-            spec,
-            rotated_at: status.and_then(|s| s.rotated_at),
-        })
-    }
-}
-
-impl Resource for KeptToken {
-    type DynamicType = ();
-    type Scope = <AccessToken as Resource>::Scope;
-
-    fn kind(dt: &()) -> Cow<'_, str> {
-        AccessToken::kind(dt)
-    }
-    fn group(dt: &()) -> Cow<'_, str> {
-        AccessToken::group(dt)
-    }
-    fn version(dt: &()) -> Cow<'_, str> {
-        AccessToken::version(dt)
-    }
-    fn plural(dt: &()) -> Cow<'_, str> {
-        AccessToken::plural(dt)
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+use crate::api::{AccessToken, AccessTokenSpec, AccessTokenStatus};
 
 /// One kept AccessToken: what `decide` reads of it.
 #[derive(Debug)]
@@ -110,7 +45,7 @@ struct Inner {
     relisting: Option<Tables>,
 }
 
-fn insert(tables: &mut Tables, token: KeptToken) {
+fn insert(tables: &mut Tables, token: AccessToken) {
     let namespace = token.metadata.namespace.unwrap_or_default();
     let name = token.metadata.name.unwrap_or_default();
     let entry = Entry {
@@ -121,13 +56,13 @@ fn insert(tables: &mut Tables, token: KeptToken) {
             secret_template: None,
             ..token.spec
         },
-        rotated_at: token.rotated_at,
+        rotated_at: token.status.and_then(|s| s.rotated_at),
     };
     (tables.entry(namespace).or_default()).insert(name, Arc::new(entry));
 }
 
-impl super::WatchFed<KeptToken> for TokenTable {
-    fn apply(&self, token: KeptToken) {
+impl super::WatchFed<AccessToken> for TokenTable {
+    fn apply(&self, token: AccessToken) {
         insert(&mut self.inner.write().expect("lock").live, token);
     }
 
@@ -146,7 +81,7 @@ impl super::WatchFed<KeptToken> for TokenTable {
         self.inner.write().expect("lock").relisting = Some(Tables::new());
     }
 
-    fn relist_apply(&self, token: KeptToken) {
+    fn relist_apply(&self, token: AccessToken) {
         let mut inner = self.inner.write().expect("lock");
         match inner.relisting.as_mut() {
             Some(seen) => insert(seen, token),
@@ -199,7 +134,7 @@ mod tests {
     use super::*;
     use crate::verifier::WatchFed;
 
-    fn token(name: &str, revoked: bool) -> KeptToken {
+    fn token(name: &str, revoked: bool) -> AccessToken {
         let mut token = AccessToken::new(
             name,
             AccessTokenSpec {
@@ -210,7 +145,7 @@ mod tests {
         );
         token.metadata.namespace = Some("ns".into());
         token.metadata.uid = Some(format!("{name}-uid"));
-        token.into()
+        token
     }
 
     #[test]
@@ -234,7 +169,7 @@ mod tests {
     #[test]
     fn a_token_whose_status_does_not_parse_is_unreadable_as_a_whole_would_be() {
         let parsed = |status: serde_json::Value| {
-            serde_json::from_value::<crate::api::Trimmed<KeptToken>>(serde_json::json!({
+            serde_json::from_value::<crate::api::Trimmed<AccessToken>>(serde_json::json!({
                 "metadata": {"name": "ci", "namespace": "ns"},
                 "spec": {"organization": "acme"},
                 "status": status,
